@@ -1,0 +1,23 @@
+"""emovox: speech emotion recognition from transcripts and audio.
+
+The one obvious entry point for using a trained model is ``emovox.Recognizer``; the rest of
+the package is organised along the path every experiment travels (see ARCHITECTURE in the
+README): corpora -> splits -> data -> backbones/models -> training -> metrics/reporting.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["Recognizer", "load_corpus", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy: importing emovox must not import torch/transformers (the CLI starts faster).
+    if name == "Recognizer":
+        from emovox.recognizer import Recognizer
+
+        return Recognizer
+    if name == "load_corpus":
+        from emovox.corpora import load_corpus
+
+        return load_corpus
+    raise AttributeError(f"module 'emovox' has no attribute {name!r}")

@@ -1,0 +1,54 @@
+"""The ``emovox`` command.
+
+Each command group lives in its own module under ``emovox.cli`` and registers itself on
+``app`` when imported; this module only assembles them and turns ``EmovoxError`` into one
+readable line and exit code 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from emovox import __version__
+from emovox.errors import EmovoxError
+
+app = typer.Typer(
+    name="emovox",
+    help="Speech emotion recognition from transcripts and audio: train, evaluate, predict, serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"emovox {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """emovox: speech emotion recognition."""
+
+
+# --- command modules: each import registers its commands on `app` ------------------------
+from emovox.cli import _commands  # noqa: E402,F401
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except EmovoxError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)

@@ -1,0 +1,10 @@
+"""Imports every command module so that each registers its commands on the app.
+
+One line per command module; add yours here.
+"""
+
+# fmt: off
+# (command modules are imported below, one per line)
+from emovox.cli import splits  # noqa: F401
+from emovox.cli import experiment  # noqa: F401
+from emovox.cli import corpus  # noqa: F401

@@ -1,0 +1,84 @@
+"""``emovox cv``, ``emovox train`` and ``emovox evaluate``: the main job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from emovox.cli import app
+
+SET_HELP = "Override a config field, e.g. --set train.lr=1e-4 --set model.mode=frozen (repeatable)."
+
+
+@app.command()
+def cv(
+    config: Path = typer.Argument(..., help="Experiment YAML (see recipes/)."),
+    set_: list[str] = typer.Option(None, "--set", help=SET_HELP),
+    out: Path = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Cross-validate a config over every fold of its protocol; restartable (finished folds are kept)."""
+    from emovox.config import load_config
+    from emovox.metrics import CVResult
+    from emovox.reporting import print_summary
+    from emovox.training.runner import run_cv
+
+    cfg = load_config(config, set_)
+    out = out or Path("runs") / cfg.name
+    payload = run_cv(cfg, out, progress=not quiet)
+    result = CVResult.from_dict(payload)
+    console = Console()
+    print_summary(result, console=console, title=f"{cfg.name} ({cfg.model.backbone}, {cfg.model.mode})")
+    console.print(
+        f"[bold]UA {payload['mean']['ua']:.4f} ± {payload['std']['ua']:.4f}[/] (mean ± std over {len(payload['folds'])} folds), "
+        f"pooled UA {payload['pooled']['ua']:.4f}, WA {payload['pooled']['wa']:.4f}; {payload['seconds']:.0f} s. "
+        f"Results in {out}/ (results.json, report.md, predictions.csv, confusion.png, learning_curves.png)"
+    )
+    if payload["skipped"]:
+        console.print(f"[yellow]{len(payload['skipped'])} utterances skipped; see results.json 'skipped'[/]")
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Experiment YAML (see recipes/)."),
+    out: Path = typer.Option(..., "--out", help="Recognizer directory to create."),
+    set_: list[str] = typer.Option(None, "--set", help=SET_HELP),
+    cv_results: Path = typer.Option(None, "--cv-results", help="results.json of a cv run to quote in the model card."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Train one recognizer on the whole corpus (a held-out speaker group picks the epoch)."""
+    from emovox.config import load_config
+    from emovox.training.runner import train_recognizer
+
+    cfg = load_config(config, set_)
+    rec = train_recognizer(cfg, out, progress=not quiet, cv_results=cv_results)
+    t = rec.info["training"]
+    typer.echo(
+        f"saved {out}: {len(rec.labels)} labels, best epoch {t['best_epoch']}, validation UA {t['best_valid_ua']:.4f}"
+    )
+
+
+@app.command()
+def evaluate(
+    model_dir: Path = typer.Argument(..., help="Recognizer directory from `emovox train`."),
+    spec: str = typer.Argument(..., help="Corpus spec FORMAT:PATH."),
+    json_out: Path = typer.Option(None, "--json", help="Write the metrics as JSON here."),
+    on_bad_audio: str = typer.Option("error", help="error | skip"),
+) -> None:
+    """Score a trained recognizer on a corpus: WA, UA, macro-F1 and the confusion matrix."""
+    from emovox.corpora import load_corpus
+    from emovox.metrics import aggregate
+    from emovox.recognizer import Recognizer
+    from emovox.reporting import print_summary, write_json
+    from emovox.training.runner import evaluate_recognizer
+
+    rec = Recognizer.load(model_dir)
+    corpus = load_corpus(spec)
+    metrics, examples, _, skipped = evaluate_recognizer(rec, corpus, on_bad_audio=on_bad_audio)
+    result = aggregate([metrics], labels=rec.labels, fold_names=[spec], protocol="evaluation")
+    print_summary(result, console=Console(), title=f"{model_dir} on {spec}")
+    if json_out:
+        write_json(json_out, dict(metrics.to_dict(), skipped=[s.__dict__ for s in skipped], utterances=len(examples)))

@@ -1,0 +1,175 @@
+"""Typed experiment configuration, loaded from YAML with ``--set key=value`` overrides.
+
+One config describes one experiment end to end (corpus, protocol, model, training), so a
+recipe file is the whole record of how a number was produced. Every field has the papers'
+default; unknown keys are errors, because a typo that silently falls back to a default is how
+irreproducible results are made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from emovox.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelConfig(_Strict):
+    """Which backbone, how much of it trains, and how its frames become one vector."""
+
+    backbone: str = Field(description="Registry name (e.g. whisper-base), hub id, or local model directory.")
+    tiny: bool = Field(False, description="Build a tiny randomly initialised model of the same class (tests, dry runs).")
+    mode: Literal["frozen", "finetune", "finetune-frozen-cnn"] = Field(
+        "finetune",
+        description="frozen: linear probe on cached features; finetune: everything trains (paper); "
+        "finetune-frozen-cnn: wav2vec2-family CNN feature encoder stays frozen.",
+    )
+    pooling: Literal["auto", "mean", "attention"] = Field(
+        "auto", description="auto = the family's paper pooling (mean, last token, BART EOS); attention = learned."
+    )
+    layer_weights: bool = Field(False, description="Learned softmax-weighted sum of all hidden layers (s3prl Featurizer).")
+    standardize: bool = Field(True, description="Frozen mode: z-score features with training-fold statistics.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    context: bool = Field(False, description="Text models: prepend the previous utterance of the dialogue.")
+    max_tokens: int = Field(100, gt=0)
+    max_seconds: float = Field(10.0, gt=0)
+
+
+class TrainConfig(_Strict):
+    """Optimisation; defaults follow the IEMOCAP paper (AdamW 1e-5, batch 12, patience 3, 20 epochs)."""
+
+    lr: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(12, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    max_epochs: int = Field(20, gt=0)
+    patience: int = Field(3, gt=0, description="Stop after this many epochs without validation-UA gain.")
+    class_weights: Literal["inverse", "none"] = "inverse"
+    seed: int = 0
+    length_grouping: bool = Field(True, description="Batch clips of similar length together (less padding).")
+    max_steps_per_epoch: int | None = Field(None, gt=0, description="Cap steps per epoch (smoke tests).")
+    threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: all available cores.")
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    corpus: str = Field(description="Corpus spec FORMAT:PATH, e.g. emodb:../shared/data/emodb")
+    protocol: str = Field(description="leave-one-session-out | speaker-groups:K | stratified:K | holdout:F")
+    validation: Literal["paper", "strict"] = "strict"
+    folds: list[int] | None = Field(None, description="Run only these fold indices (0-based); default all.")
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+    cache_dir: Path | None = Field(None, description="Frozen-feature cache; default ~/.cache/emovox/features.")
+    on_bad_audio: Literal["error", "skip"] = "error"
+
+    @field_validator("corpus", "protocol")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def _scalar(raw: str) -> Any:
+    """YAML scalar, except that ``1e-4`` is a number (YAML 1.1 reads it as a string)."""
+    if raw == "":
+        return ""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["train.lr=1e-4", "model.mode=frozen"]`` -> nested dict; values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set train.lr=1e-4")
+        key, raw = pair.split("=", 1)
+        _set_dotted(out, key.strip(), _scalar(raw))
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for k, v in extra.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {where}: {err['msg']}")
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment config; relative corpus paths are taken relative to the YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = _merge(data, parse_overrides(overrides))
+    cfg = config_from_dict(data, str(path))
+    model = cfg.model.model_copy(update={"backbone": resolve_local_path(cfg.model.backbone, path.parent)})
+    return cfg.model_copy(update={"corpus": resolve_spec_path(cfg.corpus, path.parent), "model": model})
+
+
+def resolve_local_path(value: str, base: Path) -> str:
+    """A backbone given as a relative directory (``../shared/models/whisper-base``) becomes
+    absolute; registry names and hub ids (``org/name``) are left alone."""
+    if not value.startswith((".", "/", "~")):
+        return value
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    from_cwd = (Path.cwd() / p).resolve()
+    return str(from_cwd if from_cwd.exists() or not (base / p).exists() else (base / p).resolve())
+
+
+def resolve_spec_path(spec: str, base: Path) -> str:
+    """Make the PATH of ``FORMAT:PATH`` absolute.
+
+    A relative path is looked up from the current directory first (recipes are run from the
+    project root and say ``../shared/...``), then from ``base`` (the recipe's folder).
+    """
+    if ":" not in spec:
+        return spec
+    fmt, rest = spec.split(":", 1)
+    path_part, sep, query = rest.partition("?")
+    p = Path(path_part).expanduser()
+    if not p.is_absolute():
+        from_cwd = (Path.cwd() / p).resolve()
+        p = from_cwd if from_cwd.exists() or not (base / p).exists() else (base / p).resolve()
+    return f"{fmt}:{p}{sep}{query}"

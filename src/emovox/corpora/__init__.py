@@ -1,0 +1,70 @@
+"""Corpus readers: one spec string -> one ``Corpus`` of ``Utterance`` records.
+
+``load_corpus("FORMAT:PATH?option=value&option=value")`` is the single entry point used by the
+CLI, recipes and Python code. Unknown formats or options raise ``CorpusError`` listing the valid
+ones. Formats and their options:
+
+``iemocap:PATH`` -- the official release (PATH holds Session1 ... Session5).
+    ``labels=4|6|all`` (default 4: angry, happy, neutral, sad; 6 adds excited and frustrated;
+    all keeps every code except xxx). ``merge_exc=true|false`` merges excited into happy
+    (default true for labels=4, false otherwise). ``on_missing_audio=error|skip`` (default error).
+    Example: ``iemocap:/data/IEMOCAP?labels=4&merge_exc=false``.
+
+``ravdess:PATH`` -- RAVDESS audio (``Actor_XX/MM-VC-EE-II-SS-RR-AA.wav``).
+    ``channel=speech|song|both`` (default speech). ``labels=a,b,...`` keeps only these labels in
+    this order, e.g. ``labels=neutral,happy,sad,angry``.
+
+``emodb:PATH`` -- EmoDB (``wav/SSTTTEV.wav``). ``labels=a,b,...`` as above.
+
+``meacorpus:PATH`` -- Spanish MEACorpus 2023 / EmoSPeech 2024; PATH is the release folder or its
+    table. ``csv=`` (the table inside PATH; default the only one), ``audio_dir=`` (default the
+    first existing of audio, audios, wav, wavs, segments), ``id_col=id``,
+    ``text_col=transcription``, ``label_col=label``, ``path_col=`` (a column with the audio file
+    name instead of ``<id><ext>``), ``speaker_col=`` (none in the release: every speaker is
+    ``unknown``), ``audio_ext=auto|.wav|...``, ``labels=a,b,...``, ``on_missing_audio=error|skip``.
+
+``manifest:PATH`` -- a CSV, TSV or JSONL table with ``path,label`` and optional ``id,
+    corpus_label, text, speaker, session, dialogue, turn, start, end, cut``; relative paths are
+    relative to the manifest. ``labels=a,b,...`` fixes the label order (default: sorted) and
+    leaves out rows with other labels. ``on_missing_audio=error|skip``.
+
+Corpora without speaker information use the speaker ``unknown`` (``UNKNOWN_SPEAKER``) for every
+utterance, so speaker-independent splits refuse them instead of leaking speakers silently.
+"""
+
+from __future__ import annotations
+
+from emovox.corpora import emodb, iemocap, manifest, meacorpus, ravdess
+from emovox.corpora.base import Corpus, Utterance
+from emovox.corpora.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
+from emovox.corpora.spec import UNKNOWN_SPEAKER, CorpusSpec, Option, Reader, parse_spec, resolve_options
+from emovox.errors import CorpusError
+
+#: Every corpus format, by the name used before the colon of a spec.
+READERS: dict[str, Reader] = {r.name: r for r in (iemocap.READER, ravdess.READER, emodb.READER, meacorpus.READER, manifest.READER)}
+
+
+def load_corpus(spec: str) -> Corpus:
+    """Read the corpus a ``FORMAT:PATH?options`` spec names (formats and options: module docstring)."""
+    parsed = parse_spec(spec)
+    reader = READERS.get(parsed.format)
+    if reader is None:
+        raise CorpusError(f"unknown corpus format {parsed.format!r} in {spec!r}; valid formats: {', '.join(sorted(READERS))}")
+    options = resolve_options(parsed, reader.options)
+    return reader.read(parsed.path, spec=parsed.text, **options)
+
+
+__all__ = [
+    "Corpus",
+    "CorpusSpec",
+    "MANIFEST_COLUMNS",
+    "Option",
+    "READERS",
+    "Reader",
+    "UNKNOWN_SPEAKER",
+    "Utterance",
+    "load_corpus",
+    "parse_spec",
+    "read_manifest",
+    "write_manifest",
+]

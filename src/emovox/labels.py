@@ -1,0 +1,80 @@
+"""Emotion label names and per-corpus label mappings.
+
+Every corpus names its emotions differently (IEMOCAP ``ang``, RAVDESS ``05``, EmoDB ``W``,
+MEACorpus ``anger``). Readers map them onto one vocabulary of English names so that metrics,
+reports and recognizers speak the same language across corpora. The corpus's own code is kept
+on each utterance as ``corpus_label`` so nothing is lost.
+"""
+
+from __future__ import annotations
+
+# Canonical names used across emovox.
+ANGRY = "angry"
+HAPPY = "happy"
+NEUTRAL = "neutral"
+SAD = "sad"
+EXCITED = "excited"
+FRUSTRATED = "frustrated"
+FEARFUL = "fearful"
+DISGUSTED = "disgusted"
+SURPRISED = "surprised"
+CALM = "calm"
+BORED = "bored"
+OTHER = "other"
+
+#: IEMOCAP EmoEvaluation codes -> canonical names. ``xxx`` (no majority) is never a label.
+IEMOCAP_CODES: dict[str, str] = {
+    "ang": ANGRY,
+    "hap": HAPPY,
+    "exc": EXCITED,
+    "neu": NEUTRAL,
+    "sad": SAD,
+    "fru": FRUSTRATED,
+    "fea": FEARFUL,
+    "dis": DISGUSTED,
+    "sur": SURPRISED,
+    "oth": OTHER,
+}
+
+#: The label sets the IEMOCAP literature uses, in a fixed order (the order of the report rows).
+IEMOCAP_LABEL_SETS: dict[str, tuple[str, ...]] = {
+    "4": (ANGRY, HAPPY, NEUTRAL, SAD),
+    "6": (ANGRY, HAPPY, NEUTRAL, SAD, EXCITED, FRUSTRATED),
+    "all": (ANGRY, HAPPY, NEUTRAL, SAD, EXCITED, FRUSTRATED, FEARFUL, DISGUSTED, SURPRISED, OTHER),
+}
+
+#: RAVDESS filename emotion field (third field) -> canonical names.
+RAVDESS_CODES: dict[str, str] = {
+    "01": NEUTRAL,
+    "02": CALM,
+    "03": HAPPY,
+    "04": SAD,
+    "05": ANGRY,
+    "06": FEARFUL,
+    "07": DISGUSTED,
+    "08": SURPRISED,
+}
+RAVDESS_LABELS: tuple[str, ...] = tuple(RAVDESS_CODES.values())
+
+#: EmoDB filename emotion letter (German initial) -> canonical names.
+EMODB_CODES: dict[str, str] = {
+    "W": ANGRY,  # Wut
+    "L": BORED,  # Langeweile
+    "E": DISGUSTED,  # Ekel
+    "A": FEARFUL,  # Angst
+    "F": HAPPY,  # Freude
+    "T": SAD,  # Trauer
+    "N": NEUTRAL,
+}
+EMODB_LABELS: tuple[str, ...] = (ANGRY, BORED, DISGUSTED, FEARFUL, HAPPY, NEUTRAL, SAD)
+
+#: EmoSPeech 2024 / Spanish MEACorpus 2023 label names -> canonical names.
+MEACORPUS_CODES: dict[str, str] = {
+    "neutral": NEUTRAL,
+    "disgust": DISGUSTED,
+    "anger": ANGRY,
+    "joy": HAPPY,
+    "sadness": SAD,
+    "fear": FEARFUL,
+}
+MEACORPUS_LABELS: tuple[str, ...] = (ANGRY, DISGUSTED, FEARFUL, HAPPY, NEUTRAL, SAD)

@@ -1,0 +1,355 @@
+"""Tables, plots and JSON for results, in the layout the papers use.
+
+Markdown tables follow the IEMOCAP ensemble paper's Table 2 (one row per model, ``WA (%)`` and
+``UA (%)`` as percentages with two decimals, here as ``mean ± std`` over folds) so a run can be
+put next to the published numbers. CSV and JSON keep fractions at full precision for machines.
+A result whose protocol is not speaker-independent carries ``NOT speaker-independent`` in every
+human-readable output, because such numbers are not comparable with speaker-independent ones.
+
+Metric definitions live in ``emovox.metrics``; this module only formats them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from emovox.metrics import HEADLINE, CVResult, Metrics
+
+NOT_SPEAKER_INDEPENDENT = "NOT speaker-independent"
+
+#: Column titles of the headline metrics, as in the papers' tables.
+METRIC_TITLES = {"wa": "WA (%)", "ua": "UA (%)", "macro_f1": "Macro-F1 (%)"}
+
+
+# --- formatting ---------------------------------------------------------------------------
+
+
+def fmt_pct(value: float, std: float | None = None, digits: int = 2) -> str:
+    """``0.69614`` -> ``69.61``; with ``std`` -> ``69.61 ± 1.23`` (percentage points)."""
+    text = f"{value * 100:.{digits}f}"
+    return text if std is None else f"{text} ± {std * 100:.{digits}f}"
+
+
+def protocol_note(result: CVResult) -> str | None:
+    """The warning line for a result that is not speaker-independent, else None."""
+    if result.speaker_independent is False:
+        protocol = f" (protocol `{result.protocol}`)" if result.protocol else ""
+        return (
+            f"**{NOT_SPEAKER_INDEPENDENT}**{protocol}: test speakers were also heard in training, so these "
+            "scores are not comparable with speaker-independent results."
+        )
+    return None
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(x: Any) -> str:
+        return str(x).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# --- markdown -------------------------------------------------------------------------------
+
+
+def comparison_markdown(
+    results: Mapping[str, CVResult],
+    metrics: Sequence[str] = ("wa", "ua"),
+    extra_columns: Mapping[str, Mapping[str, str]] | None = None,
+) -> str:
+    """Rows = models, columns = ``mean ± std`` of each metric (the papers' Table 2 layout).
+
+    ``extra_columns`` maps a column title to ``{model: text}`` (e.g. Architecture, Modality).
+    Models evaluated without speaker independence are marked with a dagger and a footnote.
+    """
+    extra = dict(extra_columns or {})
+    header = ["Model", *extra, *(METRIC_TITLES[m] for m in metrics)]
+    rows, flagged = [], []
+    for name, result in results.items():
+        mark = ""
+        if result.speaker_independent is False:
+            mark = " †"
+            flagged.append(f"{name} (`{result.protocol}`)" if result.protocol else name)
+        row = [name + mark, *(extra[c].get(name, "") for c in extra)]
+        row += [fmt_pct(getattr(result.mean, m), getattr(result.std, m)) for m in metrics]
+        rows.append(row)
+    text = _md_table(header, rows)
+    text += "\nValues are mean ± std over folds (population std), in percent.\n"
+    if flagged:
+        text += f"\n† {NOT_SPEAKER_INDEPENDENT}: {', '.join(flagged)}.\n"
+    return text
+
+
+def folds_markdown(result: CVResult) -> str:
+    """One row per fold, then ``mean ± std`` and ``pooled`` rows."""
+    header = ["Fold", "Name", "N", *(METRIC_TITLES[m] for m in HEADLINE)]
+    rows: list[list[Any]] = []
+    for i, (name, m) in enumerate(zip(result.fold_names, result.folds), start=1):
+        rows.append([i, name, m.n, *(fmt_pct(getattr(m, k)) for k in HEADLINE)])
+    rows.append(["mean ± std", "", "", *(fmt_pct(getattr(result.mean, k), getattr(result.std, k)) for k in HEADLINE)])
+    rows.append(["pooled", "all folds", result.pooled.n, *(fmt_pct(getattr(result.pooled, k)) for k in HEADLINE)])
+    return _md_table(header, rows)
+
+
+def per_class_markdown(metrics: Metrics) -> str:
+    header = ["Class", "Precision (%)", "Recall (%)", "F1 (%)", "Support"]
+    rows = [
+        [label, fmt_pct(s.precision), fmt_pct(s.recall), fmt_pct(s.f1), s.support]
+        for label, s in metrics.per_class.items()
+    ]
+    return _md_table(header, rows)
+
+
+def confusion_markdown(metrics: Metrics, normalized: bool = False) -> str:
+    """Rows = true class, columns = predicted class; counts or row percentages."""
+    matrix = metrics.confusion_normalized if normalized else metrics.confusion
+    rows = [
+        [label, *((fmt_pct(v, digits=1) if normalized else v) for v in row)]
+        for label, row in zip(metrics.labels, matrix)
+    ]
+    return _md_table(["true \\ predicted", *metrics.labels], rows)
+
+
+def report_markdown(result: CVResult, title: str = "Results") -> str:
+    """A full report: protocol flag, per-fold table, per-class and confusion tables (pooled)."""
+    parts = [f"# {title}\n"]
+    note = protocol_note(result)
+    if note:
+        parts.append(f"> ⚠ {note}\n")
+    parts.append(
+        f"Protocol: `{result.protocol or 'unknown'}`, {len(result.folds)} fold(s), {result.pooled.n} test utterances. "
+        "WA = accuracy, UA = mean per-class recall, Macro-F1 as scikit-learn; mean ± std is over folds "
+        "(population std), pooled is over all folds' predictions together.\n"
+    )
+    parts.append("## Folds\n\n" + folds_markdown(result))
+    parts.append("## Per class (pooled)\n\n" + per_class_markdown(result.pooled))
+    parts.append("## Confusion matrix (pooled, counts)\n\n" + confusion_markdown(result.pooled))
+    parts.append("## Confusion matrix (pooled, % of true class)\n\n" + confusion_markdown(result.pooled, normalized=True))
+    return "\n".join(parts)
+
+
+# --- CSV ------------------------------------------------------------------------------------
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([[repr(x) if isinstance(x, float) else x for x in row] for row in rows])
+    return buf.getvalue()
+
+
+def comparison_csv(results: Mapping[str, CVResult]) -> str:
+    """One row per model: ``<metric>_mean``, ``<metric>_std``, ``<metric>_pooled`` as fractions."""
+    header = ["model", "protocol", "speaker_independent", "folds"]
+    header += [f"{m}_{s}" for m in HEADLINE for s in ("mean", "std", "pooled")]
+    rows = []
+    for name, r in results.items():
+        row: list[Any] = [name, r.protocol, "" if r.speaker_independent is None else r.speaker_independent, len(r.folds)]
+        for m in HEADLINE:
+            row += [getattr(r.mean, m), getattr(r.std, m), getattr(r.pooled, m)]
+        rows.append(row)
+    return _csv(header, rows)
+
+
+def folds_csv(result: CVResult) -> str:
+    """One row per fold plus ``mean``, ``std`` and ``pooled`` rows; fractions at full precision."""
+    rows: list[list[Any]] = [
+        [str(i), name, m.n, *(getattr(m, k) for k in HEADLINE)]
+        for i, (name, m) in enumerate(zip(result.fold_names, result.folds), start=1)
+    ]
+    rows.append(["mean", "", "", *(getattr(result.mean, k) for k in HEADLINE)])
+    rows.append(["std", "", "", *(getattr(result.std, k) for k in HEADLINE)])
+    rows.append(["pooled", "all folds", result.pooled.n, *(getattr(result.pooled, k) for k in HEADLINE)])
+    return _csv(["fold", "name", "n", *HEADLINE], rows)
+
+
+def per_class_csv(metrics: Metrics) -> str:
+    rows = [[label, s.precision, s.recall, s.f1, s.support] for label, s in metrics.per_class.items()]
+    return _csv(["label", "precision", "recall", "f1", "support"], rows)
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write atomically: a temporary file beside ``path`` renamed over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` (or ``obj.to_dict()``) as indented JSON, atomically."""
+    data = obj.to_dict() if hasattr(obj, "to_dict") else obj
+    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _save_figure(fig: Any, path: str | Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_confusion(metrics: Metrics, path: str | Path, title: str = "Confusion matrix") -> Path:
+    """Two panels, counts and row-normalised (% of true class), rows = true, columns = predicted.
+
+    Drawn on a bare ``Figure`` with the Agg canvas: no pyplot global state, safe in servers
+    and threads.
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    labels = list(metrics.labels)
+    counts = np.asarray(metrics.confusion)
+    normed = np.asarray(metrics.confusion_normalized)
+    side = max(4.0, 0.7 * len(labels) + 1.5)
+    fig = Figure(figsize=(2 * side + 1.0, side))
+    axes = fig.subplots(1, 2)
+    panels = [
+        (axes[0], counts, "counts", [f"{v:d}" for v in counts.ravel()], counts.max() or 1),
+        (axes[1], normed, "% of true class", [f"{100 * v:.0f}" for v in normed.ravel()], 1.0),
+    ]
+    for ax, values, subtitle, texts, vmax in panels:
+        image = ax.imshow(values, cmap="Blues", vmin=0, vmax=vmax)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("Predicted")
+        ax.set_ylabel("True")
+        ax.set_title(subtitle)
+        for k, text in enumerate(texts):
+            i, j = divmod(k, len(labels))
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if values[i, j] > 0.6 * vmax else "black")
+    fig.suptitle(title)
+    return _save_figure(fig, path)
+
+
+def plot_learning_curves(
+    history: Sequence[Sequence[Mapping[str, Any]]],
+    path: str | Path,
+    title: str = "Learning curves",
+    fold_names: Sequence[str] | None = None,
+) -> Path:
+    """Loss (train solid, valid dashed) and validation UA per epoch, one colour per fold.
+
+    ``history[f]`` is fold f's list of ``{"epoch", "train_loss", "valid_loss", "valid_ua"}``;
+    missing or None values are skipped (e.g. no validation loss logged).
+    """
+    from matplotlib.figure import Figure
+
+    if not history or not any(history):
+        raise ValueError("plot_learning_curves needs at least one epoch of history")
+    fig = Figure(figsize=(11, 4.2))
+    ax_loss, ax_ua = fig.subplots(1, 2)
+    for f, epochs in enumerate(history):
+        name = fold_names[f] if fold_names else f"fold {f + 1}"
+        color = f"C{f % 10}"
+
+        def series(key: str) -> tuple[list[float], list[float]]:
+            pts = [(e["epoch"], e[key]) for e in epochs if e.get(key) is not None]
+            return [p[0] for p in pts], [p[1] for p in pts]
+
+        for key, style, label in (("train_loss", "-", "train"), ("valid_loss", "--", "valid")):
+            xs, ys = series(key)
+            if xs:
+                ax_loss.plot(xs, ys, style, color=color, marker="o", markersize=3, label=f"{name} {label}")
+        xs, ys = series("valid_ua")
+        if xs:
+            ax_ua.plot(xs, [100 * y for y in ys], "-", color=color, marker="o", markersize=3, label=name)
+    ax_loss.set(xlabel="Epoch", ylabel="Loss", title="Loss (train solid, valid dashed)")
+    ax_ua.set(xlabel="Epoch", ylabel="Validation UA (%)", title="Validation UA")
+    for ax in (ax_loss, ax_ua):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save_figure(fig, path)
+
+
+def write_report(
+    result: CVResult,
+    out_dir: str | Path,
+    title: str = "Results",
+    history: Sequence[Sequence[Mapping[str, Any]]] | None = None,
+) -> dict[str, Path]:
+    """Write every artefact of one run: report.md, folds.csv, per_class.csv, results.json, PNGs."""
+    out = Path(out_dir)
+    paths = {
+        "markdown": write_text(out / "report.md", report_markdown(result, title)),
+        "folds_csv": write_text(out / "folds.csv", folds_csv(result)),
+        "per_class_csv": write_text(out / "per_class.csv", per_class_csv(result.pooled)),
+        "json": write_json(out / "results.json", result),
+        "confusion_png": plot_confusion(result.pooled, out / "confusion.png", f"{title}: pooled confusion matrix"),
+    }
+    if history and any(history):
+        paths["curves_png"] = plot_learning_curves(history, out / "learning_curves.png", title, result.fold_names)
+    return paths
+
+
+# --- terminal -------------------------------------------------------------------------------
+
+
+def print_summary(
+    result: CVResult,
+    labels: Sequence[str] | None = None,
+    console: Console | None = None,
+    title: str = "Results",
+) -> None:
+    """Folds, mean ± std and pooled scores, then the pooled confusion matrix, as rich tables."""
+    console = console or Console()
+    labels = list(labels) if labels is not None else list(result.labels)
+    if labels != list(result.labels):
+        raise ValueError(f"labels {labels} differ from the result's label set {list(result.labels)}")
+    caption = f"protocol {result.protocol}" if result.protocol else None
+    table = Table(title=title, caption=caption)
+    table.add_column("Fold", justify="right")
+    table.add_column("Name")
+    table.add_column("N", justify="right")
+    for k in HEADLINE:
+        table.add_column(METRIC_TITLES[k], justify="right")
+    for i, (name, m) in enumerate(zip(result.fold_names, result.folds), start=1):
+        table.add_row(str(i), name, str(m.n), *(fmt_pct(getattr(m, k)) for k in HEADLINE), end_section=i == len(result.folds))
+    table.add_row("mean ± std", "", "", *(fmt_pct(getattr(result.mean, k), getattr(result.std, k)) for k in HEADLINE), style="bold")
+    table.add_row("pooled", "all folds", str(result.pooled.n), *(fmt_pct(getattr(result.pooled, k)) for k in HEADLINE))
+    if result.speaker_independent is False:
+        console.print(f"[bold red]⚠ {NOT_SPEAKER_INDEPENDENT}[/] (protocol {result.protocol}): test speakers were heard in training")
+    console.print(table)
+
+    cm = Table(title="Confusion matrix (pooled): count (% of true class)")
+    cm.add_column("true \\ predicted", style="bold")
+    for label in labels:
+        cm.add_column(label, justify="right")
+    for label, counts, normed in zip(labels, result.pooled.confusion, result.pooled.confusion_normalized):
+        cm.add_row(label, *(f"{c} ({100 * v:.0f}%)" for c, v in zip(counts, normed)))
+    console.print(cm)

@@ -1,0 +1,441 @@
+"""Evaluation protocols: which utterances train, validate and test each fold.
+
+A number in an SER paper means little without its protocol: the same model scores very
+differently when a test speaker was also heard in training. So every protocol here is named
+by the promise it makes, and ``make_folds`` *proves* that promise on the corpus at hand
+(``check_folds``) instead of trusting the corpus layout: if IEMOCAP speaker ids were not
+session-bound, leave-one-session-out would raise rather than silently leak.
+
+Protocols (the ``protocol`` string):
+
+``leave-one-session-out``
+    One fold per session (IEMOCAP: 5). Speaker-independent when speakers are session-bound,
+    which is checked. Needs ``Utterance.session``.
+``speaker-groups:K`` (``speaker-groups:K:shuffle``)
+    Speakers in natural order (``2`` < ``10``) are cut into K contiguous groups whose sizes
+    differ by at most one; each group is one fold's test set. Contiguous, not round-robin,
+    because corpora number speakers in a pattern (RAVDESS: odd actors male, even female), so
+    RAVDESS ``speaker-groups:6`` gives 4 actors (2 male, 2 female) per group, while round-robin
+    would give all-male groups. With ``:shuffle`` the order is a ``seed``-ed permutation.
+``leave-one-speaker-out``
+    ``speaker-groups:K`` with K = number of speakers (EmoDB: 10 folds).
+``stratified:K``
+    scikit-learn ``StratifiedKFold(K, shuffle=True, random_state=seed)`` over utterances, as
+    the EmoSPeech paper did. NOT speaker-independent.
+``holdout:FRACTION``
+    One fold: scikit-learn ``train_test_split(test_size=FRACTION, stratify=labels,
+    random_state=seed)``, as the RAVDESS voting paper's 80:20 split. NOT speaker-independent,
+    and its test set covers only FRACTION of the corpus.
+
+Validation (the data early stopping and model selection look at):
+
+``paper``
+    ``valid`` is the test fold itself, as the IEMOCAP ensemble paper did. Optimistic: the
+    reported score is the best epoch *on the test set*. Kept to reproduce published numbers.
+``strict`` (default)
+    The test fold is never seen before the final evaluation. For speaker-independent
+    protocols a whole held-out unit is carved out of the training part: the next speaker group
+    (fold k validates on group k+1, cyclically, so every group validates exactly once) or, for
+    leave-one-session-out, the next whole session. A whole session rather than one of its two
+    speakers, because IEMOCAP speakers share dialogues with their session partner: validating
+    on one while training on the other lets the dialogue (and any context model) leak. It needs
+    at least 3 groups/sessions. For ``stratified``/``holdout``, ``strict`` carves a seeded,
+    stratified ``VALID_FRACTION`` of the training part (not speaker-independent, like the
+    protocol itself); when a class is too rare to stratify, the carve-out is seeded but
+    unstratified.
+
+Fold ``index`` is 1-based, as printed in reports and as the ``fold_k`` directory names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from emovox.corpora.base import Corpus
+from emovox.errors import SplitError
+
+#: Share of the training part that ``strict`` validation carves out for stratified/holdout.
+VALID_FRACTION = 0.1
+
+VALIDATIONS = ("paper", "strict")
+
+_PROTOCOL_HELP = (
+    "use one of: leave-one-session-out, leave-one-speaker-out, speaker-groups:K, "
+    "speaker-groups:K:shuffle, stratified:K, holdout:FRACTION (e.g. holdout:0.2)"
+)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One train/valid/test assignment of utterance ids.
+
+    ``speaker_independent`` is the protocol's promise for this fold; ``check`` proves it.
+    With ``validation == "paper"`` ``valid`` is exactly ``test``.
+    """
+
+    index: int
+    name: str
+    train: tuple[str, ...]
+    valid: tuple[str, ...]
+    test: tuple[str, ...]
+    speaker_independent: bool
+    protocol: str
+    validation: str
+
+    def parts(self) -> dict[str, tuple[str, ...]]:
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+    def speakers(self, corpus: Corpus, part: str) -> list[str]:
+        """Speakers of one part (``train``, ``valid`` or ``test``), in natural order."""
+        return natural_sorted({corpus[i].speaker for i in self.parts()[part]})
+
+    def missing_train_classes(self, corpus: Corpus) -> list[str]:
+        """Labels of the corpus's label set with no training utterance, in label-set order.
+
+        Splitting never fails on this (a tiny corpus may lack a class in one fold); the
+        trainer decides whether to warn or refuse.
+        """
+        present = {corpus[i].label for i in self.train}
+        return [label for label in corpus.labels if label not in present]
+
+    def check(self, corpus: Corpus) -> None:
+        """Raise ``SplitError`` unless this fold keeps every promise its protocol makes."""
+        where = f"{corpus.spec or corpus.name}, {self.protocol}, fold {self.index} ({self.name})"
+        if self.validation not in VALIDATIONS:
+            raise SplitError(f"{where}: unknown validation {self.validation!r}; use 'paper' or 'strict'")
+        for part, ids in self.parts().items():
+            if not ids:
+                raise SplitError(f"{where}: the {part} part is empty; use fewer folds or a larger corpus")
+            if len(set(ids)) != len(ids):
+                raise SplitError(f"{where}: the {part} part lists an utterance id twice")
+            unknown = [i for i in ids if i not in corpus]
+            if unknown:
+                raise SplitError(f"{where}: the {part} part names ids not in the corpus, e.g. {unknown[0]!r}")
+        train, valid, test = set(self.train), set(self.valid), set(self.test)
+        pairs = [("train", train, "test", test), ("train", train, "valid", valid)]
+        if self.validation == "paper":
+            if valid != test:
+                raise SplitError(f"{where}: 'paper' validation must validate on exactly the test fold")
+        else:
+            pairs.append(("valid", valid, "test", test))
+        for name_a, a, name_b, b in pairs:
+            both = a & b
+            if both:
+                raise SplitError(f"{where}: {len(both)} utterance(s) in both {name_a} and {name_b}, e.g. {min(both)!r}")
+        if train | valid | test != {u.id for u in corpus}:
+            raise SplitError(f"{where}: train, valid and test together do not cover the corpus")
+        if self.speaker_independent:
+            self._check_speakers(corpus, where)
+
+    def _check_speakers(self, corpus: Corpus, where: str) -> None:
+        spk = {part: set(self.speakers(corpus, part)) for part in ("train", "valid", "test")}
+        pairs = [("train", "test"), ("train", "valid")]
+        if self.validation == "strict":
+            pairs.append(("valid", "test"))
+        for a, b in pairs:
+            shared = spk[a] & spk[b]
+            if shared:
+                raise SplitError(
+                    f"{where}: speaker(s) {', '.join(natural_sorted(shared))} appear in both {a} and {b}, so this "
+                    "protocol is not speaker-independent on this corpus; check the corpus's speaker/session ids or "
+                    "use a speaker-groups protocol"
+                )
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "protocol": self.protocol,
+            "validation": self.validation,
+            "speaker_independent": self.speaker_independent,
+            "train": list(self.train),
+            "valid": list(self.valid),
+            "test": list(self.test),
+        }
+
+
+def natural_sorted(items: Iterable[str]) -> list[str]:
+    """Sort so that embedded numbers compare as numbers: ``spk2`` before ``spk10``."""
+
+    def key(s: str) -> tuple:
+        return tuple((0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", s) if t)
+
+    return sorted(items, key=lambda s: (key(s), s))
+
+
+def make_folds(corpus: Corpus, protocol: str, validation: str = "strict", seed: int = 0) -> list[Fold]:
+    """Split ``corpus`` by ``protocol`` (see the module docstring) and prove the result.
+
+    Deterministic: the same corpus, protocol, validation and seed give the same folds.
+    """
+    if validation not in VALIDATIONS:
+        raise SplitError(f"unknown validation {validation!r}; use 'paper' or 'strict'")
+    if len(corpus) == 0:
+        raise SplitError(f"{corpus.spec or corpus.name}: the corpus is empty; nothing to split")
+    kind, arg, shuffle = _parse_protocol(protocol)
+    if kind == "leave-one-session-out":
+        folds = _session_folds(corpus, protocol, validation)
+    elif kind == "leave-one-speaker-out":
+        folds = _speaker_group_folds(corpus, protocol, len(corpus.speakers), validation, seed, shuffle=False)
+    elif kind == "speaker-groups":
+        folds = _speaker_group_folds(corpus, protocol, int(arg), validation, seed, shuffle)
+    elif kind == "stratified":
+        folds = _stratified_folds(corpus, protocol, int(arg), validation, seed)
+    else:
+        folds = _holdout_folds(corpus, protocol, float(arg), validation, seed)
+    check_folds(folds, corpus)
+    return folds
+
+
+def check_folds(folds: Sequence[Fold], corpus: Corpus) -> None:
+    """Prove each fold (``Fold.check``) and, for cross-validation, that test folds partition the corpus.
+
+    A holdout protocol (one fold, test is a fraction) is exempt from the partition check.
+    """
+    if not folds:
+        raise SplitError(f"{corpus.spec or corpus.name}: the protocol produced no folds")
+    for fold in folds:
+        fold.check(corpus)
+    if len(folds) == 1 and folds[0].protocol.startswith("holdout"):
+        return
+    seen: dict[str, int] = {}
+    for fold in folds:
+        for uid in fold.test:
+            if uid in seen:
+                raise SplitError(
+                    f"{corpus.spec or corpus.name}, {fold.protocol}: utterance {uid!r} is tested in both fold "
+                    f"{seen[uid]} and fold {fold.index}"
+                )
+            seen[uid] = fold.index
+    if len(seen) != len(corpus):
+        missing = next(u.id for u in corpus if u.id not in seen)
+        raise SplitError(
+            f"{corpus.spec or corpus.name}, {folds[0].protocol}: {len(corpus) - len(seen)} utterance(s) are never "
+            f"tested, e.g. {missing!r}"
+        )
+
+
+def write_folds(folds: Sequence[Fold], corpus: Corpus, out_dir: str | Path) -> list[Path]:
+    """Write ``fold_k/{train,valid,test}.jsonl`` (one ``Utterance.to_dict()`` per line) and ``folds.json``.
+
+    The protocol kept as data (as EmoBox does) lets anyone audit which utterances were tested
+    where. Each file is written to a temporary name and renamed, so a crash never leaves a
+    half-written fold behind. Returns the paths written.
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SplitError(f"cannot create output directory {out}: {exc.strerror}; choose a writable --out") from None
+    written: list[Path] = []
+    for fold in folds:
+        fold_dir = out / f"fold_{fold.index}"
+        fold_dir.mkdir(exist_ok=True)
+        for part, ids in fold.parts().items():
+            lines = "".join(json.dumps(corpus[i].to_dict(), ensure_ascii=False) + "\n" for i in ids)
+            path = fold_dir / f"{part}.jsonl"
+            _atomic_write_text(path, lines)
+            written.append(path)
+    summary = {
+        "corpus": corpus.name,
+        "spec": corpus.spec,
+        "fingerprint": corpus.fingerprint(),
+        "labels": list(corpus.labels),
+        "folds": [
+            {
+                **{k: v for k, v in fold.to_dict().items() if k not in ("train", "valid", "test")},
+                "sizes": {part: len(ids) for part, ids in fold.parts().items()},
+                "speakers": {part: fold.speakers(corpus, part) for part in ("train", "valid", "test")},
+                "missing_train_classes": fold.missing_train_classes(corpus),
+            }
+            for fold in folds
+        ],
+    }
+    path = out / "folds.json"
+    _atomic_write_text(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    written.append(path)
+    return written
+
+
+# --- protocols ------------------------------------------------------------------------------
+
+
+def _parse_protocol(protocol: str) -> tuple[str, str, bool]:
+    parts = protocol.strip().split(":")
+    kind = parts[0]
+    if kind in ("leave-one-session-out", "leave-one-speaker-out"):
+        if len(parts) != 1:
+            raise SplitError(f"protocol {protocol!r} takes no argument; {_PROTOCOL_HELP}")
+        return kind, "", False
+    if kind in ("speaker-groups", "stratified"):
+        shuffle = kind == "speaker-groups" and len(parts) == 3 and parts[2] == "shuffle"
+        if len(parts) != 2 and not shuffle:
+            raise SplitError(f"protocol {protocol!r} needs a number of folds, e.g. {kind}:5; {_PROTOCOL_HELP}")
+        try:
+            k = int(parts[1])
+        except ValueError:
+            raise SplitError(f"protocol {protocol!r}: {parts[1]!r} is not a whole number of folds") from None
+        if k < 2:
+            raise SplitError(f"protocol {protocol!r}: cross-validation needs at least 2 folds")
+        return kind, str(k), shuffle
+    if kind == "holdout":
+        if len(parts) != 2:
+            raise SplitError(f"protocol {protocol!r} needs a test fraction, e.g. holdout:0.2; {_PROTOCOL_HELP}")
+        try:
+            fraction = float(parts[1])
+        except ValueError:
+            raise SplitError(f"protocol {protocol!r}: {parts[1]!r} is not a fraction like 0.2") from None
+        if not 0.0 < fraction < 1.0:
+            raise SplitError(f"protocol {protocol!r}: the test fraction must be between 0 and 1 (exclusive)")
+        return kind, parts[1], False
+    raise SplitError(f"unknown protocol {protocol!r}; {_PROTOCOL_HELP}")
+
+
+def _ids_where(corpus: Corpus, keep: set[str], attr: str) -> tuple[str, ...]:
+    return tuple(u.id for u in corpus if getattr(u, attr) in keep)
+
+
+def _unit_folds(
+    corpus: Corpus, protocol: str, validation: str, attr: str, groups: list[list[str]], names: list[str]
+) -> list[Fold]:
+    """Folds that hold out whole units (sessions or speaker groups): group k tests fold k."""
+    if validation == "strict" and len(groups) < 3:
+        unit = "sessions" if attr == "session" else "speaker groups"
+        raise SplitError(
+            f"{corpus.spec or corpus.name}, {protocol}: 'strict' validation carves a whole unit out of training, "
+            f"which needs at least 3 {unit} (found {len(groups)}); use --validation paper"
+        )
+    folds = []
+    for k, group in enumerate(groups):
+        test = _ids_where(corpus, set(group), attr)
+        if validation == "strict":
+            valid_units = set(groups[(k + 1) % len(groups)])
+            valid = _ids_where(corpus, valid_units, attr)
+            train = tuple(u.id for u in corpus if getattr(u, attr) not in valid_units and getattr(u, attr) not in group)
+        else:
+            valid = test
+            train = tuple(u.id for u in corpus if getattr(u, attr) not in group)
+        folds.append(Fold(k + 1, names[k], train, valid, test, True, protocol, validation))
+    return folds
+
+
+def _session_folds(corpus: Corpus, protocol: str, validation: str) -> list[Fold]:
+    missing = [u.id for u in corpus if u.session is None]
+    if missing:
+        raise SplitError(
+            f"{corpus.spec or corpus.name}: leave-one-session-out needs a session on every utterance, but "
+            f"{len(missing)} have none (e.g. {missing[0]!r}); use speaker-groups:K instead"
+        )
+    sessions = natural_sorted(corpus.sessions)
+    if len(sessions) < 2:
+        raise SplitError(f"{corpus.spec or corpus.name}: leave-one-session-out needs at least 2 sessions, found {sessions}")
+    return _unit_folds(corpus, protocol, validation, "session", [[s] for s in sessions], sessions)
+
+
+def _speaker_group_folds(
+    corpus: Corpus, protocol: str, k: int, validation: str, seed: int, shuffle: bool
+) -> list[Fold]:
+    speakers = natural_sorted(corpus.speakers)
+    if k > len(speakers):
+        raise SplitError(
+            f"{corpus.spec or corpus.name}, {protocol}: {k} speaker groups need at least {k} speakers, but the corpus "
+            f"has {len(speakers)}; use speaker-groups:{len(speakers)} or fewer"
+        )
+    if k < 2:
+        raise SplitError(f"{corpus.spec or corpus.name}, {protocol}: needs at least 2 speakers, found {len(speakers)}")
+    if shuffle:
+        random.Random(seed).shuffle(speakers)
+    groups = _balanced_chunks(speakers, k)
+    names = ["speakers " + ",".join(natural_sorted(g)) if len(g) > 1 else f"speaker {g[0]}" for g in groups]
+    return _unit_folds(corpus, protocol, validation, "speaker", groups, names)
+
+
+def _balanced_chunks(items: list[str], k: int) -> list[list[str]]:
+    """K contiguous chunks whose sizes differ by at most one (the first ``len % k`` get one more)."""
+    size, extra = divmod(len(items), k)
+    chunks, start = [], 0
+    for i in range(k):
+        end = start + size + (1 if i < extra else 0)
+        chunks.append(items[start:end])
+        start = end
+    return chunks
+
+
+def _stratified_folds(corpus: Corpus, protocol: str, k: int, validation: str, seed: int) -> list[Fold]:
+    from sklearn.model_selection import StratifiedKFold
+
+    ids = [u.id for u in corpus]
+    labels = [u.label for u in corpus]
+    if k > len(ids):
+        raise SplitError(f"{corpus.spec or corpus.name}, {protocol}: {k} folds need at least {k} utterances, found {len(ids)}")
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    try:
+        splits = list(skf.split(ids, labels))
+    except ValueError as exc:
+        raise SplitError(f"{corpus.spec or corpus.name}, {protocol}: {exc}; use fewer folds") from None
+    folds = []
+    for index, (train_idx, test_idx) in enumerate(splits, start=1):
+        test_set = {ids[i] for i in test_idx}
+        test = tuple(i for i in ids if i in test_set)
+        train, valid = _carve_valid(corpus, [ids[i] for i in sorted(train_idx)], validation, seed, test, protocol)
+        folds.append(Fold(index, f"fold {index}", train, valid, test, False, protocol, validation))
+    return folds
+
+
+def _holdout_folds(corpus: Corpus, protocol: str, fraction: float, validation: str, seed: int) -> list[Fold]:
+    ids = [u.id for u in corpus]
+    rest, test = _seeded_split(corpus, ids, fraction, seed, protocol, what="test")
+    train, valid = _carve_valid(corpus, rest, validation, seed, test, protocol)
+    return [Fold(1, f"holdout {fraction * 100:g}%", train, valid, test, False, protocol, validation)]
+
+
+def _carve_valid(
+    corpus: Corpus, train: list[str], validation: str, seed: int, test: tuple[str, ...], protocol: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if validation == "paper":
+        return tuple(train), test
+    return _seeded_split(corpus, train, VALID_FRACTION, seed, protocol, what="valid")
+
+
+def _seeded_split(
+    corpus: Corpus, ids: list[str], fraction: float, seed: int, protocol: str, what: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split ``ids`` into (rest, held) with ``fraction`` held out, stratified by label when possible.
+
+    scikit-learn refuses to stratify when a class has a single member or the held-out part is
+    smaller than the number of classes (tiny corpora); then the split is seeded but unstratified
+    rather than failing, because a slightly unbalanced split is still a valid split.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if len(ids) < 2:
+        raise SplitError(
+            f"{corpus.spec or corpus.name}, {protocol}: cannot hold out a {what} part from {len(ids)} utterance(s); "
+            "use a larger corpus or --validation paper"
+        )
+    labels = [corpus[i].label for i in ids]
+    try:
+        rest, held = train_test_split(ids, test_size=fraction, stratify=labels, random_state=seed)
+    except ValueError:
+        rest, held = train_test_split(ids, test_size=fraction, random_state=seed)
+    held_set = set(held)
+    return tuple(i for i in ids if i not in held_set), tuple(i for i in ids if i in held_set)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it over ``path`` (atomic on POSIX)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,1 @@
+"""Training one model on one fold (trainer) and running whole protocols (runner)."""

@@ -1,0 +1,297 @@
+"""Train one classifier on one fold: weighted cross-entropy, early stopping on validation UA,
+checkpoints every epoch so a killed run resumes exactly where it was.
+
+Why these choices: the IEMOCAP paper trains with AdamW (lr 1e-5, batch 12), class-weighted
+cross-entropy (inverse frequency, so UA is not sacrificed to the majority class) and stops
+after 3 epochs without validation-UA gain (20 at most). Resuming restores model, optimizer,
+scheduler, RNG and early-stopping state at the last finished epoch, and batch order is a pure
+function of (seed, epoch), so an interrupted run ends with the same numbers as one that was not.
+"""
+
+from __future__ import annotations
+
+import json
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from emovox.config import TrainConfig
+from emovox.data.batching import length_grouped_batches, plain_batches
+from emovox.data.examples import Example
+from emovox.errors import EmovoxError
+from emovox.metrics import compute_metrics
+from emovox.training.checkpoint import (
+    atomic_save_tensors,
+    atomic_write_json,
+    load_tensors,
+    optimizer_from_flat,
+    optimizer_to_flat,
+)
+
+Collate = Callable[[list[Example]], dict]
+
+
+def inverse_frequency_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:
+    """``n / (C * n_c)`` per class (scikit-learn's "balanced"); a class absent from training is an error."""
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_classes)
+    if (counts == 0).any():
+        raise EmovoxError(
+            f"classes {np.flatnonzero(counts == 0).tolist()} have no training examples in this fold; "
+            "drop them from the label set or use a protocol that keeps every class in training"
+        )
+    return torch.tensor(len(targets) / (num_classes * counts), dtype=torch.float32)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Everything needed to restore the model's learnt state: trainable parameters and buffers.
+
+    Frozen backbone weights are left out (they are reloaded from the backbone itself); tensors
+    shared between names (tied embeddings) are cloned so safetensors accepts them.
+    """
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, t in model.state_dict().items():
+        if name in frozen:
+            continue
+        ptr = t.data_ptr()
+        out[name] = t.clone() if ptr in seen else t
+        seen.add(ptr)
+    return out
+
+
+def load_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    really_missing = [k for k in missing if k not in frozen]
+    if really_missing or unexpected:
+        raise EmovoxError(
+            f"checkpoint does not fit the model: missing {really_missing[:5]}, unexpected {list(unexpected)[:5]}"
+        )
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid_ua: float = -1.0
+    stopped_early: bool = False
+    resumed_from_epoch: int = 0
+
+
+class Trainer:
+    """Fits one model; ``run_dir`` (optional) holds the checkpoints that make it resumable."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        collate: Collate,
+        cfg: TrainConfig,
+        num_classes: int,
+        *,
+        run_dir: Path | None = None,
+        progress: bool = True,
+        description: str = "train",
+        device: str | None = None,
+    ):
+        self.model = model
+        self.collate = collate
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.description = description
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
+
+    # -- batching --------------------------------------------------------------------------
+    def _batches(self, examples: Sequence[Example], batch_size: int, *, shuffle: bool, epoch: int = 0) -> list[list[int]]:
+        seed = self.cfg.seed * 100_003 + epoch
+        if self.cfg.length_grouping:
+            return length_grouped_batches([e.length for e in examples], batch_size, shuffle=shuffle, seed=seed)
+        return plain_batches(len(examples), batch_size, shuffle=shuffle, seed=seed)
+
+    def _to_device(self, inputs: dict) -> dict:
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        return torch.autocast("cpu", enabled=False)
+
+    # -- prediction --------------------------------------------------------------------------
+    def predict_logits(self, examples: Sequence[Example], batch_size: int | None = None) -> np.ndarray:
+        """Logits in the order of ``examples`` (batches are length-sorted internally)."""
+        self.model.eval()
+        out = np.zeros((len(examples), self.num_classes), dtype=np.float32)
+        with torch.inference_mode(), self._autocast():
+            for b in self._batches(examples, batch_size or self.cfg.batch_size, shuffle=False):
+                logits = self.model(self._to_device(self.collate([examples[i] for i in b])))
+                out[b] = logits.float().cpu().numpy()
+        return out
+
+    def predict_proba(self, examples: Sequence[Example]) -> np.ndarray:
+        logits = self.predict_logits(examples)
+        return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _save_last(self, optimizer, scheduler, state: dict) -> None:
+        assert self.run_dir is not None
+        atomic_save_tensors(self.run_dir / "last_model.safetensors", trainable_state(self.model))
+        opt_tensors, opt_plain = optimizer_to_flat(optimizer.state_dict())
+        opt_tensors["__torch_rng__"] = torch.get_rng_state()
+        atomic_save_tensors(self.run_dir / "last_optimizer.safetensors", opt_tensors)
+        state = dict(state, optimizer=opt_plain, scheduler=scheduler.state_dict(), python_rng=list(_jsonable(random.getstate())))
+        # the JSON goes last: its presence means the two tensor files above are complete
+        atomic_write_json(self.run_dir / "last_state.json", state)
+
+    def _try_resume(self, optimizer, scheduler) -> dict | None:
+        if self.run_dir is None or not (self.run_dir / "last_state.json").is_file():
+            return None
+        state = json.loads((self.run_dir / "last_state.json").read_text())
+        load_trainable_state(self.model, load_tensors(self.run_dir / "last_model.safetensors"))
+        opt_tensors = load_tensors(self.run_dir / "last_optimizer.safetensors")
+        torch.set_rng_state(opt_tensors.pop("__torch_rng__"))
+        optimizer.load_state_dict(optimizer_from_flat(opt_tensors, state["optimizer"]))
+        scheduler.load_state_dict(state["scheduler"])
+        random.setstate(_python_rng(state["python_rng"]))
+        return state
+
+    # -- training ------------------------------------------------------------------------------
+    def fit(self, train: Sequence[Example], valid: Sequence[Example]) -> FitResult:
+        if not train:
+            raise EmovoxError("no training examples in this fold")
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        weights = inverse_frequency_weights([e.target for e in train], self.num_classes) if cfg.class_weights == "inverse" else None
+        loss_fn = nn.CrossEntropyLoss(weight=weights.to(self.device) if weights is not None else None)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # constant, as the paper
+
+        result = FitResult()
+        start_epoch, bad_epochs = 1, 0
+        resumed = self._try_resume(optimizer, scheduler)
+        if resumed is not None:
+            result.history = resumed["history"]
+            result.best_epoch, result.best_valid_ua = resumed["best_epoch"], resumed["best_valid_ua"]
+            bad_epochs = resumed["bad_epochs"]
+            start_epoch = resumed["epoch"] + 1
+            result.resumed_from_epoch = resumed["epoch"]
+            if resumed.get("finished"):
+                result.stopped_early = resumed.get("stopped_early", False)
+                self._load_best()
+                return result
+
+        from tqdm.auto import tqdm
+
+        valid_targets = [e.target for e in valid]
+        finished_early = False
+        for epoch in range(start_epoch, cfg.max_epochs + 1):
+            t0 = time.time()
+            self.model.train()
+            batches = self._batches(train, cfg.batch_size, shuffle=True, epoch=epoch)
+            if cfg.max_steps_per_epoch:
+                batches = batches[: cfg.max_steps_per_epoch * cfg.grad_accum]
+            total, count = 0.0, 0
+            optimizer.zero_grad(set_to_none=True)
+            bar = tqdm(batches, desc=f"{self.description} epoch {epoch}", unit="batch", disable=not self.progress, leave=False)
+            for step, b in enumerate(bar, 1):
+                batch = [train[i] for i in b]
+                targets = torch.tensor([e.target for e in batch], device=self.device)
+                with self._autocast():
+                    logits = self.model(self._to_device(self.collate(batch)))
+                loss = loss_fn(logits.float(), targets)
+                if not torch.isfinite(loss):
+                    raise EmovoxError(f"{self.description}: loss became {loss.item()} at epoch {epoch}; lower train.lr")
+                (loss / cfg.grad_accum).backward()
+                if step % cfg.grad_accum == 0 or step == len(batches):
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                total += loss.item() * len(b)
+                count += len(b)
+                bar.set_postfix(loss=f"{total / count:.4f}")
+            bar.close()
+
+            valid_logits = self.predict_logits(valid) if valid else np.zeros((0, self.num_classes))
+            if valid:
+                vl = loss_fn(torch.from_numpy(valid_logits).to(self.device), torch.tensor(valid_targets, device=self.device)).item()
+                m = compute_metrics(valid_targets, valid_logits.argmax(1).tolist(), [str(i) for i in range(self.num_classes)])
+                v_ua, v_wa = float(m.ua), float(m.wa)
+            else:
+                vl, v_ua, v_wa = float("nan"), -(total / max(count, 1)), float("nan")  # no validation: lowest loss wins
+            record = {
+                "epoch": epoch,
+                "train_loss": total / max(count, 1),
+                "valid_loss": vl,
+                "valid_ua": v_ua if valid else None,
+                "valid_wa": v_wa if valid else None,
+                "seconds": round(time.time() - t0, 3),
+            }
+            result.history.append(record)
+            if v_ua > result.best_valid_ua:
+                result.best_valid_ua, result.best_epoch, bad_epochs = v_ua, epoch, 0
+                if self.run_dir is not None:
+                    atomic_save_tensors(self.run_dir / "best_model.safetensors", trainable_state(self.model))
+                else:
+                    self._best_in_memory = {k: v.detach().clone() for k, v in trainable_state(self.model).items()}
+            else:
+                bad_epochs += 1
+            finished_early = bad_epochs >= cfg.patience
+            done = finished_early or epoch == cfg.max_epochs
+            if self.run_dir is not None:
+                self._save_last(
+                    optimizer,
+                    scheduler,
+                    {
+                        "epoch": epoch,
+                        "history": result.history,
+                        "best_epoch": result.best_epoch,
+                        "best_valid_ua": result.best_valid_ua,
+                        "bad_epochs": bad_epochs,
+                        "finished": done,
+                        "stopped_early": finished_early,
+                    },
+                )
+            if finished_early:
+                break
+        result.stopped_early = finished_early
+        self._load_best()
+        return result
+
+    def _load_best(self) -> None:
+        if self.run_dir is not None and (self.run_dir / "best_model.safetensors").is_file():
+            load_trainable_state(self.model, load_tensors(self.run_dir / "best_model.safetensors"))
+        elif getattr(self, "_best_in_memory", None) is not None:
+            load_trainable_state(self.model, self._best_in_memory)
+
+
+def _jsonable(state):
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _python_rng(data):
+    version, internal, gauss = data
+    return (version, tuple(internal), gauss)
+
+
+def set_threads(threads: int | None) -> None:
+    """Use every core we were given (2 here): torch defaults can under- or over-subscribe."""
+    import os
+
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, int(threads)))
+
+
