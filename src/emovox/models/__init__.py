@@ -1,0 +1,1 @@
+"""Models built on backbones: pooling, classification heads, fusion and voting."""

@@ -1,0 +1,272 @@
+"""Trainable parameters and GFLOPs per utterance of every registry backbone, offline.
+
+Each backbone is rebuilt from the hyperparameters stored in
+``emovox.backbones.architectures`` inside a ``FakeTensorMode``: parameters and activations
+carry shapes but no memory, so even a 1-billion-parameter model is "run" in well under a
+second and nothing is downloaded. One forward pass on one dummy utterance (100 tokens, or
+10 s of 16 kHz audio) goes through ``torch.utils.flop_counter.FlopCounterMode``.
+
+GFLOPs follow the convention of fvcore, the counter the IEMOCAP paper used for its Table 1,
+so that the two are comparable:
+
+* one multiply-add is one FLOP (``FlopCounterMode`` counts two, so its totals are halved);
+* only matrix products (``mm``/``addmm``/``bmm``, which is what ``linear``, ``matmul`` and
+  ``einsum`` lower to) and convolutions count, plus fvcore's rough 5 FLOPs per element of an
+  affine layer/group norm (4 without affine) and 1-2 per element of an inference batch norm;
+  element-wise ops, softmax and RMS norms count zero;
+* ``baddbmm`` counts zero: fvcore has no formula for it;
+* a fused ``scaled_dot_product_attention`` counts zero: fvcore's trace sees it as one
+  operator without a formula. Whether a backbone's attention is fused therefore changes its
+  count by ~2 % (text) to ~7 % (audio); ``Architecture.attention`` records which way the
+  paper's run went, and ``fused`` attention is made opaque here (see ``_FusedAttention``).
+
+Trainable parameters are those with ``requires_grad``: Whisper's and Speech2Text's frozen
+sinusoidal position tables do not count, as in the paper.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import asdict, dataclass
+from math import prod
+from typing import Any, Callable, Iterable, Mapping
+
+from emovox.backbones.architectures import ARCHITECTURES, PAPER_TABLE1, Architecture
+from emovox.errors import BackboneError
+
+SAMPLE_RATE = 16_000
+#: The paper's fixed utterance: 100 tokens of text or 10 s of audio (IEMOCAP paper, section 3.2).
+DEFAULT_TOKENS = 100
+DEFAULT_SECONDS = 10.0
+# Speech2Text's Kaldi filterbank: 25 ms windows every 10 ms, no padding at the edges.
+_FBANK_WINDOW, _FBANK_HOP = 400, 160
+# Whisper's log-mel spectrogram: one frame per 10 ms (the last, partial frame is dropped).
+_MEL_HOP = 160
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    """One backbone's size and cost, beside the paper's Table 1 values where it has them."""
+
+    name: str
+    hub_id: str
+    modality: str
+    params_m: float
+    gflops: float
+    paper_params_m: float | None = None
+    paper_gflops: float | None = None
+
+    @property
+    def params_diff(self) -> float | None:
+        """Relative difference to the paper's parameter count (0.01 = 1 %), if it has one."""
+        return _relative(self.params_m, self.paper_params_m)
+
+    @property
+    def gflops_diff(self) -> float | None:
+        """Relative difference to the paper's GFLOPs, if it has one."""
+        return _relative(self.gflops, self.paper_gflops)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _relative(ours: float, paper: float | None) -> float | None:
+    return None if paper is None else (ours - paper) / paper
+
+
+def profile_backbone(name: str, *, tokens: int = DEFAULT_TOKENS, seconds: float = DEFAULT_SECONDS) -> ProfileRow:
+    """Parameters (millions) and GFLOPs of one registry backbone on one utterance.
+
+    ``tokens`` is the text length, ``seconds`` the audio duration; the defaults are the
+    paper's. Results are cached per process.
+    """
+    if tokens <= 0 or seconds <= 0:
+        raise BackboneError(f"profile needs a positive utterance length, got tokens={tokens}, seconds={seconds}")
+    return _profile_cached(name, int(tokens), float(seconds))
+
+
+def profile_all(
+    names: Iterable[str] | None = None, *, tokens: int = DEFAULT_TOKENS, seconds: float = DEFAULT_SECONDS
+) -> list[ProfileRow]:
+    """Profile ``names`` (default: every registry backbone, in registry order)."""
+    if names is None:
+        names = list(_registry())
+    return [profile_backbone(name, tokens=tokens, seconds=seconds) for name in names]
+
+
+@functools.lru_cache(maxsize=None)
+def _profile_cached(name: str, tokens: int, seconds: float) -> ProfileRow:
+    registry = _registry()
+    if name not in registry:
+        raise BackboneError(
+            f"unknown backbone '{name}' for profiling; registry names: {', '.join(sorted(registry))}"
+        )
+    if name not in ARCHITECTURES:
+        raise BackboneError(
+            f"backbone '{name}' has no stored architecture in emovox/backbones/architectures.py; "
+            "add its config.json hyperparameters there to profile it"
+        )
+    spec = registry[name]
+    params, flops = count(ARCHITECTURES[name], tokens=tokens, seconds=seconds)
+    paper = PAPER_TABLE1.get(name)
+    return ProfileRow(
+        name=name,
+        hub_id=spec.hub_id,
+        modality=spec.modality,
+        params_m=params / 1e6,
+        gflops=flops / 1e9,
+        paper_params_m=paper.params_m if paper else None,
+        paper_gflops=paper.gflops if paper else None,
+    )
+
+
+def _registry() -> Mapping[str, Any]:
+    from emovox.backbones import REGISTRY
+
+    return REGISTRY
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def count(arch: Architecture, *, tokens: int = DEFAULT_TOKENS, seconds: float = DEFAULT_SECONDS) -> tuple[int, int]:
+    """(trainable parameters, fvcore-convention FLOPs) of one forward pass of ``arch``."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FakeTensorMode(), torch.no_grad():
+        model, config = build(arch, seconds=seconds)
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        inputs = dummy_inputs(arch, config, tokens=tokens, seconds=seconds)
+        counter = FlopCounterMode(display=False, custom_mapping=_fvcore_extra())
+        with counter, _FusedAttention(enabled=arch.attention == "sdpa"):
+            model(**inputs)
+    return params, counter.get_total_flops() // 2
+
+
+def build(arch: Architecture, *, seconds: float = DEFAULT_SECONDS) -> tuple[Any, Any]:
+    """The profiled module of ``arch``, randomly initialised, in eval mode, and its config.
+
+    Whisper's encoder only accepts inputs as long as its position table; as in the paper,
+    the table is cut to the utterance (10 s = 500 positions) instead of padding to 30 s.
+    """
+    import transformers
+
+    config = getattr(transformers, arch.config_class)(**arch.config)
+    if arch.inputs == "log_mel":
+        config.max_source_positions = _mel_frames(seconds) // 2
+    model_class = getattr(transformers, arch.model_class)
+    use_sdpa = arch.attention == "sdpa" and getattr(model_class, "_supports_sdpa", False)
+    config._attn_implementation = "sdpa" if use_sdpa else "eager"
+    model = model_class(config)
+    for attribute in filter(None, arch.part.split(".")):
+        model = getattr(model, attribute)
+    return model.eval(), config
+
+
+def dummy_inputs(arch: Architecture, config: Any, *, tokens: int, seconds: float) -> dict[str, Any]:
+    """One utterance of the requested length in the form ``arch.model_class`` takes."""
+    import torch
+
+    samples = round(seconds * SAMPLE_RATE)
+    if arch.inputs == "tokens":
+        return {"input_ids": torch.zeros(1, tokens, dtype=torch.long)}
+    if arch.inputs == "waveform":
+        return {"input_values": torch.zeros(1, samples)}
+    if arch.inputs == "fbank":
+        frames = 1 + (samples - _FBANK_WINDOW) // _FBANK_HOP
+        return {"input_features": torch.zeros(1, frames, config.input_feat_per_channel * config.input_channels)}
+    if arch.inputs == "log_mel":
+        return {"input_features": torch.zeros(1, config.num_mel_bins, _mel_frames(seconds))}
+    raise AssertionError(f"unknown input kind {arch.inputs!r}")
+
+
+def _mel_frames(seconds: float) -> int:
+    return round(seconds * SAMPLE_RATE) // _MEL_HOP
+
+
+# fvcore's formulas for the ops FlopCounterMode does not count (in FlopCounterMode's unit of
+# 2 per multiply-add, so the final halving leaves fvcore's value), and zero for baddbmm,
+# which fvcore cannot count either. fvcore: jit_handles.norm_flop_counter / batchnorm_flop_jit.
+def _norm(weight_index: int) -> Callable[..., int]:
+    def flops(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+        affine = args[weight_index] is not None
+        return 2 * prod(args[0]) * (5 if affine else 4)
+
+    return flops
+
+
+def _batch_norm_inference(input_shape: Any, weight_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    return 2 * prod(input_shape) * (2 if weight_shape is not None else 1)
+
+
+def _zero(*args: Any, **kwargs: Any) -> int:
+    return 0
+
+
+def _fvcore_extra() -> dict[Any, Callable[..., int]]:
+    import torch
+
+    aten = torch.ops.aten
+    return {
+        aten.native_layer_norm: _norm(2),  # (input, normalized_shape, weight, bias, eps)
+        aten.native_group_norm: _norm(1),  # (input, weight, bias, N, C, HxW, group, eps)
+        aten._native_batch_norm_legit_no_training: _batch_norm_inference,
+        aten.baddbmm: _zero,
+    }
+
+
+def _fused_attention_mode_class() -> type:
+    from unittest import mock
+
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    mha_need_weights = list(inspect.signature(F.multi_head_attention_forward).parameters).index("need_weights")
+
+    def opaque_sdpa(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        return query.new_empty((*query.shape[:-1], value.shape[-1]))
+
+    class FusedAttention(TorchFunctionMode):
+        """Treat attention the way fvcore saw it when it ran fused.
+
+        ``F.scaled_dot_product_attention`` becomes one opaque op: it returns an empty tensor of
+        the right shape, so none of its matrix products reach the counter.
+        ``F.multi_head_attention_forward`` (WavLM) is asked not to return attention weights,
+        which sends it to ``scaled_dot_product_attention`` (older transformers versions asked
+        for weights only when the caller did). A mode does not see calls made inside the
+        function it intercepts, so for that nested call the module attribute is swapped for
+        the duration of the call.
+        """
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            kwargs = dict(kwargs or {})
+            if func is F.scaled_dot_product_attention:
+                return opaque_sdpa(*args, **kwargs)
+            if func is F.multi_head_attention_forward:
+                if len(args) > mha_need_weights:
+                    args = (*args[:mha_need_weights], False, *args[mha_need_weights + 1:])
+                else:
+                    kwargs["need_weights"] = False
+                with mock.patch.object(F, "scaled_dot_product_attention", opaque_sdpa):
+                    return func(*args, **kwargs)
+            return func(*args, **kwargs)
+
+    return FusedAttention
+
+
+class _FusedAttention:
+    """Context manager: the fused-attention mode when ``enabled``, else nothing."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self._mode = _fused_attention_mode_class()() if enabled else None
+
+    def __enter__(self) -> None:
+        if self._mode is not None:
+            self._mode.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._mode is not None:
+            self._mode.__exit__(*exc)
