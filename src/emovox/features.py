@@ -117,8 +117,7 @@ def pool_all_layers(backbone, inputs: dict) -> torch.Tensor:
     from emovox.models.pooling import pool
 
     enc = backbone(inputs, all_layers=True)
-    layers = [pool(h, enc.mask, backbone.spec.pooling) for h in enc.hidden]
-    return torch.stack(layers, dim=1)
+    return pool(enc.hidden, enc.mask, backbone.spec.pooling, eos_mask=enc.eos_mask).transpose(0, 1)
 
 
 def extract_pooled(

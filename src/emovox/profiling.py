@@ -17,18 +17,20 @@ so that the two are comparable:
 * ``baddbmm`` counts zero: fvcore has no formula for it;
 * a fused ``scaled_dot_product_attention`` counts zero: fvcore's trace sees it as one
   operator without a formula. Whether a backbone's attention is fused therefore changes its
-  count by ~2 % (text) to ~7 % (audio); ``Architecture.attention`` records which way the
-  paper's run went, and ``fused`` attention is made opaque here (see ``_FusedAttention``).
+  count by ~2 % (text, 100 tokens) to ~10 % (audio, 10 s); ``Architecture.attention`` records
+  which way the paper's run went, and ``"sdpa"`` attention is made opaque here
+  (``_fused_attention``).
 
-Trainable parameters are those with ``requires_grad``: Whisper's and Speech2Text's frozen
-sinusoidal position tables do not count, as in the paper.
+Trainable parameters are those with ``requires_grad``: Whisper's frozen sinusoidal position
+table does not count, as in the paper (Speech2Text and SpeechT5 keep theirs as buffers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from math import prod
 from typing import Any, Callable, Iterable, Mapping
 
@@ -39,6 +41,8 @@ SAMPLE_RATE = 16_000
 #: The paper's fixed utterance: 100 tokens of text or 10 s of audio (IEMOCAP paper, section 3.2).
 DEFAULT_TOKENS = 100
 DEFAULT_SECONDS = 10.0
+#: Shorter audio leaves the convolutional front ends of some backbones without a frame.
+MIN_SECONDS = 0.1
 # Speech2Text's Kaldi filterbank: 25 ms windows every 10 ms, no padding at the edges.
 _FBANK_WINDOW, _FBANK_HOP = 400, 160
 # Whisper's log-mel spectrogram: one frame per 10 ms (the last, partial frame is dropped).
@@ -67,9 +71,6 @@ class ProfileRow:
         """Relative difference to the paper's GFLOPs, if it has one."""
         return _relative(self.gflops, self.paper_gflops)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def _relative(ours: float, paper: float | None) -> float | None:
     return None if paper is None else (ours - paper) / paper
@@ -81,18 +82,30 @@ def profile_backbone(name: str, *, tokens: int = DEFAULT_TOKENS, seconds: float 
     ``tokens`` is the text length, ``seconds`` the audio duration; the defaults are the
     paper's. Results are cached per process.
     """
-    if tokens <= 0 or seconds <= 0:
-        raise BackboneError(f"profile needs a positive utterance length, got tokens={tokens}, seconds={seconds}")
+    if tokens < 1 or seconds < MIN_SECONDS:
+        raise BackboneError(
+            f"profile needs at least 1 token and {MIN_SECONDS} s of audio, got tokens={tokens}, seconds={seconds}"
+        )
     return _profile_cached(name, int(tokens), float(seconds))
 
 
 def profile_all(
-    names: Iterable[str] | None = None, *, tokens: int = DEFAULT_TOKENS, seconds: float = DEFAULT_SECONDS
+    names: Iterable[str] | None = None,
+    *,
+    tokens: int = DEFAULT_TOKENS,
+    seconds: float = DEFAULT_SECONDS,
+    progress: Callable[[str], None] | None = None,
 ) -> list[ProfileRow]:
-    """Profile ``names`` (default: every registry backbone, in registry order)."""
-    if names is None:
-        names = list(_registry())
-    return [profile_backbone(name, tokens=tokens, seconds=seconds) for name in names]
+    """Profile ``names`` (default: every registry backbone, in registry order).
+
+    ``progress`` is called with each name before it is profiled (for a status line).
+    """
+    rows = []
+    for name in list(_registry()) if names is None else list(names):
+        if progress is not None:
+            progress(name)
+        rows.append(profile_backbone(name, tokens=tokens, seconds=seconds))
+    return rows
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,7 +121,7 @@ def _profile_cached(name: str, tokens: int, seconds: float) -> ProfileRow:
             "add its config.json hyperparameters there to profile it"
         )
     spec = registry[name]
-    params, flops = count(ARCHITECTURES[name], tokens=tokens, seconds=seconds)
+    params, flops = count_params_and_flops(ARCHITECTURES[name], tokens=tokens, seconds=seconds)
     paper = PAPER_TABLE1.get(name)
     return ProfileRow(
         name=name,
@@ -130,24 +143,26 @@ def _registry() -> Mapping[str, Any]:
 # --------------------------------------------------------------------------- counting
 
 
-def count(arch: Architecture, *, tokens: int = DEFAULT_TOKENS, seconds: float = DEFAULT_SECONDS) -> tuple[int, int]:
+def count_params_and_flops(arch: Architecture, *, tokens: int = DEFAULT_TOKENS, seconds: float = DEFAULT_SECONDS) -> tuple[int, int]:
     """(trainable parameters, fvcore-convention FLOPs) of one forward pass of ``arch``."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
     with FakeTensorMode(), torch.no_grad():
-        model, config = build(arch, seconds=seconds)
+        model, config = _build(arch, seconds=seconds)
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        inputs = dummy_inputs(arch, config, tokens=tokens, seconds=seconds)
+        inputs = _dummy_inputs(arch, config, tokens=tokens, seconds=seconds)
         counter = FlopCounterMode(display=False, custom_mapping=_fvcore_extra())
-        with counter, _FusedAttention(enabled=arch.attention == "sdpa"):
+        with counter, _fused_attention() if arch.attention == "sdpa" else contextlib.nullcontext():
             model(**inputs)
     return params, counter.get_total_flops() // 2
 
 
-def build(arch: Architecture, *, seconds: float = DEFAULT_SECONDS) -> tuple[Any, Any]:
+def _build(arch: Architecture, *, seconds: float = DEFAULT_SECONDS) -> tuple[Any, Any]:
     """The profiled module of ``arch``, randomly initialised, in eval mode, and its config.
+
+    Called inside ``FakeTensorMode``, so the weights take no memory.
 
     Whisper's encoder only accepts inputs as long as its position table; as in the paper,
     the table is cut to the utterance (10 s = 500 positions) instead of padding to 30 s.
@@ -156,7 +171,7 @@ def build(arch: Architecture, *, seconds: float = DEFAULT_SECONDS) -> tuple[Any,
 
     config = getattr(transformers, arch.config_class)(**arch.config)
     if arch.inputs == "log_mel":
-        config.max_source_positions = _mel_frames(seconds) // 2
+        config.max_source_positions = max(1, round(seconds * SAMPLE_RATE) // _MEL_HOP // 2)
     model_class = getattr(transformers, arch.model_class)
     use_sdpa = arch.attention == "sdpa" and getattr(model_class, "_supports_sdpa", False)
     config._attn_implementation = "sdpa" if use_sdpa else "eager"
@@ -166,7 +181,7 @@ def build(arch: Architecture, *, seconds: float = DEFAULT_SECONDS) -> tuple[Any,
     return model.eval(), config
 
 
-def dummy_inputs(arch: Architecture, config: Any, *, tokens: int, seconds: float) -> dict[str, Any]:
+def _dummy_inputs(arch: Architecture, config: Any, *, tokens: int, seconds: float) -> dict[str, Any]:
     """One utterance of the requested length in the form ``arch.model_class`` takes."""
     import torch
 
@@ -179,12 +194,9 @@ def dummy_inputs(arch: Architecture, config: Any, *, tokens: int, seconds: float
         frames = 1 + (samples - _FBANK_WINDOW) // _FBANK_HOP
         return {"input_features": torch.zeros(1, frames, config.input_feat_per_channel * config.input_channels)}
     if arch.inputs == "log_mel":
-        return {"input_features": torch.zeros(1, config.num_mel_bins, _mel_frames(seconds))}
+        # Exactly as many frames as the (cut) position table takes: 2 per position.
+        return {"input_features": torch.zeros(1, config.num_mel_bins, 2 * config.max_source_positions)}
     raise AssertionError(f"unknown input kind {arch.inputs!r}")
-
-
-def _mel_frames(seconds: float) -> int:
-    return round(seconds * SAMPLE_RATE) // _MEL_HOP
 
 
 # fvcore's formulas for the ops FlopCounterMode does not count (in FlopCounterMode's unit of
@@ -218,55 +230,38 @@ def _fvcore_extra() -> dict[Any, Callable[..., int]]:
     }
 
 
-def _fused_attention_mode_class() -> type:
+def _fused_attention() -> Any:
+    """A torch-function mode that treats attention the way fvcore saw it when it ran fused.
+
+    ``F.scaled_dot_product_attention`` becomes one opaque op: it returns an empty tensor of
+    the right shape, so none of its matrix products reach the counter.
+    ``F.multi_head_attention_forward`` (WavLM) is asked not to return attention weights, which
+    sends it to ``scaled_dot_product_attention`` (older transformers versions asked for weights
+    only when the caller did). A mode does not see the calls made inside a function it
+    intercepts, so for that nested call the module attribute is swapped while it runs.
+    """
     from unittest import mock
 
     import torch.nn.functional as F
     from torch.overrides import TorchFunctionMode
 
-    mha_need_weights = list(inspect.signature(F.multi_head_attention_forward).parameters).index("need_weights")
+    need_weights_at = list(inspect.signature(F.multi_head_attention_forward).parameters).index("need_weights")
 
     def opaque_sdpa(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
         return query.new_empty((*query.shape[:-1], value.shape[-1]))
 
     class FusedAttention(TorchFunctionMode):
-        """Treat attention the way fvcore saw it when it ran fused.
-
-        ``F.scaled_dot_product_attention`` becomes one opaque op: it returns an empty tensor of
-        the right shape, so none of its matrix products reach the counter.
-        ``F.multi_head_attention_forward`` (WavLM) is asked not to return attention weights,
-        which sends it to ``scaled_dot_product_attention`` (older transformers versions asked
-        for weights only when the caller did). A mode does not see calls made inside the
-        function it intercepts, so for that nested call the module attribute is swapped for
-        the duration of the call.
-        """
-
         def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
             kwargs = dict(kwargs or {})
             if func is F.scaled_dot_product_attention:
                 return opaque_sdpa(*args, **kwargs)
             if func is F.multi_head_attention_forward:
-                if len(args) > mha_need_weights:
-                    args = (*args[:mha_need_weights], False, *args[mha_need_weights + 1:])
+                if len(args) > need_weights_at:
+                    args = (*args[:need_weights_at], False, *args[need_weights_at + 1:])
                 else:
                     kwargs["need_weights"] = False
                 with mock.patch.object(F, "scaled_dot_product_attention", opaque_sdpa):
                     return func(*args, **kwargs)
             return func(*args, **kwargs)
 
-    return FusedAttention
-
-
-class _FusedAttention:
-    """Context manager: the fused-attention mode when ``enabled``, else nothing."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self._mode = _fused_attention_mode_class()() if enabled else None
-
-    def __enter__(self) -> None:
-        if self._mode is not None:
-            self._mode.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._mode is not None:
-            self._mode.__exit__(*exc)
+    return FusedAttention()

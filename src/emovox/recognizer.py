@@ -29,6 +29,7 @@ from emovox.training.checkpoint import atomic_save_tensors, atomic_write_json, a
 
 SCHEMA_VERSION = 1
 KINDS = ("end-to-end", "frozen-features")
+MODALITIES = ("audio", "text")
 
 
 @dataclass(frozen=True)
@@ -48,17 +49,64 @@ class Prediction:
 
 
 class Recognizer:
-    """A backbone + head with its label set and preprocessing; ``predict`` takes files or arrays."""
+    """A backbone + head with its label set and preprocessing; ``predict`` takes files or arrays.
 
-    def __init__(self, model: torch.nn.Module, backbone, labels: Sequence[str], info: dict):
+    A recognizer that reads transcripts (``modality == "text"``) can still be given audio: when
+    no transcript comes with a clip, the configured Whisper ASR (``asr``: the ``asr`` entry of
+    ``emovox.json``, or the one passed to ``load``) transcribes it and the transcript is
+    returned with the prediction.
+    """
+
+    def __init__(self, model: torch.nn.Module, backbone, labels: Sequence[str], info: dict, *, asr=None):
         self.model = model.eval()
         self.backbone = backbone
         self.labels = tuple(labels)
         self.info = info
+        if asr is not None:
+            self.asr = asr
 
     @property
     def modality(self) -> str:
         return self.info["modality"]
+
+    @property
+    def needs_text(self) -> bool:
+        """True when the model reads transcripts (audio must then be transcribed first)."""
+        return self.modality == "text"
+
+    @property
+    def asr(self):
+        """The ``AsrConfig`` used to transcribe audio for a text recognizer, or None."""
+        from emovox.asr import AsrConfig, AsrError
+
+        data = self.info.get("asr")
+        if data is None:
+            return None
+        try:
+            return AsrConfig.from_dict(data, where="emovox.json 'asr'")
+        except AsrError as exc:
+            raise RecognizerError(str(exc)) from None
+
+    @asr.setter
+    def asr(self, value) -> None:
+        """An ``AsrConfig``, a model directory / hub id, or None; ``save`` keeps it in emovox.json."""
+        from emovox.asr import AsrConfig
+
+        if value is None:
+            self.info.pop("asr", None)
+            return
+        config = value if isinstance(value, AsrConfig) else AsrConfig(str(value))
+        self.info["asr"] = config.to_dict()
+
+    @property
+    def max_seconds(self) -> float:
+        """Clips are cropped to this many seconds, as in training (use ``predict_timeline`` for long audio)."""
+        return float(self.info.get("preprocessing", {}).get("max_seconds") or getattr(self.backbone, "max_seconds", 10.0))
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest clip (16 kHz samples) the backbone can turn into one frame."""
+        return int(getattr(self.backbone, "min_samples", 1))
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | Path, *, card: str | None = None) -> Path:
@@ -73,18 +121,24 @@ class Recognizer:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Recognizer":
+    def load(cls, directory: str | Path, *, asr=None) -> "Recognizer":
+        """Read a recognizer directory; ``asr`` (an ``AsrConfig`` or Whisper directory / hub id)
+        overrides the ASR model recorded in its ``emovox.json``."""
         from emovox.backbones import load_backbone
         from emovox.models.classifier import FeatureClassifier, FrozenFeatureModel, UtteranceClassifier
 
         directory = Path(directory)
         meta_path = directory / "emovox.json"
+        if not directory.exists():
+            raise RecognizerError(f"{directory}: recognizer directory not found; train one with `emovox train`")
         if not meta_path.is_file():
             raise RecognizerError(f"{directory}: not a recognizer directory (no emovox.json); train one with `emovox train`")
         try:
             info = json.loads(meta_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise RecognizerError(f"{meta_path}: not valid JSON ({exc})") from None
+        if not isinstance(info, dict):
+            raise RecognizerError(f"{meta_path}: expected a JSON object")
         if info.get("schema_version") != SCHEMA_VERSION:
             raise RecognizerError(
                 f"{meta_path}: schema_version {info.get('schema_version')!r}; this emovox ({__version__}) reads {SCHEMA_VERSION}"
@@ -95,6 +149,15 @@ class Recognizer:
         kind = info.get("kind")
         if kind not in KINDS:
             raise RecognizerError(f"{meta_path}: unknown kind {kind!r}; expected one of {list(KINDS)}")
+        if info.get("modality") not in MODALITIES:
+            raise RecognizerError(f"{meta_path}: unknown modality {info.get('modality')!r}; expected one of {list(MODALITIES)}")
+        if "asr" in info and info["asr"] is not None:
+            from emovox.asr import AsrConfig, AsrError
+
+            try:
+                AsrConfig.from_dict(info["asr"], where=f"{meta_path} 'asr'")
+            except AsrError as exc:
+                raise RecognizerError(str(exc)) from None
         head_path = directory / "head.safetensors"
         if not head_path.is_file():
             raise RecognizerError(f"{head_path}: missing; the recognizer directory is incomplete")
@@ -122,7 +185,7 @@ class Recognizer:
             if tuple(v.shape) != tuple(expected[k].shape):
                 raise RecognizerError(f"{head_path}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
         model.load_state_dict(tensors, strict=False)
-        return cls(model, backbone, labels, info)
+        return cls(model, backbone, labels, info, asr=asr)
 
     # -- prediction ----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -145,32 +208,123 @@ class Recognizer:
             transcript,
         )
 
-    def predict(self, inputs, text: str | None = None):
-        """One clip (path or 16 kHz array) -> ``Prediction``; a list -> list of ``Prediction``.
+    def transcribe(self, clips: Sequence[np.ndarray]) -> list[str]:
+        """Transcripts of 16 kHz clips with this recognizer's ASR model (``RecognizerError`` if none)."""
+        from emovox.asr import get_transcriber
 
-        Text recognizers take transcripts (``text=`` for one clip, or strings in the list).
+        config = self.asr
+        if config is None:
+            raise RecognizerError(
+                "this recognizer reads transcripts and none was given: pass the transcript (text=..., --text, a manifest "
+                "'text' column) or an ASR model to transcribe the audio (Recognizer.load(dir, asr=WHISPER_DIR_OR_HUB_ID), "
+                "--asr, or an 'asr' entry in emovox.json)"
+            )
+        return get_transcriber(config).transcribe(list(clips))
+
+    def predict(self, inputs=None, text=None, *, batch_size: int = 8):
+        """Predict one clip or a list of clips.
+
+        ``inputs``: an audio path, a 16 kHz float array, or a list of them (``None`` for a text
+        recognizer given transcripts only). ``text``: the transcript (a string for one clip, a
+        list with one string or None per clip); only recognizers that read transcripts take it.
+        Missing transcripts are made by the ASR model. One clip -> ``Prediction``; a list ->
+        list of ``Prediction``, in input order.
         """
-        from emovox.audio import load_audio
-
-        single = not isinstance(inputs, (list, tuple))
-        batch = [inputs] if single else list(inputs)
-        items, sources = [], []
-        for x in batch:
-            if self.modality == "text":
-                t = text if single and text is not None else x
-                if not isinstance(t, str):
-                    raise RecognizerError("this recognizer reads transcripts: pass text=... or a list of strings")
-                items.append(t)
-                sources.append(None)
-            elif isinstance(x, np.ndarray):
-                items.append(x.astype(np.float32, copy=False))
-                sources.append(None)
+        single = inputs is None and isinstance(text, str) or inputs is not None and not isinstance(inputs, (list, tuple))
+        if inputs is None:
+            if text is None:
+                raise RecognizerError("nothing to predict: pass audio (a path or an array) and/or text=")
+            texts = [text] if isinstance(text, str) else list(text)
+            clips: list = [None] * len(texts)
+        else:
+            clips = [inputs] if single else list(inputs)
+            if text is None:
+                texts = [None] * len(clips)
+            elif isinstance(text, str):
+                if not single:
+                    raise RecognizerError("text= is one string for one clip; for a list of clips pass a list of transcripts")
+                texts = [text]
             else:
-                items.append(load_audio(x))
-                sources.append(str(x))
-        probs = self.predict_proba(items)
-        preds = [self._to_prediction(p, s) for p, s in zip(probs, sources)]
+                texts = list(text)
+                if len(texts) != len(clips):
+                    raise RecognizerError(f"{len(clips)} clips but {len(texts)} transcripts; pass one transcript (or None) per clip")
+        if not self.needs_text and any(t is not None for t in texts):
+            raise RecognizerError(
+                f"this recognizer ({self.info.get('name', 'unnamed')}) listens to audio only and does not read transcripts; drop the text"
+            )
+        for t in texts:
+            if t is not None and not isinstance(t, str):
+                raise RecognizerError(f"transcripts must be strings, got {type(t).__name__}")
+        audio: list[np.ndarray | None] = []
+        sources: list[str | None] = []
+        for i, x in enumerate(clips):
+            if x is None:
+                if not self.needs_text:
+                    raise RecognizerError("this recognizer listens to audio: pass a path or a 16 kHz array for every input")
+                audio.append(None)
+                sources.append(None)
+            elif self.needs_text and texts[i] is not None:
+                # the transcript is all the model reads: the audio need not be decoded
+                if isinstance(x, (str, Path)) and not Path(x).is_file():
+                    from emovox.errors import AudioError
+
+                    raise AudioError(f"{x}: audio file not found")
+                audio.append(None)
+                sources.append(None if isinstance(x, np.ndarray) else str(x))
+            else:
+                clip, source = self._clip(x, i)
+                audio.append(clip)
+                sources.append(source)
+        if self.needs_text:
+            todo = [i for i, t in enumerate(texts) if t is None]
+            if todo:
+                for i, t in zip(todo, self.transcribe([audio[i] for i in todo])):
+                    texts[i] = t
+            context = bool(self.info.get("preprocessing", {}).get("context"))
+            items: list = [(None, t) if context else t for t in texts]
+        else:
+            items = audio
+        probs = self.predict_proba(items, batch_size=batch_size)
+        preds = [
+            self._to_prediction(p, s, t if self.needs_text else None) for p, s, t in zip(probs, sources, texts)
+        ]
         return preds[0] if single else preds
+
+    def _clip(self, x, index: int) -> tuple[np.ndarray, str | None]:
+        """Decode (path) or check (array) one clip: 16 kHz mono float32, long enough for a frame."""
+        from emovox.audio import load_audio
+        from emovox.errors import AudioError
+
+        if isinstance(x, np.ndarray):
+            if x.ndim != 1 or not np.issubdtype(x.dtype, np.floating):
+                raise AudioError(f"input {index}: arrays must be 1-D float 16 kHz mono samples, got {x.dtype} {x.shape}")
+            clip, source, name = x.astype(np.float32, copy=False), None, f"input {index}"
+        elif isinstance(x, (str, Path)):
+            clip, source = load_audio(x), str(x)
+            name = source
+        else:
+            raise RecognizerError(f"input {index}: expected an audio path or a 16 kHz numpy array, got {type(x).__name__}")
+        if not np.isfinite(clip).all():
+            raise AudioError(f"{name}: holds NaN or infinite samples")
+        if len(clip) < self.min_samples:
+            raise AudioError(
+                f"{name}: {len(clip) / 16000 * 1000:.1f} ms of audio is too short; this recognizer needs at least "
+                f"{self.min_samples / 16000 * 1000:.1f} ms"
+            )
+        return clip, source
+
+    def predict_timeline(self, path: str | Path, config=None, *, batch_size: int = 8, progress: bool = False, **options):
+        """Segment a long recording while streaming it and predict every segment (``emovox.segments``).
+
+        ``config`` is a ``SegmentConfig``; keyword ``options`` build one (``mode="fixed", window=4``).
+        """
+        from emovox.segments import SegmentConfig, predict_timeline
+
+        if config is None:
+            config = SegmentConfig(**options)
+        elif options:
+            raise RecognizerError("pass either a SegmentConfig or segmentation options, not both")
+        return predict_timeline(self, path, config, batch_size=batch_size, progress=progress)
 
 
 def model_card(info: dict, labels: Sequence[str]) -> str:

@@ -115,8 +115,9 @@ class Backbone(torch.nn.Module):
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(directory)
-        self.processor.save_pretrained(directory)
+        with _QuietTransformers():
+            self.model.save_pretrained(directory)
+            self.processor.save_pretrained(directory)
         for stale in directory.glob("*.bin"):  # never leave pickled weights beside the safetensors
             stale.unlink()
         sidecar = {"format": 1, "spec": self.spec.to_dict(), "max_tokens": self.max_tokens,

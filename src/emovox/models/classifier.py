@@ -70,7 +70,7 @@ class UtteranceClassifier(nn.Module):
         hidden = self.layer_weights(enc.hidden) if self.layer_weights is not None else enc.hidden
         if self.attention is not None:
             return self.attention(hidden, enc.mask)
-        return pool(hidden, enc.mask, self.pooling_kind)
+        return pool(hidden, enc.mask, self.pooling_kind, eos_mask=enc.eos_mask)
 
     def forward(self, inputs: dict) -> torch.Tensor:
         return self.linear(self.dropout(self.embed(inputs)))

@@ -148,7 +148,14 @@ class Trainer:
         opt_tensors, opt_plain = optimizer_to_flat(optimizer.state_dict())
         opt_tensors["__torch_rng__"] = torch.get_rng_state()
         atomic_save_tensors(self.run_dir / "last_optimizer.safetensors", opt_tensors)
-        state = dict(state, optimizer=opt_plain, scheduler=scheduler.state_dict(), python_rng=list(_jsonable(random.getstate())))
+        np_state = np.random.get_state()
+        state = dict(
+            state,
+            optimizer=opt_plain,
+            scheduler=scheduler.state_dict(),
+            python_rng=list(_jsonable(random.getstate())),
+            numpy_rng=[np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        )
         # the JSON goes last: its presence means the two tensor files above are complete
         atomic_write_json(self.run_dir / "last_state.json", state)
 
@@ -162,6 +169,8 @@ class Trainer:
         optimizer.load_state_dict(optimizer_from_flat(opt_tensors, state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
         random.setstate(_python_rng(state["python_rng"]))
+        kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
         return state
 
     # -- training ------------------------------------------------------------------------------
@@ -169,8 +178,10 @@ class Trainer:
         if not train:
             raise EmovoxError("no training examples in this fold")
         cfg = self.cfg
+        # transformers' SpecAugment (wav2vec2 family) draws its masks from numpy's global RNG
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
         weights = inverse_frequency_weights([e.target for e in train], self.num_classes) if cfg.class_weights == "inverse" else None
         loss_fn = nn.CrossEntropyLoss(weight=weights.to(self.device) if weights is not None else None)
         params = [p for p in self.model.parameters() if p.requires_grad]

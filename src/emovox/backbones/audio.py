@@ -1,0 +1,368 @@
+"""Speech backbones: wav2vec2-style SSL models, and the encoders of S2T, SpeechT5 and Whisper.
+
+Every clip is cropped to ``max_seconds``, turned into model input on its own (so per-clip
+normalisation such as wav2vec2's zero-mean/unit-variance, S2T's utterance CMVN or Whisper's
+log-mel ceiling sees only that clip) and zero-padded to the batch's longest clip, never to a
+fixed 10 s or 30 s.
+
+Padding must not change a clip's states. Attention masks handle the transformers; the
+length-dependent front ends are the subtle part:
+
+- wav2vec2-base, HuBERT-base, WavLM-base and SEW-small normalise their first CNN layer with a
+  GroupNorm over *time*, so zero padding shifts every frame of a shorter clip. Their CNN (the
+  "feature encoder") therefore runs on each clip's real length and the frames are padded
+  afterwards; the rest of the HF forward runs batched with the attention mask, which also
+  zeroes padded frames before the convolutional position embedding. Official recipes pad these
+  models without an attention mask; that makes a clip's features depend on its batch-mates.
+  Measured on the tiny random models, a 0.375 s clip batched with a 1 s clip changes its
+  mean-pooled vector by 14-22 % (relative L2) the official way and by 13-22 % with a mask but a
+  batched CNN; the per-clip CNN leaves it unchanged to ~1e-7. Layer-norm CNNs
+  (the large wav2vec2/XLSR/HuBERT/UniSpeech models) have no cross-time statistics and run batched.
+- SEW squeezes frames in pairs; a trailing odd frame cannot form a pair alone, so its samples
+  are dropped in preprocessing (at most one 20 ms frame), which keeps the squeezed windows of a
+  padded batch identical to the single clip's.
+- S2T's strided convolution subsampler runs per clip for the same reason (its second layer's
+  window would read the first layer's non-zero outputs at padded positions).
+- SpeechT5's speech prenet (GroupNorm CNN, convolutional and sinusoidal positions) runs per clip.
+- Whisper: see ``emovox.backbones.whisper``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers.models.speech_to_text.modeling_speech_to_text import (
+    Speech2TextEncoder,
+    Speech2TextPreTrainedModel,
+)
+from transformers.models.speecht5.modeling_speecht5 import (
+    SpeechT5EncoderWithSpeechPrenet,
+    SpeechT5PreTrainedModel,
+)
+
+from emovox.audio import SAMPLE_RATE
+from emovox.backbones import Backbone, BackboneSpec, Encoded, from_pretrained_checked
+from emovox.backbones.tiny import build_seeded, tiny_audio_config, tiny_feature_extractor
+from emovox.errors import AudioError, BackboneError
+
+SSL_MODEL_CLASSES: dict[str, str] = {
+    "wav2vec2": "Wav2Vec2Model",
+    "hubert": "HubertModel",
+    "wavlm": "WavLMModel",
+    "sew": "SEWModel",
+    "unispeech": "UniSpeechModel",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# encoder-only holders: load just the encoder from a full encoder-decoder checkpoint
+
+
+class Speech2TextEncoderOnly(Speech2TextPreTrainedModel):
+    """The S2T encoder alone; checkpoint keys ``model.encoder.*`` map onto ``encoder.*``."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.encoder = Speech2TextEncoder(config)
+        self.post_init()
+
+
+class SpeechT5SpeechEncoderOnly(SpeechT5PreTrainedModel):
+    """SpeechT5's speech prenet + encoder; keys ``speecht5.encoder.*`` map onto ``encoder.*``."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.encoder = SpeechT5EncoderWithSpeechPrenet(config)
+        self.post_init()
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+class _PerClip(nn.Module):
+    """Runs a length-dependent front end on each clip's real length, then zero-pads the outputs."""
+
+    def __init__(self, inner: nn.Module, lengths: torch.Tensor, in_dim: int, out_dim: int):
+        super().__init__()
+        self.inner = inner
+        self.lengths = [int(n) for n in lengths]
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [self.inner(x[i : i + 1].narrow(self.in_dim, 0, n)) for i, n in enumerate(self.lengths)]
+        longest = max(o.shape[self.out_dim] for o in outs)
+        return torch.cat([_pad_dim(o, self.out_dim, longest) for o in outs], dim=0)
+
+
+def _pad_dim(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    extra = size - x.shape[dim]
+    if extra == 0:
+        return x
+    pad = [0, 0] * (x.dim() - 1 - dim % x.dim()) + [0, extra]
+    return nn.functional.pad(x, pad)
+
+
+@contextmanager
+def _swapped(parent: nn.Module, attr: str, replacement: nn.Module):
+    """Temporarily replace a submodule (for one forward); always restored, weights untouched."""
+    original = getattr(parent, attr)
+    setattr(parent, attr, replacement)
+    try:
+        yield
+    finally:
+        setattr(parent, attr, original)
+
+
+def conv_min_samples(frames: int, kernels, strides) -> int:
+    """Fewest samples a stack of unpadded 1-D convolutions needs to output ``frames`` frames."""
+    n = frames
+    for k, s in zip(reversed(list(kernels)), reversed(list(strides))):
+        n = (n - 1) * s + k
+    return n
+
+
+def _length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.arange(size, device=lengths.device).unsqueeze(0) < lengths.to(torch.long).unsqueeze(1)
+
+
+def _stack_time_major(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad ``[T_i, ...]`` arrays along time: ``[B, T, ...]`` float32 and a ``[B, T]`` mask."""
+    longest = max(a.shape[0] for a in arrays)
+    out = np.zeros((len(arrays), longest, *arrays[0].shape[1:]), dtype=np.float32)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = a
+    lengths = torch.tensor([a.shape[0] for a in arrays])
+    return torch.from_numpy(out), _length_mask(lengths, longest).to(torch.long)
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared audio backbone
+
+
+class AudioBackbone(Backbone):
+    """Crops, validates and featurises clips one by one; subclasses define the model part."""
+
+    def __init__(self, spec: BackboneSpec, model, feature_extractor, *, max_tokens: int, max_seconds: float,
+                 hidden_size: int, num_layers: int, min_samples: int):
+        super().__init__(spec, model, feature_extractor, max_tokens=max_tokens, max_seconds=max_seconds,
+                         hidden_size=hidden_size, num_layers=num_layers)
+        self.max_samples = int(round(max_seconds * SAMPLE_RATE))
+        self.min_samples = int(min_samples)
+        if self.max_samples < self.min_samples:
+            raise BackboneError(
+                f"max_seconds={max_seconds} is shorter than the {self.min_samples / SAMPLE_RATE:.3f} s "
+                f"'{spec.name}' needs for one frame"
+            )
+
+    @property
+    def feature_extractor(self):
+        return self.processor
+
+    def _clips(self, items: list) -> list[np.ndarray]:
+        if not isinstance(items, list) or not items:
+            raise BackboneError("audio preprocess takes a non-empty list of 1-D 16 kHz float arrays")
+        clips = []
+        for i, item in enumerate(items):
+            if isinstance(item, torch.Tensor):
+                item = item.detach().cpu().numpy()
+            if not isinstance(item, np.ndarray) or item.ndim != 1:
+                shape = getattr(item, "shape", type(item).__name__)
+                raise AudioError(f"audio item {i} must be a 1-D array of 16 kHz samples, got {shape}")
+            clip = np.asarray(item[: self.max_samples], dtype=np.float32)
+            if clip.size < self.min_samples:
+                raise AudioError(
+                    f"audio item {i} has {item.size} samples ({item.size / SAMPLE_RATE * 1000:.1f} ms); "
+                    f"'{self.spec.name}' needs at least {self.min_samples} samples at 16 kHz"
+                )
+            if not np.isfinite(clip).all():
+                raise AudioError(f"audio item {i} holds NaN or infinite samples")
+            clips.append(clip)
+        return clips
+
+
+# ---------------------------------------------------------------------------------------------
+# wav2vec2 family
+
+
+class SSLBackbone(AudioBackbone):
+    """wav2vec2, HuBERT, WavLM, SEW, UniSpeech: CNN feature encoder + transformer on raw audio."""
+
+    def __init__(self, spec: BackboneSpec, model, feature_extractor, *, max_tokens: int, max_seconds: float):
+        config = model.config
+        squeeze = int(getattr(config, "squeeze_factor", 1)) if spec.family == "sew" else 1
+        super().__init__(spec, model, feature_extractor, max_tokens=max_tokens, max_seconds=max_seconds,
+                         hidden_size=config.hidden_size, num_layers=config.num_hidden_layers + 1,
+                         min_samples=conv_min_samples(squeeze, config.conv_kernel, config.conv_stride))
+        self.squeeze = squeeze
+        self.per_clip_cnn = config.feat_extract_norm == "group"
+
+    def _frames(self, samples: torch.Tensor | int):
+        return self.model._get_feat_extract_output_lengths(samples)
+
+    def preprocess(self, items: list) -> dict[str, torch.Tensor]:
+        values = []
+        for clip in self._clips(items):
+            if self.squeeze > 1:  # whole squeeze windows only (see module docstring)
+                frames = int(self._frames(clip.size))
+                keep = conv_min_samples(frames - frames % self.squeeze, self.model.config.conv_kernel,
+                                        self.model.config.conv_stride)
+                clip = clip[:keep]
+            values.append(self.feature_extractor(clip, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_values"][0])
+        input_values, mask = _stack_time_major(values)
+        return {"input_values": input_values, "attention_mask": mask}
+
+    def forward(self, inputs: dict, all_layers: bool = False) -> Encoded:
+        values, attention = inputs["input_values"], inputs["attention_mask"]
+        lengths = attention.sum(dim=-1)
+        swap = (_swapped(self.model, "feature_extractor", _PerClip(self.model.feature_extractor, lengths, 1, 2))
+                if self.per_clip_cnn else nullcontext())
+        with swap, warnings.catch_warnings():
+            # WavLM hands torch a bool key mask with a float position bias; torch warns per layer.
+            warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+            out = self.model(values, attention_mask=attention, output_hidden_states=all_layers)
+        frames = self._frames(lengths)
+        if all_layers:
+            states = list(out.hidden_states)
+            if states[-1].shape == out.last_hidden_state.shape:
+                # Pre-norm ("stable layer norm") encoders record the last layer before their final
+                # LayerNorm; the last entry is the model's output, as for every other family.
+                states[-1] = out.last_hidden_state
+            hidden = torch.stack(states)
+            if hidden.shape[2] != out.last_hidden_state.shape[1]:
+                # SEW's layers run on squeezed frames (the output is upsampled afterwards): the
+                # all-layer view stays at that rate, its mask with it.
+                frames = frames // self.squeeze
+        else:
+            hidden = out.last_hidden_state
+        return Encoded(hidden=hidden, mask=_length_mask(frames, hidden.shape[-2]))
+
+    def freeze_feature_encoder(self) -> None:
+        self.model.freeze_feature_encoder()
+
+
+# ---------------------------------------------------------------------------------------------
+# S2T
+
+
+class Speech2TextBackbone(AudioBackbone):
+    """S2T encoder on 80-bin Kaldi-style fbank with utterance CMVN (numpy, no torchaudio)."""
+
+    def __init__(self, spec: BackboneSpec, model, feature_extractor, *, max_tokens: int, max_seconds: float):
+        config = model.config
+        super().__init__(spec, model, feature_extractor, max_tokens=max_tokens, max_seconds=max_seconds,
+                         hidden_size=config.d_model, num_layers=config.encoder_layers + 1,
+                         min_samples=400)  # one 25 ms fbank window
+
+    def preprocess(self, items: list) -> dict[str, torch.Tensor]:
+        feats = [
+            self.feature_extractor(clip, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="np")["input_features"][0]
+            for clip in self._clips(items)
+        ]
+        features, mask = _stack_time_major(feats)
+        return {"input_features": features, "attention_mask": mask}
+
+    def forward(self, inputs: dict, all_layers: bool = False) -> Encoded:
+        features, attention = inputs["input_features"], inputs["attention_mask"]
+        encoder = self.model.encoder
+        lengths = attention.sum(dim=-1)
+        with _swapped(encoder, "conv", _PerClip(encoder.conv, lengths, 1, 1)):
+            out = encoder(features, attention_mask=attention, output_hidden_states=all_layers)
+        hidden = torch.stack(tuple(out.hidden_states)) if all_layers else out.last_hidden_state
+        frames = encoder._get_feat_extract_output_lengths(lengths)
+        return Encoded(hidden=hidden, mask=_length_mask(frames, hidden.shape[-2]))
+
+
+# ---------------------------------------------------------------------------------------------
+# SpeechT5
+
+
+class SpeechT5Backbone(AudioBackbone):
+    """SpeechT5's speech encoder (prenet per clip, then the shared encoder, batched)."""
+
+    def __init__(self, spec: BackboneSpec, model, feature_extractor, *, max_tokens: int, max_seconds: float):
+        config = model.config
+        min_samples = conv_min_samples(1, config.conv_kernel, config.conv_stride)
+        super().__init__(spec, model, feature_extractor, max_tokens=max_tokens, max_seconds=max_seconds,
+                         hidden_size=config.hidden_size, num_layers=config.encoder_layers + 1,
+                         min_samples=min_samples)
+
+    def preprocess(self, items: list) -> dict[str, torch.Tensor]:
+        values = [
+            self.feature_extractor(audio=clip, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_values"][0]
+            for clip in self._clips(items)
+        ]
+        input_values, mask = _stack_time_major(values)
+        return {"input_values": input_values, "attention_mask": mask}
+
+    def forward(self, inputs: dict, all_layers: bool = False) -> Encoded:
+        values, attention = inputs["input_values"], inputs["attention_mask"]
+        encoder = self.model.encoder
+        lengths = [int(n) for n in attention.sum(dim=-1)]
+        states = [encoder.prenet(values[i : i + 1, :n])[0] for i, n in enumerate(lengths)]
+        frames = torch.tensor([s.shape[1] for s in states], device=values.device)
+        longest = int(frames.max())
+        hidden = torch.cat([_pad_dim(s, 1, longest) for s in states], dim=0)
+        mask = _length_mask(frames, longest)
+        out = encoder.wrapped_encoder(hidden_states=hidden, attention_mask=mask.long(),
+                                      output_hidden_states=all_layers, return_dict=True)
+        hidden = torch.stack(tuple(out.hidden_states)) if all_layers else out.last_hidden_state
+        return Encoded(hidden=hidden, mask=mask)
+
+    def freeze_feature_encoder(self) -> None:
+        self.model.encoder.prenet.freeze_feature_encoder()
+
+
+# ---------------------------------------------------------------------------------------------
+# construction
+
+
+def _load_feature_extractor(spec: BackboneSpec, config) -> Any:
+    from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
+
+    try:
+        return AutoFeatureExtractor.from_pretrained(spec.hub_id)
+    except (OSError, ValueError) as exc:
+        if spec.family in SSL_MODEL_CLASSES:
+            # Some pretraining-only checkpoints ship no preprocessor config. fairseq normalises
+            # the waveform exactly for the layer-norm ("large") models, not the group-norm ones.
+            return Wav2Vec2FeatureExtractor(
+                feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
+                do_normalize=config.feat_extract_norm == "layer", return_attention_mask=True,
+            )
+        raise BackboneError(
+            f"could not load the feature extractor of '{spec.name}' from '{spec.hub_id}': {exc}"
+        ) from None
+
+
+def build_audio_backbone(spec: BackboneSpec, *, tiny: bool, max_tokens: int, max_seconds: float,
+                         seed: int) -> AudioBackbone:
+    import transformers
+
+    family = spec.family
+    if family == "whisper":
+        from emovox.backbones.whisper import WhisperBackbone, WhisperEncoderOnly
+
+        model_cls, backbone_cls = WhisperEncoderOnly, WhisperBackbone
+    elif family == "speech_to_text":
+        model_cls, backbone_cls = Speech2TextEncoderOnly, Speech2TextBackbone
+    elif family == "speecht5":
+        model_cls, backbone_cls = SpeechT5SpeechEncoderOnly, SpeechT5Backbone
+    elif family in SSL_MODEL_CLASSES:
+        model_cls, backbone_cls = getattr(transformers, SSL_MODEL_CLASSES[family]), SSLBackbone
+    else:
+        raise BackboneError(f"'{family}' is not an audio backbone family")
+    if tiny:
+        config = tiny_audio_config(spec)
+        model = build_seeded(model_cls, config, seed)
+        feature_extractor = tiny_feature_extractor(spec, config)
+    else:
+        model = from_pretrained_checked(model_cls, spec)
+        feature_extractor = _load_feature_extractor(spec, model.config)
+    return backbone_cls(spec, model, feature_extractor, max_tokens=max_tokens, max_seconds=max_seconds)

@@ -1,0 +1,107 @@
+"""Whisper's encoder on the real length of each batch, never on 30 s of padding.
+
+Whisper was trained on 30 s windows and transformers' ``WhisperEncoder.forward`` refuses any
+other length. The IEMOCAP paper truncated the positional embeddings to 10 s instead; emovox
+goes one step further and runs each batch at the length of its longest clip, slicing the
+(sinusoidal, frozen) position table to that length. The forward below is WhisperEncoder's own,
+written out from its submodules (conv1, conv2, embed_positions, layers, layer_norm), with
+padding made invisible:
+
+- log-mel is computed per clip on its real samples (WhisperFeatureExtractor without padding;
+  its ``max - 8`` dynamic-range floor and scaling are then the clip's own), then zero-padded;
+- after conv1+GELU the padded mel frames are zeroed, and after the stride-2 conv2+GELU the
+  padded half-rate frames are zeroed, so each convolution's edge sees exactly the zeros it
+  sees at the end of the lone clip;
+- every encoder layer gets an attention mask hiding padded keys.
+
+A padded batch then equals its clips run one by one (to float rounding), and an input of
+exactly 3000 mel frames reproduces ``WhisperEncoder.forward`` (both are tested).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers.models.whisper.modeling_whisper import WhisperEncoder, WhisperPreTrainedModel
+
+from emovox.audio import SAMPLE_RATE
+from emovox.backbones import BackboneSpec, Encoded
+from emovox.backbones.audio import AudioBackbone, _length_mask, _stack_time_major
+from emovox.errors import BackboneError
+
+
+class WhisperEncoderOnly(WhisperPreTrainedModel):
+    """The Whisper encoder alone; checkpoint keys ``model.encoder.*`` map onto ``encoder.*``."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.encoder = WhisperEncoder(config)
+        self.post_init()
+
+
+class WhisperBackbone(AudioBackbone):
+    """Whisper encoder states at 50 Hz for clips up to the model's 30 s position table."""
+
+    def __init__(self, spec: BackboneSpec, model: WhisperEncoderOnly, feature_extractor, *, max_tokens: int,
+                 max_seconds: float):
+        config = model.config
+        self.hop = int(feature_extractor.hop_length)
+        super().__init__(spec, model, feature_extractor, max_tokens=max_tokens, max_seconds=max_seconds,
+                         hidden_size=config.d_model, num_layers=config.encoder_layers + 1, min_samples=self.hop)
+        positions = config.max_source_positions
+        needed = math.ceil((self.max_samples // self.hop) / 2)
+        if needed > positions:
+            limit = positions * 2 * self.hop / SAMPLE_RATE
+            raise BackboneError(
+                f"max_seconds={max_seconds} needs {needed} Whisper positions but '{spec.name}' has {positions} "
+                f"({limit:.0f} s); lower max_seconds"
+            )
+
+    def preprocess(self, items: list) -> dict[str, torch.Tensor]:
+        mels = [
+            self.feature_extractor(clip, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="np")[
+                "input_features"
+            ][0].T  # [frames, mel bins]: clip-own log-mel, time first for padding
+            for clip in self._clips(items)
+        ]
+        features, mask = _stack_time_major(mels)
+        return {"input_features": features.transpose(1, 2).contiguous(), "attention_mask": mask}
+
+    def forward(self, inputs: dict, all_layers: bool = False) -> Encoded:
+        encoder: WhisperEncoder = self.model.encoder
+        features = inputs["input_features"]  # [B, mel, F]
+        frames = inputs["attention_mask"].bool()  # [B, F]
+        zero = torch.zeros((), dtype=features.dtype, device=features.device)
+        x = torch.where(frames.unsqueeze(1), features, zero)
+        x = torch.where(frames.unsqueeze(1), nn.functional.gelu(encoder.conv1(x)), zero)
+        half = frames[:, ::2]  # conv2 (stride 2, pad 1): output t is real iff input 2t is
+        x = torch.where(half.unsqueeze(1), nn.functional.gelu(encoder.conv2(x)), zero)
+        x = x.permute(0, 2, 1)
+        length = x.shape[1]
+        if length > encoder.embed_positions.num_embeddings:
+            raise BackboneError(
+                f"a batch of {length} Whisper frames exceeds the model's {encoder.embed_positions.num_embeddings} "
+                "positions; crop clips with max_seconds"
+            )
+        x = x + encoder.embed_positions.weight[:length]
+        x = nn.functional.dropout(x, p=encoder.dropout, training=self.training)
+
+        blocked = torch.finfo(x.dtype).min
+        bias = torch.where(half, torch.zeros((), dtype=x.dtype, device=x.device),
+                           torch.full((), blocked, dtype=x.dtype, device=x.device))
+        attention = bias[:, None, None, :].expand(-1, 1, length, length)  # hide padded keys
+
+        states = []
+        for layer in encoder.layers:
+            if all_layers:
+                states.append(x)
+            if self.training and encoder.layerdrop > 0.0 and torch.rand([]) < encoder.layerdrop:
+                continue
+            x = layer(x, attention)
+        x = encoder.layer_norm(x)
+        if all_layers:
+            states.append(x)
+            x = torch.stack(states)
+        return Encoded(hidden=x, mask=_length_mask(half.sum(dim=-1), length))

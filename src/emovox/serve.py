@@ -1,0 +1,400 @@
+"""An HTTP service around one ``Recognizer`` (FastAPI; run it with ``emovox serve``).
+
+Endpoints: ``POST /predict`` (multipart: an ``audio`` upload and/or a ``text`` transcript),
+``GET /health``, ``GET /labels``, and the OpenAPI schema at ``/openapi.json`` (docs at ``/docs``).
+
+Design choices a deployment depends on:
+
+- Clients send audio, never paths: no request can make the server open a file of its choosing.
+- Limits come first. A body larger than ``max_upload_bytes`` is refused with 413 (from its
+  ``Content-Length`` before anything is read, or as soon as a streamed body passes the limit);
+  a recording longer than ``max_seconds`` is refused with 422 from its header, before decoding.
+  Every error is JSON: ``{"error": CODE, "detail": MESSAGE}``.
+- Inference never runs on the event loop. Requests are decoded in the thread pool and queued
+  (at most ``max_queue`` waiting; beyond that 503 with ``Retry-After``) for one inference
+  thread, which takes up to ``max_batch`` waiting requests at a time and runs them as one
+  batch. ``/health`` and ``/labels`` therefore answer at once while a prediction runs, and a
+  burst of clients is served in batches instead of piling up model calls that fight over two cores.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoint signatures at run
+# time, and their types (UploadFile, the response models) are local to ``create_app``.
+import asyncio
+import os
+import queue
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from emovox.errors import EmovoxError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from emovox.recognizer import Recognizer
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_seconds: float = 60.0
+    max_queue: int = 32
+    max_batch: int = 8
+    #: how long the inference thread waits for more requests to join a batch (seconds)
+    batch_wait: float = 0.005
+    max_text_chars: int = 5000
+
+    def __post_init__(self) -> None:
+        if self.max_upload_bytes <= 0 or self.max_seconds <= 0 or self.max_queue <= 0 or self.max_batch <= 0:
+            raise EmovoxError("serve limits (upload size, seconds, queue, batch) must all be positive")
+        if self.batch_wait < 0:
+            raise EmovoxError("batch_wait must not be negative")
+
+
+class Busy(Exception):
+    """The queue of waiting requests is full."""
+
+
+class InferenceQueue:
+    """One inference thread fed by a bounded queue; requests that wait together run as a batch."""
+
+    def __init__(self, recognizer: "Recognizer", *, max_queue: int, max_batch: int, batch_wait: float):
+        self.recognizer = recognizer
+        self.max_batch = max_batch
+        self.batch_wait = batch_wait
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self.busy = False
+        self.served = 0
+        self.batches = 0
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="emovox-inference", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)  # blocks only while the queue is full, i.e. until the thread takes one
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    async def submit(self, clip, text: str | None):
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        try:
+            self._queue.put_nowait((clip, text, future, loop))
+        except queue.Full:
+            raise Busy from None
+        return await future
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.batch_wait
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self.busy = True
+            try:
+                self._predict(batch)
+            finally:
+                self.busy = False
+            if stop:
+                return
+
+    def _predict(self, batch: list) -> None:
+        rec = self.recognizer
+        try:
+            results: list[Any] = rec.predict([b[0] for b in batch], text=[b[1] for b in batch])
+        except Exception:  # one bad request must not fail its batch-mates: redo them one by one
+            results = []
+            for clip, text, _, _ in batch:
+                try:
+                    results.append(rec.predict([clip], text=[text])[0])
+                except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
+                    results.append(exc)
+        self.batches += 1
+        self.served += len(batch)
+        for (_, _, future, loop), result in zip(batch, results):
+            loop.call_soon_threadsafe(_settle, future, result)
+
+
+def _settle(future: asyncio.Future, result: Any) -> None:
+    if future.done():  # the client went away
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive`` mid-body; an HTTPException, so FastAPI's body parsing passes it on
+    (anything else becomes a 400 "error parsing the body") to the JSON error handler."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"the request body is larger than the limit of {limit} bytes")
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over ``limit`` bytes, by header or while streaming."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        received = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge(self.limit)
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send) -> None:
+        import json
+
+        body = json.dumps(
+            {"error": "too_large", "detail": f"the request body is larger than the limit of {self.limit} bytes"}
+        ).encode()
+        await send({
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+        })
+        await send({"type": "http.response.body", "body": body})
+
+
+_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 422: "invalid_request", 503: "busy"}
+
+
+def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) -> "FastAPI":
+    """The FastAPI application serving ``recognizer`` within ``config``'s limits."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, File, Form, UploadFile
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, Field
+    from starlette.concurrency import run_in_threadpool
+
+    from emovox import __version__
+
+    worker = InferenceQueue(recognizer, max_queue=config.max_queue, max_batch=config.max_batch, batch_wait=config.batch_wait)
+    labels = list(recognizer.labels)
+    asr = recognizer.asr if recognizer.needs_text else None
+
+    class ErrorResponse(BaseModel):
+        error: str = Field(description="Machine-readable error code.")
+        detail: str = Field(description="What went wrong and what to do about it.")
+
+    class PredictResponse(BaseModel):
+        label: str = Field(description="The most probable label.")
+        probabilities: dict[str, float] = Field(description="Probability of every label (they sum to 1).")
+        transcript: str | None = Field(None, description="What the text model read: the given text, or the ASR transcript.")
+        duration: float | None = Field(None, description="Seconds of audio received (the model uses at most its max_seconds).")
+
+    class HealthResponse(BaseModel):
+        status: str
+        waiting: int = Field(description="Requests queued for inference.")
+        busy: bool = Field(description="True while a batch is being predicted.")
+        served: int
+
+    class LabelsResponse(BaseModel):
+        labels: list[str]
+        modality: str
+        needs_text: bool = Field(description="The model reads transcripts (send text, or audio to be transcribed).")
+        asr: str | None = Field(description="Whisper model that transcribes audio for text recognizers, if any.")
+        max_upload_bytes: int
+        max_seconds: float
+        model_max_seconds: float = Field(description="Longer audio is cropped to this many seconds, as in training.")
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        worker.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(worker.stop)
+
+    app = FastAPI(
+        title="emovox",
+        version=__version__,
+        description=f"Speech emotion recognition: {recognizer.info.get('name', 'recognizer')} ({recognizer.modality}), labels {', '.join(labels)}.",
+        lifespan=lifespan,
+    )
+    app.state.worker = worker
+
+    def error(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "request"
+            parts.append(f"{where}: {e.get('msg')}")
+        return error(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request, exc: StarletteHTTPException):
+        return error(exc.status_code, _STATUS_CODES.get(exc.status_code, "error"), str(exc.detail), getattr(exc, "headers", None))
+
+    errors = {
+        413: {"model": ErrorResponse, "description": "The upload is larger than the server's limit."},
+        422: {"model": ErrorResponse, "description": "Not audio, too long or too short, or text the model cannot use."},
+        503: {"model": ErrorResponse, "description": "Too many requests waiting; retry after the Retry-After seconds."},
+    }
+
+    @app.get("/health", response_model=HealthResponse)
+    async def health() -> HealthResponse:
+        """Liveness and load; answers while predictions run."""
+        return HealthResponse(status="ok", waiting=worker.waiting, busy=worker.busy, served=worker.served)
+
+    @app.get("/labels", response_model=LabelsResponse)
+    async def get_labels() -> LabelsResponse:
+        """The label set and what the model needs as input."""
+        return LabelsResponse(
+            labels=labels,
+            modality=recognizer.modality,
+            needs_text=recognizer.needs_text,
+            asr=asr.model if asr else None,
+            max_upload_bytes=config.max_upload_bytes,
+            max_seconds=config.max_seconds,
+            model_max_seconds=recognizer.max_seconds,
+        )
+
+    async def handle(audio, text: str | None):
+        if text is not None and not text.strip():
+            text = None
+        if audio is None and text is None:
+            what = "an audio file (form field 'audio') and/or a transcript (form field 'text')" if recognizer.needs_text else "an audio file in the form field 'audio'"
+            return error(422, "invalid_request", f"send {what}")
+        clip, duration = None, None
+        if audio is not None and text is None:
+            try:
+                clip, duration = await run_in_threadpool(_decode_upload, audio, config.max_seconds)
+            except _TooLong as exc:
+                return error(422, "too_long", str(exc))
+            except EmovoxError as exc:
+                return error(422, "bad_audio", str(exc))
+            if len(clip) < recognizer.min_samples:
+                return error(422, "too_short", f"{len(clip) / 16:.1f} ms of audio is too short; this model needs at least {recognizer.min_samples / 16:g} ms")
+        try:
+            pred = await worker.submit(clip, text)
+        except Busy:
+            return error(503, "busy", f"{config.max_queue} requests are already waiting; retry shortly", {"Retry-After": "1"})
+        except EmovoxError as exc:
+            return error(422, "invalid_request", str(exc))
+        return PredictResponse(label=pred.label, probabilities=pred.probabilities, transcript=pred.transcript, duration=duration)
+
+    # The form fields depend on what the model reads, so that the schema says exactly what is accepted.
+    audio_help = "An audio file (WAV, FLAC, OGG, MP3, ...), any sample rate and channel count."
+    summary = "Label and class probabilities of one uploaded clip"
+    if not recognizer.needs_text:
+
+        @app.post("/predict", response_model=PredictResponse, responses=errors, summary=summary)
+        async def predict_audio(audio: UploadFile = File(..., description=audio_help)):
+            return await handle(audio, None)
+
+    elif asr is None:
+
+        @app.post("/predict", response_model=PredictResponse, responses=errors, summary="Label and class probabilities of a transcript")
+        async def predict_text(
+            text: str = Form(..., description="The transcript to classify.", min_length=1, max_length=config.max_text_chars, pattern=r"\S"),
+        ):
+            return await handle(None, text)
+
+    else:
+
+        @app.post("/predict", response_model=PredictResponse, responses=errors, summary=summary + " or transcript")
+        async def predict_speech(
+            audio: UploadFile | None = File(None, description=audio_help + " Transcribed by the ASR model unless 'text' is given."),
+            text: str | None = Form(None, description="The transcript (skips the ASR).", max_length=config.max_text_chars),
+        ):
+            return await handle(audio, text)
+
+    app.add_middleware(BodyLimit, limit=config.max_upload_bytes)
+    return app
+
+
+class _TooLong(EmovoxError):
+    pass
+
+
+_SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+
+
+def _decode_upload(upload, max_seconds: float):
+    """Spool the upload to a private temporary file, check its duration, decode it to 16 kHz mono."""
+    import shutil
+
+    from emovox.audio import audio_duration, load_audio
+
+    name = os.path.basename(upload.filename or "upload") or "upload"
+    suffix = os.path.splitext(name)[1]
+    fd, tmp = tempfile.mkstemp(prefix="emovox-upload-", suffix=suffix if _SAFE_SUFFIX.match(suffix) else "")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            upload.file.seek(0)
+            shutil.copyfileobj(upload.file, out, 1 << 20)
+        try:
+            seconds = audio_duration(tmp)
+            if seconds > max_seconds:
+                raise _TooLong(f"{name}: {seconds:.1f} s of audio is longer than this server's limit of {max_seconds:g} s")
+            clip = load_audio(tmp)
+        except EmovoxError as exc:
+            # the message names the temporary file; the client knows its upload by its own name
+            raise type(exc)(str(exc).replace(tmp, name)) from None
+        return clip, round(len(clip) / 16000, 3)
+    finally:
+        os.unlink(tmp)
+
+
+def serve(recognizer: "Recognizer", *, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig = ServeConfig(), log_level: str = "info") -> None:
+    """Run the service with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(recognizer, config), host=host, port=port, log_level=log_level)

@@ -1,0 +1,149 @@
+"""`emovox profile`: offline parameter and GFLOP counts, checked against the IEMOCAP paper's Table 1."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+
+import pytest
+from typer.testing import CliRunner
+
+from emovox.backbones import REGISTRY
+from emovox.backbones.architectures import ARCHITECTURES, PAPER_TABLE1, Architecture
+from emovox.cli import app
+from emovox.errors import BackboneError
+from emovox.profiling import count_params_and_flops, profile_all, profile_backbone
+
+TOLERANCE = 0.02  # the issue's bar: every Table 1 row within 2 %
+
+
+def test_every_registry_backbone_has_an_architecture_and_vice_versa() -> None:
+    assert set(REGISTRY) == set(ARCHITECTURES)
+    assert set(PAPER_TABLE1) <= set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_architecture_is_the_registry_family(name: str) -> None:
+    import transformers
+
+    config_class = getattr(transformers, ARCHITECTURES[name].config_class)
+    assert config_class.model_type == REGISTRY[name].family
+
+
+@pytest.mark.parametrize("name", list(PAPER_TABLE1))
+def test_reproduces_paper_table1(name: str) -> None:
+    paper = PAPER_TABLE1[name]
+    row = profile_backbone(name, tokens=paper.tokens or 100)
+    assert row.params_m == pytest.approx(paper.params_m, rel=TOLERANCE)
+    assert row.gflops == pytest.approx(paper.gflops, rel=TOLERANCE)
+
+
+def test_t5_at_the_papers_stated_100_tokens_is_half_its_table_value() -> None:
+    # The one Table 1 value not reproduced at the stated length (see PAPER_TABLE1["t5-base"]).
+    assert profile_backbone("t5-base").gflops / PAPER_TABLE1["t5-base"].gflops == pytest.approx(0.49, abs=0.01)
+
+
+def test_hand_counted_tiny_bert() -> None:
+    """fvcore's conventions on a model small enough to count by hand."""
+    h, layers, inter, vocab, positions, types, t = 32, 2, 64, 100, 16, 2, 10
+    arch = Architecture(
+        "BertConfig",
+        dict(hidden_size=h, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=inter,
+             vocab_size=vocab, max_position_embeddings=positions, type_vocab_size=types),
+        "BertModel", "tokens", "eager",
+    )
+    params, flops = count_params_and_flops(arch, tokens=t)
+
+    per_layer_params = 4 * (h * h + h) + (h * inter + inter) + (inter * h + h) + 2 * 2 * h
+    assert params == (vocab + positions + types) * h + 2 * h + layers * per_layer_params + h * h + h
+
+    linear = t * layers * (4 * h * h + 2 * h * inter)  # one per multiply-add
+    attention = layers * 2 * t * t * h  # scores and weighted sum
+    norms = (1 + 2 * layers) * t * h * 5  # fvcore: 5 per element of an affine layer norm
+    pooler = h * h  # first token only
+    assert flops == linear + attention + norms + pooler
+
+    # Fused attention is one op fvcore has no formula for: the attention products vanish.
+    _, fused = count_params_and_flops(dataclasses.replace(arch, attention="sdpa"), tokens=t)
+    assert flops - fused == attention
+
+
+def test_wavlm_fused_attention_drops_its_attention_products() -> None:
+    # WavLM runs torch's multi_head_attention_forward, not SDPA: the fused path must reach it too.
+    eager_arch = dataclasses.replace(ARCHITECTURES["wavlm-base"], attention="eager")
+    _, eager = count_params_and_flops(eager_arch)
+    _, fused = count_params_and_flops(ARCHITECTURES["wavlm-base"])
+    frames, hidden, layers = 499, 768, 12
+    # Eager: QK^T is a baddbmm (not counted by fvcore), the weighted sum a bmm (counted).
+    assert eager - fused == layers * frames * frames * hidden
+
+
+@pytest.mark.slow  # builds and runs the 11 backbones outside Table 1, up to 1 B parameters: 4-15 s
+def test_profile_all_covers_the_registry_and_scales_sensibly() -> None:
+    rows = {row.name: row for row in profile_all()}
+    assert list(rows) == list(REGISTRY)
+    for row in rows.values():
+        assert row.hub_id == REGISTRY[row.name].hub_id and row.modality == REGISTRY[row.name].modality
+        assert row.params_m > 0 and row.gflops > 0
+    whisper = [rows[f"whisper-{size}"] for size in ("tiny", "base", "small", "medium", "large-v3")]
+    assert [r.params_m for r in whisper] == sorted(r.params_m for r in whisper)
+    assert [r.gflops for r in whisper] == sorted(r.gflops for r in whisper)
+    # Same architecture, same numbers; the paper's rows carry the paper's values.
+    assert rows["wav2vec2-base-960h"].gflops == rows["wav2vec2-base"].gflops
+    assert rows["bert-base"].paper_gflops == 8.50 and rows["whisper-tiny"].paper_gflops is None
+
+
+def test_profile_is_cached_and_length_dependent() -> None:
+    assert profile_backbone("gpt2") is profile_backbone("gpt2")
+    short, long = profile_backbone("gpt2", tokens=50), profile_backbone("gpt2", tokens=200)
+    assert short.params_m == long.params_m
+    assert long.gflops > 3.9 * short.gflops  # linear in length, plus the quadratic attention
+    assert profile_backbone("whisper-base", seconds=5).gflops < profile_backbone("whisper-base").gflops
+
+
+def test_profile_needs_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("profiling tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    row = profile_backbone("whisper-small", seconds=9.5)  # a length no other test caches
+    assert row.params_m == pytest.approx(87.0, abs=0.01)
+
+
+def test_user_errors_are_emovox_errors() -> None:
+    with pytest.raises(BackboneError, match="unknown backbone 'no-such-model'"):
+        profile_backbone("no-such-model")
+    with pytest.raises(BackboneError, match="at least 1 token"):
+        profile_backbone("gpt2", tokens=0)
+
+
+def test_cli_json_schema() -> None:
+    result = CliRunner().invoke(app, ["profile", "--json", "bert-base", "whisper-small"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [row["name"] for row in rows] == ["bert-base", "whisper-small"]
+    for row in rows:
+        assert set(row) == {"name", "hub_id", "modality", "params_m", "gflops"}
+        assert row["hub_id"] == REGISTRY[row["name"]].hub_id
+        expected = profile_backbone(row["name"])
+        assert row["params_m"] == pytest.approx(expected.params_m, abs=1e-3)
+        assert row["gflops"] == pytest.approx(expected.gflops, abs=1e-3)
+    assert rows[0]["modality"] == "text" and rows[1]["modality"] == "audio"
+
+
+def test_cli_table_shows_the_paper_beside_ours() -> None:
+    result = CliRunner().invoke(app, ["profile", "bert-base", "t5-base", "whisper-tiny"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    bert = next(line for line in result.output.splitlines() if "bert-base" in line)
+    assert "109.48" in bert and "109.49" in bert and "8.50" in bert
+    t5 = next(line for line in result.output.splitlines() if "t5-base" in line)
+    assert "17.72" in t5 and "-51.0%" in t5
+    assert "200-token input" in result.output  # the T5 note
+
+
+def test_cli_unknown_backbone_is_a_user_error() -> None:
+    result = CliRunner().invoke(app, ["profile", "--json", "no-such-model"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, BackboneError)
