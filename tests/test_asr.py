@@ -6,12 +6,18 @@ import json
 import shutil
 
 import pytest
+from recognizer_fixtures import audio_recognizer_dir, text_recognizer_dir  # noqa: F401
 from typer.testing import CliRunner
 
-from emovox.asr import AsrConfig, AsrError, Transcriber, get_transcriber, normalize_language
+from emovox.asr import (
+    AsrConfig,
+    AsrError,
+    Transcriber,
+    get_transcriber,
+    normalize_language,
+)
 from emovox.cli import app
 from emovox.recognizer import Recognizer
-from recognizer_fixtures import audio_recognizer_dir, text_recognizer_dir  # noqa: F401
 
 
 @pytest.mark.parametrize("given, code", [("de", "de"), ("German", "de"), ("<|es|>", "es"), (None, None), ("", None)])
@@ -45,6 +51,7 @@ def test_models_that_cannot_transcribe_are_refused(audio_recognizer_dir, tmp_pat
         Transcriber(AsrConfig("openai/whisper-emovox-test-does-not-exist"))
 
 
+@pytest.mark.slow
 def test_whisper_base_transcribes_emodb_for_a_text_recognizer(whisper_base_dir, emodb_dir, text_recognizer_dir, tmp_path):
     wav = emodb_dir / "wav" / "03a01Wa.wav"
     expected = "Der Lappen liegt auf dem Eisschrank!"
@@ -65,10 +72,9 @@ def test_whisper_base_transcribes_emodb_for_a_text_recognizer(whisper_base_dir, 
     [row] = json.loads(r.stdout)
     assert row["transcript"] == expected and row["label"] == pred.label
 
-    # and recorded in the recognizer directory, so that a plain `emovox predict` finds it
+    # and recorded in the recognizer directory (and its model card), so that a plain `emovox predict` finds it
     d = tmp_path / "rec"
     shutil.copytree(text_recognizer_dir, d)
     rec.save(d)
-    r = CliRunner().invoke(app, ["predict", str(d), str(wav), "--json", "-"])
-    assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)[0]["transcript"] == expected
+    assert Recognizer.load(d).asr == config
+    assert f"`{whisper_base_dir}` (language de)" in (d / "README.md").read_text()

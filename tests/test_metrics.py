@@ -41,7 +41,7 @@ def random_case(rng: np.random.Generator) -> tuple[list[str], list[str], tuple[s
 def test_metrics_equal_scikit_learn_on_random_data() -> None:
     rng = np.random.default_rng(0)
     absent_truth = absent_pred = 0
-    for _ in range(400):
+    for _ in range(200):
         y_true, y_pred, labels = random_case(rng)
         m = compute_metrics(y_true, y_pred, labels)
         absent_truth += len(set(labels) - set(y_true)) > 0
@@ -62,7 +62,7 @@ def test_metrics_equal_scikit_learn_on_random_data() -> None:
         assert m.confusion == confusion_matrix(y_true, y_pred, labels=list(labels)).tolist()
         np.testing.assert_allclose(m.confusion_normalized, np.nan_to_num(cm_norm), atol=1e-12)
     # the loop really exercised the awkward cases
-    assert absent_truth > 100 and absent_pred > 100
+    assert absent_truth > 50 and absent_pred > 50
 
 
 def test_definitions_on_a_hand_computed_case() -> None:

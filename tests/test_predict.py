@@ -10,12 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from recognizer_fixtures import (  # noqa: F401
+    audio_recognizer_dir,
+    text_recognizer_dir,
+    tone,
+    write_wav,
+)
 from typer.testing import CliRunner
 
 from emovox.cli import app
 from emovox.errors import AudioError, EmovoxError, RecognizerError
 from emovox.recognizer import Prediction, Recognizer
-from recognizer_fixtures import audio_recognizer_dir, text_recognizer_dir, tone, write_wav  # noqa: F401
 
 runner = CliRunner()
 

@@ -8,6 +8,12 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
+from recognizer_fixtures import (  # noqa: F401
+    audio_recognizer_dir,
+    text_recognizer_dir,
+    tone,
+    write_wav,
+)
 from typer.testing import CliRunner
 
 from emovox.audio import load_audio
@@ -24,7 +30,6 @@ from emovox.segments import (
     stream_audio,
     vad_segments,
 )
-from recognizer_fixtures import audio_recognizer_dir, text_recognizer_dir, tone, write_wav  # noqa: F401
 
 SR = SAMPLE_RATE
 

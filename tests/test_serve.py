@@ -16,13 +16,10 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from recognizer_fixtures import audio_recognizer_dir, text_recognizer_dir, tone  # noqa: F401
 
 from emovox.recognizer import Recognizer
 from emovox.serve import Busy, InferenceQueue, ServeConfig, create_app
-from recognizer_fixtures import audio_recognizer_dir, text_recognizer_dir, tone  # noqa: F401
-
-schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402  (installed with schemathesis)
 
 
 def wav_bytes(samples: np.ndarray, sr: int = 16_000, *, fmt: str = "WAV") -> bytes:
@@ -223,11 +220,33 @@ def test_text_recognizer_over_http(text_recognizer_dir):
         assert client.get("/labels").json()["needs_text"] is True
 
 
+@pytest.mark.slow
+def test_text_recognizer_with_asr_transcribes_uploads(text_recognizer_dir, whisper_base_dir, emodb_dir):
+    from fastapi.testclient import TestClient
+
+    from emovox.asr import AsrConfig
+
+    rec = Recognizer.load(text_recognizer_dir, asr=AsrConfig(str(whisper_base_dir), "de"))
+    wav = emodb_dir / "wav" / "03a01Wa.wav"
+    with TestClient(create_app(rec, ServeConfig())) as client:
+        r = client.post("/predict", files={"audio": (wav.name, wav.read_bytes(), "audio/wav")})
+        assert r.status_code == 200, r.text
+        assert r.json()["transcript"] == "Der Lappen liegt auf dem Eisschrank!" and r.json()["duration"] == pytest.approx(2.0)
+        r = client.post("/predict", data={"text": "Das will sie am Mittwoch abgeben."})
+        assert r.status_code == 200 and r.json()["transcript"] == "Das will sie am Mittwoch abgeben."
+        fields = client.get("/openapi.json").json()["components"]["schemas"]
+        assert [set(v["properties"]) for k, v in fields.items() if k.startswith("Body_")] == [{"audio", "text"}]
+        assert client.get("/labels").json()["asr"] == str(whisper_base_dir)
+
+
 # --- schemathesis -----------------------------------------------------------------------------
 
 
 def test_api_conforms_to_its_schema(server):
     """Generated requests for every operation: no server errors, responses as documented."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings  # installed with schemathesis
+
     schema = schemathesis.openapi.from_url(f"{server}/openapi.json")
     calls = []
 

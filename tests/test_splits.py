@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from emovox.corpora.base import Corpus, Utterance
 from emovox.errors import SplitError
-from emovox.splits import VALID_FRACTION, Fold, check_folds, make_folds, natural_sorted, write_folds
+from emovox.splits import VALID_FRACTION, check_folds, make_folds, natural_sorted, write_folds
 
 LABELS = ("angry", "happy", "neutral", "sad")
 
@@ -271,6 +271,18 @@ def test_write_folds_writes_auditable_jsonl(tmp_path) -> None:
     assert summary["folds"][0]["speakers"]["test"] == ["Ses01F", "Ses01M"]
     assert summary["folds"][0]["sizes"] == {"train": 48, "valid": 16, "test": 16}
     assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_write_folds_replaces_an_earlier_split_with_more_folds(tmp_path) -> None:
+    corpus = ravdess_like()
+    write_folds(make_folds(corpus, "speaker-groups:6"), corpus, tmp_path)
+    (tmp_path / "fold_6" / "notes.txt").write_text("mine")
+    with pytest.raises(SplitError, match="fold_6 is left from an earlier split"):
+        write_folds(make_folds(corpus, "speaker-groups:4"), corpus, tmp_path)
+    (tmp_path / "fold_6" / "notes.txt").unlink()
+    write_folds(make_folds(corpus, "speaker-groups:4"), corpus, tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("fold_*")) == ["fold_1", "fold_2", "fold_3", "fold_4"]
+    assert len(json.loads((tmp_path / "folds.json").read_text())["folds"]) == 4
 
 
 def _fake_loader(corpus: Corpus):

@@ -71,7 +71,10 @@ def normalize_language(language: str | None) -> str | None:
     """``"de"``, ``"German"`` or ``"<|de|>"`` -> ``"de"``; unknown names are an ``AsrError``."""
     if language is None:
         return None
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+    from transformers.models.whisper.tokenization_whisper import (
+        LANGUAGES,
+        TO_LANGUAGE_CODE,
+    )
 
     key = str(language).strip().lower().removeprefix("<|").removesuffix("|>")
     if not key:

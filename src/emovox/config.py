@@ -26,11 +26,13 @@ class ModelConfig(_Strict):
 
     backbone: str = Field(description="Registry name (e.g. whisper-base), hub id, or local model directory.")
     tiny: bool = Field(False, description="Build a tiny randomly initialised model of the same class (tests, dry runs).")
-    mode: Literal["frozen", "finetune", "finetune-frozen-cnn"] = Field(
+    mode: Literal["frozen", "finetune", "finetune-frozen-cnn", "finetune-top"] = Field(
         "finetune",
         description="frozen: linear probe on cached features; finetune: everything trains (paper); "
-        "finetune-frozen-cnn: wav2vec2-family CNN feature encoder stays frozen.",
+        "finetune-frozen-cnn: wav2vec2-family CNN feature encoder stays frozen; "
+        "finetune-top: only the top `top_layers` encoder layers train (Whisper), the frozen bottom runs once.",
     )
+    top_layers: int = Field(2, gt=0, description="finetune-top: how many of the top encoder layers train.")
     pooling: Literal["auto", "mean", "attention"] = Field(
         "auto", description="auto = the family's paper pooling (mean, last token, BART EOS); attention = learned."
     )
@@ -67,7 +69,17 @@ class ExperimentConfig(_Strict):
     model: ModelConfig
     train: TrainConfig = TrainConfig()
     cache_dir: Path | None = Field(None, description="Frozen-feature cache; default ~/.cache/emovox/features.")
-    on_bad_audio: Literal["error", "skip"] = "error"
+    on_bad_audio: Literal["error", "skip"] = Field(
+        "error",
+        description="An utterance that cannot be used (missing, corrupt, non-audio, empty, non-finite or "
+        "shorter than 0.1 s audio; no transcript for a text model): error stops the run naming it; "
+        "skip leaves it out and lists it with its reason in results.json and report.md.",
+    )
+    on_missing_class: Literal["error", "drop"] = Field(
+        "error",
+        description="A class with no training utterance in some fold: error stops naming the fold and class; "
+        "drop leaves that class's test (and validation) utterances out of that fold only and lists them.",
+    )
 
     @field_validator("corpus", "protocol")
     @classmethod

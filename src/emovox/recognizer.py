@@ -3,7 +3,9 @@
 Layout (``schema_version`` 1)::
 
     MODEL_DIR/
-      emovox.json         labels, modality, kind, model config, preprocessing, training record
+      emovox.json         labels, modality, kind, model config, preprocessing, training record,
+                          and for text recognizers optionally ``asr`` ({model, language}): the
+                          Whisper model that transcribes audio given without a transcript
       backbone/           the backbone (HF config + weights as safetensors + tokenizer/extractor)
       head.safetensors    everything that is not the backbone (pooling, layer weights, linear)
       README.md           model card: corpus, protocol, metrics
@@ -338,6 +340,7 @@ def model_card(info: dict, labels: Sequence[str]) -> str:
         f"- Trained on: `{t.get('corpus', '?')}` ({t.get('train_utterances', '?')} utterances for training, "
         f"{t.get('valid_utterances', '?')} held out for early stopping: {t.get('validation', '?')})",
         f"- Corpus fingerprint: `{t.get('corpus_fingerprint', '?')}`",
+        *_asr_lines(info),
         f"- Best epoch: {t.get('best_epoch', '?')}, validation UA {t.get('best_valid_ua', float('nan')):.4f}",
         f"- emovox {info.get('emovox_version', '?')}",
         "",
@@ -355,17 +358,34 @@ def model_card(info: dict, labels: Sequence[str]) -> str:
         for k in ("wa", "ua", "macro_f1"):
             lines.append(f"| {k} | {cv['mean'][k]:.4f} ± {cv['std'][k]:.4f} | {cv['pooled'][k]:.4f} |")
         lines.append("")
+    reads_text = info.get("modality") == "text"
     lines += [
         "## Use",
         "",
         "```bash",
-        "emovox predict THIS_DIR clip.wav",
+        "emovox predict THIS_DIR clip.wav" + (' --text "the transcript"' if reads_text else ""),
+        "emovox timeline THIS_DIR long_recording.wav --json timeline.json --plot timeline.png",
+        "emovox serve THIS_DIR --port 8000",
         "```",
         "",
         "```python",
         "from emovox import Recognizer",
-        "Recognizer.load('THIS_DIR').predict('clip.wav')",
+        "Recognizer.load('THIS_DIR').predict('clip.wav'" + (", text='the transcript')" if reads_text else ")"),
         "```",
         "",
     ]
+    if reads_text:
+        lines += [
+            "This recognizer reads transcripts. Without one, audio is transcribed by the ASR model named in",
+            "`emovox.json` (`asr`), or the one given with `--asr` / `Recognizer.load(..., asr=...)`.",
+            "",
+        ]
     return "\n".join(lines)
+
+
+def _asr_lines(info: dict) -> list[str]:
+    asr = info.get("asr")
+    if not isinstance(asr, dict):
+        return []
+    language = asr.get("language") or "detected per clip"
+    return [f"- ASR for clips without a transcript: `{asr.get('model')}` (language {language})"]

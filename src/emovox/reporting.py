@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from emovox.metrics import HEADLINE, CVResult, Metrics
@@ -44,7 +45,7 @@ def protocol_note(result: CVResult) -> str | None:
     if result.speaker_independent is False:
         protocol = f" (protocol `{result.protocol}`)" if result.protocol else ""
         return (
-            f"**{NOT_SPEAKER_INDEPENDENT}**{protocol}: test speakers were also heard in training, so these "
+            f"**{NOT_SPEAKER_INDEPENDENT}**{protocol}: test speakers may also be heard in training, so these "
             "scores are not comparable with speaker-independent results."
         )
     return None
@@ -233,7 +234,7 @@ def plot_confusion(metrics: Metrics, path: str | Path, title: str = "Confusion m
     counts = np.asarray(metrics.confusion)
     normed = np.asarray(metrics.confusion_normalized)
     side = max(4.0, 0.7 * len(labels) + 1.5)
-    fig = Figure(figsize=(2 * side + 1.0, side))
+    fig = Figure(figsize=(2 * side + 1.5, side), layout="constrained")
     axes = fig.subplots(1, 2)
     panels = [
         (axes[0], counts, "counts", [f"{v:d}" for v in counts.ravel()], counts.max() or 1),
@@ -267,10 +268,11 @@ def plot_learning_curves(
     missing or None values are skipped (e.g. no validation loss logged).
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     if not history or not any(history):
         raise ValueError("plot_learning_curves needs at least one epoch of history")
-    fig = Figure(figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_loss, ax_ua = fig.subplots(1, 2)
     for f, epochs in enumerate(history):
         name = fold_names[f] if fold_names else f"fold {f + 1}"
@@ -290,6 +292,7 @@ def plot_learning_curves(
     ax_loss.set(xlabel="Epoch", ylabel="Loss", title="Loss (train solid, valid dashed)")
     ax_ua.set(xlabel="Epoch", ylabel="Validation UA (%)", title="Validation UA")
     for ax in (ax_loss, ax_ua):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
@@ -331,25 +334,28 @@ def print_summary(
     labels = list(labels) if labels is not None else list(result.labels)
     if labels != list(result.labels):
         raise ValueError(f"labels {labels} differ from the result's label set {list(result.labels)}")
-    caption = f"protocol {result.protocol}" if result.protocol else None
-    table = Table(title=title, caption=caption)
+    caption = f"protocol {escape(result.protocol)}" if result.protocol else None
+    table = Table(title=escape(title), caption=caption)
     table.add_column("Fold", justify="right")
     table.add_column("Name")
     table.add_column("N", justify="right")
     for k in HEADLINE:
         table.add_column(METRIC_TITLES[k], justify="right")
     for i, (name, m) in enumerate(zip(result.fold_names, result.folds), start=1):
-        table.add_row(str(i), name, str(m.n), *(fmt_pct(getattr(m, k)) for k in HEADLINE), end_section=i == len(result.folds))
+        table.add_row(str(i), escape(name), str(m.n), *(fmt_pct(getattr(m, k)) for k in HEADLINE), end_section=i == len(result.folds))
     table.add_row("mean ± std", "", "", *(fmt_pct(getattr(result.mean, k), getattr(result.std, k)) for k in HEADLINE), style="bold")
     table.add_row("pooled", "all folds", str(result.pooled.n), *(fmt_pct(getattr(result.pooled, k)) for k in HEADLINE))
     if result.speaker_independent is False:
-        console.print(f"[bold red]⚠ {NOT_SPEAKER_INDEPENDENT}[/] (protocol {result.protocol}): test speakers were heard in training")
+        console.print(
+            f"[bold red]⚠ {NOT_SPEAKER_INDEPENDENT}[/] (protocol {escape(result.protocol)}): "
+            "test speakers may also be heard in training"
+        )
     console.print(table)
 
     cm = Table(title="Confusion matrix (pooled): count (% of true class)")
     cm.add_column("true \\ predicted", style="bold")
     for label in labels:
-        cm.add_column(label, justify="right")
+        cm.add_column(escape(label), justify="right")
     for label, counts, normed in zip(labels, result.pooled.confusion, result.pooled.confusion_normalized):
-        cm.add_row(label, *(f"{c} ({100 * v:.0f}%)" for c, v in zip(counts, normed)))
+        cm.add_row(escape(label), *(f"{c} ({100 * v:.0f}%)" for c, v in zip(counts, normed)))
     console.print(cm)

@@ -262,7 +262,10 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
     app = FastAPI(
         title="emovox",
         version=__version__,
-        description=f"Speech emotion recognition: {recognizer.info.get('name', 'recognizer')} ({recognizer.modality}), labels {', '.join(labels)}.",
+        description=(
+            f"Speech emotion recognition: {recognizer.info.get('name', 'recognizer')} ({recognizer.modality}), "
+            f"labels {', '.join(labels)}."
+        ),
         lifespan=lifespan,
     )
     app.state.worker = worker
@@ -310,8 +313,9 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         if text is not None and not text.strip():
             text = None
         if audio is None and text is None:
-            what = "an audio file (form field 'audio') and/or a transcript (form field 'text')" if recognizer.needs_text else "an audio file in the form field 'audio'"
-            return error(422, "invalid_request", f"send {what}")
+            if recognizer.needs_text:
+                return error(422, "invalid_request", "send an audio file (form field 'audio') and/or a transcript (form field 'text')")
+            return error(422, "invalid_request", "send an audio file in the form field 'audio'")
         clip, duration = None, None
         if audio is not None and text is None:
             try:
@@ -321,7 +325,8 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
             except EmovoxError as exc:
                 return error(422, "bad_audio", str(exc))
             if len(clip) < recognizer.min_samples:
-                return error(422, "too_short", f"{len(clip) / 16:.1f} ms of audio is too short; this model needs at least {recognizer.min_samples / 16:g} ms")
+                need = recognizer.min_samples / 16
+                return error(422, "too_short", f"{len(clip) / 16:.1f} ms of audio is too short; this model needs at least {need:g} ms")
         try:
             pred = await worker.submit(clip, text)
         except Busy:
@@ -393,7 +398,9 @@ def _decode_upload(upload, max_seconds: float):
         os.unlink(tmp)
 
 
-def serve(recognizer: "Recognizer", *, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig = ServeConfig(), log_level: str = "info") -> None:
+def serve(
+    recognizer: "Recognizer", *, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig = ServeConfig(), log_level: str = "info"
+) -> None:
     """Run the service with uvicorn until interrupted."""
     import uvicorn
 

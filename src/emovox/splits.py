@@ -234,6 +234,7 @@ def write_folds(folds: Sequence[Fold], corpus: Corpus, out_dir: str | Path) -> l
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SplitError(f"cannot create output directory {out}: {exc.strerror}; choose a writable --out") from None
+    _remove_stale_folds(out, {fold.index for fold in folds})
     written: list[Path] = []
     for fold in folds:
         fold_dir = out / f"fold_{fold.index}"
@@ -427,6 +428,24 @@ def _seeded_split(
         rest, held = train_test_split(ids, test_size=fraction, random_state=seed)
     held_set = set(held)
     return tuple(i for i in ids if i not in held_set), tuple(i for i in ids if i in held_set)
+
+
+def _remove_stale_folds(out: Path, keep: set[int]) -> None:
+    """Delete ``fold_k`` directories of an earlier run with more folds, so the directory shows one protocol.
+
+    Only directories holding nothing but our three JSONL files are removed; anything else is
+    the user's and stops the write.
+    """
+    ours = {"train.jsonl", "valid.jsonl", "test.jsonl"}
+    for d in out.glob("fold_*"):
+        suffix = d.name[len("fold_"):]
+        if not d.is_dir() or not suffix.isdigit() or int(suffix) in keep:
+            continue
+        if {p.name for p in d.iterdir()} - ours:
+            raise SplitError(f"{d} is left from an earlier split and holds other files; remove it or choose another --out")
+        for p in d.iterdir():
+            p.unlink()
+        d.rmdir()
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -157,6 +157,11 @@ class _QuietTransformers:
         return False
 
 
+def describe(exc: BaseException) -> str:
+    """A library exception as one line (CLI errors are one line), type first."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
 def from_pretrained_checked(model_cls, spec: BackboneSpec, **kwargs) -> torch.nn.Module:
     """``model_cls.from_pretrained(spec.hub_id)`` in float32, refusing silently random weights.
 
@@ -168,9 +173,10 @@ def from_pretrained_checked(model_cls, spec: BackboneSpec, **kwargs) -> torch.nn
             model, info = model_cls.from_pretrained(
                 spec.hub_id, dtype=torch.float32, output_loading_info=True, **kwargs
             )
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except Exception as exc:  # offline, unknown repo, damaged weights, wrong architecture
         raise BackboneError(
-            f"could not load backbone '{spec.name}' from '{spec.hub_id}' as {model_cls.__name__}: {exc}. "
+            f"could not load backbone '{spec.name}' from '{spec.hub_id}' as {model_cls.__name__} "
+            f"({describe(exc)}). "
             "Offline? Download the model once and pass its local directory."
         ) from None
     missing = [k for k in info.get("missing_keys", []) if not any(b in k for b in _BENIGN_MISSING)]

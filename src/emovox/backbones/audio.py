@@ -29,6 +29,7 @@ length-dependent front ends are the subtle part:
 
 from __future__ import annotations
 
+import threading
 import warnings
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -46,7 +47,7 @@ from transformers.models.speecht5.modeling_speecht5 import (
 )
 
 from emovox.audio import SAMPLE_RATE
-from emovox.backbones import Backbone, BackboneSpec, Encoded, from_pretrained_checked
+from emovox.backbones import Backbone, BackboneSpec, Encoded, describe, from_pretrained_checked
 from emovox.backbones.tiny import build_seeded, tiny_audio_config, tiny_feature_extractor
 from emovox.errors import AudioError, BackboneError
 
@@ -109,15 +110,21 @@ def _pad_dim(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     return nn.functional.pad(x, pad)
 
 
+#: Serialises the swap below across threads (a served model may be called concurrently): a
+#: module-level lock, so backbones stay deep-copyable and picklable.
+_SWAP_LOCK = threading.RLock()
+
+
 @contextmanager
 def _swapped(parent: nn.Module, attr: str, replacement: nn.Module):
-    """Temporarily replace a submodule (for one forward); always restored, weights untouched."""
-    original = getattr(parent, attr)
-    setattr(parent, attr, replacement)
-    try:
-        yield
-    finally:
-        setattr(parent, attr, original)
+    """Temporarily replace a submodule for one forward; always restored, weights untouched."""
+    with _SWAP_LOCK:
+        original = getattr(parent, attr)
+        setattr(parent, attr, replacement)
+        try:
+            yield
+        finally:
+            setattr(parent, attr, original)
 
 
 def conv_min_samples(frames: int, kernels, strides) -> int:
@@ -328,7 +335,7 @@ def _load_feature_extractor(spec: BackboneSpec, config) -> Any:
 
     try:
         return AutoFeatureExtractor.from_pretrained(spec.hub_id)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # missing file, offline, unknown extractor type: all resolved below
         if spec.family in SSL_MODEL_CLASSES:
             # Some pretraining-only checkpoints ship no preprocessor config. fairseq normalises
             # the waveform exactly for the layer-norm ("large") models, not the group-norm ones.
@@ -337,7 +344,8 @@ def _load_feature_extractor(spec: BackboneSpec, config) -> Any:
                 do_normalize=config.feat_extract_norm == "layer", return_attention_mask=True,
             )
         raise BackboneError(
-            f"could not load the feature extractor of '{spec.name}' from '{spec.hub_id}': {exc}"
+            f"could not load the feature extractor of '{spec.name}' from '{spec.hub_id}' "
+            f"({describe(exc)}); offline? download the model once and pass its local directory"
         ) from None
 
 

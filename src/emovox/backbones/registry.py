@@ -47,7 +47,12 @@ class BackboneSpec:
         if unknown or not {"name", "hub_id", "modality", "family", "pooling"} <= set(data):
             raise BackboneError(f"backbone spec {data!r} must have exactly the keys {sorted(fields)}")
         spec = cls(**data)
-        _check_family(spec.family, where=f"backbone spec '{spec.name}'")
+        info = _check_family(spec.family, where=f"backbone spec '{spec.name}'")
+        if spec.modality != info.modality or spec.pooling not in ("mean", "last", "eos"):
+            raise BackboneError(
+                f"backbone spec '{spec.name}': modality '{spec.modality}' / pooling '{spec.pooling}' do not fit "
+                f"family '{spec.family}' ({info.modality}; pooling mean, last or eos)"
+            )
         return spec
 
 
@@ -176,7 +181,9 @@ def _spec_from_dir(directory: Path, given: str) -> BackboneSpec:
     try:
         family = json.loads(config.read_text(encoding="utf-8"))["model_type"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BackboneError(f"'{config}' is not a readable model config with a 'model_type': {exc}") from None
+        raise BackboneError(
+            f"'{config}' is not a readable model config with a 'model_type' ({type(exc).__name__}: {exc})"
+        ) from None
     info = _check_family(str(family), where=f"'{config}'")
     return BackboneSpec(name=given, hub_id=str(directory), modality=info.modality, family=str(family),
                         pooling=info.pooling)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from emovox.backbones import Backbone, BackboneSpec, Encoded, from_pretrained_checked
+from emovox.backbones import Backbone, BackboneSpec, Encoded, describe, from_pretrained_checked
 from emovox.backbones.tiny import build_seeded, tiny_text_config, tiny_tokenizer
 from emovox.errors import BackboneError
 
@@ -61,9 +61,9 @@ def build_text_backbone(spec: BackboneSpec, *, tiny: bool, max_tokens: int, max_
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(spec.hub_id)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # offline, missing files, sentencepiece conversion: the user's to fix
             raise BackboneError(
-                f"could not load the tokenizer of '{spec.name}' from '{spec.hub_id}': {exc}. "
+                f"could not load the tokenizer of '{spec.name}' from '{spec.hub_id}' ({describe(exc)}). "
                 "Offline? Download the model once and pass its local directory."
             ) from None
         model = from_pretrained_checked(cls, spec, **kwargs)

@@ -47,13 +47,13 @@ class WhisperBackbone(AudioBackbone):
     def __init__(self, spec: BackboneSpec, model: WhisperEncoderOnly, feature_extractor, *, max_tokens: int,
                  max_seconds: float):
         config = model.config
-        self.hop = int(feature_extractor.hop_length)
+        hop = int(feature_extractor.hop_length)  # samples per mel frame (10 ms)
         super().__init__(spec, model, feature_extractor, max_tokens=max_tokens, max_seconds=max_seconds,
-                         hidden_size=config.d_model, num_layers=config.encoder_layers + 1, min_samples=self.hop)
+                         hidden_size=config.d_model, num_layers=config.encoder_layers + 1, min_samples=hop)
         positions = config.max_source_positions
-        needed = math.ceil((self.max_samples // self.hop) / 2)
+        needed = math.ceil((self.max_samples // hop) / 2)
         if needed > positions:
-            limit = positions * 2 * self.hop / SAMPLE_RATE
+            limit = positions * 2 * hop / SAMPLE_RATE
             raise BackboneError(
                 f"max_seconds={max_seconds} needs {needed} Whisper positions but '{spec.name}' has {positions} "
                 f"({limit:.0f} s); lower max_seconds"

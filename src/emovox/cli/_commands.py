@@ -11,3 +11,4 @@ from emovox.cli import corpus  # noqa: F401
 from emovox.cli import profile  # noqa: F401
 from emovox.cli import predict  # noqa: F401
 from emovox.cli import serve  # noqa: F401
+from emovox.cli import export  # noqa: F401

@@ -19,16 +19,30 @@ def cv(
     set_: list[str] = typer.Option(None, "--set", help=SET_HELP),
     out: Path = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    resume: bool = typer.Option(
+        True,
+        "--resume/--no-resume",
+        help="Continue the run already in --out (the default): finished folds are kept and an interrupted "
+        "fold resumes from its last epoch checkpoint. --no-resume refuses a directory that holds a run.",
+    ),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete the run already in --out and start over."),
 ) -> None:
-    """Cross-validate a config over every fold of its protocol; restartable (finished folds are kept)."""
+    """Cross-validate a config over every fold of its protocol.
+
+    Restartable: a run killed at any point (even mid-epoch) continues where it stopped when the
+    same command is run again, and ends with the same numbers as an uninterrupted run.
+    """
     from emovox.config import load_config
+    from emovox.errors import EmovoxError
     from emovox.metrics import CVResult
     from emovox.reporting import print_summary
     from emovox.training.runner import run_cv
 
+    if fresh and not resume:
+        raise EmovoxError("--fresh and --no-resume contradict each other; pass one of them")
     cfg = load_config(config, set_)
     out = out or Path("runs") / cfg.name
-    payload = run_cv(cfg, out, progress=not quiet)
+    payload = run_cv(cfg, out, progress=not quiet, resume=resume, fresh=fresh)
     result = CVResult.from_dict(payload)
     console = Console()
     print_summary(result, console=console, title=f"{cfg.name} ({cfg.model.backbone}, {cfg.model.mode})")
@@ -37,8 +51,18 @@ def cv(
         f"pooled UA {payload['pooled']['ua']:.4f}, WA {payload['pooled']['wa']:.4f}; {payload['seconds']:.0f} s. "
         f"Results in {out}/ (results.json, report.md, predictions.csv, confusion.png, learning_curves.png)"
     )
-    if payload["skipped"]:
-        console.print(f"[yellow]{len(payload['skipped'])} utterances skipped; see results.json 'skipped'[/]")
+    warn_skipped(payload["skipped"], f"{out}/report.md ('Skipped utterances') and results.json ('skipped')")
+
+
+def warn_skipped(skipped: list[dict], where: str) -> None:
+    """One warning line on stderr with how many utterances were left out, and why, by kind."""
+    if not skipped:
+        return
+    counts: dict[str, int] = {}
+    for s in skipped:
+        counts[s.get("kind", "audio")] = counts.get(s.get("kind", "audio"), 0) + 1
+    kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(counts.items()))
+    Console(stderr=True).print(f"[yellow]warning: {len(skipped)} utterance(s) skipped ({kinds}); see {where}[/]")
 
 
 @app.command()
@@ -66,9 +90,13 @@ def evaluate(
     model_dir: Path = typer.Argument(..., help="Recognizer directory from `emovox train`."),
     spec: str = typer.Argument(..., help="Corpus spec FORMAT:PATH."),
     json_out: Path = typer.Option(None, "--json", help="Write the metrics as JSON here."),
-    on_bad_audio: str = typer.Option("error", help="error | skip"),
+    on_bad_audio: str = typer.Option("error", help="error | skip (leave unusable utterances out and list them)."),
 ) -> None:
     """Score a trained recognizer on a corpus: WA, UA, macro-F1 and the confusion matrix."""
+    from emovox.errors import EmovoxError
+
+    if on_bad_audio not in ("error", "skip"):
+        raise EmovoxError(f"--on-bad-audio {on_bad_audio!r}: use error or skip")
     from emovox.corpora import load_corpus
     from emovox.metrics import aggregate
     from emovox.recognizer import Recognizer
@@ -81,4 +109,5 @@ def evaluate(
     result = aggregate([metrics], labels=rec.labels, fold_names=[spec], protocol="evaluation")
     print_summary(result, console=Console(), title=f"{model_dir} on {spec}")
     if json_out:
-        write_json(json_out, dict(metrics.to_dict(), skipped=[s.__dict__ for s in skipped], utterances=len(examples)))
+        write_json(json_out, dict(metrics.to_dict(), skipped=[s.to_dict() for s in skipped], utterances=len(examples)))
+    warn_skipped([s.to_dict() for s in skipped], str(json_out) if json_out else "--json FILE for the list")

@@ -74,10 +74,12 @@ def manifest_jobs(path: Path) -> list[Job]:
             raise InputError(f"{where}: the path cell is empty")
         audio = (path.parent / str(row["path"])).expanduser()
         start, end = _seconds(row.get("start"), where, "start"), _seconds(row.get("end"), where, "end")
-        name = str(row.get("id") or (f"{audio}@{start or 0:g}-{end if end is not None else 'end'}" if start is not None or end is not None else audio))
+        name = row.get("id")
+        if name is None:
+            name = f"{audio}@{start or 0:g}-{end if end is not None else 'end'}" if start is not None or end is not None else audio
         text = row.get("text")
         label = row.get("label")
-        jobs.append(Job(name, audio, start, end, None if text is None else str(text), None if label is None else str(label)))
+        jobs.append(Job(str(name), audio, start, end, None if text is None else str(text), None if label is None else str(label)))
     if not jobs:
         raise InputError(f"manifest {path} has no rows")
     return jobs
@@ -248,7 +250,10 @@ def predict(
         jobs = expand_inputs(inputs)
         if text is not None:
             if len(jobs) != 1:
-                raise EmovoxError(f"--text is the transcript of one input, but the inputs hold {len(jobs)} clips; put transcripts in a manifest 'text' column")
+                raise EmovoxError(
+                    f"--text is the transcript of one input, but the inputs hold {len(jobs)} clips; "
+                    "put transcripts in a manifest 'text' column"
+                )
             jobs = [replace(jobs[0], text=text)]
     else:
         jobs = [Job("--text", None, text=text)]

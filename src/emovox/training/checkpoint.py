@@ -2,7 +2,10 @@
 
 Everything is safetensors (tensors) plus JSON (numbers, RNG state of Python's ``random``), so a
 checkpoint from a stranger cannot run code when loaded, and a crash mid-write leaves the
-previous checkpoint intact (write to a temporary file, then ``os.replace``).
+previous checkpoint intact (write to a temporary file, fsync it, then ``os.replace``; the rename
+is atomic, so a reader sees the old file or the new one, never half of one). A process killed
+mid-write leaves at most a hidden ``.NAME.*.tmp`` file, which ``remove_stale_temporaries``
+clears when the run resumes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -43,10 +47,45 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        _fsync_file(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files that a process killed mid-write left in ``directory``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def _fsync_file(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -3,7 +3,20 @@
 The runner owns the run directory: the audited splits, one sub-folder per fold (checkpoints,
 predictions with class probabilities, learning curve) and the aggregated results. A fold with
 ``done.json`` is never retrained, so a restarted run continues with the next fold; a fold that
-was interrupted resumes from its last epoch checkpoint.
+was interrupted (even by ``kill -9`` mid-epoch) resumes from its last epoch checkpoint and ends
+with the same numbers as an uninterrupted run. Every file is written atomically.
+
+Policies for data that cannot be used, chosen in the config and never silent:
+
+- ``on_bad_audio: error|skip``: an utterance whose audio (or, for text models, transcript) is
+  unusable stops the run, or is left out of the whole run;
+- ``on_missing_class: error|drop``: a class with no training utterance in a fold (small
+  corpora, rare classes) stops the run naming fold and class, or that class's test and
+  validation utterances are left out of that fold only (the model still has the class's output,
+  so its other predictions are scored over the full label set).
+
+Everything left out is listed with its reason in ``results.json`` ("skipped") and in
+``report.md`` ("Skipped utterances").
 """
 
 from __future__ import annotations
@@ -11,8 +24,9 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,8 +41,8 @@ from emovox.data.examples import Example, Skipped, build_examples
 from emovox.errors import EmovoxError
 from emovox.metrics import Metrics, aggregate, compute_metrics
 from emovox.splits import Fold, make_folds, write_folds
-from emovox.training.checkpoint import atomic_write_json, atomic_write_text
-from emovox.training.trainer import Trainer, set_threads
+from emovox.training.checkpoint import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from emovox.training.trainer import Trainer, clear_resume_state, set_threads
 
 RESULTS_SCHEMA = 1
 
@@ -42,6 +56,7 @@ class FoldOutcome:
     history: list[dict]
     seconds: float
     metrics: Metrics
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 # --- model construction ----------------------------------------------------------------------
@@ -86,6 +101,15 @@ def make_end_to_end(cfg: ExperimentConfig, backbone, num_classes: int):
     return model, collate
 
 
+def make_top_layers(cfg: ExperimentConfig, backbone, num_classes: int):
+    from emovox.errors import ConfigError
+    from emovox.models.top_layers import TopLayersClassifier
+
+    if cfg.model.layer_weights or cfg.model.pooling == "attention":
+        raise ConfigError("model.mode finetune-top uses mean pooling of the last layer: set layer_weights false and pooling auto/mean")
+    return TopLayersClassifier(backbone, num_classes, top_layers=cfg.model.top_layers, dropout=cfg.model.dropout)
+
+
 def make_feature_head(cfg: ExperimentConfig, features: torch.Tensor, num_classes: int):
     from emovox.models.classifier import FeatureClassifier
 
@@ -124,6 +148,11 @@ class ExperimentData:
                 self.backbone, examples, cache=cache, model_key=key, progress=progress, description="frozen features"
             )
             examples = [Example(e.id, e.target, self.features[i], e.length) for i, e in enumerate(examples)]
+        elif cfg.model.mode == "finetune-top":
+            from emovox.models.top_layers import extract_bottom_frames
+
+            frames = extract_bottom_frames(make_top_layers(cfg, self.backbone, len(corpus.labels)), examples, progress=progress)
+            examples = [Example(e.id, e.target, frames[i], e.length) for i, e in enumerate(examples)]
         self.examples = {e.id: e for e in examples}
 
     def select(self, ids: Sequence[str]) -> list[Example]:
@@ -143,7 +172,10 @@ def write_predictions(path: Path, rows, labels: Sequence[str]) -> None:
 
 
 def _csv(value: str) -> str:
-    return f'"{value}"' if ("," in value or '"' in value) else value
+    """RFC 4180 quoting, so ids with commas, quotes or line breaks read back intact."""
+    if any(c in value for c in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
 
 
 def read_predictions(path: Path, labels: Sequence[str]) -> tuple[list[str], list[int], np.ndarray]:
@@ -165,26 +197,39 @@ def train_fold(
     if done.is_file():
         info = json.loads(done.read_text())
         ids, y, probs = read_predictions(fold_dir / "predictions.csv", labels)
-        return FoldOutcome(fold, ids, y, probs, info["history"], info["seconds"], compute_metrics(y, probs.argmax(1).tolist(), labels))
-    t0 = time.time()
-    missing = fold.missing_train_classes(data.corpus)
-    if missing:
-        raise EmovoxError(
-            f"fold {fold.index} ({fold.name}): classes {missing} have no training utterances; "
-            "remove them from the label set (e.g. a manifest without them) or choose another protocol"
+        skipped = [Skipped.from_dict(d) for d in info.get("skipped", [])]
+        return FoldOutcome(
+            fold, ids, y, probs, info["history"], info["seconds"], compute_metrics(y, probs.argmax(1).tolist(), labels), skipped
         )
+    remove_stale_temporaries(fold_dir)
+    t0 = time.time()
     train, valid, test = data.select(fold.train), data.select(fold.valid), data.select(fold.test)
+    valid, test, skipped = apply_missing_class_policy(cfg, fold, labels, train, valid, test)
+    if not train:
+        raise EmovoxError(f"fold {fold.index} ({fold.name}): no usable training utterance (see the skipped utterances)")
+    if not test:
+        raise EmovoxError(
+            f"fold {fold.index} ({fold.name}): no usable test utterance is left; every one was skipped "
+            "(fix the corpus or choose another protocol)"
+        )
     num_classes = len(labels)
     torch.manual_seed(cfg.train.seed)
     if data.features is not None:
         model = make_feature_head(cfg, data.features, num_classes)
         model.fit_standardization(torch.stack([e.item for e in train]))
         collate = feature_collate
+    elif cfg.model.mode == "finetune-top":
+        from emovox.models.top_layers import frames_collate
+
+        model, collate = make_top_layers(cfg, build_backbone(cfg), num_classes), frames_collate
     else:
         backbone = data.backbone if fold.index == 1 and not getattr(data, "_backbone_used", False) else build_backbone(cfg)
         data._backbone_used = True
         model, collate = make_end_to_end(cfg, backbone, num_classes)
-    trainer = Trainer(model, collate, cfg.train, num_classes, run_dir=fold_dir, progress=progress, description=f"fold {fold.index}")
+    trainer = Trainer(
+        model, collate, cfg.train, num_classes, run_dir=fold_dir, progress=progress, description=f"fold {fold.index}",
+        allow_absent_classes=cfg.on_missing_class == "drop",
+    )
     fit = trainer.fit(train, valid)
     probs = trainer.predict_proba(test)
     ids, y = [e.id for e in test], [e.target for e in test]
@@ -199,14 +244,45 @@ def train_fold(
             "best_epoch": fit.best_epoch,
             "best_valid_ua": fit.best_valid_ua,
             "stopped_early": fit.stopped_early,
+            "resumed_from_epoch": fit.resumed_from_epoch,
             "history": fit.history,
             "seconds": round(seconds, 2),
             "test": metrics.scores.to_dict(),
+            "skipped": [x.to_dict() for x in skipped],
         },
     )
-    for name in ("last_model.safetensors", "last_optimizer.safetensors", "last_state.json"):
-        (fold_dir / name).unlink(missing_ok=True)  # the fold is finished: only the best weights matter now
-    return FoldOutcome(fold, ids, y, probs, fit.history, seconds, metrics)
+    clear_resume_state(fold_dir)  # the fold is finished: only the best weights matter now
+    return FoldOutcome(fold, ids, y, probs, fit.history, seconds, metrics, skipped)
+
+
+def apply_missing_class_policy(
+    cfg: ExperimentConfig, fold: Fold, labels: Sequence[str], train: list[Example], valid: list[Example], test: list[Example]
+) -> tuple[list[Example], list[Example], list[Skipped]]:
+    """Validation and test examples of this fold, less those of classes it cannot learn.
+
+    Classes are counted on the usable training examples (after ``on_bad_audio: skip``), so a
+    class whose only training clips were corrupt is caught here too.
+    """
+    present = {e.target for e in train}
+    missing = [i for i in range(len(labels)) if i not in present]
+    if not missing:
+        return valid, test, []
+    names = [labels[i] for i in missing]
+    n_test = sum(e.target in missing for e in test)
+    if cfg.on_missing_class == "error":
+        raise EmovoxError(
+            f"fold {fold.index} ({fold.name}): class(es) {names} have no training utterance in this fold "
+            f"({n_test} of its test utterances have them). Set on_missing_class: drop to leave those test "
+            "utterances out of this fold (they are listed in the report), remove the class from the label "
+            "set (e.g. labels=... in the corpus spec), or choose a protocol that keeps every class in training"
+        )
+    reason = f"class {{}} has no training utterance in fold {fold.index} ({fold.name}); on_missing_class: drop"
+    skipped = [
+        Skipped(e.id, reason.format(repr(labels[e.target])), "missing_class", fold.name)
+        for e in [*valid, *test]
+        if e.target in missing
+    ]
+    return [e for e in valid if e.target not in missing], [e for e in test if e.target not in missing], skipped
 
 
 # --- whole protocol ---------------------------------------------------------------------------
@@ -219,6 +295,7 @@ def environment_record(cfg: ExperimentConfig, corpus: Corpus) -> dict:
         "emovox": __version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "numpy": np.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "threads": torch.get_num_threads(),
@@ -227,6 +304,7 @@ def environment_record(cfg: ExperimentConfig, corpus: Corpus) -> dict:
         "utterances": len(corpus),
         "protocol": cfg.protocol,
         "validation": cfg.validation,
+        "seed": cfg.train.seed,
     }
 
 
@@ -237,14 +315,21 @@ def run_cv(
     progress: bool = True,
     corpus: Corpus | None = None,
     on_fold: Callable[[FoldOutcome], None] | None = None,
+    resume: bool = True,
+    fresh: bool = False,
 ) -> dict:
-    """Train and test every fold; returns the ``results.json`` content."""
+    """Train and test every fold; returns the ``results.json`` content.
+
+    A run directory that already holds this run is continued (``resume``, the default):
+    finished folds are kept and an interrupted fold resumes from its last epoch. With
+    ``resume=False`` such a directory is refused; ``fresh`` deletes the previous run first.
+    """
     from emovox.corpora import load_corpus
 
     set_threads(cfg.train.threads)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
+    prepare_run_dir(out_dir, resume=resume, fresh=fresh)
     _check_same_run(out_dir, cfg, corpus)
     folds = make_folds(corpus, cfg.protocol, cfg.validation, seed=cfg.train.seed)
     if cfg.folds is not None:
@@ -264,7 +349,32 @@ def run_cv(
         outcomes.append(outcome)
         if on_fold is not None:
             on_fold(outcome)
-    return write_results(cfg, corpus, folds, outcomes, data.skipped, out_dir, seconds=time.time() - t_start, prep_seconds=prep_seconds)
+    skipped = list(data.skipped) + [x for o in outcomes for x in o.skipped]
+    return write_results(cfg, corpus, folds, outcomes, skipped, out_dir, seconds=time.time() - t_start, prep_seconds=prep_seconds)
+
+
+def prepare_run_dir(out_dir: Path, *, resume: bool, fresh: bool) -> None:
+    """Create ``out_dir``, or decide what to do with the run it already holds (see ``run_cv``).
+
+    Only a directory that holds an emovox run (its ``run.json``) is ever deleted, so a mistyped
+    ``--out ~`` with ``--fresh`` cannot wipe anything else.
+    """
+    record = out_dir / "run.json"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EmovoxError(f"--out {out_dir}: exists and is not a directory; choose another run directory")
+    if fresh and out_dir.is_dir() and any(out_dir.iterdir()):
+        if not record.is_file():
+            raise EmovoxError(
+                f"--fresh: {out_dir} is not empty and holds no emovox run (no run.json), so it is not deleted; "
+                "choose another --out"
+            )
+        shutil.rmtree(out_dir)
+    elif not resume and record.is_file():
+        raise EmovoxError(
+            f"{out_dir} already holds a run; pass --resume to continue it (finished folds are kept) "
+            "or --fresh to delete it and start over"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _check_same_run(out_dir: Path, cfg: ExperimentConfig, corpus: Corpus) -> None:
@@ -276,7 +386,8 @@ def _check_same_run(out_dir: Path, cfg: ExperimentConfig, corpus: Corpus) -> Non
         keep = lambda d: {k: v for k, v in d["config"].items() if k not in {"folds"}}  # noqa: E731
         if keep(previous) != keep(current) or previous["corpus_fingerprint"] != current["corpus_fingerprint"]:
             raise EmovoxError(
-                f"{out_dir} holds a run of a different config or corpus; choose another --out or delete it"
+                f"{out_dir} holds a run of a different config or corpus; choose another --out, or pass --fresh "
+                "to delete that run and start this one"
             )
     else:
         atomic_write_json(record, current)
@@ -321,16 +432,36 @@ def write_results(
             "feature_seconds": round(prep_seconds, 2),
             "fold_seconds": [round(o.seconds, 2) for o in outcomes],
             "best_epochs": [json.loads((out_dir / f"fold_{o.fold.index}" / "done.json").read_text())["best_epoch"] for o in outcomes],
-            "skipped": [{"id": s.id, "reason": s.reason} for s in skipped],
+            "skipped": [s.to_dict() for s in skipped],
             "environment": environment_record(cfg, corpus),
         }
     )
     reporting.write_report(result, out_dir, title=cfg.name, history=[o.history for o in outcomes])
+    report = out_dir / "report.md"
+    atomic_write_text(report, report.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + skipped_markdown(skipped, cfg))
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
     atomic_write_json(out_dir / "results.json", payload)  # a superset of the report's results.json
     rows = [(uid, o.fold.name, t, p) for o in outcomes for uid, t, p in zip(o.ids, o.y_true, o.probs)]
     write_predictions(out_dir / "predictions.csv", rows, labels)
     return payload
+
+
+def skipped_markdown(skipped: Sequence[Skipped], cfg: ExperimentConfig) -> str:
+    """The report's "Skipped utterances" section: every utterance left out, with its reason."""
+    lines = ["## Skipped utterances", ""]
+    policy = f"`on_bad_audio: {cfg.on_bad_audio}`, `on_missing_class: {cfg.on_missing_class}`"
+    if not skipped:
+        return "\n".join(lines + [f"None: every utterance of the corpus was used ({policy}).", ""])
+    counts: dict[str, int] = {}
+    for x in skipped:
+        counts[x.kind] = counts.get(x.kind, 0) + 1
+    summary = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(counts.items()))
+    lines += [f"{len(skipped)} utterance(s) were left out ({summary}; policy {policy}):", ""]
+    lines += ["| id | fold | kind | reason |", "|---|---|---|---|"]
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    for x in skipped:
+        lines.append(f"| {cell(x.id)} | {cell(x.fold or 'all')} | {x.kind} | {cell(x.reason)} |")
+    return "\n".join(lines) + "\n"
 
 
 # --- one model on all data -----------------------------------------------------------------------
@@ -382,6 +513,10 @@ def train_recognizer(
         head = make_feature_head(cfg, data.features, len(labels))
         head.fit_standardization(torch.stack([e.item for e in train]))
         model, collate, kind = head, feature_collate, "frozen-features"
+    elif cfg.model.mode == "finetune-top":
+        from emovox.models.top_layers import frames_collate
+
+        model, collate, kind = make_top_layers(cfg, data.backbone, len(labels)), frames_collate, "end-to-end"
     else:
         model, collate = make_end_to_end(cfg, data.backbone, len(labels))
         kind = "end-to-end"
@@ -391,6 +526,8 @@ def train_recognizer(
     if kind == "frozen-features":
         deployable = FrozenFeatureModel(data.backbone, model)
         head_shape = {"num_layers": int(data.features.shape[1]), "hidden_size": int(data.features.shape[2])}
+    elif cfg.model.mode == "finetune-top":
+        deployable, head_shape = model.as_utterance_classifier(), None
     else:
         deployable, head_shape = model, None
     info = {
@@ -410,7 +547,7 @@ def train_recognizer(
             "best_valid_ua": fit.best_valid_ua,
             "history": fit.history,
             "config": json.loads(cfg.model_dump_json()),
-            "skipped": [{"id": s.id, "reason": s.reason} for s in data.skipped],
+            "skipped": [s.to_dict() for s in data.skipped],
         },
     }
     if head_shape is not None:

@@ -6,12 +6,19 @@ cross-entropy (inverse frequency, so UA is not sacrificed to the majority class)
 after 3 epochs without validation-UA gain (20 at most). Resuming restores model, optimizer,
 scheduler, RNG and early-stopping state at the last finished epoch, and batch order is a pure
 function of (seed, epoch), so an interrupted run ends with the same numbers as one that was not.
+
+Checkpoint layout in ``run_dir``: ``last_model.eNNN.safetensors`` and
+``last_optimizer.eNNN.safetensors`` (epoch NNN; the optimizer file also holds torch's RNG) and
+``last_state.json`` (epoch, history, early stopping, scheduler, Python/numpy RNG, and the names
+of those two files), written in that order, each atomically. The JSON is the commit point: a
+process killed after the tensors of epoch N were written but before the JSON still resumes from
+epoch N-1 with epoch N-1's tensors (the files of one epoch are never overwritten by the next),
+and the older files are deleted only after the JSON naming the newer ones is in place.
 """
 
 from __future__ import annotations
 
 import json
-
 import random
 import time
 from dataclasses import dataclass, field
@@ -33,14 +40,26 @@ from emovox.training.checkpoint import (
     load_tensors,
     optimizer_from_flat,
     optimizer_to_flat,
+    remove_stale_temporaries,
 )
+
+#: The file whose presence means "this run can resume"; written last at every epoch.
+STATE_FILE = "last_state.json"
+#: Per-epoch tensors that ``STATE_FILE`` names (``*`` is the epoch).
+RESUME_GLOBS = ("last_model.e*.safetensors", "last_optimizer.e*.safetensors")
 
 Collate = Callable[[list[Example]], dict]
 
 
-def inverse_frequency_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:
-    """``n / (C * n_c)`` per class (scikit-learn's "balanced"); a class absent from training is an error."""
+def inverse_frequency_weights(targets: Sequence[int], num_classes: int, *, allow_absent: bool = False) -> torch.Tensor:
+    """``n / (C * n_c)`` per class (scikit-learn's "balanced"); a class absent from training is an
+    error unless ``allow_absent`` (its weight is then 0: it is never a target anyway)."""
     counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_classes)
+    if allow_absent:
+        present = counts > 0
+        weights = np.zeros(num_classes, dtype=np.float64)
+        weights[present] = len(targets) / (int(present.sum()) * counts[present])
+        return torch.tensor(weights, dtype=torch.float32)
     if (counts == 0).any():
         raise EmovoxError(
             f"classes {np.flatnonzero(counts == 0).tolist()} have no training examples in this fold; "
@@ -100,8 +119,10 @@ class Trainer:
         progress: bool = True,
         description: str = "train",
         device: str | None = None,
+        allow_absent_classes: bool = False,
     ):
         self.model = model
+        self.allow_absent_classes = allow_absent_classes
         self.collate = collate
         self.cfg = cfg
         self.num_classes = num_classes
@@ -144,27 +165,43 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
     def _save_last(self, optimizer, scheduler, state: dict) -> None:
         assert self.run_dir is not None
-        atomic_save_tensors(self.run_dir / "last_model.safetensors", trainable_state(self.model))
+        epoch = int(state["epoch"])
+        model_file, optimizer_file = f"last_model.e{epoch:03d}.safetensors", f"last_optimizer.e{epoch:03d}.safetensors"
+        atomic_save_tensors(self.run_dir / model_file, trainable_state(self.model))
         opt_tensors, opt_plain = optimizer_to_flat(optimizer.state_dict())
         opt_tensors["__torch_rng__"] = torch.get_rng_state()
-        atomic_save_tensors(self.run_dir / "last_optimizer.safetensors", opt_tensors)
+        atomic_save_tensors(self.run_dir / optimizer_file, opt_tensors)
         np_state = np.random.get_state()
         state = dict(
             state,
+            model_file=model_file,
+            optimizer_file=optimizer_file,
             optimizer=opt_plain,
             scheduler=scheduler.state_dict(),
             python_rng=list(_jsonable(random.getstate())),
             numpy_rng=[np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         )
-        # the JSON goes last: its presence means the two tensor files above are complete
-        atomic_write_json(self.run_dir / "last_state.json", state)
+        # the JSON goes last: its presence means the two tensor files it names are complete
+        atomic_write_json(self.run_dir / STATE_FILE, state)
+        clear_resume_state(self.run_dir, keep={model_file, optimizer_file, STATE_FILE})
 
     def _try_resume(self, optimizer, scheduler) -> dict | None:
-        if self.run_dir is None or not (self.run_dir / "last_state.json").is_file():
+        if self.run_dir is None:
             return None
-        state = json.loads((self.run_dir / "last_state.json").read_text())
-        load_trainable_state(self.model, load_tensors(self.run_dir / "last_model.safetensors"))
-        opt_tensors = load_tensors(self.run_dir / "last_optimizer.safetensors")
+        remove_stale_temporaries(self.run_dir)
+        path = self.run_dir / STATE_FILE
+        if not path.is_file():
+            return None
+        try:
+            state = json.loads(path.read_text())
+            model_tensors = load_tensors(self.run_dir / state["model_file"])
+            opt_tensors = load_tensors(self.run_dir / state["optimizer_file"])
+        except Exception as exc:  # hand-edited or copied between machines: say which and what to do
+            raise EmovoxError(
+                f"{path}: cannot resume from this checkpoint ({type(exc).__name__}: {exc}); delete "
+                f"{self.run_dir} (or run with --fresh) to train this part again"
+            ) from None
+        load_trainable_state(self.model, model_tensors)
         torch.set_rng_state(opt_tensors.pop("__torch_rng__"))
         optimizer.load_state_dict(optimizer_from_flat(opt_tensors, state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
@@ -182,7 +219,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
-        weights = inverse_frequency_weights([e.target for e in train], self.num_classes) if cfg.class_weights == "inverse" else None
+        targets = [e.target for e in train]
+        weights = (
+            inverse_frequency_weights(targets, self.num_classes, allow_absent=self.allow_absent_classes)
+            if cfg.class_weights == "inverse"
+            else None
+        )
         loss_fn = nn.CrossEntropyLoss(weight=weights.to(self.device) if weights is not None else None)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -285,6 +327,16 @@ class Trainer:
             load_trainable_state(self.model, load_tensors(self.run_dir / "best_model.safetensors"))
         elif getattr(self, "_best_in_memory", None) is not None:
             load_trainable_state(self.model, self._best_in_memory)
+
+
+def clear_resume_state(run_dir: Path, keep: set[str] | frozenset[str] = frozenset()) -> None:
+    """Delete the resume checkpoint files of ``run_dir`` (all but ``keep``): once a fold is
+    finished only its best weights matter, and each new epoch supersedes the previous one."""
+    run_dir = Path(run_dir)
+    for pattern in (*RESUME_GLOBS, STATE_FILE):
+        for p in run_dir.glob(pattern):
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
 
 
 def _jsonable(state):

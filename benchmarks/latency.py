@@ -1,0 +1,227 @@
+"""Latency and throughput of the EmoDB Whisper-base recognizer: torch fp32, torch int8, ONNX fp32/int8.
+
+Measures, on this machine:
+- latency of one 4 s clip (p50/p95 over ``--repeats`` sequential calls, preprocessing included),
+- throughput with ``--clients`` concurrent clients (threads calling the same loaded model),
+- the same clients through the HTTP service (``emovox serve``'s app under uvicorn, batched queue),
+and prints a table and one final machine-readable line ``BENCHMARK {json}``.
+
+The recognizer is trained with ``recipes/emodb-whisper-base-frozen.yaml`` (``train_recognizer``)
+when ``--model-dir`` does not exist yet; that needs ``../shared`` (EmoDB and Whisper-base).
+
+    python benchmarks/latency.py --model-dir runs/emodb-whisper-base-frozen-model
+
+This is a measurement, not a test: it asserts nothing and prints ratios to fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EMOVOX_SHARED", ROOT.parent / "shared"))
+
+
+def four_second_clip() -> np.ndarray:
+    """Real speech: two EmoDB utterances back to back (each file is 2.0 s in the shared copy)."""
+    from emovox.audio import load_audio
+
+    wav = SHARED / "data" / "emodb" / "wav"
+    clip = np.concatenate([load_audio(wav / "03a01Wa.wav"), load_audio(wav / "08a02Tb.wav")])
+    return clip[: 4 * 16000]
+
+
+def ensure_model(model_dir: Path, recipe: Path):
+    from emovox.config import load_config
+    from emovox.recognizer import Recognizer
+    from emovox.training.runner import train_recognizer
+
+    if not (model_dir / "emovox.json").is_file():
+        print(f"training {model_dir} from {recipe} (frozen Whisper-base features on EmoDB) ...", flush=True)
+        t0 = time.time()
+        train_recognizer(load_config(recipe), model_dir, progress=True)
+        print(f"trained in {time.time() - t0:.0f} s", flush=True)
+    return Recognizer.load(model_dir)
+
+
+def latency(fn: Callable[[], object], repeats: int, warmup: int = 3) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {
+        "p50_ms": 1000 * statistics.median(times),
+        "p95_ms": 1000 * times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))],
+        "mean_ms": 1000 * statistics.fmean(times),
+    }
+
+
+def throughput(fn: Callable[[], object], clients: int, per_client: int) -> dict:
+    errors: list[BaseException] = []
+
+    def client():
+        try:
+            for _ in range(per_client):
+                fn()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    n = clients * per_client
+    return {"clips_per_s": n / seconds, "clips": n, "seconds": seconds}
+
+
+def torch_int8(rec):
+    """The recognizer with every nn.Linear dynamically quantised to int8 (torch.ao)."""
+    import torch
+
+    from emovox.recognizer import Recognizer
+
+    model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(rec.model), {torch.nn.Linear}, dtype=torch.qint8)
+    backbone = model.backbone if hasattr(model, "backbone") else rec.backbone
+    return Recognizer(model, backbone, rec.labels, dict(rec.info))
+
+
+def http_throughput(rec, clip: np.ndarray, clients: int, per_client: int, max_batch: int) -> dict:
+    """Clients posting the clip to the real service (uvicorn on 127.0.0.1, in a thread of this process)."""
+    import io
+
+    import httpx
+    import soundfile as sf
+    import uvicorn
+
+    from emovox.serve import ServeConfig, create_app
+
+    app = create_app(rec, ServeConfig(max_batch=max_batch, max_queue=4 * clients))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    buf = io.BytesIO()
+    sf.write(buf, clip, 16000, format="WAV", subtype="PCM_16")
+    body = buf.getvalue()
+    url = f"http://127.0.0.1:{port}/predict"
+    local = threading.local()
+
+    def post():
+        c = getattr(local, "client", None)
+        if c is None:
+            c = local.client = httpx.Client(timeout=120)
+        r = c.post(url, files={"audio": ("clip.wav", body, "audio/wav")})
+        r.raise_for_status()
+
+    try:
+        post()  # warm-up
+        result = throughput(post, clients, per_client)
+        result["batches"] = app.state.worker.batches
+        result["mean_batch"] = app.state.worker.served / max(1, app.state.worker.batches)
+        return result
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-dir", type=Path, default=ROOT / "runs" / "emodb-whisper-base-frozen-model")
+    ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "emodb-whisper-base-frozen.yaml")
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--per-client", type=int, default=4)
+    ap.add_argument("--max-batch", type=int, default=8, help="service batch size for the HTTP row")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and onnxruntime intra-op threads")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from emovox.export import OnnxRecognizer, export_onnx
+
+    torch.set_num_threads(args.threads)
+    os.chdir(ROOT)  # the recipe's ../shared paths are relative to the project root
+    rec = ensure_model(args.model_dir, args.recipe)
+    clip = four_second_clip()
+    variants: dict[str, Callable[[], object]] = {}
+    variants["torch fp32"] = lambda: rec.predict_proba([clip])
+    rec8 = torch_int8(rec)
+    variants["torch int8 (dynamic, Linear)"] = lambda: rec8.predict_proba([clip])
+    tmp = Path(tempfile.mkdtemp(prefix="emovox-bench-"))
+    report = export_onnx(rec, tmp / "model.onnx", int8=True)
+    onnx32 = OnnxRecognizer(report.onnx, threads=args.threads)
+    onnx8 = OnnxRecognizer(report.int8_onnx, threads=args.threads)
+    variants["onnx fp32"] = lambda: onnx32.predict_proba([clip])
+    variants["onnx int8 (dynamic, MatMul)"] = lambda: onnx8.predict_proba([clip])
+
+    reference = rec.predict_proba([clip])[0]
+    agreement = {
+        "torch int8 (dynamic, Linear)": float(np.abs(rec8.predict_proba([clip])[0] - reference).max()),
+        "onnx fp32": report.fp32.max_abs_diff,
+        "onnx int8 (dynamic, MatMul)": report.int8.max_abs_diff,
+    }
+    rows = []
+    for name, fn in variants.items():
+        print(f"measuring {name} ...", flush=True)
+        row = {"variant": name, **latency(fn, args.repeats), **throughput(fn, args.clients, args.per_client)}
+        row["max_abs_prob_diff"] = agreement.get(name, 0.0)
+        rows.append(row)
+    print("measuring torch fp32 through the HTTP service ...", flush=True)
+    http = http_throughput(rec, clip, args.clients, args.per_client, args.max_batch)
+
+    base = rows[0]
+    print()
+    print(f"EmoDB Whisper-base recognizer ({rec.info.get('kind')}), one 4 s clip, {args.threads} threads, "
+          f"{args.clients} concurrent clients x {args.per_client} clips; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores")
+    header = f"{'variant':32s} {'p50 ms':>8s} {'p95 ms':>8s} {'speed-up':>9s} {'clips/s @' + str(args.clients):>12s} {'max |dp|':>9s}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['variant']:32s} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {base['p50_ms'] / r['p50_ms']:8.2f}x "
+              f"{r['clips_per_s']:12.2f} {r['max_abs_prob_diff']:9.1e}")
+    print(f"{'torch fp32 via HTTP (batched)':32s} {'':8s} {'':8s} {'':9s} {http['clips_per_s']:12.2f}   "
+          f"(mean batch {http['mean_batch']:.1f})")
+    result = {
+        "model_dir": str(args.model_dir),
+        "clip_seconds": 4.0,
+        "threads": args.threads,
+        "clients": args.clients,
+        "cores": os.cpu_count(),
+        "variants": rows,
+        "http_torch_fp32": http,
+        "onnx_sizes_mb": {"fp32": report.size_bytes / 1e6, "int8": report.int8_size_bytes / 1e6},
+    }
+    print("BENCHMARK " + json.dumps(result, separators=(",", ":")))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

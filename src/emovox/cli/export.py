@@ -1,0 +1,51 @@
+"""``emovox export``: an audio recognizer as ONNX (float, optionally dynamic int8), checked against torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from emovox.cli import app
+
+
+@app.command()
+def export(
+    model_dir: Path = typer.Argument(..., help="Recognizer directory from `emovox train` (audio recognizers)."),
+    onnx: Path = typer.Option(..., "--onnx", help="Output file (*.onnx)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write <name>.int8.onnx: dynamic int8 quantisation of the MatMuls."),
+    check: list[Path] = typer.Option(None, "--check", help="Audio files or folders to compare torch and ONNX on (default: synthetic clips)."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest accepted probability difference of the float export."),
+    report: Path = typer.Option(None, "--report", help="Write the export report as JSON here."),
+) -> None:
+    """Export to ONNX with dynamic batch and time axes, and report how closely it agrees with torch."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from emovox.audio import load_audio
+    from emovox.cli.predict import expand_inputs
+    from emovox.export import export_onnx
+    from emovox.recognizer import Recognizer
+
+    rec = Recognizer.load(model_dir)
+    samples = None
+    if check:
+        jobs = expand_inputs(list(check))
+        samples = [load_audio(j.path, j.start, j.end) for j in jobs]
+    result = export_onnx(rec, onnx, int8=int8, samples=samples, tolerance=tolerance)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    table = Table(title=f"{model_dir} -> ONNX (opset {result.opset}, input {result.input} with dynamic batch and time)", show_edge=False)
+    for col in ("model", "file", "size", "max |p_onnx - p_torch|", "same label"):
+        table.add_column(col, justify="left" if col in ("model", "file") else "right")
+    rows = [("fp32", result.onnx, result.size_bytes, result.fp32)]
+    if result.int8 is not None:
+        rows.append(("int8", result.int8_onnx, result.int8_size_bytes, result.int8))
+    for name, path, size, agreement in rows:
+        table.add_row(name, path, f"{size / 1e6:.1f} MB", f"{agreement.max_abs_diff:.2e}", f"{agreement.label_agreement:.0%}")
+    Console().print(table)
+    typer.echo(f"checked on {result.fp32.samples} clips of {', '.join(f'{s:g}' for s in result.sample_seconds)} s")
+    if result.int8 is not None and result.int8.label_agreement < 1.0:
+        typer.echo("note: int8 changes the label of some check clips; compare on your own data with --check", err=True)

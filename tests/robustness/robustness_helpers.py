@@ -1,0 +1,163 @@
+"""Shared builders for the robustness suite: a learnable tone corpus, tiny configs, bad files.
+
+The corpus is the one the runner tests use (two classes told apart by pitch, one speaker per
+group) so that every run here is a real end-to-end run of a tiny model, offline, in seconds.
+Bad files are written byte by byte the way they occur in the wild: an interrupted copy, a text
+file with a .wav name, a container libsndfile cannot read, a float WAV holding NaN.
+"""
+
+from __future__ import annotations
+
+import csv
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+TONES = {"low": 180.0, "high": 520.0}
+SR = 16_000
+
+#: The command line of ``emovox`` in a child process (the console script's ``main``).
+EMOVOX = [sys.executable, "-c", "from emovox.cli import main; main()"]
+
+
+def tone(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(round(seconds * SR))) / SR
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def write_wav(path: Path, samples: np.ndarray, sr: int = SR, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), samples, sr, subtype=subtype)
+    return path
+
+
+def tone_rows(root: Path, speakers: int = 4, per_class: int = 3, seconds: float = 0.3, labels: dict[str, float] = TONES) -> list[dict]:
+    rows = []
+    for s in range(speakers):
+        for label, freq in labels.items():
+            for k in range(per_class):
+                rel = f"wav/spk{s}_{label}_{k}.wav"
+                write_wav(root / rel, tone(freq * (1 + 0.03 * s), seconds + 0.05 * k, 0.2 + 0.05 * k))
+                rows.append({"id": f"spk{s}_{label}_{k}", "path": rel, "label": label, "speaker": f"spk{s}", "text": f"{label} words number {k}"})
+    return rows
+
+
+def write_manifest(path: Path, rows: list[dict], fields: tuple[str, ...] = ("id", "path", "label", "speaker", "text")) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def tiny_config(manifest: Path, cache: Path, *, model: dict | None = None, train: dict | None = None, **top) -> dict:
+    """A frozen tiny wav2vec2 linear probe over 4 speaker groups: a full run takes seconds."""
+    return {
+        "name": "robust",
+        "corpus": f"manifest:{manifest}",
+        "protocol": "speaker-groups:4",
+        "validation": "strict",
+        "cache_dir": str(cache),
+        "model": {"backbone": "wav2vec2-base", "tiny": True, "mode": "frozen", **(model or {})},
+        "train": {"lr": 0.01, "batch_size": 4, "max_epochs": 3, "patience": 3, "threads": 1, **(train or {})},
+        **top,
+    }
+
+
+def run_emovox(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*EMOVOX, *args], capture_output=True, text=True, timeout=timeout)
+
+
+# --- bad files ------------------------------------------------------------------------------
+
+
+def bad_empty_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def bad_zero_frames(path: Path) -> Path:
+    return write_wav(path, np.zeros(0, dtype=np.float32))
+
+
+def bad_not_audio(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("id,label\nthis is a CSV saved with a .wav name\n")
+    return path
+
+
+def bad_unsupported_format(path: Path) -> Path:
+    """The start of an MP4/M4A container (AAC audio), which libsndfile does not decode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ftyp = struct.pack(">I", 24) + b"ftypM4A " + struct.pack(">I", 0) + b"M4A isom"
+    mdat = struct.pack(">I", 8 + 4096) + b"mdat" + bytes(range(256)) * 16
+    path.write_bytes(ftyp + mdat)
+    return path
+
+
+def bad_corrupt_header(path: Path) -> Path:
+    """A RIFF/WAVE file whose fmt chunk is garbage (a disk or transfer error in the header)."""
+    good = write_wav(path, tone(300, 0.5))
+    data = bytearray(good.read_bytes())
+    data[20:36] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+    return path
+
+
+def bad_truncated(path: Path) -> Path:
+    """An interrupted copy: the header promises 1 s, the file holds half of it."""
+    good = write_wav(path, tone(300, 1.0))
+    data = good.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def bad_non_finite(path: Path) -> Path:
+    x = tone(300, 0.5)
+    x[4000] = np.nan
+    return write_wav(path, x, subtype="FLOAT")
+
+
+def bad_too_short(path: Path, seconds: float = 0.05) -> Path:
+    return write_wav(path, tone(300, seconds))
+
+
+#: name -> (writer, what the message must say). Each is an ``AudioError`` naming the file.
+BAD_AUDIO = {
+    "missing": (lambda p: p, "not found"),
+    "empty": (bad_empty_file, "cannot be read as audio"),
+    "zero_frames": (bad_zero_frames, "zero samples"),
+    "not_audio": (bad_not_audio, "cannot be read as audio"),
+    "unsupported_format": (bad_unsupported_format, "cannot be read as audio"),
+    "corrupt": (bad_corrupt_header, "cannot be read as audio"),
+    "truncated": (bad_truncated, "truncated"),
+    "non_finite": (bad_non_finite, "non-finite"),
+    "too_short": (bad_too_short, "shorter than the 0.1 s minimum"),
+}
+
+
+def sparse_long_wav(path: Path, seconds: float, sr: int = SR) -> Path:
+    """A valid 16-bit mono WAV of ``seconds`` of silence, written as a sparse file.
+
+    An hour of audio costs no disk and no time to create, so a test can show that cropping to
+    ``max_seconds`` reads only the start instead of decoding 115 MB.
+    """
+    frames = int(seconds * sr)
+    data_bytes = frames * 2
+    header = b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
+    header += b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sr, sr * 2, 2, 16)
+    header += b"data" + struct.pack("<I", data_bytes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        f.write(header)
+        # a little real signal first, so the cropped part is not all zeros
+        f.write((tone(440, 1.0) * 32767).astype("<i2").tobytes())
+        f.seek(len(header) + data_bytes - 1)
+        f.write(b"\0")
+    return path
