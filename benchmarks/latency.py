@@ -57,20 +57,40 @@ def ensure_model(model_dir: Path, recipe: Path):
     return Recognizer.load(model_dir)
 
 
-def latency(fn: Callable[[], object], repeats: int, warmup: int = 3) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
+def latencies(variants: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, dict]:
+    """p50/p95 per variant; the variants take turns call by call, so a change in machine load
+    (other processes) affects them all alike instead of whichever was measured at that moment."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return {
-        "p50_ms": 1000 * statistics.median(times),
-        "p95_ms": 1000 * times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))],
-        "mean_ms": 1000 * statistics.fmean(times),
-    }
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, t in times.items():
+        t.sort()
+        out[name] = {
+            "p50_ms": 1000 * statistics.median(t),
+            "p95_ms": 1000 * t[min(len(t) - 1, int(round(0.95 * (len(t) - 1))))],
+            "mean_ms": 1000 * statistics.fmean(t),
+        }
+    return out
+
+
+def check_clips(n: int = 24) -> list[np.ndarray]:
+    """Real EmoDB utterances (every k-th file, all speakers and emotions) to compare outputs on."""
+    from emovox.audio import load_audio
+
+    files = sorted((SHARED / "data" / "emodb" / "wav").glob("*.wav"))
+    step = max(1, len(files) // n)
+    return [load_audio(f) for f in files[::step][:n]]
+
+
+def agreement(probs: np.ndarray, reference: np.ndarray) -> dict:
+    return {"max_abs_prob_diff": float(np.abs(probs - reference).max()), "label_agreement": float(np.mean(probs.argmax(1) == reference.argmax(1)))}
 
 
 def throughput(fn: Callable[[], object], clients: int, per_client: int) -> dict:
@@ -98,11 +118,16 @@ def throughput(fn: Callable[[], object], clients: int, per_client: int) -> dict:
 
 def torch_int8(rec):
     """The recognizer with every nn.Linear dynamically quantised to int8 (torch.ao)."""
+    import warnings
+
     import torch
 
     from emovox.recognizer import Recognizer
 
-    model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(rec.model), {torch.nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch.ao's dynamic quantisation is deprecated in favour of torchao (not installed)
+        warnings.simplefilter("ignore")
+        model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(rec.model), {torch.nn.Linear}, dtype=torch.qint8)
+        model(rec.backbone.preprocess([np.zeros(16000, np.float32)]))  # first call: the remaining deprecation notices
     backbone = model.backbone if hasattr(model, "backbone") else rec.backbone
     return Recognizer(model, backbone, rec.labels, dict(rec.info))
 
@@ -175,38 +200,42 @@ def main(argv: list[str] | None = None) -> dict:
     rec8 = torch_int8(rec)
     variants["torch int8 (dynamic, Linear)"] = lambda: rec8.predict_proba([clip])
     tmp = Path(tempfile.mkdtemp(prefix="emovox-bench-"))
-    report = export_onnx(rec, tmp / "model.onnx", int8=True)
+    checks = check_clips()
+    report = export_onnx(rec, tmp / "model.onnx", int8=True, samples=checks)
     onnx32 = OnnxRecognizer(report.onnx, threads=args.threads)
     onnx8 = OnnxRecognizer(report.int8_onnx, threads=args.threads)
     variants["onnx fp32"] = lambda: onnx32.predict_proba([clip])
     variants["onnx int8 (dynamic, MatMul)"] = lambda: onnx8.predict_proba([clip])
 
-    reference = rec.predict_proba([clip])[0]
-    agreement = {
-        "torch int8 (dynamic, Linear)": float(np.abs(rec8.predict_proba([clip])[0] - reference).max()),
-        "onnx fp32": report.fp32.max_abs_diff,
-        "onnx int8 (dynamic, MatMul)": report.int8.max_abs_diff,
+    reference = rec.predict_proba(checks)
+    agree = {
+        "torch fp32": agreement(reference, reference),
+        "torch int8 (dynamic, Linear)": agreement(rec8.predict_proba(checks), reference),
+        "onnx fp32": agreement(onnx32.predict_proba(checks), reference),
+        "onnx int8 (dynamic, MatMul)": agreement(onnx8.predict_proba(checks), reference),
     }
+    print(f"latency of one 4 s clip, {args.repeats} calls per variant, in turns ...", flush=True)
+    lat = latencies(variants, args.repeats)
     rows = []
     for name, fn in variants.items():
-        print(f"measuring {name} ...", flush=True)
-        row = {"variant": name, **latency(fn, args.repeats), **throughput(fn, args.clients, args.per_client)}
-        row["max_abs_prob_diff"] = agreement.get(name, 0.0)
-        rows.append(row)
+        print(f"throughput of {name} with {args.clients} clients ...", flush=True)
+        rows.append({"variant": name, **lat[name], **throughput(fn, args.clients, args.per_client), **agree[name]})
     print("measuring torch fp32 through the HTTP service ...", flush=True)
     http = http_throughput(rec, clip, args.clients, args.per_client, args.max_batch)
 
     base = rows[0]
     print()
+    print(f"max |dp| and same label: against torch fp32 on {len(checks)} EmoDB utterances")
     print(f"EmoDB Whisper-base recognizer ({rec.info.get('kind')}), one 4 s clip, {args.threads} threads, "
           f"{args.clients} concurrent clients x {args.per_client} clips; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores")
-    header = f"{'variant':32s} {'p50 ms':>8s} {'p95 ms':>8s} {'speed-up':>9s} {'clips/s @' + str(args.clients):>12s} {'max |dp|':>9s}"
+    header = (f"{'variant':32s} {'p50 ms':>8s} {'p95 ms':>8s} {'speed-up':>9s} {'clips/s @' + str(args.clients):>12s} "
+              f"{'max |dp|':>9s} {'same label':>10s}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['variant']:32s} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {base['p50_ms'] / r['p50_ms']:8.2f}x "
-              f"{r['clips_per_s']:12.2f} {r['max_abs_prob_diff']:9.1e}")
+              f"{r['clips_per_s']:12.2f} {r['max_abs_prob_diff']:9.1e} {r['label_agreement']:10.0%}")
     print(f"{'torch fp32 via HTTP (batched)':32s} {'':8s} {'':8s} {'':9s} {http['clips_per_s']:12.2f}   "
           f"(mean batch {http['mean_batch']:.1f})")
     result = {
@@ -214,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
         "clip_seconds": 4.0,
         "threads": args.threads,
         "clients": args.clients,
+        "agreement_clips": len(checks),
         "cores": os.cpu_count(),
         "variants": rows,
         "http_torch_fp32": http,

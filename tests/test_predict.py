@@ -105,6 +105,8 @@ def test_text_recognizer_reads_transcripts_and_needs_asr_for_audio(text_rec, cli
         text_rec.predict(clips["high"])
     with pytest.raises(RecognizerError, match="one transcript"):
         text_rec.predict([clips["high"], clips["low"]], text=["only one"])
+    with pytest.raises(AudioError, match="pass it as text="):  # a transcript passed where audio goes
+        text_rec.predict("I feel sad and tired")
 
 
 def test_asr_setting_is_validated_and_saved(text_recognizer_dir, tmp_path):

@@ -95,9 +95,12 @@ class Transcriber:
 
         self.config = config
         source = _resolve_source(config.model)
+        from emovox.backbones import _QuietTransformers  # no load report / progress bars: emovox reports errors itself
+
         try:
-            self.processor = WhisperProcessor.from_pretrained(source)
-            self.model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32).eval()
+            with _QuietTransformers():
+                self.processor = WhisperProcessor.from_pretrained(source)
+                self.model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32).eval()
         except Exception as exc:  # offline cache miss, wrong repo, damaged files: all the user's to fix
             raise AsrError(
                 f"cannot load the Whisper ASR model {config.model!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "

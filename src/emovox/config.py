@@ -37,7 +37,7 @@ class ModelConfig(_Strict):
         "auto", description="auto = the family's paper pooling (mean, last token, BART EOS); attention = learned."
     )
     layer_weights: bool = Field(False, description="Learned softmax-weighted sum of all hidden layers (s3prl Featurizer).")
-    standardize: bool = Field(True, description="Frozen mode: z-score features with training-fold statistics.")
+    standardize: bool = Field(True, description="frozen / finetune-top: z-score pooled states with training-part statistics.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     context: bool = Field(False, description="Text models: prepend the previous utterance of the dialogue.")
     max_tokens: int = Field(100, gt=0)
@@ -48,6 +48,9 @@ class TrainConfig(_Strict):
     """Optimisation; defaults follow the IEMOCAP paper (AdamW 1e-5, batch 12, patience 3, 20 epochs)."""
 
     lr: float = Field(1e-5, gt=0)
+    head_lr: float | None = Field(
+        None, gt=0, description="Learning rate of everything outside the backbone (head, pooling, layer weights); default lr."
+    )
     weight_decay: float = Field(0.01, ge=0)
     batch_size: int = Field(12, gt=0)
     grad_accum: int = Field(1, gt=0)
@@ -70,10 +73,11 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = TrainConfig()
     cache_dir: Path | None = Field(None, description="Frozen-feature cache; default ~/.cache/emovox/features.")
     on_bad_audio: Literal["error", "skip"] = Field(
-        "error",
+        "skip",
         description="An utterance that cannot be used (missing, corrupt, non-audio, empty, non-finite or "
-        "shorter than 0.1 s audio; no transcript for a text model): error stops the run naming it; "
-        "skip leaves it out and lists it with its reason in results.json and report.md.",
+        "shorter than 0.1 s audio; no transcript for a text model): skip (default) leaves it out of the "
+        "run and lists it with its reason in results.json and report.md (and the CLI warns with a count); "
+        "error stops the run at the first one, naming it.",
     )
     on_missing_class: Literal["error", "drop"] = Field(
         "error",

@@ -63,6 +63,9 @@ def backbone_key(backbone, *, tiny: bool, seed: int) -> str:
         "max_tokens": getattr(backbone, "max_tokens", None),
         "layers": "all",
     }
+    precision = getattr(backbone, "inference_precision", "fp32")  # set by emovox.accel.optimize_for_inference
+    if precision != "fp32":  # absent for fp32, so existing fp32 caches keep their keys
+        ident["precision"] = precision
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.name)[-40:]
     return f"{safe}-{digest}"

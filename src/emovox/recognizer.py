@@ -302,6 +302,8 @@ class Recognizer:
                 raise AudioError(f"input {index}: arrays must be 1-D float 16 kHz mono samples, got {x.dtype} {x.shape}")
             clip, source, name = x.astype(np.float32, copy=False), None, f"input {index}"
         elif isinstance(x, (str, Path)):
+            if self.needs_text and isinstance(x, str) and not Path(x).exists():
+                raise AudioError(f"{x!r}: audio file not found (to classify a transcript, pass it as text=...)")
             clip, source = load_audio(x), str(x)
             name = source
         else:

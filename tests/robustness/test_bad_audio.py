@@ -1,9 +1,9 @@
 """Bad audio in a corpus: a clear error naming the file, or (skip policy) a run that goes on and
 lists every utterance it left out, in results.json, report.md and a CLI warning.
 
-Policies under test (``ExperimentConfig.on_bad_audio``): ``error`` (default) stops at the first
-unusable utterance with an ``AudioError`` that names the file; ``skip`` leaves it out of the
-whole run and reports it. Audio shorter than 0.1 s is such an error (``TooShortError``); audio
+Policies under test (``ExperimentConfig.on_bad_audio``): ``skip`` (default) leaves an unusable
+utterance out of the whole run and reports it; ``error`` stops at the first one with an
+``AudioError`` that names the file. Audio shorter than 0.1 s is such an error (``TooShortError``); audio
 longer than ``model.max_seconds`` is not: it is cropped, reading only the part that is used.
 """
 
@@ -115,7 +115,7 @@ def test_an_hour_long_file_is_cropped_without_decoding_it(tmp_path, monkeypatch)
 
 
 def test_skip_policy_lists_every_bad_utterance_in_results_report_and_cli(corpus_root, tmp_path):
-    cfg_data = tiny_config(corpus_root / "mixed.csv", tmp_path / "cache", on_bad_audio="skip")
+    cfg_data = tiny_config(corpus_root / "mixed.csv", tmp_path / "cache")  # skip is the default
     cfg_path = tmp_path / "exp.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_data))
     out = tmp_path / "run"
@@ -148,7 +148,7 @@ def test_error_policy_stops_with_one_line_naming_the_file(corpus_root, tmp_path,
     from emovox.cli import main
 
     cfg_path = tmp_path / "exp.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config(corpus_root / "mixed.csv", tmp_path / "cache")))
+    cfg_path.write_text(yaml.safe_dump(tiny_config(corpus_root / "mixed.csv", tmp_path / "cache", on_bad_audio="error")))
     monkeypatch.setattr(sys, "argv", ["emovox", "cv", str(cfg_path), "--out", str(tmp_path / "run"), "--quiet"])
     with pytest.raises(SystemExit) as info:
         main()
@@ -161,7 +161,7 @@ def test_error_policy_stops_with_one_line_naming_the_file(corpus_root, tmp_path,
 
 def test_no_skip_section_is_empty_handed(corpus_root, tmp_path):
     """A clean run says explicitly that nothing was left out (absence of a list is not evidence)."""
-    cfg = config_from_dict(tiny_config(corpus_root / "good.csv", tmp_path / "cache", on_bad_audio="skip", folds=[1]))
+    cfg = config_from_dict(tiny_config(corpus_root / "good.csv", tmp_path / "cache", folds=[1]))
     res = run_cv(cfg, tmp_path / "run", progress=False)
     assert res["skipped"] == []
     assert "None: every utterance of the corpus was used" in (tmp_path / "run" / "report.md").read_text()

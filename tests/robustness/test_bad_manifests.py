@@ -5,7 +5,7 @@ learn) list everything they leave out.
 Policies under test:
 - duplicate ids, missing audio files, empty label cells: ``CorpusError`` when the manifest is
   read (missing audio can be skipped with the reader's ``?on_missing_audio=skip``);
-- no transcript for a text model: part of ``on_bad_audio`` (error, or skip and report);
+- no transcript for a text model: part of ``on_bad_audio`` (skip and report, or error);
 - a class with no training utterance in a fold: ``on_missing_class: error`` (default) names the
   fold and class; ``drop`` leaves that class's validation/test utterances out of that fold only;
 - a recognizer whose label set does not cover the data's labels: ``RecognizerError``.
@@ -65,7 +65,7 @@ def test_missing_transcripts_for_a_text_model_error_or_skip(tmp_path):
     manifest = write_manifest(tmp_path / "m.csv", rows)
     data = tiny_config(manifest, tmp_path / "cache", model={"backbone": "bert-base"}, folds=[1])
     with pytest.raises(EmovoxError, match=f"utterance {rows[2]['id']} .*has no transcript, which a text model needs"):
-        run_cv(config_from_dict(data), tmp_path / "strict", progress=False)
+        run_cv(config_from_dict(dict(data, on_bad_audio="error")), tmp_path / "strict", progress=False)
     res = run_cv(config_from_dict(dict(data, on_bad_audio="skip")), tmp_path / "skip", progress=False)
     assert [(s["id"], s["kind"]) for s in res["skipped"]] == [(rows[2]["id"], "transcript"), (rows[7]["id"], "transcript")]
     assert all("add a text column" in s["reason"] for s in res["skipped"])
@@ -119,6 +119,24 @@ def test_drop_policy_leaves_the_class_out_of_those_folds_only_and_lists_it(surpr
     assert len(tested) == len(set(tested)) == len(corpus) - len(test_dropped)
     assert test_dropped <= {s["id"] for s in dropped}
     assert "missing class" in (out / "report.md").read_text().split("## Skipped utterances", 1)[1]
+
+
+def test_a_misspelt_label_is_caught_as_a_class_no_fold_can_learn(tmp_path):
+    rows = tone_rows(tmp_path)
+    rows[5]["label"] = "hihg"  # a typo makes a class of one utterance
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    with pytest.raises(EmovoxError, match=r"class\(es\) \['hihg'\] have no training utterance"):
+        run_cv(config_from_dict(tiny_config(manifest, tmp_path / "cache", on_bad_audio="error")), tmp_path / "run", progress=False)
+
+
+def test_utterances_a_corpus_reader_dropped_are_listed_too(tmp_path):
+    """The contract for readers that skip (``on_missing_audio=skip``): ``Corpus.dropped`` pairs."""
+    manifest = write_manifest(tmp_path / "m.csv", tone_rows(tmp_path))
+    corpus = load_corpus(f"manifest:{manifest}")
+    corpus.dropped = [("spk9_low_0", f"{tmp_path}/wav/spk9_low_0.wav: audio file not found")]
+    res = run_cv(config_from_dict(tiny_config(manifest, tmp_path / "cache", folds=[1])), tmp_path / "run", corpus=corpus, progress=False)
+    assert res["skipped"] == [{"id": "spk9_low_0", "reason": f"{tmp_path}/wav/spk9_low_0.wav: audio file not found", "kind": "corpus"}]
+    assert "| spk9_low_0 | all | corpus |" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_recognizer_label_set_not_matching_the_data(audio_recognizer_dir, tmp_path, monkeypatch, capsys):  # noqa: F811

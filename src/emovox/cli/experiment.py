@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -83,6 +82,7 @@ def train(
     typer.echo(
         f"saved {out}: {len(rec.labels)} labels, best epoch {t['best_epoch']}, validation UA {t['best_valid_ua']:.4f}"
     )
+    warn_skipped(t.get("skipped", []), f"{out}/emovox.json ('training' -> 'skipped')")
 
 
 @app.command()
@@ -90,7 +90,9 @@ def evaluate(
     model_dir: Path = typer.Argument(..., help="Recognizer directory from `emovox train`."),
     spec: str = typer.Argument(..., help="Corpus spec FORMAT:PATH."),
     json_out: Path = typer.Option(None, "--json", help="Write the metrics as JSON here."),
-    on_bad_audio: str = typer.Option("error", help="error | skip (leave unusable utterances out and list them)."),
+    on_bad_audio: str = typer.Option(
+        "skip", help="skip (default: leave unusable utterances out, count them here and list them in --json) | error."
+    ),
 ) -> None:
     """Score a trained recognizer on a corpus: WA, UA, macro-F1 and the confusion matrix."""
     from emovox.errors import EmovoxError

@@ -8,9 +8,9 @@ with the same numbers as an uninterrupted run. Every file is written atomically.
 
 Policies for data that cannot be used, chosen in the config and never silent:
 
-- ``on_bad_audio: error|skip``: an utterance whose audio (or, for text models, transcript) is
-  unusable stops the run, or is left out of the whole run;
-- ``on_missing_class: error|drop``: a class with no training utterance in a fold (small
+- ``on_bad_audio: skip|error`` (default skip): an utterance whose audio (or, for text models,
+  transcript) is unusable is left out of the whole run, or stops it;
+- ``on_missing_class: error|drop`` (default error): a class with no training utterance in a fold (small
   corpora, rare classes) stops the run naming fold and class, or that class's test and
   validation utterances are left out of that fold only (the model still has the class's output,
   so its other predictions are scored over the full label set).
@@ -105,9 +105,12 @@ def make_top_layers(cfg: ExperimentConfig, backbone, num_classes: int):
     from emovox.errors import ConfigError
     from emovox.models.top_layers import TopLayersClassifier
 
-    if cfg.model.layer_weights or cfg.model.pooling == "attention":
-        raise ConfigError("model.mode finetune-top uses mean pooling of the last layer: set layer_weights false and pooling auto/mean")
-    return TopLayersClassifier(backbone, num_classes, top_layers=cfg.model.top_layers, dropout=cfg.model.dropout)
+    if cfg.model.pooling == "attention":
+        raise ConfigError("model.mode finetune-top mean-pools its states: set model.pooling to auto or mean")
+    return TopLayersClassifier(
+        backbone, num_classes, top_layers=cfg.model.top_layers, dropout=cfg.model.dropout,
+        layer_weights=cfg.model.layer_weights, standardize=cfg.model.standardize,
+    )
 
 
 def make_feature_head(cfg: ExperimentConfig, features: torch.Tensor, num_classes: int):
@@ -149,9 +152,9 @@ class ExperimentData:
             )
             examples = [Example(e.id, e.target, self.features[i], e.length) for i, e in enumerate(examples)]
         elif cfg.model.mode == "finetune-top":
-            from emovox.models.top_layers import extract_bottom_frames
+            from emovox.models.top_layers import extract_bottom
 
-            frames = extract_bottom_frames(make_top_layers(cfg, self.backbone, len(corpus.labels)), examples, progress=progress)
+            frames = extract_bottom(make_top_layers(cfg, self.backbone, len(corpus.labels)), examples, progress=progress)
             examples = [Example(e.id, e.target, frames[i], e.length) for i, e in enumerate(examples)]
         self.examples = {e.id: e for e in examples}
 
@@ -204,9 +207,9 @@ def train_fold(
     remove_stale_temporaries(fold_dir)
     t0 = time.time()
     train, valid, test = data.select(fold.train), data.select(fold.valid), data.select(fold.test)
-    valid, test, skipped = apply_missing_class_policy(cfg, fold, labels, train, valid, test)
     if not train:
         raise EmovoxError(f"fold {fold.index} ({fold.name}): no usable training utterance (see the skipped utterances)")
+    valid, test, skipped = apply_missing_class_policy(cfg, fold, labels, train, valid, test)
     if not test:
         raise EmovoxError(
             f"fold {fold.index} ({fold.name}): no usable test utterance is left; every one was skipped "
@@ -222,6 +225,7 @@ def train_fold(
         from emovox.models.top_layers import frames_collate
 
         model, collate = make_top_layers(cfg, build_backbone(cfg), num_classes), frames_collate
+        model.fit_standardization([frames_collate(train[i : i + 64]) for i in range(0, len(train), 64)])
     else:
         backbone = data.backbone if fold.index == 1 and not getattr(data, "_backbone_used", False) else build_backbone(cfg)
         data._backbone_used = True
@@ -331,6 +335,8 @@ def run_cv(
     corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
     prepare_run_dir(out_dir, resume=resume, fresh=fresh)
     _check_same_run(out_dir, cfg, corpus)
+    for d in (out_dir, out_dir / "splits", *out_dir.glob("splits/*/")):
+        remove_stale_temporaries(d)  # left by a process killed mid-write; fold dirs clean their own
     folds = make_folds(corpus, cfg.protocol, cfg.validation, seed=cfg.train.seed)
     if cfg.folds is not None:
         wanted = set(cfg.folds)
@@ -349,8 +355,18 @@ def run_cv(
         outcomes.append(outcome)
         if on_fold is not None:
             on_fold(outcome)
-    skipped = list(data.skipped) + [x for o in outcomes for x in o.skipped]
+    skipped = corpus_dropped(corpus) + list(data.skipped) + [x for o in outcomes for x in o.skipped]
     return write_results(cfg, corpus, folds, outcomes, skipped, out_dir, seconds=time.time() - t_start, prep_seconds=prep_seconds)
+
+
+def corpus_dropped(corpus: Corpus) -> list[Skipped]:
+    """Utterances a corpus reader left out because of a data problem (e.g. ``on_missing_audio=skip``).
+
+    Readers that skip report them as ``Corpus.dropped``: ``(utterance id or file, reason)``
+    pairs; label-set selection (``labels=``, IEMOCAP's 4 classes) is a choice, not a problem,
+    and is not listed.
+    """
+    return [Skipped(str(uid), str(reason), "corpus") for uid, reason in getattr(corpus, "dropped", None) or ()]
 
 
 def prepare_run_dir(out_dir: Path, *, resume: bool, fresh: bool) -> None:
@@ -516,7 +532,8 @@ def train_recognizer(
     elif cfg.model.mode == "finetune-top":
         from emovox.models.top_layers import frames_collate
 
-        model, collate, kind = make_top_layers(cfg, data.backbone, len(labels)), frames_collate, "end-to-end"
+        model, collate, kind = make_top_layers(cfg, data.backbone, len(labels)), frames_collate, "top-layers"
+        model.fit_standardization([frames_collate(train[i : i + 64]) for i in range(0, len(train), 64)])
     else:
         model, collate = make_end_to_end(cfg, data.backbone, len(labels))
         kind = "end-to-end"
@@ -527,7 +544,7 @@ def train_recognizer(
         deployable = FrozenFeatureModel(data.backbone, model)
         head_shape = {"num_layers": int(data.features.shape[1]), "hidden_size": int(data.features.shape[2])}
     elif cfg.model.mode == "finetune-top":
-        deployable, head_shape = model.as_utterance_classifier(), None
+        deployable, head_shape = model, None  # runs its own frozen bottom on raw inputs
     else:
         deployable, head_shape = model, None
     info = {
@@ -547,7 +564,7 @@ def train_recognizer(
             "best_valid_ua": fit.best_valid_ua,
             "history": fit.history,
             "config": json.loads(cfg.model_dump_json()),
-            "skipped": [s.to_dict() for s in data.skipped],
+            "skipped": [s.to_dict() for s in corpus_dropped(corpus) + list(data.skipped)],
         },
     }
     if head_shape is not None:
@@ -566,8 +583,11 @@ def train_recognizer(
     return recognizer
 
 
-def evaluate_recognizer(recognizer, corpus: Corpus, *, on_bad_audio: str = "error", progress: bool = True):
-    """Score a trained recognizer on a corpus; its labels must all be known to the recognizer."""
+def evaluate_recognizer(recognizer, corpus: Corpus, *, on_bad_audio: str = "skip", progress: bool = True):
+    """Score a trained recognizer on a corpus; its labels must all be known to the recognizer.
+
+    Unusable utterances are left out and returned as the fourth value (``on_bad_audio="skip"``),
+    or raise (``"error"``)."""
     from emovox.errors import RecognizerError
 
     unknown = sorted({u.label for u in corpus} - set(recognizer.labels))

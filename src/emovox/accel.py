@@ -1,0 +1,207 @@
+"""Faster CPU inference paths for any emovox model: fp32, bf16, dynamic int8 (and ONNX Runtime).
+
+Why several paths: a frozen Whisper/wav2vec2 backbone spends nearly all its time in the
+``nn.Linear`` layers of its transformer. On CPUs with native bfloat16 dot products
+(``avx512_bf16``, AMX) those run up to twice as fast in bf16; dynamic int8 quantisation
+(weights int8 per output channel, activations quantised on the fly; ``torch.ao``) uses the
+integer dot-product units every recent x86 CPU has. Both change the numbers a little, so
+``tests/test_speed.py`` checks that they stay close to fp32 on real Whisper-base features and
+``benchmarks/speed.py`` reports the difference next to the speed.
+
+The optimised model keeps its class and methods (a backbone still has ``preprocess``, ``spec``,
+``num_layers``; a classifier still returns logits): bf16 casts the weights and adds hooks that
+cast floating inputs to bf16 and floating outputs back to float32, so callers, pooling and
+metrics keep working in float32. The original model is never modified (a deep copy is made).
+
+ONNX Runtime is the fourth path; ``emovox.export`` owns the graph export and its check against
+torch, and ``onnx_recognizer`` here only ties it to the same ``precision`` vocabulary.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+from torch import nn
+
+from emovox.errors import EmovoxError
+
+Precision = Literal["fp32", "bf16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+
+#: CPU flags that mean bfloat16 matrix products run natively rather than emulated.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+class AccelError(EmovoxError):
+    """An inference precision was asked for that this machine or model cannot run."""
+
+
+# --- what the CPU can do ------------------------------------------------------------------------
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_support() -> tuple[bool, str]:
+    """``(supported, why)``: native bf16 dot products, and a bf16 matmul that actually runs.
+
+    ``torch.backends.cpu.get_cpu_capability()`` names the widest vector ISA torch dispatches to
+    (e.g. ``AVX512``) but not whether bf16 products are native; oneDNN (used by torch for bf16
+    matmuls) emulates them on plain AVX-512, which is slower than fp32. So this needs a native
+    flag (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``, or torch's own mkldnn bf16
+    check off Linux/x86) and a probe: a small bf16 matmul must run and agree with fp32.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    flags = _cpu_flags()
+    native = sorted(f for f in NATIVE_BF16_FLAGS if f in flags)
+    if flags and not native:
+        return False, f"the CPU has no native bfloat16 instructions ({' or '.join(NATIVE_BF16_FLAGS)}); torch capability {capability}"
+    if not flags:  # no /proc/cpuinfo (macOS, Windows): trust torch's oneDNN check
+        try:
+            if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                return False, f"torch reports no bf16 support on this CPU (capability {capability})"
+        except (AttributeError, RuntimeError):
+            return False, f"torch cannot tell whether this CPU supports bf16 (capability {capability})"
+    try:
+        g = torch.Generator().manual_seed(0)
+        a, b = torch.randn(64, 64, generator=g), torch.randn(64, 64, generator=g)
+        got = (a.bfloat16() @ b.bfloat16()).float()
+        if not torch.allclose(got, a @ b, rtol=0.05, atol=0.5):
+            return False, "a bf16 matmul probe disagreed with fp32"
+    except RuntimeError as exc:
+        return False, f"a bf16 matmul probe failed ({exc})"
+    return True, f"native {', '.join(native) or 'bf16 (oneDNN)'}; torch capability {capability}"
+
+
+def check_precision(precision: str) -> None:
+    """Raise ``AccelError`` unless ``precision`` is known and runs on this machine."""
+    if precision not in PRECISIONS:
+        raise AccelError(f"unknown inference precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "bf16":
+        ok, why = bf16_support()
+        if not ok:
+            raise AccelError(f"precision 'bf16' is not available here: {why}. Use precision 'fp32' or 'int8' instead")
+    if precision == "int8":
+        engines = torch.backends.quantized.supported_engines
+        if not any(e in engines for e in ("x86", "fbgemm", "onednn", "qnnpack")):
+            raise AccelError(f"precision 'int8' needs a quantized engine; this torch build has {engines}. Use 'fp32'")
+
+
+# --- casting hooks for bf16 -----------------------------------------------------------------------
+
+
+def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
+    """Cast every floating tensor inside ``value`` (tensors, dicts, lists, tuples, dataclasses)."""
+    if torch.is_tensor(value):
+        return value.to(dtype) if value.is_floating_point() and value.dtype != dtype else value
+    if isinstance(value, dict):
+        return type(value)((k, _cast_floats(v, dtype)) for k, v in value.items())
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_cast_floats(v, dtype) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: _cast_floats(getattr(value, f.name), dtype) for f in dataclasses.fields(value) if f.init}
+        return dataclasses.replace(value, **changes)
+    return value
+
+
+def _inputs_to_bf16(module, args, kwargs):
+    return _cast_floats(args, torch.bfloat16), _cast_floats(kwargs, torch.bfloat16)
+
+
+def _outputs_to_fp32(module, args, kwargs, output):
+    return _cast_floats(output, torch.float32)
+
+
+# --- the public entry point --------------------------------------------------------------------
+
+
+def optimize_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
+    """A copy of ``model`` in eval mode, set up to run in ``precision`` on the CPU.
+
+    - ``fp32``: unchanged numbers (eval mode, no gradients needed); the reference.
+    - ``bf16``: weights in bfloat16, floating inputs cast to bf16 on the way in and outputs back to
+      float32 on the way out; raises ``AccelError`` when the CPU has no native bf16.
+    - ``int8``: ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear`` (int8 weights,
+      activations quantised per batch); convolutions, norms and embeddings stay float32.
+
+    The copy records its precision in ``inference_precision`` (the feature cache keys on it, so
+    bf16/int8 features never mix with fp32 ones). Call it under ``torch.inference_mode()``.
+    """
+    check_precision(precision)
+    out = copy.deepcopy(model).eval()
+    for p in out.parameters():
+        p.requires_grad_(False)
+    if precision == "bf16":
+        out.to(torch.bfloat16)
+        out.register_forward_pre_hook(_inputs_to_bf16, with_kwargs=True)
+        out.register_forward_hook(_outputs_to_fp32, with_kwargs=True)
+    elif precision == "int8":
+        with warnings.catch_warnings():  # torch.ao's notices that eager quantisation moves to torchao
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            out = torch.ao.quantization.quantize_dynamic(out, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    out.inference_precision = precision
+    return out
+
+
+def precision_of(model: nn.Module) -> str:
+    """The precision ``optimize_for_inference`` gave ``model`` (``fp32`` for any other model)."""
+    return str(getattr(model, "inference_precision", "fp32"))
+
+
+# --- threads ------------------------------------------------------------------------------------
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run a block with ``threads`` intra-op threads, restoring the previous setting after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# --- ONNX Runtime -------------------------------------------------------------------------------
+
+
+def onnx_recognizer(recognizer, path: str | Path, *, precision: str = "fp32", threads: int | None = None):
+    """Export ``recognizer`` with ``emovox.export`` (checked against torch) and load it in ONNX Runtime.
+
+    ``precision`` is ``fp32`` or ``int8`` (onnxruntime's dynamic MatMul quantisation); returns
+    ``(OnnxRecognizer, ExportReport)``. bf16 is not offered: onnxruntime's CPU provider has no
+    bf16 kernels for these graphs.
+    """
+    if precision not in ("fp32", "int8"):
+        raise AccelError(f"ONNX Runtime path supports precision 'fp32' or 'int8', not {precision!r}")
+    from emovox.export import OnnxRecognizer, export_onnx  # the export engineer's module: one exporter
+
+    report = export_onnx(recognizer, path, int8=precision == "int8")
+    target = report.int8_onnx if precision == "int8" else report.onnx
+    return OnnxRecognizer(target, threads=threads), report

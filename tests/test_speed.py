@@ -1,0 +1,218 @@
+"""Speed paths stay correct: bf16/int8 inference stays close to fp32, the optimised model keeps its
+interface, the feature cache never mixes precisions, small heads train single-threaded, and the
+speed benchmark's papers'-way baselines compute what they claim (no timing asserts here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+from emovox import accel
+from emovox.accel import AccelError, bf16_support, optimize_for_inference, precision_of
+from emovox.backbones import load_backbone
+from emovox.config import TrainConfig
+from emovox.data.examples import Example
+from emovox.features import backbone_key, extract_pooled, pool_all_layers
+from emovox.models.classifier import FeatureClassifier
+from emovox.training.trainer import SMALL_MODEL_PARAMETERS, Trainer, compute_threads
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def needs_bf16():
+    ok, why = bf16_support()
+    if not ok:
+        pytest.skip(f"no bf16 on this CPU: {why}")
+
+
+def tiny_head(seed: int = 0) -> tuple[FeatureClassifier, torch.Tensor]:
+    torch.manual_seed(seed)
+    head = FeatureClassifier(3, 64, 5, layer_weights=True, dropout=0.1, standardize=True)
+    feats = torch.randn(200, 3, 64) * torch.linspace(0.1, 10, 64)
+    head.fit_standardization(feats)
+    with torch.no_grad():
+        head.linear.weight.normal_(0, 0.5)
+    return head.eval(), feats
+
+
+def logits_of(model, feats):
+    with torch.inference_mode():
+        return model({"features": feats})
+
+
+# --- accel on a tiny model ------------------------------------------------------------------------
+
+
+def test_fp32_is_an_untouched_copy_in_eval_mode():
+    head, feats = tiny_head()
+    head.train()
+    fast = optimize_for_inference(head, "fp32")
+    assert fast is not head and not fast.training and head.training
+    assert precision_of(fast) == "fp32" and precision_of(head) == "fp32"
+    head.eval()
+    torch.testing.assert_close(logits_of(fast, feats), logits_of(head, feats), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("precision, max_abs, min_agree", [("bf16", 0.1, 0.97), ("int8", 0.25, 0.9)])
+def test_bf16_and_int8_stay_close_to_fp32_on_a_tiny_model(precision, max_abs, min_agree):
+    if precision == "bf16":
+        needs_bf16()
+    head, feats = tiny_head()
+    ref = logits_of(head, feats)
+    fast = optimize_for_inference(head, precision)
+    got = logits_of(fast, feats)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert precision_of(fast) == precision
+    assert 0 < float((got - ref).abs().max()) < max_abs  # changed (really quantised), but only a little
+    assert float((got.argmax(1) == ref.argmax(1)).float().mean()) >= min_agree
+    if precision == "bf16":
+        assert fast.linear.weight.dtype == torch.bfloat16 and head.linear.weight.dtype == torch.float32
+    else:
+        assert type(fast.linear).__module__.startswith("torch.ao.nn.quantized")
+        assert isinstance(head.linear, nn.Linear) and type(head.linear) is nn.Linear  # the original is untouched
+
+
+def test_unknown_or_unsupported_precision_is_a_clear_error(monkeypatch):
+    head, _ = tiny_head()
+    with pytest.raises(AccelError, match="unknown inference precision 'fp8'.*fp32, bf16, int8"):
+        optimize_for_inference(head, "fp8")
+    monkeypatch.setattr(accel, "bf16_support", lambda: (False, "the CPU has no native bfloat16 instructions"))
+    with pytest.raises(AccelError, match="'bf16' is not available here: the CPU has no native bfloat16.*'fp32' or 'int8'"):
+        optimize_for_inference(head, "bf16")
+
+
+def test_bf16_support_reports_why():
+    ok, why = bf16_support()
+    assert isinstance(ok, bool) and why
+    assert (torch.backends.cpu.get_cpu_capability() in why) or not ok
+
+
+def test_an_optimised_backbone_keeps_its_interface_and_its_own_cache_key():
+    backbone = load_backbone("whisper-base", tiny=True)
+    rng = np.random.default_rng(0)
+    items = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (8000, 5200, 12000)]
+    examples = [Example(str(i), 0, x, len(x) / 16000) for i, x in enumerate(items)]
+    ref = extract_pooled(backbone, examples, cache=None, progress=False)
+    keys = [backbone_key(backbone, tiny=True, seed=0)]
+    for precision in ("int8",) + (("bf16",) if bf16_support()[0] else ()):
+        fast = optimize_for_inference(backbone, precision)
+        assert fast.spec == backbone.spec and fast.num_layers == backbone.num_layers
+        got = extract_pooled(fast, examples, cache=None, progress=False)
+        assert got.dtype == torch.float32 and got.shape == ref.shape
+        assert float((got - ref).norm() / ref.norm()) < 0.1
+        keys.append(backbone_key(fast, tiny=True, seed=0))
+    assert len(set(keys)) == len(keys) >= 2  # features of different precisions never share cache entries
+    assert backbone_key(backbone, tiny=True, seed=0) == backbone_key(load_backbone("whisper-base", tiny=True), tiny=True, seed=0)
+
+
+# --- accel on real Whisper-base features ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def whisper_and_clips(whisper_base_dir, emodb_dir):
+    wavs = sorted((emodb_dir / "wav").glob("*.wav"))[::67][:8]  # spread over speakers and emotions
+    clips = [sf.read(w, dtype="float32")[0] for w in wavs]
+    clips[1] = clips[1][:21937]  # a ragged batch
+    return load_backbone(str(whisper_base_dir)), clips
+
+
+@pytest.mark.slow
+def test_bf16_and_int8_whisper_base_features_stay_close_to_fp32(whisper_and_clips):
+    backbone, clips = whisper_and_clips
+    inputs = backbone.preprocess(clips)
+    with torch.inference_mode():
+        ref = pool_all_layers(backbone, inputs)
+    # A linear probe of the kind trained on these features (layer-weighted sum, linear), with fixed
+    # seeded weights: its decisions should not depend on the inference path.
+    torch.manual_seed(0)
+    probe = FeatureClassifier(backbone.num_layers, backbone.hidden_size, 7, layer_weights=True, dropout=0.0, standardize=False)
+    with torch.no_grad():
+        probe.linear.weight.normal_(0, 0.05)
+        probe.linear.bias.zero_()
+    probe.eval()
+    ref_pred = logits_of(probe, ref).argmax(1)
+    # measured on these 8 clips: bf16 relative error ~0.007, int8 ~0.11 (activation outliers in
+    # Whisper's deeper layers); bounds leave room for other CPUs' kernels
+    bounds = {"bf16": (0.03, 1.0), "int8": (0.25, 0.75)}
+    for precision, (max_rel, min_agree) in bounds.items():
+        if precision == "bf16" and not bf16_support()[0]:
+            continue
+        fast = optimize_for_inference(backbone, precision)
+        with torch.inference_mode():
+            got = pool_all_layers(fast, inputs)
+        rel = float((got - ref).norm() / ref.norm())
+        assert 0 < rel < max_rel, (precision, rel)
+        cos = nn.functional.cosine_similarity(got.flatten(1), ref.flatten(1), dim=1)
+        assert float(cos.min()) > 1 - 2 * max_rel, (precision, cos)
+        agree = float((logits_of(probe, got).argmax(1) == ref_pred).float().mean())
+        assert agree >= min_agree, (precision, agree)
+
+
+# --- small heads train single-threaded -------------------------------------------------------------
+
+
+def test_small_models_train_on_one_thread_and_the_setting_is_restored():
+    head, feats = tiny_head()
+    assert compute_threads(head, None) == 1
+    assert compute_threads(head, 3) == 3
+    big = nn.Linear(2048, SMALL_MODEL_PARAMETERS // 2048 + 1)
+    assert compute_threads(big, None) is None
+
+    seen = []
+
+    def collate(batch):
+        seen.append(torch.get_num_threads())
+        return {"features": torch.stack([e.item for e in batch])}
+
+    examples = [Example(str(i), i % 5, feats[i], 1.0) for i in range(40)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        Trainer(head.train(), collate, TrainConfig(max_epochs=2, batch_size=8), 5, progress=False).fit(examples, examples[:10])
+        assert set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+# --- the benchmark ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def speed_module():
+    spec = importlib.util.spec_from_file_location("emovox_benchmark_speed", ROOT / "benchmarks" / "speed.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_benchmark_extraction_runs_and_its_10s_baseline_is_the_papers_encoder(speed_module, whisper_and_clips):
+    backbone, clips = whisper_and_clips
+    examples = [Example(str(i), 0, c, len(c) / 16000) for i, c in enumerate(clips[2:5])]
+    rows, feats = speed_module.bench_extraction(backbone, examples, ways=("10s", "emovox"), batch_size=2)
+    assert [r.clips for r in rows] == [3, 3]
+    assert all(r.m.seconds > 0 and r.rate > 0 and r.m.peak_mb > 0 for r in rows)
+    assert feats["10s"].shape == feats["emovox"].shape == (3, 7, 512)
+    # emovox's batched features are each clip's own
+    with torch.inference_mode():
+        alone = torch.cat([pool_all_layers(backbone, backbone.preprocess([e.item])) for e in examples])
+    torch.testing.assert_close(feats["emovox"], alone, rtol=1e-4, atol=1e-4)
+    # the naive 10 s mean includes 8 s of padding frames: clearly not the clip's own features
+    assert float((feats["10s"] - feats["emovox"]).norm() / feats["emovox"].norm()) > 0.05
+    # on a clip of exactly 10 s there is no padding: the papers' truncated encoder and emovox agree
+    ten = np.concatenate(clips)[: 10 * 16000]
+    assert ten.size == 160000
+    enc10 = speed_module.truncated_encoder(backbone.model.encoder, 500)
+    with torch.inference_mode():
+        paper = speed_module.naive_pooled(enc10, speed_module.padded_features(backbone.feature_extractor, [ten], 10.0))
+        ours = pool_all_layers(backbone, backbone.preprocess([ten]))
+    torch.testing.assert_close(paper, ours, rtol=1e-4, atol=1e-4)
