@@ -376,6 +376,11 @@ def bench_finetune_epoch(backbone, examples, num_classes: int, *, batch_size: in
         cfg = TrainConfig(lr=lr, batch_size=batch_size, max_epochs=1, patience=1, seed=seed, length_grouping=grouping,
                           class_weights="none")  # a small subset need not hold every class
         trainer = Trainer(model, collate, cfg, num_classes, progress=False)
+        # untimed warm-up: one forward/backward (no optimizer step, weights unchanged) so oneDNN's
+        # kernel set-up for these shapes is not billed to whichever way runs first
+        model.train()
+        model(collate(examples[:batch_size])).sum().backward()
+        model.zero_grad(set_to_none=True)
         with measure() as m:
             fit = trainer.fit(examples, [])
         rows.append(Row("fine-tune epoch", name, len(examples), audio_seconds(clips), m,

@@ -100,7 +100,7 @@ class Transcriber:
         try:
             with _QuietTransformers():
                 self.processor = WhisperProcessor.from_pretrained(source)
-                self.model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32).eval()
+                self.model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32, use_safetensors=True).eval()
         except Exception as exc:  # offline cache miss, wrong repo, damaged files: all the user's to fix
             raise AsrError(
                 f"cannot load the Whisper ASR model {config.model!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "

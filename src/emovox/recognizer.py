@@ -30,7 +30,7 @@ from emovox.errors import RecognizerError
 from emovox.training.checkpoint import atomic_save_tensors, atomic_write_json, atomic_write_text, load_tensors
 
 SCHEMA_VERSION = 1
-KINDS = ("end-to-end", "frozen-features")
+KINDS = ("end-to-end", "frozen-features", "top-layers")
 MODALITIES = ("audio", "text")
 
 
@@ -163,7 +163,7 @@ class Recognizer:
         head_path = directory / "head.safetensors"
         if not head_path.is_file():
             raise RecognizerError(f"{head_path}: missing; the recognizer directory is incomplete")
-        backbone = load_backbone(str(directory / "backbone"))
+        backbone = _load_backbone_dir(directory / "backbone")
         m = info["model"]
         if kind == "frozen-features":
             head_info = info["head"]
@@ -172,6 +172,13 @@ class Recognizer:
                 layer_weights=m["layer_weights"], dropout=m["dropout"], standardize=m["standardize"],
             )
             model = FrozenFeatureModel(backbone, head)
+        elif kind == "top-layers":
+            from emovox.models.top_layers import TopLayersClassifier
+
+            model = TopLayersClassifier(
+                backbone, len(labels), top_layers=m["top_layers"], dropout=m["dropout"],
+                layer_weights=m["layer_weights"], standardize=m["standardize"],
+            )
         else:
             model = UtteranceClassifier(backbone, len(labels), pooling=m["pooling"], layer_weights=m["layer_weights"], dropout=m["dropout"])
         try:
@@ -329,6 +336,30 @@ class Recognizer:
         elif options:
             raise RecognizerError("pass either a SegmentConfig or segmentation options, not both")
         return predict_timeline(self, path, config, batch_size=batch_size, progress=progress)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def _load_backbone_dir(path: Path):
+    """The recognizer's backbone, from safetensors only: a pickle in it is refused unread."""
+    from emovox.backbones import load_backbone
+    from emovox.errors import BackboneError
+
+    if not path.is_dir():
+        raise RecognizerError(f"{path}: missing; the recognizer directory is incomplete")
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise RecognizerError(
+            f"{path}: holds pickled weights {pickles}; emovox never loads pickles (they can run code). "
+            "Weights must be model.safetensors"
+        )
+    if not any(path.glob("*.safetensors")):
+        raise RecognizerError(f"{path}: no model.safetensors; the recognizer directory is incomplete")
+    try:
+        return load_backbone(str(path))
+    except BackboneError as exc:
+        raise RecognizerError(f"{path}: {exc}") from None
 
 
 def model_card(info: dict, labels: Sequence[str]) -> str:

@@ -111,11 +111,6 @@ def test_no_source_file_can_unpickle():
     assert problems == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backbones/__init__.py from_pretrained_checked and asr.py WhisperForConditionalGeneration.from_pretrained "
-    "must pass use_safetensors=True; remove this mark once they do (issue #5 report)",
-)
 def test_every_model_weight_load_insists_on_safetensors():
     """``from_pretrained`` falls back to pickled ``pytorch_model.bin`` unless told not to."""
     not_models = ("tokenizer", "config", "processor", "extractor")
@@ -156,7 +151,6 @@ def test_pickled_head_weights_are_never_unpickled(recognizer_copy, tmp_path, tri
     assert not marker.exists() and tripwires == []
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # today's torch.load fallback (see the xfail below)
 def test_pickled_backbone_weights_are_refused_without_unpickling_them(recognizer_copy, tmp_path, monkeypatch):
     from emovox.recognizer import Recognizer
 
@@ -168,12 +162,6 @@ def test_pickled_backbone_weights_are_refused_without_unpickling_them(recognizer
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recognizer.py Recognizer.load must refuse a backbone/ without model.safetensors (or holding "
-    "*.bin/*.pt/*.pth/*.pkl/*.ckpt) with a RecognizerError before load_backbone, and backbones must pass "
-    "use_safetensors=True; today transformers hands pytorch_model.bin to torch.load; issue #5 report",
-)
 def test_pickled_backbone_weights_are_a_recognizer_error_and_never_reach_torch_load(recognizer_copy, tmp_path, tripwires):
     from emovox.recognizer import Recognizer
 

@@ -163,15 +163,17 @@ def describe(exc: BaseException) -> str:
 
 
 def from_pretrained_checked(model_cls, spec: BackboneSpec, **kwargs) -> torch.nn.Module:
-    """``model_cls.from_pretrained(spec.hub_id)`` in float32, refusing silently random weights.
+    """``model_cls.from_pretrained(spec.hub_id)`` in float32 from safetensors, refusing silently random weights.
 
     Unexpected keys (a decoder or an ASR head we do not use) are fine; missing ones mean part
     of the backbone would be randomly initialised, which is an error naming the keys.
     """
     try:
         with _QuietTransformers():
+            # safetensors only: a pickled pytorch_model.bin is never unpickled, not even by
+            # torch.load(weights_only=True); convert such a checkpoint once with transformers.
             model, info = model_cls.from_pretrained(
-                spec.hub_id, dtype=torch.float32, output_loading_info=True, **kwargs
+                spec.hub_id, dtype=torch.float32, output_loading_info=True, use_safetensors=True, **kwargs
             )
     except Exception as exc:  # offline, unknown repo, damaged weights, wrong architecture
         raise BackboneError(

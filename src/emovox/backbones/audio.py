@@ -37,14 +37,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers.models.speech_to_text.modeling_speech_to_text import (
-    Speech2TextEncoder,
-    Speech2TextPreTrainedModel,
-)
-from transformers.models.speecht5.modeling_speecht5 import (
-    SpeechT5EncoderWithSpeechPrenet,
-    SpeechT5PreTrainedModel,
-)
 
 from emovox.audio import SAMPLE_RATE
 from emovox.backbones import Backbone, BackboneSpec, Encoded, describe, from_pretrained_checked
@@ -58,28 +50,6 @@ SSL_MODEL_CLASSES: dict[str, str] = {
     "sew": "SEWModel",
     "unispeech": "UniSpeechModel",
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# encoder-only holders: load just the encoder from a full encoder-decoder checkpoint
-
-
-class Speech2TextEncoderOnly(Speech2TextPreTrainedModel):
-    """The S2T encoder alone; checkpoint keys ``model.encoder.*`` map onto ``encoder.*``."""
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.encoder = Speech2TextEncoder(config)
-        self.post_init()
-
-
-class SpeechT5SpeechEncoderOnly(SpeechT5PreTrainedModel):
-    """SpeechT5's speech prenet + encoder; keys ``speecht5.encoder.*`` map onto ``encoder.*``."""
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.encoder = SpeechT5EncoderWithSpeechPrenet(config)
-        self.post_init()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,78 +225,6 @@ class SSLBackbone(AudioBackbone):
 
 
 # ---------------------------------------------------------------------------------------------
-# S2T
-
-
-class Speech2TextBackbone(AudioBackbone):
-    """S2T encoder on 80-bin Kaldi-style fbank with utterance CMVN (numpy, no torchaudio)."""
-
-    def __init__(self, spec: BackboneSpec, model, feature_extractor, *, max_tokens: int, max_seconds: float):
-        config = model.config
-        super().__init__(spec, model, feature_extractor, max_tokens=max_tokens, max_seconds=max_seconds,
-                         hidden_size=config.d_model, num_layers=config.encoder_layers + 1,
-                         min_samples=400)  # one 25 ms fbank window
-
-    def preprocess(self, items: list) -> dict[str, torch.Tensor]:
-        feats = [
-            self.feature_extractor(clip, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="np")["input_features"][0]
-            for clip in self._clips(items)
-        ]
-        features, mask = _stack_time_major(feats)
-        return {"input_features": features, "attention_mask": mask}
-
-    def forward(self, inputs: dict, all_layers: bool = False) -> Encoded:
-        features, attention = inputs["input_features"], inputs["attention_mask"]
-        encoder = self.model.encoder
-        lengths = attention.sum(dim=-1)
-        with _swapped(encoder, "conv", _PerClip(encoder.conv, lengths, 1, 1)):
-            out = encoder(features, attention_mask=attention, output_hidden_states=all_layers)
-        hidden = torch.stack(tuple(out.hidden_states)) if all_layers else out.last_hidden_state
-        frames = encoder._get_feat_extract_output_lengths(lengths)
-        return Encoded(hidden=hidden, mask=_length_mask(frames, hidden.shape[-2]))
-
-
-# ---------------------------------------------------------------------------------------------
-# SpeechT5
-
-
-class SpeechT5Backbone(AudioBackbone):
-    """SpeechT5's speech encoder (prenet per clip, then the shared encoder, batched)."""
-
-    def __init__(self, spec: BackboneSpec, model, feature_extractor, *, max_tokens: int, max_seconds: float):
-        config = model.config
-        min_samples = conv_min_samples(1, config.conv_kernel, config.conv_stride)
-        super().__init__(spec, model, feature_extractor, max_tokens=max_tokens, max_seconds=max_seconds,
-                         hidden_size=config.hidden_size, num_layers=config.encoder_layers + 1,
-                         min_samples=min_samples)
-
-    def preprocess(self, items: list) -> dict[str, torch.Tensor]:
-        values = [
-            self.feature_extractor(audio=clip, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_values"][0]
-            for clip in self._clips(items)
-        ]
-        input_values, mask = _stack_time_major(values)
-        return {"input_values": input_values, "attention_mask": mask}
-
-    def forward(self, inputs: dict, all_layers: bool = False) -> Encoded:
-        values, attention = inputs["input_values"], inputs["attention_mask"]
-        encoder = self.model.encoder
-        lengths = [int(n) for n in attention.sum(dim=-1)]
-        states = [encoder.prenet(values[i : i + 1, :n])[0] for i, n in enumerate(lengths)]
-        frames = torch.tensor([s.shape[1] for s in states], device=values.device)
-        longest = int(frames.max())
-        hidden = torch.cat([_pad_dim(s, 1, longest) for s in states], dim=0)
-        mask = _length_mask(frames, longest)
-        out = encoder.wrapped_encoder(hidden_states=hidden, attention_mask=mask.long(),
-                                      output_hidden_states=all_layers, return_dict=True)
-        hidden = torch.stack(tuple(out.hidden_states)) if all_layers else out.last_hidden_state
-        return Encoded(hidden=hidden, mask=mask)
-
-    def freeze_feature_encoder(self) -> None:
-        self.model.encoder.prenet.freeze_feature_encoder()
-
-
-# ---------------------------------------------------------------------------------------------
 # construction
 
 
@@ -359,8 +257,12 @@ def build_audio_backbone(spec: BackboneSpec, *, tiny: bool, max_tokens: int, max
 
         model_cls, backbone_cls = WhisperEncoderOnly, WhisperBackbone
     elif family == "speech_to_text":
+        from emovox.backbones.s2t import Speech2TextBackbone, Speech2TextEncoderOnly
+
         model_cls, backbone_cls = Speech2TextEncoderOnly, Speech2TextBackbone
     elif family == "speecht5":
+        from emovox.backbones.speecht5 import SpeechT5Backbone, SpeechT5SpeechEncoderOnly
+
         model_cls, backbone_cls = SpeechT5SpeechEncoderOnly, SpeechT5Backbone
     elif family in SSL_MODEL_CLASSES:
         model_cls, backbone_cls = getattr(transformers, SSL_MODEL_CLASSES[family]), SSLBackbone

@@ -41,14 +41,14 @@ from emovox.cli import _commands  # noqa: E402,F401
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors become one line on stderr and exit code 2.
+
+    typer/click keep handling usage errors (missing argument, bad option) in standalone mode,
+    with their usage line and exit code 2; anything that is not an ``EmovoxError`` is a bug
+    and keeps its traceback.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except EmovoxError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)

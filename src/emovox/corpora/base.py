@@ -62,6 +62,9 @@ class Corpus:
     utterances: list[Utterance]
     labels: tuple[str, ...]
     spec: str = ""
+    #: Utterances a reader left out under a skip policy, as (utterance id or file, reason), so a
+    #: run can list them in its report instead of losing them silently.
+    dropped: list[tuple[str, str]] = field(default_factory=list)
     _by_id: dict[str, Utterance] = field(default_factory=dict, init=False, repr=False)
     _previous: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
 
@@ -127,7 +130,7 @@ class Corpus:
     def subset(self, ids: list[str] | set[str]) -> "Corpus":
         """A corpus of just these utterances (same label set); dialogue links are recomputed."""
         keep = set(ids)
-        return Corpus(self.name, [u for u in self.utterances if u.id in keep], self.labels, self.spec)
+        return Corpus(self.name, [u for u in self.utterances if u.id in keep], self.labels, self.spec, list(self.dropped))
 
     def fingerprint(self) -> str:
         """A short hash of ids, labels, speakers and paths: two runs on the same data agree."""

@@ -107,10 +107,10 @@ def read_iemocap(root: Path, *, spec: str = "", labels: str = "4", merge_exc: bo
                         text=texts.get(ev.id),
                     )
                 )
-    missing_audio(spec, missing, on_missing_audio)
+    dropped = missing_audio(spec, missing, on_missing_audio)
     if not utterances:
         raise CorpusError(f"{spec}: no utterances with labels {list(label_set)} found under {root}")
-    return Corpus("iemocap", utterances, label_set, spec)
+    return Corpus("iemocap", utterances, label_set, spec, dropped)
 
 
 def _session_dirs(root: Path, spec: str) -> list[tuple[str, Path]]:

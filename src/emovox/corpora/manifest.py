@@ -64,11 +64,11 @@ def read_manifest(
             missing.append(u.audio)  # type: ignore[arg-type]
             continue
         utterances.append(u)
-    missing_audio(spec, missing, on_missing_audio)
+    dropped = missing_audio(spec, missing, on_missing_audio)
     if not utterances:
         raise CorpusError(f"{spec}: the manifest holds no utterances" + (f" with labels {list(labels)}" if labels else ""))
     label_set = labels if labels is not None else tuple(sorted({u.label for u in utterances}))
-    return Corpus(path.stem, utterances, label_set, spec)
+    return Corpus(path.stem, utterances, label_set, spec, dropped)
 
 
 def write_manifest(corpus: Corpus, out: Path, *, relative: bool = False) -> Path:

@@ -107,10 +107,10 @@ def read_meacorpus(
                 text=str(transcript) if transcript is not None else None,
             )
         )
-    missing_audio(spec, missing, on_missing_audio)
+    dropped = missing_audio(spec, missing, on_missing_audio)
     if not utterances:
         raise CorpusError(f"{spec}: {table} holds no utterances with labels {list(label_set)}")
-    return Corpus("meacorpus", utterances, label_set, spec)
+    return Corpus("meacorpus", utterances, label_set, spec, dropped)
 
 
 def _find_table(root: Path, csv: str | None, spec: str) -> Path:

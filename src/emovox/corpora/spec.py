@@ -139,10 +139,13 @@ def select_labels(spec_text: str, available: tuple[str, ...], wanted: tuple[str,
     return wanted
 
 
-def missing_audio(spec_text: str, missing: list[Path], policy: str) -> None:
-    """Raise for missing audio files under ``on_missing_audio=error``, naming the first ones."""
-    if not missing or policy == "skip":
-        return
+def missing_audio(spec_text: str, missing: list[Path], policy: str) -> list[tuple[str, str]]:
+    """Raise for missing audio files under ``on_missing_audio=error``, naming the first ones;
+    under ``skip``, return them as ``Corpus.dropped`` entries so the run report lists them."""
+    if policy == "skip":
+        return [(str(p), "audio file missing (on_missing_audio=skip)") for p in missing]
+    if not missing:
+        return []
     shown = ", ".join(str(p) for p in missing[:3])
     more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
     raise CorpusError(

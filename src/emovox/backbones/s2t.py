@@ -1,0 +1,54 @@
+"""S2T (Speech2Text) encoder as a backbone: Kaldi-style fbank, per-clip convolutional subsampler.
+
+Imported only when an S2T backbone is built: transformers' speech_to_text module is slow to
+import and most runs never need it.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.models.speech_to_text.modeling_speech_to_text import (
+    Speech2TextEncoder,
+    Speech2TextPreTrainedModel,
+)
+
+from emovox.audio import SAMPLE_RATE
+from emovox.backbones import BackboneSpec, Encoded
+from emovox.backbones.audio import AudioBackbone, _length_mask, _PerClip, _stack_time_major, _swapped
+
+
+class Speech2TextEncoderOnly(Speech2TextPreTrainedModel):
+    """The S2T encoder alone; checkpoint keys ``model.encoder.*`` map onto ``encoder.*``."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.encoder = Speech2TextEncoder(config)
+        self.post_init()
+
+
+class Speech2TextBackbone(AudioBackbone):
+    """S2T encoder on 80-bin Kaldi-style fbank with utterance CMVN (numpy, no torchaudio)."""
+
+    def __init__(self, spec: BackboneSpec, model, feature_extractor, *, max_tokens: int, max_seconds: float):
+        config = model.config
+        super().__init__(spec, model, feature_extractor, max_tokens=max_tokens, max_seconds=max_seconds,
+                         hidden_size=config.d_model, num_layers=config.encoder_layers + 1,
+                         min_samples=400)  # one 25 ms fbank window
+
+    def preprocess(self, items: list) -> dict[str, torch.Tensor]:
+        feats = [
+            self.feature_extractor(clip, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="np")["input_features"][0]
+            for clip in self._clips(items)
+        ]
+        features, mask = _stack_time_major(feats)
+        return {"input_features": features, "attention_mask": mask}
+
+    def forward(self, inputs: dict, all_layers: bool = False) -> Encoded:
+        features, attention = inputs["input_features"], inputs["attention_mask"]
+        encoder = self.model.encoder
+        lengths = attention.sum(dim=-1)
+        with _swapped(encoder, "conv", _PerClip(encoder.conv, lengths, 1, 1)):
+            out = encoder(features, attention_mask=attention, output_hidden_states=all_layers)
+        hidden = torch.stack(tuple(out.hidden_states)) if all_layers else out.last_hidden_state
+        frames = encoder._get_feat_extract_output_lengths(lengths)
+        return Encoded(hidden=hidden, mask=_length_mask(frames, hidden.shape[-2]))
