@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from emovox.accel import onednn_linears
 from emovox.data.batching import length_grouped_batches
 from emovox.data.examples import Example
 
@@ -148,7 +149,7 @@ def extract_pooled(
         backbone.eval()
         batches = length_grouped_batches([examples[i].length for i in todo], batch_size, shuffle=False)
         bar = tqdm(total=len(todo), desc=description, unit="utt", disable=not progress, leave=False)
-        with torch.inference_mode():
+        with torch.inference_mode(), onednn_linears(backbone):  # float32 GEMMs on oneDNN: see emovox.accel
             for b in batches:
                 idx = [todo[j] for j in b]
                 pooled = pool_all_layers(backbone, backbone.preprocess([examples[i].item for i in idx])).float()

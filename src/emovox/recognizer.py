@@ -126,7 +126,6 @@ class Recognizer:
     def load(cls, directory: str | Path, *, asr=None) -> "Recognizer":
         """Read a recognizer directory; ``asr`` (an ``AsrConfig`` or Whisper directory / hub id)
         overrides the ASR model recorded in its ``emovox.json``."""
-        from emovox.backbones import load_backbone
         from emovox.models.classifier import FeatureClassifier, FrozenFeatureModel, UtteranceClassifier
 
         directory = Path(directory)

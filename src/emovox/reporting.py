@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from emovox.atomic import atomic_write_text
 from emovox.metrics import HEADLINE, CVResult, Metrics
 
 NOT_SPEAKER_INDEPENDENT = "NOT speaker-independent"
@@ -184,18 +185,9 @@ def per_class_csv(metrics: Metrics) -> str:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write atomically: a temporary file beside ``path`` renamed over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write atomically (see ``emovox.atomic``); returns the path."""
+    atomic_write_text(Path(path), text)
+    return Path(path)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -50,15 +50,14 @@ Fold ``index`` is 1-based, as printed in reports and as the ``fold_k`` directory
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from emovox.corpora.base import Corpus
+from emovox.atomic import atomic_write_text
 from emovox.errors import SplitError
 
 #: Share of the training part that ``strict`` validation carves out for stratified/holdout.
@@ -242,7 +241,7 @@ def write_folds(folds: Sequence[Fold], corpus: Corpus, out_dir: str | Path) -> l
         for part, ids in fold.parts().items():
             lines = "".join(json.dumps(corpus[i].to_dict(), ensure_ascii=False) + "\n" for i in ids)
             path = fold_dir / f"{part}.jsonl"
-            _atomic_write_text(path, lines)
+            atomic_write_text(path, lines)
             written.append(path)
     summary = {
         "corpus": corpus.name,
@@ -260,7 +259,7 @@ def write_folds(folds: Sequence[Fold], corpus: Corpus, out_dir: str | Path) -> l
         ],
     }
     path = out / "folds.json"
-    _atomic_write_text(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     written.append(path)
     return written
 
@@ -446,15 +445,3 @@ def _remove_stale_folds(out: Path, keep: set[int]) -> None:
         for p in d.iterdir():
             p.unlink()
         d.rmdir()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over ``path`` (atomic on POSIX)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

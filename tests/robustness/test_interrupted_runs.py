@@ -26,7 +26,8 @@ from emovox.cli import app
 from emovox.config import TrainConfig, config_from_dict
 from emovox.data.examples import Example
 from emovox.errors import EmovoxError
-from emovox.training import checkpoint
+from emovox import atomic as checkpoint  # the atomic writers (re-exported by training.checkpoint)
+from emovox.training.checkpoint import load_tensors
 from emovox.training.runner import run_cv
 from emovox.training.trainer import STATE_FILE, Trainer
 from robustness_helpers import EMOVOX, tiny_config, tone_rows, write_manifest
@@ -217,7 +218,7 @@ def test_a_failed_write_leaves_the_previous_file_whole_and_no_temporary(tmp_path
         checkpoint.atomic_save_tensors(tensors, {"w": torch.zeros(3)})
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"ua": 0.5}
-    assert checkpoint.load_tensors(tensors)["w"].tolist() == [1.0, 1.0, 1.0]
+    assert load_tensors(tensors)["w"].tolist() == [1.0, 1.0, 1.0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json", "w.safetensors"]
 
 
