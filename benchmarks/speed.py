@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 import warnings
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,38 +250,72 @@ def warm_up(fn) -> None:
         fn()
 
 
-def bench_extraction(backbone, examples, *, ways: Sequence[str] = ("30s", "10s", "emovox"), batch_size: int = 16,
-                     subset_30s: int | None = None) -> tuple[list[Row], dict[str, torch.Tensor]]:
-    """Extract frozen pooled features the given ways; rows of timings and the features ``[N, L, H]``."""
+EXTRACTION_WAYS = ("30s", "10s", "10s+onednn", "emovox-mkl", "emovox")
+
+
+@contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def bench_extraction(backbone, examples, *, ways: Sequence[str] = EXTRACTION_WAYS, batch_size: int = 16,
+                     subset: int | None = None) -> tuple[dict[str, Row], dict[str, torch.Tensor]]:
+    """Extract frozen pooled features the given ways: ``{way: Row}`` timings and ``{way: [N, L, H]}``.
+
+    ``30s`` and the two diagnostic ways (``10s+onednn``: the papers' 10 s path with emovox's
+    oneDNN linears; ``emovox-mkl``: emovox without them) run on the first ``subset`` clips; their
+    per-clip cost does not depend on which clips they see.
+    """
+    from emovox.accel import onednn_linears
     from emovox.features import extract_pooled
 
     clips = [e.item for e in examples]
-    rows: list[Row] = []
+    sub = clips[: subset or len(clips)]
+    rows: dict[str, Row] = {}
     feats: dict[str, torch.Tensor] = {}
     fe = backbone.feature_extractor
     encoder = backbone.model.encoder
     for way in ways:
         if way == "30s":
-            sub = clips[: subset_30s or len(clips)]
             warm_up(lambda: extract_padded(encoder, fe, sub[:1], None, batch_size))
             with measure() as m:
                 feats[way] = extract_padded(encoder, fe, sub, None, batch_size)
-            rows.append(Row("extraction", "30 s padding (stock transformers)", len(sub), audio_seconds(sub), m,
-                            "3000 mel frames, 1500 positions, mean over all frames"))
-        elif way == "10s":
+            rows[way] = Row("extraction", "30 s padding (stock transformers)", len(sub), audio_seconds(sub), m,
+                            "3000 mel frames, 1500 positions, mean over all frames")
+        elif way in ("10s", "10s+onednn"):
             enc10 = truncated_encoder(encoder, 500)
-            warm_up(lambda: extract_padded(enc10, fe, clips[:1], 10.0, batch_size))
-            with measure() as m:
-                feats[way] = extract_padded(enc10, fe, clips, 10.0, batch_size)
-            rows.append(Row("extraction", "10 s padding (IEMOCAP paper)", len(clips), audio_seconds(clips), m,
-                            "1000 mel frames, positions truncated to 500, mean over all frames"))
+            data = clips if way == "10s" else sub
+            with onednn_linears(enc10) if way == "10s+onednn" else contextlib.nullcontext():
+                warm_up(lambda: extract_padded(enc10, fe, data[:1], 10.0, batch_size))
+                with measure() as m:
+                    feats[way] = extract_padded(enc10, fe, data, 10.0, batch_size)
+            if way == "10s":
+                rows[way] = Row("extraction", "10 s padding (IEMOCAP paper)", len(data), audio_seconds(data), m,
+                                "1000 mel frames, positions truncated to 500, mean over all frames")
+            else:
+                rows[way] = Row("extraction", "10 s padding + oneDNN linears (diagnostic)", len(data), audio_seconds(data),
+                                m, "what the GEMM library alone gives the papers' path")
             del enc10
-        elif way == "emovox":
-            warm_up(lambda: extract_pooled(backbone, examples[:batch_size], cache=None, batch_size=batch_size, progress=False))
-            with measure() as m:
-                feats[way] = extract_pooled(backbone, examples, cache=None, batch_size=batch_size, progress=False)
-            rows.append(Row("extraction", "emovox (real length, grouped, masked)", len(clips), audio_seconds(clips), m,
-                            "extract_pooled, cache off"))
+        elif way in ("emovox", "emovox-mkl"):
+            data = examples if way == "emovox" else examples[: len(sub)]
+            with _env("EMOVOX_ONEDNN", "0") if way == "emovox-mkl" else contextlib.nullcontext():
+                warm_up(lambda: extract_pooled(backbone, data[:batch_size], cache=None, batch_size=batch_size, progress=False))
+                with measure() as m:
+                    feats[way] = extract_pooled(backbone, data, cache=None, batch_size=batch_size, progress=False)
+            if way == "emovox":
+                rows[way] = Row("extraction", "emovox (real length, grouped, masked)", len(data), audio_seconds([e.item for e in data]),
+                                m, "extract_pooled as the runner calls it, cache off; float32, oneDNN linears")
+            else:
+                rows[way] = Row("extraction", "emovox, MKL linears (diagnostic)", len(data), audio_seconds([e.item for e in data]),
+                                m, "what real-length batching alone gives (EMOVOX_ONEDNN=0)")
         else:
             raise ValueError(f"unknown extraction way {way!r}")
     return rows, feats
@@ -341,27 +376,32 @@ def bench_precisions(backbone, examples, reference: torch.Tensor, *, batch_size:
 # --- stage 2: one fine-tuning epoch -----------------------------------------------------------------
 
 
+FINETUNE_WAYS = ("10s", "emovox-mkl", "emovox")
+
+
 def bench_finetune_epoch(backbone, examples, num_classes: int, *, batch_size: int = 12, lr: float = 5e-5,
-                         seed: int = 0) -> list[Row]:
+                         seed: int = 0, ways: Sequence[str] = FINETUNE_WAYS) -> dict[str, Row]:
     """One epoch of full fine-tuning, 10 s padding vs emovox, same clips and optimizer steps.
 
-    Both go through ``emovox.training.trainer.Trainer`` (AdamW, cross-entropy, no validation, no
-    checkpoints); only the model input differs: fixed 10 s log-mel into the
-    truncated stock encoder (plain batches), or emovox's real-length, length-grouped batches.
+    All ways go through ``emovox.training.trainer.Trainer`` (AdamW, cross-entropy, no validation,
+    no checkpoints). ``10s``: fixed 10 s log-mel into the truncated stock encoder, plain batches,
+    torch's default (MKL) linears; ``emovox``: real-length length-grouped batches through the
+    backbone, the trainer's oneDNN linears; ``emovox-mkl`` (diagnostic): emovox's batches on MKL.
     """
+    from emovox.accel import onednn_linears
     from emovox.config import TrainConfig
     from emovox.models.classifier import UtteranceClassifier
     from emovox.training.trainer import Trainer
 
     clips = [e.item for e in examples]
     steps = math.ceil(len(examples) / batch_size)
-    rows = []
+    rows: dict[str, Row] = {}
     fe = backbone.feature_extractor
 
     def padded_collate(batch):
         return {"input_features": padded_features(fe, [e.item for e in batch], 10.0)}
 
-    for way in ("10s", "emovox"):
+    for way in ways:
         torch.manual_seed(seed)
         model_backbone = copy.deepcopy(backbone).train()
         for p in model_backbone.parameters():
@@ -372,19 +412,22 @@ def bench_finetune_epoch(backbone, examples, num_classes: int, *, batch_size: in
             collate, grouping, name = padded_collate, False, "10 s padding (IEMOCAP paper)"
         else:
             model = UtteranceClassifier(model_backbone, num_classes, layer_weights=True, dropout=0.1)
-            collate, grouping, name = (lambda batch: model_backbone.preprocess([e.item for e in batch])), True, "emovox"
+            collate, grouping = (lambda batch, b=model_backbone: b.preprocess([e.item for e in batch])), True
+            name = "emovox" if way == "emovox" else "emovox, MKL linears (diagnostic)"
         cfg = TrainConfig(lr=lr, batch_size=batch_size, max_epochs=1, patience=1, seed=seed, length_grouping=grouping,
                           class_weights="none")  # a small subset need not hold every class
         trainer = Trainer(model, collate, cfg, num_classes, progress=False)
-        # untimed warm-up: one forward/backward (no optimizer step, weights unchanged) so oneDNN's
-        # kernel set-up for these shapes is not billed to whichever way runs first
-        model.train()
-        model(collate(examples[:batch_size])).sum().backward()
-        model.zero_grad(set_to_none=True)
-        with measure() as m:
-            fit = trainer.fit(examples, [])
-        rows.append(Row("fine-tune epoch", name, len(examples), audio_seconds(clips), m,
-                        f"{steps} optimizer steps, batch {batch_size}, train loss {fit.history[0]['train_loss']:.3f}"))
+        with contextlib.nullcontext() if way == "emovox" else _env("EMOVOX_ONEDNN", "0"):
+            # untimed warm-up: one forward/backward on the path the way uses (no optimizer step,
+            # weights unchanged), so kernel set-up is not billed to whichever way runs first
+            model.train()
+            with onednn_linears(model):
+                model(collate(examples[:batch_size])).sum().backward()
+            model.zero_grad(set_to_none=True)
+            with measure() as m:
+                fit = trainer.fit(examples, [])
+        rows[way] = Row("fine-tune epoch", name, len(examples), audio_seconds(clips), m,
+                        f"{steps} optimizer steps, batch {batch_size}, train loss {fit.history[0]['train_loss']:.3f}")
         del model, trainer, model_backbone
     return rows
 
@@ -427,6 +470,17 @@ def loso_on_features(cfg, corpus, examples, features: torch.Tensor, out_dir: Pat
     return float(ua), m
 
 
+def startup_seconds() -> float:
+    """A fresh interpreter importing what ``emovox cv`` runs (the in-process LOSO timings start
+    after the imports; a command-line run pays this once more)."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import emovox.cli, emovox.training.runner, emovox.backbones.whisper, "
+                    "emovox.backbones.audio, emovox.reporting, emovox.features"], check=True, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
 # --- report -----------------------------------------------------------------------------------------
 
 
@@ -447,7 +501,8 @@ def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: a few dozen clips, 4 for the 30 s path")
     ap.add_argument("--clips", type=int, default=None, help="EmoDB clips for extraction and LOSO (default all 535)")
-    ap.add_argument("--clips-30s", type=int, default=64, help="clips for the (slow) stock 30 s path")
+    ap.add_argument("--subset", type=int, default=64,
+                    help="clips for the (slow) stock 30 s path and the two diagnostic rows")
     ap.add_argument("--finetune-clips", type=int, default=96, help="clips for the fine-tuning epoch")
     ap.add_argument("--check-clips", type=int, default=64, help="clips for the masked-pooling check")
     ap.add_argument("--batch-size", type=int, default=16, help="extraction batch size (all ways)")
@@ -457,7 +512,7 @@ def main(argv: list[str] | None = None) -> str:
     args = ap.parse_args(argv)
     if args.quick:
         args.clips = args.clips or 48
-        args.clips_30s, args.finetune_clips, args.check_clips = 4, 7, 6
+        args.subset, args.finetune_clips, args.check_clips = 4, 7, 6
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     for path in (EMODB / "wav", WHISPER_BASE / "config.json", RECIPE):
         if not path.exists():
@@ -479,10 +534,10 @@ def main(argv: list[str] | None = None) -> str:
 
     rows: list[Row] = []
     reference: dict[str, float] = {}
-    ext_rows, feats = bench_extraction(backbone, examples, batch_size=args.batch_size, subset_30s=args.clips_30s)
-    rows += ext_rows
-    reference["extraction:30s"], reference["extraction:10s"] = ext_rows[0].rate, ext_rows[1].rate
-    emovox_row = ext_rows[2]
+    ext_rows, feats = bench_extraction(backbone, examples, batch_size=args.batch_size, subset=args.subset)
+    rows += list(ext_rows.values())
+    reference["extraction:30s"], reference["extraction:10s"] = ext_rows["30s"].rate, ext_rows["10s"].rate
+    emovox_row = ext_rows["emovox"]
     print(f"# extraction done: emovox {emovox_row.rate:.1f}x real time", flush=True)
     check = pooling_check(backbone, examples[: args.check_clips], batch_size=args.batch_size)
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
@@ -493,8 +548,8 @@ def main(argv: list[str] | None = None) -> str:
         ft_examples = spread_over_classes(examples, args.finetune_clips)
         ft_batch = 12 if not args.quick else 3
         ft_rows = bench_finetune_epoch(backbone, ft_examples, len(corpus.labels), batch_size=ft_batch)
-        rows += ft_rows
-        reference["fine-tune epoch:10s"] = ft_rows[0].rate
+        rows += list(ft_rows.values())
+        reference["fine-tune epoch:10s"] = ft_rows["10s"].rate
 
     loso: dict = {}
     if "loso" not in skip:
@@ -508,10 +563,12 @@ def main(argv: list[str] | None = None) -> str:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         audio = audio_seconds([e.item for e in examples])
-        rows.append(Row("LOSO frozen", "emovox, cold cache (end to end)", len(examples), audio, m_cold,
-                        f"pooled UA {cold['pooled']['ua']:.4f}; features {cold['feature_seconds']:.1f} s"))
-        rows.append(Row("LOSO frozen", "emovox, warm cache (rerun)", len(examples), audio, m_warm,
-                        f"pooled UA {warm['pooled']['ua']:.4f}; features {warm['feature_seconds']:.1f} s"))
+        start = startup_seconds()
+        for name, res, m in (("cold cache (end to end)", cold, m_cold), ("warm cache (rerun)", warm, m_warm)):
+            rows.append(Row("LOSO frozen", f"emovox, {name}", len(examples), audio, m,
+                            f"pooled UA {res['pooled']['ua']:.4f}; backbone + audio + features {res['feature_seconds']:.1f} s, "
+                            f"{len(res['fold_seconds'])} folds {sum(res['fold_seconds']):.1f} s; a fresh process adds "
+                            f"{start:.1f} s of imports"))
         rows.append(Row("LOSO frozen", "heads on 10 s-padded features", len(examples), audio, m_pad,
                         f"pooled UA {ua_padded:.4f} (features from stage 1, not timed here)"))
         loso = {"seconds": m_cold.seconds, "warm": m_warm.seconds, "ua_fast": cold["pooled"]["ua"], "ua_padded": ua_padded}

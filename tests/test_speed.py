@@ -15,7 +15,15 @@ import torch
 from torch import nn
 
 from emovox import accel
-from emovox.accel import AccelError, bf16_support, optimize_for_inference, precision_of
+from emovox.accel import (
+    AccelError,
+    OneDNNLinear,
+    bf16_support,
+    onednn_linear_available,
+    onednn_linears,
+    optimize_for_inference,
+    precision_of,
+)
 from emovox.backbones import load_backbone
 from emovox.config import TrainConfig
 from emovox.data.examples import Example
@@ -112,6 +120,47 @@ def test_an_optimised_backbone_keeps_its_interface_and_its_own_cache_key():
     assert backbone_key(backbone, tiny=True, seed=0) == backbone_key(load_backbone("whisper-base", tiny=True), tiny=True, seed=0)
 
 
+def test_onednn_linears_compute_the_same_linear_and_gradients_and_leave_the_model_as_it_was():
+    if not onednn_linear_available():
+        pytest.skip("torch has no oneDNN float32 linear here")
+    head, feats = tiny_head()
+    head.train()
+    torch.manual_seed(1)
+    ref = head({"features": feats})
+    (ref ** 2).sum().backward()
+    ref_grads = {k: p.grad.clone() for k, p in head.named_parameters()}
+    head.zero_grad(set_to_none=True)
+    state = {k: v.clone() for k, v in head.state_dict().items()}
+    with onednn_linears(head):
+        assert type(head.linear) is OneDNNLinear
+        torch.manual_seed(1)  # the same dropout mask
+        got = head({"features": feats})
+        (got ** 2).sum().backward()
+    assert type(head.linear) is nn.Linear
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    for k, p in head.named_parameters():
+        torch.testing.assert_close(p.grad, ref_grads[k], rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(state[k], v) for k, v in head.state_dict().items())
+
+
+def test_the_onednn_probe_gives_the_same_answer_when_first_asked_under_inference_mode():
+    # the answer is cached per process: a probe that failed under inference_mode (it runs a
+    # backward) would silently switch oneDNN off for the rest of the run
+    onednn_linear_available.cache_clear()
+    with torch.inference_mode():
+        first = onednn_linear_available()
+    onednn_linear_available.cache_clear()
+    assert first == onednn_linear_available()
+
+
+def test_emovox_onednn_switch_turns_it_off(monkeypatch):
+    head, _ = tiny_head()
+    monkeypatch.setenv("EMOVOX_ONEDNN", "0")
+    with onednn_linears(head):
+        assert type(head.linear) is nn.Linear
+    assert type(optimize_for_inference(head, "fp32").linear) is nn.Linear
+
+
 # --- accel on real Whisper-base features ------------------------------------------------------------
 
 
@@ -199,8 +248,8 @@ def test_benchmark_extraction_runs_and_its_10s_baseline_is_the_papers_encoder(sp
     backbone, clips = whisper_and_clips
     examples = [Example(str(i), 0, c, len(c) / 16000) for i, c in enumerate(clips[2:5])]
     rows, feats = speed_module.bench_extraction(backbone, examples, ways=("10s", "emovox"), batch_size=2)
-    assert [r.clips for r in rows] == [3, 3]
-    assert all(r.m.seconds > 0 and r.rate > 0 and r.m.peak_mb > 0 for r in rows)
+    assert [(way, r.clips) for way, r in rows.items()] == [("10s", 3), ("emovox", 3)]
+    assert all(r.m.seconds > 0 and r.rate > 0 and r.m.peak_mb > 0 for r in rows.values())
     assert feats["10s"].shape == feats["emovox"].shape == (3, 7, 512)
     # emovox's batched features are each clip's own
     with torch.inference_mode():

@@ -14,7 +14,7 @@ bf16) runs the same float32 product with AVX-512. Measured on this machine's AMD
 for Whisper-base's [1600 x 512] x [512 x 2048] product on one core: MKL 65-90 GFLOP/s, oneDNN
 ~195 GFLOP/s; the pooled features of a whole batch differ by ~3e-5 (summation order only).
 ``onednn_linears`` switches a model's linears to it for a block of inference code (the feature
-cache's extraction uses it); any call that needs gradients takes the ordinary path.
+cache's extraction and the trainer use it; its backward runs on oneDNN too).
 
 The optimised model keeps its class and methods (a backbone still has ``preprocess``, ``spec``,
 ``num_layers``; a classifier still returns logits): bf16 casts the weights and adds hooks that
@@ -120,40 +120,97 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
+class _OneDNNLinearFunction(torch.autograd.Function):
+    """Linear with its forward and both backward products on oneDNN (float32 throughout).
+
+    ``grad_x = grad @ W`` is a linear with weight ``W^T``; ``grad_W = grad^T @ x`` is a linear of
+    ``grad^T`` with "weight" ``x^T``; ``grad_b`` sums ``grad`` over every leading dimension.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):  # x: [N, in]
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        out = _onednn_linear(x, weight, bias)
+        # a view cannot leave a custom Function if anyone will modify it in place (wav2vec2's
+        # SpecAugment writes into the projected features); reshaping happens outside instead
+        return out.clone() if out._is_view() else out
+
+    @staticmethod
+    def backward(ctx, grad):  # grad: [N, out]
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn_linear(grad, weight.t().contiguous(), None)
+        if ctx.needs_input_grad[1]:
+            grad_w = _onednn_linear(grad.t().contiguous(), x.t().contiguous(), None)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def _onednn_linear_autograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    flat = _OneDNNLinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias)
+    return flat.view(*x.shape[:-1], weight.shape[0])
+
+
 @functools.lru_cache(maxsize=1)
 def onednn_linear_available() -> bool:
-    """True when torch has oneDNN's float32 linear and it matches ``F.linear`` on a probe."""
+    """True when torch has oneDNN's float32 linear and it matches ``F.linear``, values and
+    gradients, on a probe (with and without bias, on a non-contiguous input)."""
+    # the probe runs its own forward and backward, whatever mode the first caller is in (the
+    # answer is cached for the process: a probe failing under inference_mode would stick)
+    with torch.inference_mode(False), torch.enable_grad():
+        return _probe_onednn_linear()
+
+
+def _probe_onednn_linear() -> bool:
     try:
         if not torch.backends.mkldnn.is_available():
             return False
         g = torch.Generator().manual_seed(0)
-        x, w, b = torch.randn(3, 5, 64, generator=g), torch.randn(32, 64, generator=g), torch.randn(32, generator=g)
+        x = torch.randn(3, 64, 5, generator=g).transpose(1, 2)  # [3, 5, 64], not contiguous
+        w, b = torch.randn(32, 64, generator=g), torch.randn(32, generator=g)
+        close = functools.partial(torch.allclose, rtol=1e-4, atol=1e-4)
         with torch.no_grad():
-            ok = torch.allclose(_onednn_linear(x, w, b), nn.functional.linear(x, w, b), rtol=1e-4, atol=1e-4)
-            ok = ok and torch.allclose(_onednn_linear(x, w, None), nn.functional.linear(x, w), rtol=1e-4, atol=1e-4)
-        return bool(ok)
+            if not (close(_onednn_linear(x, w, b), nn.functional.linear(x, w, b))
+                    and close(_onednn_linear(x, w, None), nn.functional.linear(x, w))):
+                return False
+        grads = []
+        for fn in (_onednn_linear_autograd, nn.functional.linear):
+            xs, ws, bs = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
+            (fn(xs, ws, bs) ** 2).sum().backward()
+            grads.append((xs.grad, ws.grad, bs.grad))
+        return all(close(a, c) for a, c in zip(*grads))
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
 
 
-class OneDNNLinear(nn.Linear):
-    """``nn.Linear`` whose gradient-free float32 CPU forward runs on oneDNN (see module docstring).
+def onednn_enabled() -> bool:
+    """oneDNN linears are used unless ``EMOVOX_ONEDNN=0`` (an escape hatch, and how the speed
+    benchmark measures what they contribute)."""
+    return os.environ.get("EMOVOX_ONEDNN", "1") != "0" and onednn_linear_available()
 
-    Same parameters, same ``state_dict``; anything else (autograd, other dtypes or devices)
-    runs ``nn.Linear.forward`` unchanged.
-    """
+
+class OneDNNLinear(nn.Linear):
+    """``nn.Linear`` whose float32 CPU products run on oneDNN (see module docstring), forward and,
+    when gradients are needed, backward. Same parameters, same ``state_dict``; other dtypes and
+    devices run ``nn.Linear.forward`` unchanged."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            not torch.is_grad_enabled()
-            and x.dtype == torch.float32
+        if not (
+            x.dtype == torch.float32
             and self.weight.dtype == torch.float32
             and x.device.type == "cpu"
             and x.dim() >= 2
-            and onednn_linear_available()
+            and onednn_enabled()
         ):
-            return _onednn_linear(x, self.weight, self.bias)
-        return super().forward(x)
+            return super().forward(x)
+        bias = self.bias
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad or (bias is not None and bias.requires_grad)):
+            return _onednn_linear_autograd(x, self.weight, bias)
+        return _onednn_linear(x, self.weight, bias)
 
 
 def _plain_linears(model: nn.Module) -> list[nn.Module]:
@@ -167,7 +224,7 @@ def onednn_linears(model: nn.Module) -> Iterator[nn.Module]:
     Nothing is copied: the modules' class is switched and switched back on exit, so the weights,
     hooks and ``state_dict`` stay exactly as they are. A no-op when oneDNN is unavailable.
     """
-    linears = _plain_linears(model) if onednn_linear_available() else []
+    linears = _plain_linears(model) if onednn_enabled() else []
     for m in linears:
         m.__class__ = OneDNNLinear
     try:
@@ -222,7 +279,7 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Modu
     out = copy.deepcopy(model).eval()
     for p in out.parameters():
         p.requires_grad_(False)
-    if precision == "fp32" and onednn_linear_available():
+    if precision == "fp32" and onednn_enabled():
         for m in _plain_linears(out):
             m.__class__ = OneDNNLinear
     elif precision == "bf16":

@@ -121,6 +121,8 @@ def pool_all_layers(backbone, inputs: dict) -> torch.Tensor:
     from emovox.models.pooling import pool
 
     enc = backbone(inputs, all_layers=True)
+    if backbone.spec.pooling == "mean" and bool(enc.mask.all()):
+        return enc.hidden.mean(dim=-2).transpose(0, 1)  # no padding in this batch: the plain mean is the masked one
     return pool(enc.hidden, enc.mask, backbone.spec.pooling, eos_mask=enc.eos_mask).transpose(0, 1)
 
 

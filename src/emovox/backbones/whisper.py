@@ -73,11 +73,18 @@ class WhisperBackbone(AudioBackbone):
         encoder: WhisperEncoder = self.model.encoder
         features = inputs["input_features"]  # [B, mel, F]
         frames = inputs["attention_mask"].bool()  # [B, F]
-        zero = torch.zeros((), dtype=features.dtype, device=features.device)
-        x = torch.where(frames.unsqueeze(1), features, zero)
-        x = torch.where(frames.unsqueeze(1), nn.functional.gelu(encoder.conv1(x)), zero)
         half = frames[:, ::2]  # conv2 (stride 2, pad 1): output t is real iff input 2t is
-        x = torch.where(half.unsqueeze(1), nn.functional.gelu(encoder.conv2(x)), zero)
+        # A batch without padding (equal-length clips, one clip) needs no masking at all: skip
+        # the zeroing and the attention mask, which then runs the encoder exactly as stock.
+        padded = not bool(frames.all())
+        zero = torch.zeros((), dtype=features.dtype, device=features.device)
+
+        def real(t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask.unsqueeze(1), t, zero) if padded else t
+
+        x = real(features, frames)
+        x = real(nn.functional.gelu(encoder.conv1(x)), frames)
+        x = real(nn.functional.gelu(encoder.conv2(x)), half)
         x = x.permute(0, 2, 1)
         length = x.shape[1]
         if length > encoder.embed_positions.num_embeddings:
@@ -88,10 +95,12 @@ class WhisperBackbone(AudioBackbone):
         x = x + encoder.embed_positions.weight[:length]
         x = nn.functional.dropout(x, p=encoder.dropout, training=self.training)
 
-        blocked = torch.finfo(x.dtype).min
-        bias = torch.where(half, torch.zeros((), dtype=x.dtype, device=x.device),
-                           torch.full((), blocked, dtype=x.dtype, device=x.device))
-        attention = bias[:, None, None, :].expand(-1, 1, length, length)  # hide padded keys
+        attention = None
+        if padded:
+            blocked = torch.finfo(x.dtype).min
+            bias = torch.where(half, torch.zeros((), dtype=x.dtype, device=x.device),
+                               torch.full((), blocked, dtype=x.dtype, device=x.device))
+            attention = bias[:, None, None, :].expand(-1, 1, length, length)  # hide padded keys
 
         states = []
         for layer in encoder.layers:
