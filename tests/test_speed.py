@@ -1,6 +1,7 @@
-"""Speed paths stay correct: bf16/int8 inference stays close to fp32, the optimised model keeps its
-interface, the feature cache never mixes precisions, small heads train single-threaded, and the
-speed benchmark's papers'-way baselines compute what they claim (no timing asserts here)."""
+"""Speed paths stay correct: oneDNN linears compute the same values and gradients, bf16/int8 stay
+close to fp32, the optimised model keeps its interface, the feature cache never mixes precisions,
+small heads train single-threaded, and the speed benchmark's papers'-way baselines compute what
+they claim (no timing asserts here)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from recognizer_fixtures import audio_recognizer_dir  # noqa: F401  (fixture)
 from torch import nn
 
 from emovox import accel
@@ -21,6 +23,7 @@ from emovox.accel import (
     bf16_support,
     onednn_linear_available,
     onednn_linears,
+    onnx_recognizer,
     optimize_for_inference,
     precision_of,
 )
@@ -159,6 +162,19 @@ def test_emovox_onednn_switch_turns_it_off(monkeypatch):
     with onednn_linears(head):
         assert type(head.linear) is nn.Linear
     assert type(optimize_for_inference(head, "fp32").linear) is nn.Linear
+
+
+def test_onnx_runtime_path_goes_through_the_export_module(audio_recognizer_dir, tmp_path):  # noqa: F811
+    from emovox.recognizer import Recognizer
+
+    rec = Recognizer.load(audio_recognizer_dir)
+    with pytest.raises(AccelError, match="'fp32' or 'int8'"):
+        onnx_recognizer(rec, tmp_path / "m.onnx", precision="bf16")
+    runner, report = onnx_recognizer(rec, tmp_path / "m.onnx", precision="fp32", threads=1)
+    assert report.fp32.max_abs_diff < 1e-4 and runner.labels == rec.labels
+    rng = np.random.default_rng(0)
+    clips = [(0.2 * rng.standard_normal(n)).astype(np.float32) for n in (7000, 12000)]
+    np.testing.assert_allclose(runner.predict_proba(clips), rec.predict_proba(clips), atol=1e-4)
 
 
 # --- accel on real Whisper-base features ------------------------------------------------------------

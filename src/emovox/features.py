@@ -139,9 +139,10 @@ def extract_pooled(
     """Per-layer pooled embeddings ``[N, L, H]`` for ``examples``, computing only what is missing."""
     from tqdm.auto import tqdm
 
-    keys = [item_key(e.item) for e in examples]
+    cached = cache is not None and model_key is not None
+    keys = [item_key(e.item) for e in examples] if cached else []  # content hashes only where a cache needs them
     found: dict[int, torch.Tensor] = {}
-    if cache is not None and model_key is not None:
+    if cached:
         for i, k in enumerate(keys):
             t = cache.get(model_key, k)
             if t is not None:
@@ -157,7 +158,7 @@ def extract_pooled(
                 pooled = pool_all_layers(backbone, backbone.preprocess([examples[i].item for i in idx])).float()
                 for row, i in enumerate(idx):
                     found[i] = pooled[row].clone()
-                    if cache is not None and model_key is not None:
+                    if cached:
                         cache.put(model_key, keys[i], found[i])
                 bar.update(len(idx))
         bar.close()
