@@ -10,29 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from corpus_fixtures import write_tone
+from recognizer_fixtures import make_tone_manifest
 from emovox.cli import app
 from emovox.config import config_from_dict
 from emovox.errors import EmovoxError
-
-TONES = {"low": 180.0, "high": 520.0}
-
-
-def make_speaker_manifest(root: Path, speakers: int = 4, per_class: int = 3) -> Path:
-    rows = []
-    for s in range(speakers):
-        for label, freq in TONES.items():
-            for k in range(per_class):
-                rel = f"wav/spk{s}_{label}_{k}.wav"
-                write_tone(root / rel, 0.3 + 0.05 * k, freq=freq * (1 + 0.03 * s), amplitude=0.2 + 0.05 * k)
-                rows.append({"path": rel, "label": label, "speaker": f"spk{s}", "text": f"{label} words number {k}"})
-    path = root / "manifest.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "label", "speaker", "text"])
-        w.writeheader()
-        w.writerows(rows)
-    return path
-
 
 def tiny_config(manifest: Path, tmp: Path, **model) -> dict:
     return {
@@ -48,7 +29,7 @@ def tiny_config(manifest: Path, tmp: Path, **model) -> dict:
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    return make_speaker_manifest(tmp_path_factory.mktemp("corpus"))
+    return make_tone_manifest(tmp_path_factory.mktemp("corpus"))
 
 
 def test_cv_frozen_writes_every_artifact_and_does_not_retrain_finished_folds(manifest, tmp_path):
