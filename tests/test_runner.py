@@ -15,6 +15,7 @@ from emovox.cli import app
 from emovox.config import config_from_dict
 from emovox.errors import EmovoxError
 
+
 def tiny_config(manifest: Path, tmp: Path, **model) -> dict:
     return {
         "name": "tiny",
