@@ -47,7 +47,7 @@ def four_second_clip() -> np.ndarray:
 def ensure_model(model_dir: Path, recipe: Path):
     from emovox.config import load_config
     from emovox.recognizer import Recognizer
-    from emovox.training.runner import train_recognizer
+    from emovox.training.final import train_recognizer
 
     if not (model_dir / "emovox.json").is_file():
         print(f"training {model_dir} from {recipe} (frozen Whisper-base features on EmoDB) ...", flush=True)
@@ -127,9 +127,8 @@ def torch_int8(rec):
     with warnings.catch_warnings():  # torch.ao's dynamic quantisation is deprecated in favour of torchao (not installed)
         warnings.simplefilter("ignore")
         model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(rec.model), {torch.nn.Linear}, dtype=torch.qint8)
-        model(rec.backbone.preprocess([np.zeros(16000, np.float32)]))  # first call: the remaining deprecation notices
-    backbone = model.backbone if hasattr(model, "backbone") else rec.backbone
-    return Recognizer(model, backbone, rec.labels, dict(rec.info))
+        model.forward_backbone_inputs(rec.backbone.preprocess([np.zeros(16000, np.float32)]))  # the remaining notices
+    return Recognizer(model, rec.labels, dict(rec.info))
 
 
 def http_throughput(rec, clip: np.ndarray, clients: int, per_client: int, max_batch: int) -> dict:

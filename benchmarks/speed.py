@@ -12,7 +12,7 @@ Whisper-base (``../shared/models/whisper-base``):
      this path does not depend on which clips it sees, every clip costs 30 s);
    - ``10 s``: the IEMOCAP paper's path, clips padded to 10 s (1000 mel frames) and the encoder's
      position table truncated to 500, mean over all 500 frames, padding included;
-   - ``emovox``: ``emovox.features.extract_pooled`` (length-grouped real-length batches through
+   - ``emovox``: ``emovox.models.branch.extract_pooled`` (length-grouped real-length batches through
      the backbone, masked pooling, float32 linears on oneDNN), cache off: pure computation;
    - two diagnostic rows that split the gain: the 10 s path with oneDNN linears, and emovox with
      torch's default (MKL) linears;
@@ -168,7 +168,7 @@ def load_emodb(limit: int | None = None):
                 seen.add((u.speaker, u.label))
                 keep.append(u.id)
         corpus = corpus.subset(keep[:limit])
-    examples, skipped = build_examples(corpus, [u.id for u in corpus], "audio", max_seconds=10.0)
+    examples, skipped = build_examples(corpus, [u.id for u in corpus], ["audio"], max_seconds=10.0)
     if skipped:
         raise RuntimeError(f"EmoDB clips could not be read: {skipped[:3]}")
     return corpus, examples
@@ -237,7 +237,7 @@ def extract_padded(encoder: nn.Module, feature_extractor, clips: Sequence[np.nda
 
 class PaddedWhisperClassifier(nn.Module):
     """The IEMOCAP paper's fine-tuning model: 10 s inputs, truncated positions, weighted layer sum,
-    mean over all 500 frames, dropout, linear (emovox's ``UtteranceClassifier`` without masks)."""
+    mean over all 500 frames, dropout, linear (emovox's fine-tuned classifier without masks)."""
 
     def __init__(self, encoder: nn.Module, hidden: int, layers: int, num_classes: int, dropout: float = 0.1):
         super().__init__()
@@ -290,9 +290,9 @@ def bench_extraction(backbone, examples, *, ways: Sequence[str] = EXTRACTION_WAY
     ``subset`` clips; every clip costs them the same, so the rate does not depend on which.
     """
     from emovox.accel import onednn_linears
-    from emovox.features import extract_pooled
+    from emovox.models.branch import extract_pooled
 
-    clips = [e.item for e in examples]
+    clips = [e.audio for e in examples]
     sub = clips[: subset or len(clips)]
     rows: dict[str, Row] = {}
     feats: dict[str, torch.Tensor] = {}
@@ -350,16 +350,16 @@ def pooling_check(backbone, examples, *, batch_size: int = 16, seed: int = 0) ->
     """Masked batched pooling vs each clip alone, on clips cut to random lengths (0.5 s to full),
     so the length-grouped batches are ragged: max abs difference and its scale."""
     from emovox.data.examples import Example
-    from emovox.features import extract_pooled, pool_all_layers
+    from emovox.models.branch import extract_pooled, pool_all_layers
 
     rng = np.random.default_rng(seed)
     cut = []
     for e in examples:
-        n = int(rng.integers(SAMPLE_RATE // 2, len(e.item) + 1))
-        cut.append(Example(e.id, e.target, e.item[:n], n / SAMPLE_RATE))
+        n = int(rng.integers(SAMPLE_RATE // 2, len(e.audio) + 1))
+        cut.append(Example(e.id, e.target, audio=e.audio[:n], length=n / SAMPLE_RATE))
     batched = extract_pooled(backbone, cut, cache=None, batch_size=batch_size, progress=False)
     with torch.inference_mode():
-        alone = torch.cat([pool_all_layers(backbone, backbone.preprocess([e.item])).float() for e in cut])
+        alone = torch.cat([pool_all_layers(backbone, backbone.preprocess([e.audio]), "mean").float() for e in cut])
     diff = (batched - alone).abs()
     return {
         "clips": len(cut),
@@ -375,9 +375,9 @@ def bench_precisions(backbone, examples, reference: torch.Tensor, *, batch_size:
     """emovox's extraction through ``emovox.accel.optimize_for_inference`` at other precisions:
     timing rows and the features ``{precision: [N, L, H]}``."""
     from emovox.accel import AccelError, optimize_for_inference
-    from emovox.features import extract_pooled
+    from emovox.models.branch import extract_pooled
 
-    clips = [e.item for e in examples]
+    clips = [e.audio for e in examples]
     rows = []
     feats: dict[str, torch.Tensor] = {}
     for precision in precisions:
@@ -419,16 +419,16 @@ def bench_finetune_epoch(backbone, examples, num_classes: int, *, batch_size: in
     """
     from emovox.accel import onednn_linears
     from emovox.config import TrainConfig
-    from emovox.models.classifier import UtteranceClassifier
+    from emovox.models.classifier import ClassifierConfig, ClassifierModel
     from emovox.training.trainer import Trainer
 
-    clips = [e.item for e in examples]
+    clips = [e.audio for e in examples]
     steps = math.ceil(len(examples) / batch_size)
     rows: dict[str, Row] = {}
     fe = backbone.feature_extractor
 
     def padded_collate(batch):
-        return {"input_features": padded_features(fe, [e.item for e in batch], 10.0)}
+        return {"input_features": padded_features(fe, [e.audio for e in batch], 10.0)}
 
     for way in ways:
         torch.manual_seed(seed)
@@ -440,8 +440,9 @@ def bench_finetune_epoch(backbone, examples, num_classes: int, *, batch_size: in
                                             backbone.num_layers, num_classes)
             collate, grouping, name = padded_collate, False, "10 s padding (IEMOCAP paper)"
         else:
-            model = UtteranceClassifier(model_backbone, num_classes, layer_weights=True, dropout=0.1)
-            collate, grouping = (lambda batch, b=model_backbone: b.preprocess([e.item for e in batch])), True
+            config = ClassifierConfig(backbone=backbone.spec.name, mode="finetune", layers="all", dropout=0.1)
+            model = ClassifierModel(config, [str(i) for i in range(num_classes)], model_backbone)
+            collate, grouping = (lambda batch, m=model: m.collate(batch)), True
             name = "emovox" if way == "emovox" else "emovox, MKL linears (diagnostic)"
         cfg = TrainConfig(lr=lr, batch_size=batch_size, max_epochs=1, patience=1, seed=seed, length_grouping=grouping,
                           class_weights="none")  # a small subset need not hold every class
@@ -478,13 +479,19 @@ def loso_on_features(cfg, corpus, examples, features: torch.Tensor, out_dir: Pat
     from emovox.data.examples import Example
     from emovox.metrics import compute_metrics
     from emovox.splits import make_folds
-    from emovox.training.runner import ExperimentData, train_fold
+    from emovox.models.branch import BackboneStore
+    from emovox.training.data import ExperimentData
+    from emovox.training.folds import train_fold
 
     class GivenFeatures(ExperimentData):
-        def __init__(self):  # what ExperimentData holds, from precomputed features
-            self.cfg, self.corpus, self.backbone, self.modality, self.skipped = cfg, corpus, None, "audio", []
-            self.features = features
-            self.examples = {e.id: Example(e.id, e.target, features[i], e.length) for i, e in enumerate(examples)}
+        def __init__(self):  # what ExperimentData holds, with the given features as the frozen branch's cache
+            self.cfg, self.corpus, self.skipped, self.backbones = cfg, corpus, [], BackboneStore()
+            self.prototype = self.build_model()
+            name = self.prototype.branch.name
+            self.examples = {
+                e.id: Example(e.id, e.target, audio=e.audio, length=e.length, cached={name: {"pooled": features[i]}})
+                for i, e in enumerate(examples)
+            }
 
     with measure() as m:
         data = GivenFeatures()
@@ -506,7 +513,7 @@ def startup_seconds() -> float:
 
     t0 = time.perf_counter()
     modules = "emovox.cli, emovox.training.runner, emovox.backbones.whisper, emovox.backbones.audio, emovox.reporting"
-    subprocess.run([sys.executable, "-c", f"import {modules}, emovox.features"], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", f"import {modules}, emovox.cache, emovox.models.classifier"], check=True, cwd=ROOT)
     return time.perf_counter() - t0
 
 
@@ -558,7 +565,7 @@ def main(argv: list[str] | None = None) -> str:
     with measure() as m_load:
         corpus, examples = load_emodb(args.clips)
         backbone = load_backbone(str(WHISPER_BASE))
-    print(f"# loaded {len(examples)} EmoDB clips ({audio_seconds([e.item for e in examples]):.0f} s of audio) and "
+    print(f"# loaded {len(examples)} EmoDB clips ({audio_seconds([e.audio for e in examples]):.0f} s of audio) and "
           f"Whisper-base in {m_load.seconds:.1f} s", flush=True)
 
     rows: list[Row] = []
@@ -595,7 +602,7 @@ def main(argv: list[str] | None = None) -> str:
             ua_other = {p: loso_on_features(cfg, corpus, examples, f, work / p) for p, f in precision_feats.items()}
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        audio = audio_seconds([e.item for e in examples])
+        audio = audio_seconds([e.audio for e in examples])
         start = startup_seconds()
         for name, res, m in (("cold cache (end to end)", cold, m_cold), ("warm cache (rerun)", warm, m_warm)):
             rows.append(Row("LOSO frozen", f"emovox, {name}", len(examples), audio, m,

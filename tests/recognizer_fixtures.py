@@ -53,7 +53,7 @@ def make_tone_manifest(root: Path, speakers: int = 4, per_class: int = 3) -> Pat
 def train_tiny(root: Path, backbone: str, **model) -> Path:
     """Train a tiny recognizer on the tone manifest under ``root``; returns its directory."""
     from emovox.config import config_from_dict
-    from emovox.training.runner import train_recognizer
+    from emovox.training.final import train_recognizer
 
     manifest = make_tone_manifest(root / "corpus")
     train = model.pop("train", {})

@@ -43,7 +43,7 @@ def test_models_that_cannot_transcribe_are_refused(audio_recognizer_dir, tmp_pat
     with pytest.raises(AsrError, match="not found"):
         Transcriber(AsrConfig(str(tmp_path / "missing")))
     with pytest.raises(AsrError, match="not Whisper"):
-        Transcriber(AsrConfig(str(audio_recognizer_dir / "backbone")))  # a wav2vec2 directory
+        Transcriber(AsrConfig(str(audio_recognizer_dir / "branches" / "audio")))  # a wav2vec2 directory
     with pytest.raises(AsrError, match="no config.json"):
         Transcriber(AsrConfig(str(tmp_path)))
     # HF_HUB_OFFLINE is set by conftest: a hub id that is not cached fails with advice, not a traceback

@@ -18,7 +18,12 @@ from emovox.backbones.audio import SSL_MODEL_CLASSES
 from emovox.backbones.registry import EMOVOX_FILE
 from emovox.backbones.text import MODEL_CLASSES
 from emovox.errors import AudioError, BackboneError
-from emovox.models.pooling import pool, pool_encoded
+from emovox.models.pooling import pool
+
+
+def pool_encoded(enc, kind=None, *, spec=None):
+    """Pool an ``Encoded`` the given way (default: the backbone family's pooling)."""
+    return pool(enc.hidden, enc.mask, kind or spec.pooling, eos_mask=enc.eos_mask)
 
 PAPER_NAMES = {
     "text": ["albert-base-v2", "bert-base", "deberta-v3-base", "ernie-2.0-base", "roberta-base", "bart-base",

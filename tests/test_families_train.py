@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from emovox.backbones import REGISTRY, load_backbone
-from emovox.models.classifier import UtteranceClassifier
+from emovox.data.examples import Example
+from emovox.models.classifier import ClassifierConfig, ClassifierModel
 
 
 def one_per_family() -> list[str]:
@@ -34,9 +35,9 @@ def batch_for(modality: str, n: int = 4):
 def test_tiny_family_trains_and_loss_falls(name):
     torch.manual_seed(0)
     backbone = load_backbone(name, tiny=True)
-    model = UtteranceClassifier(backbone, 2, dropout=0.0)
+    model = ClassifierModel(ClassifierConfig(backbone=name, tiny=True, dropout=0.0), ["a", "b"], backbone)
     items, targets = batch_for(backbone.modality)
-    inputs = backbone.preprocess(items)
+    inputs = model.collate([Example(str(i), t, **{backbone.modality: x}) for i, (x, t) in enumerate(zip(items, targets))])
     y = torch.tensor(targets)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()

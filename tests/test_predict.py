@@ -51,8 +51,10 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 def test_recognizer_directory_is_complete_and_documented(audio_recognizer_dir):
     d = audio_recognizer_dir
     info = json.loads((d / "emovox.json").read_text())
-    assert info["labels"] == ["high", "low"] and info["modality"] == "audio" and info["schema_version"] == 1
-    assert (d / "head.safetensors").is_file() and list((d / "backbone").glob("*.safetensors"))
+    assert info["labels"] == ["high", "low"] and info["modality"] == "audio" and info["schema_version"] == 2
+    assert info["kind"] == "classifier" and info["fields"] == ["audio"] and info["model"]["mode"] == "frozen"
+    assert (d / "weights.safetensors").is_file() and list((d / "branches" / "audio").glob("*.safetensors"))
+    assert set(info["files"]) == {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and p.name != "emovox.json"}
     assert not list(d.rglob("*.bin")) and not list(d.rglob("*.pt"))  # weights only as safetensors
     card = (d / "README.md").read_text()
     assert "manifest:" in card and "high, low" in card and "validation UA" in card
@@ -83,7 +85,7 @@ def test_audio_recognizer_refuses_transcripts_and_bad_inputs(audio_rec, clips, t
         audio_rec.predict()
     with pytest.raises(AudioError, match="not found"):
         audio_rec.predict(tmp_path / "missing.wav")
-    with pytest.raises(AudioError, match="too short"):
+    with pytest.raises(AudioError, match="shorter than the 0.1 s minimum"):
         audio_rec.predict(np.zeros(100, dtype=np.float32))
     with pytest.raises(AudioError, match="1-D float"):
         audio_rec.predict(np.zeros((2, 16000), dtype=np.float32))

@@ -89,7 +89,7 @@ def test_cli_train_then_evaluate_round_trip(manifest, tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["train", str(cfg_path), "--out", str(tmp_path / "rec"), "--quiet"])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "rec" / "emovox.json").is_file() and (tmp_path / "rec" / "head.safetensors").is_file()
+    assert (tmp_path / "rec" / "emovox.json").is_file() and (tmp_path / "rec" / "weights.safetensors").is_file()
     assert not list((tmp_path / "rec").rglob("*.bin")) and not list((tmp_path / "rec").rglob("*.pt"))
     r = runner.invoke(app, ["evaluate", str(tmp_path / "rec"), f"manifest:{manifest}", "--json", str(tmp_path / "m.json")])
     assert r.exit_code == 0, r.output

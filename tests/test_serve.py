@@ -200,7 +200,7 @@ def test_a_bad_request_does_not_fail_its_batch_mates(audio_recognizer_dir):
 
     good, bad = asyncio.run(scenario())
     assert good.label == "high"
-    assert "too short" in str(bad)
+    assert "shorter than the 0.1 s minimum" in str(bad)
 
 
 def test_text_recognizer_over_http(text_recognizer_dir):

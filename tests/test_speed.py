@@ -30,8 +30,8 @@ from emovox.accel import (
 from emovox.backbones import load_backbone
 from emovox.config import TrainConfig
 from emovox.data.examples import Example
-from emovox.features import backbone_key, extract_pooled, pool_all_layers
-from emovox.models.classifier import FeatureClassifier
+from emovox.models.branch import extract_pooled, pool_all_layers as _pool_all_layers, pooled_cache_key
+from emovox.models.heads import LayerReducer
 from emovox.training.trainer import SMALL_MODEL_PARAMETERS, Trainer, compute_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +43,32 @@ def needs_bf16():
         pytest.skip(f"no bf16 on this CPU: {why}")
 
 
-def tiny_head(seed: int = 0) -> tuple[FeatureClassifier, torch.Tensor]:
+class FeatureHead(nn.Module):
+    """A probe over cached per-layer features: standardise, weighted layer sum, dropout, linear."""
+
+    def __init__(self, num_layers: int, width: int, classes: int, *, dropout: float, standardize: bool):
+        super().__init__()
+        self.reducer = LayerReducer(num_layers, width, combine="weighted", standardize=standardize)
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(width, classes)
+
+    def forward(self, inputs):
+        return self.linear(self.dropout(self.reducer(inputs["features"])))
+
+
+def pool_all_layers(backbone, inputs):
+    return _pool_all_layers(backbone, inputs, backbone.spec.pooling)
+
+
+def backbone_key(backbone, *, tiny, seed):
+    return pooled_cache_key(backbone, tiny=tiny, seed=seed)
+
+
+def tiny_head(seed: int = 0) -> tuple[FeatureHead, torch.Tensor]:
     torch.manual_seed(seed)
-    head = FeatureClassifier(3, 64, 5, layer_weights=True, dropout=0.1, standardize=True)
+    head = FeatureHead(3, 64, 5, dropout=0.1, standardize=True)
     feats = torch.randn(200, 3, 64) * torch.linspace(0.1, 10, 64)
-    head.fit_standardization(feats)
+    head.reducer.fit_statistics(feats)
     with torch.no_grad():
         head.linear.weight.normal_(0, 0.5)
     return head.eval(), feats
@@ -109,7 +130,7 @@ def test_an_optimised_backbone_keeps_its_interface_and_its_own_cache_key():
     backbone = load_backbone("whisper-base", tiny=True)
     rng = np.random.default_rng(0)
     items = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (8000, 5200, 12000)]
-    examples = [Example(str(i), 0, x, len(x) / 16000) for i, x in enumerate(items)]
+    examples = [Example(str(i), 0, audio=x, length=len(x) / 16000) for i, x in enumerate(items)]
     ref = extract_pooled(backbone, examples, cache=None, progress=False)
     keys = [backbone_key(backbone, tiny=True, seed=0)]
     for precision in ("int8",) + (("bf16",) if bf16_support()[0] else ()):
@@ -197,7 +218,7 @@ def test_bf16_and_int8_whisper_base_features_stay_close_to_fp32(whisper_and_clip
     # A linear probe of the kind trained on these features (layer-weighted sum, linear), with fixed
     # seeded weights: its decisions should not depend on the inference path.
     torch.manual_seed(0)
-    probe = FeatureClassifier(backbone.num_layers, backbone.hidden_size, 7, layer_weights=True, dropout=0.0, standardize=False)
+    probe = FeatureHead(backbone.num_layers, backbone.hidden_size, 7, dropout=0.0, standardize=False)
     with torch.no_grad():
         probe.linear.weight.normal_(0, 0.05)
         probe.linear.bias.zero_()
@@ -234,9 +255,9 @@ def test_small_models_train_on_one_thread_and_the_setting_is_restored():
 
     def collate(batch):
         seen.append(torch.get_num_threads())
-        return {"features": torch.stack([e.item for e in batch])}
+        return {"features": torch.stack([e.cached["features"] for e in batch])}
 
-    examples = [Example(str(i), i % 5, feats[i], 1.0) for i in range(40)]
+    examples = [Example(str(i), i % 5, length=1.0, cached={"features": feats[i]}) for i in range(40)]
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -262,14 +283,14 @@ def speed_module():
 @pytest.mark.slow
 def test_benchmark_extraction_runs_and_its_10s_baseline_is_the_papers_encoder(speed_module, whisper_and_clips):
     backbone, clips = whisper_and_clips
-    examples = [Example(str(i), 0, c, len(c) / 16000) for i, c in enumerate(clips[2:5])]
+    examples = [Example(str(i), 0, audio=c, length=len(c) / 16000) for i, c in enumerate(clips[2:5])]
     rows, feats = speed_module.bench_extraction(backbone, examples, ways=("10s", "emovox"), batch_size=2)
     assert [(way, r.clips) for way, r in rows.items()] == [("10s", 3), ("emovox", 3)]
     assert all(r.m.seconds > 0 and r.rate > 0 and r.m.peak_mb > 0 for r in rows.values())
     assert feats["10s"].shape == feats["emovox"].shape == (3, 7, 512)
     # emovox's batched features are each clip's own
     with torch.inference_mode():
-        alone = torch.cat([pool_all_layers(backbone, backbone.preprocess([e.item])) for e in examples])
+        alone = torch.cat([pool_all_layers(backbone, backbone.preprocess([e.audio])) for e in examples])
     torch.testing.assert_close(feats["emovox"], alone, rtol=1e-4, atol=1e-4)
     # the naive 10 s mean includes 8 s of padding frames: clearly not the clip's own features
     assert float((feats["10s"] - feats["emovox"]).norm() / feats["emovox"].norm()) > 0.05

@@ -24,7 +24,7 @@ class Linear(nn.Module):
 
 
 def collate(batch):
-    return {"x": torch.stack([e.item for e in batch])}
+    return {"x": torch.stack([e.cached["x"] for e in batch])}
 
 
 def blobs(n: int, classes: int = 3, dim: int = 8, seed: int = 0, noise: float = 0.3):
@@ -33,7 +33,7 @@ def blobs(n: int, classes: int = 3, dim: int = 8, seed: int = 0, noise: float = 
     out = []
     for i in range(n):
         c = i % classes
-        out.append(Example(f"u{seed}_{i}", c, centers[c] + noise * torch.randn(dim, generator=g), float(i % 7)))
+        out.append(Example(f"u{seed}_{i}", c, length=float(i % 7), cached={"x": centers[c] + noise * torch.randn(dim, generator=g)}))
     return out
 
 

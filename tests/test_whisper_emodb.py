@@ -65,10 +65,10 @@ def test_finetuning_whisper_base_updates_the_encoder(two_speakers, whisper_base_
     from safetensors.torch import load_file
 
     best = load_file(str(tmp_path / "ft" / "fold_1" / "best_model.safetensors"))
-    enc_keys = [k for k in best if k.startswith("backbone.") and "layers.0." in k and k.endswith("weight")]
+    enc_keys = [k for k in best if k.startswith("branch.backbone.") and "layers.0." in k and k.endswith("weight")]
     assert enc_keys, "fine-tuned checkpoint must hold the encoder weights"
     original = load_backbone(str(whisper_base_dir)).state_dict()
-    changed = [k for k in enc_keys if not torch.equal(best[k], original[k[len("backbone."):]])]
+    changed = [k for k in enc_keys if not torch.equal(best[k], original[k[len("branch.backbone."):]])]
     assert changed, "two optimizer steps must change the encoder"
     probs = np.loadtxt(tmp_path / "ft" / "predictions.csv", delimiter=",", skiprows=1, usecols=range(4, 11))
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)

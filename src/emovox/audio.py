@@ -32,6 +32,24 @@ if TYPE_CHECKING:  # imported for annotations only: audio must not depend on the
 #: The sample rate every backbone in emovox consumes.
 SAMPLE_RATE = 16_000
 
+#: The shortest clip emovox classifies anywhere (training, evaluate, predict, serve, timeline):
+#: 0.1 s is a fifth of a syllable, too short to carry emotion and shorter than the receptive
+#: field of the convolutional front ends.
+MIN_SECONDS = 0.1
+
+
+class TooShortError(AudioError):
+    """A clip holds less than ``MIN_SECONDS`` of audio."""
+
+
+def require_min_duration(samples: int, where: str, *, hint: str = "") -> None:
+    """Raise ``TooShortError`` (one message everywhere) when ``samples`` at 16 kHz is under ``MIN_SECONDS``."""
+    if samples < MIN_SECONDS * SAMPLE_RATE:
+        raise TooShortError(
+            f"{where}: {samples / SAMPLE_RATE:.3f} s of audio is shorter than the {MIN_SECONDS:g} s minimum emovox "
+            f"classifies{hint}"
+        )
+
 #: Frames decoded per block. Small enough that a block of 8-channel float audio stays well
 #: under a few MB; large enough that the per-block Python overhead is negligible.
 BLOCK_FRAMES = 1 << 16

@@ -3,7 +3,9 @@
 One config describes one experiment end to end (corpus, protocol, model, training), so a
 recipe file is the whole record of how a number was produced. Every field has the papers'
 default; unknown keys are errors, because a typo that silently falls back to a default is how
-irreproducible results are made.
+irreproducible results are made. The ``model`` section belongs to its model kind
+(``model.kind``, default ``classifier``): each kind in ``emovox.models.registry`` declares its own
+typed section, so this module knows no kind by name.
 """
 
 from __future__ import annotations
@@ -12,36 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from emovox.errors import ConfigError
+from emovox.models.base import KindConfig
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class ModelConfig(_Strict):
-    """Which backbone, how much of it trains, and how its frames become one vector."""
-
-    backbone: str = Field(description="Registry name (e.g. whisper-base), hub id, or local model directory.")
-    tiny: bool = Field(False, description="Build a tiny randomly initialised model of the same class (tests, dry runs).")
-    mode: Literal["frozen", "finetune", "finetune-frozen-cnn", "finetune-top"] = Field(
-        "finetune",
-        description="frozen: linear probe on cached features; finetune: everything trains (paper); "
-        "finetune-frozen-cnn: wav2vec2-family CNN feature encoder stays frozen; "
-        "finetune-top: only the top `top_layers` encoder layers train (Whisper), the frozen bottom runs once.",
-    )
-    top_layers: int = Field(2, gt=0, description="finetune-top: how many of the top encoder layers train.")
-    pooling: Literal["auto", "mean", "attention"] = Field(
-        "auto", description="auto = the family's paper pooling (mean, last token, BART EOS); attention = learned."
-    )
-    layer_weights: bool = Field(False, description="Learned softmax-weighted sum of all hidden layers (s3prl Featurizer).")
-    standardize: bool = Field(True, description="frozen / finetune-top: z-score pooled states with training-part statistics.")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    context: bool = Field(False, description="Text models: prepend the previous utterance of the dialogue.")
-    max_tokens: int = Field(100, gt=0)
-    max_seconds: float = Field(10.0, gt=0)
 
 
 class TrainConfig(_Strict):
@@ -68,8 +48,8 @@ class ExperimentConfig(_Strict):
     corpus: str = Field(description="Corpus spec FORMAT:PATH, e.g. emodb:../shared/data/emodb")
     protocol: str = Field(description="leave-one-session-out | speaker-groups:K | stratified:K | holdout:F")
     validation: Literal["paper", "strict"] = "strict"
-    folds: list[int] | None = Field(None, description="Run only these fold indices (0-based); default all.")
-    model: ModelConfig
+    folds: list[int] | None = Field(None, description="Run only these folds (numbered from 1, as fold_1/...); default all.")
+    model: SerializeAsAny[KindConfig] = Field(description="The model kind's section; `kind` picks it (default classifier).")
     train: TrainConfig = TrainConfig()
     cache_dir: Path | None = Field(None, description="Frozen-feature cache; default ~/.cache/emovox/features.")
     on_bad_audio: Literal["error", "skip"] = Field(
@@ -84,6 +64,16 @@ class ExperimentConfig(_Strict):
         description="A class with no training utterance in some fold: error stops naming the fold and class; "
         "drop leaves that class's test (and validation) utterances out of that fold only and lists them.",
     )
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_kind(cls, v: Any) -> KindConfig:
+        from emovox.models.registry import parse_config
+
+        try:
+            return parse_config(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("corpus", "protocol")
     @classmethod
@@ -157,9 +147,27 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data = _merge(data, parse_overrides(overrides))
+    if isinstance(data.get("model"), dict):
+        data["model"] = _resolve_backbones(data["model"], path.parent)
     cfg = config_from_dict(data, str(path))
-    model = cfg.model.model_copy(update={"backbone": resolve_local_path(cfg.model.backbone, path.parent)})
-    return cfg.model_copy(update={"corpus": resolve_spec_path(cfg.corpus, path.parent), "model": model})
+    return cfg.model_copy(update={"corpus": resolve_spec_path(cfg.corpus, path.parent)})
+
+
+def _resolve_backbones(section: Any, base: Path) -> Any:
+    """Every ``backbone:`` (and ``recognizer:``) path in a model section, made absolute (branches included)."""
+    if isinstance(section, list):
+        return [_resolve_backbones(x, base) for x in section]
+    if not isinstance(section, dict):
+        return section
+    out = {}
+    for k, v in section.items():
+        if k in ("backbone", "recognizer", "members") and isinstance(v, str):
+            out[k] = resolve_local_path(v, base)
+        elif k == "members" and isinstance(v, list):
+            out[k] = [resolve_local_path(x, base) if isinstance(x, str) else _resolve_backbones(x, base) for x in v]
+        else:
+            out[k] = _resolve_backbones(v, base)
+    return out
 
 
 def resolve_local_path(value: str, base: Path) -> str:

@@ -95,19 +95,19 @@ class ProbabilityGraph(nn.Module):
         self.input_name = input_name(recognizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with _swapped_backbone(self.model, self.unpadded):
-            logits = self.model({self.input_name: x})
+        with _swapped_backbone(self.model.branch, self.unpadded):
+            logits = self.model.forward_backbone_inputs({self.input_name: x})
         return torch.softmax(logits.float(), dim=-1)
 
 
 @contextmanager
-def _swapped_backbone(model: nn.Module, replacement: nn.Module):
-    original = model._modules["backbone"]
-    model._modules["backbone"] = replacement
+def _swapped_backbone(branch: nn.Module, replacement: nn.Module):
+    original = branch._modules["backbone"]
+    branch._modules["backbone"] = replacement
     try:
         yield
     finally:
-        model._modules["backbone"] = original
+        branch._modules["backbone"] = original
 
 
 def input_name(recognizer: "Recognizer") -> str:
@@ -115,6 +115,10 @@ def input_name(recognizer: "Recognizer") -> str:
 
 
 def check_exportable(recognizer: "Recognizer") -> None:
+    if not hasattr(recognizer.model, "forward_backbone_inputs") or recognizer.backbone is None:
+        raise ExportError(
+            f"ONNX export is for single-backbone audio classifiers; this recognizer is a {recognizer.info.get('kind')!r} model"
+        )
     if recognizer.modality != "audio":
         raise ExportError(
             f"ONNX export is for audio recognizers; this one reads {recognizer.modality} "
@@ -323,7 +327,8 @@ def _torch_reference(graph: ProbabilityGraph, extractor, prep: Preprocessing, cl
     """The recognizer's own (padded, masked) torch path on each clip: what the export must match."""
     rec_model = graph.model
     with torch.inference_mode():
-        return [torch.softmax(rec_model(graph.unpadded.inner.preprocess([c])).float(), -1)[0].numpy() for c in clips]
+        return [torch.softmax(rec_model.forward_backbone_inputs(graph.unpadded.inner.preprocess([c])).float(), -1)[0].numpy()
+                for c in clips]
 
 
 def _agreement(runner: OnnxRecognizer, extractor, prep: Preprocessing, clips, reference) -> Agreement:

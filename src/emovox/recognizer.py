@@ -1,23 +1,17 @@
 """A trained recognizer as a self-contained directory, and the one obvious way to use it.
 
-Layout (``schema_version`` 1)::
-
-    MODEL_DIR/
-      emovox.json         labels, modality, kind, model config, preprocessing, training record,
-                          and for text recognizers optionally ``asr`` ({model, language}): the
-                          Whisper model that transcribes audio given without a transcript
-      backbone/           the backbone (HF config + weights as safetensors + tokenizer/extractor)
-      head.safetensors    everything that is not the backbone (pooling, layer weights, linear)
-      README.md           model card: corpus, protocol, metrics
+``Recognizer.load(dir)`` rebuilds whatever model kind the directory holds (``emovox.models.
+directory``: layout, integrity checks, 0.1 directories) and ``predict`` takes what that model
+reads: audio (paths or 16 kHz arrays), transcripts, or both, plus optionally the previous
+utterance for models with a context branch. This module knows no model kind by name.
 
 Only safetensors and JSON are read: loading a recognizer from a stranger cannot run code.
-Everything is validated (schema version, label set, tensor names and shapes) and a mismatch
-is a ``RecognizerError`` that names the file, not a traceback from ``load_state_dict``.
+Every file is checked against the sha256 recorded when it was saved, and a mismatch is a
+``RecognizerError`` that names the file, not a traceback from ``load_state_dict``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,13 +19,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from emovox import __version__
+from emovox.audio import MIN_SECONDS, SAMPLE_RATE
 from emovox.errors import RecognizerError
-from emovox.training.checkpoint import atomic_save_tensors, atomic_write_json, atomic_write_text, load_tensors
-
-SCHEMA_VERSION = 1
-KINDS = ("end-to-end", "frozen-features", "top-layers")
-MODALITIES = ("audio", "text")
 
 
 @dataclass(frozen=True)
@@ -59,22 +48,39 @@ class Recognizer:
     returned with the prediction.
     """
 
-    def __init__(self, model: torch.nn.Module, backbone, labels: Sequence[str], info: dict, *, asr=None):
+    def __init__(self, model: torch.nn.Module, labels: Sequence[str], info: dict, *, asr=None):
         self.model = model.eval()
-        self.backbone = backbone
         self.labels = tuple(labels)
         self.info = info
         if asr is not None:
             self.asr = asr
 
     @property
+    def fields(self) -> set[str]:
+        """The example fields the model reads (``audio``, ``text``, ``context_audio``, ``context_text``)."""
+        return set(self.model.fields())
+
+    @property
     def modality(self) -> str:
-        return self.info["modality"]
+        """``audio``, ``text`` or ``audio+text``."""
+        from emovox.models.directory import modality
+
+        return modality(self.fields)
 
     @property
     def needs_text(self) -> bool:
-        """True when the model reads transcripts (audio must then be transcribed first)."""
-        return self.modality == "text"
+        """True when the model reads transcripts (audio must then be transcribed when none is given)."""
+        return "text" in self.fields
+
+    @property
+    def needs_audio(self) -> bool:
+        return "audio" in self.fields
+
+    @property
+    def backbone(self):
+        """The backbone of a single-branch model (export, preprocessing limits), else None."""
+        branch = getattr(self.model, "branch", None)
+        return branch.backbone if branch is not None else None
 
     @property
     def asr(self):
@@ -103,110 +109,65 @@ class Recognizer:
     @property
     def max_seconds(self) -> float:
         """Clips are cropped to this many seconds, as in training (use ``predict_timeline`` for long audio)."""
-        return float(self.info.get("preprocessing", {}).get("max_seconds") or getattr(self.backbone, "max_seconds", 10.0))
+        return float(self.info.get("preprocessing", {}).get("max_seconds") or self.model.max_seconds())
 
     @property
     def min_samples(self) -> int:
-        """The shortest clip (16 kHz samples) the backbone can turn into one frame."""
-        return int(getattr(self.backbone, "min_samples", 1))
+        """The shortest clip (16 kHz samples) emovox classifies: ``MIN_SECONDS`` everywhere."""
+        return int(round(MIN_SECONDS * SAMPLE_RATE))
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | Path, *, card: str | None = None) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.backbone.save(directory / "backbone")
-        head = {k: v for k, v in self.model.state_dict().items() if not k.startswith("backbone.")}
-        atomic_save_tensors(directory / "head.safetensors", head, metadata={"format": "pt"})
-        atomic_write_text(directory / "README.md", card or model_card(self.info, self.labels))
-        # written last: a directory with emovox.json is complete
-        atomic_write_json(directory / "emovox.json", dict(self.info, schema_version=SCHEMA_VERSION, labels=list(self.labels)))
-        return directory
+        from emovox.models import directory as recognizer_dir
+
+        return recognizer_dir.save(Path(directory), self.model, self.labels, self.info, card=card)
 
     @classmethod
     def load(cls, directory: str | Path, *, asr=None) -> "Recognizer":
         """Read a recognizer directory; ``asr`` (an ``AsrConfig`` or Whisper directory / hub id)
         overrides the ASR model recorded in its ``emovox.json``."""
-        from emovox.models.classifier import FeatureClassifier, FrozenFeatureModel, UtteranceClassifier
+        from emovox.models import directory as recognizer_dir
 
-        directory = Path(directory)
-        meta_path = directory / "emovox.json"
-        if not directory.exists():
-            raise RecognizerError(f"{directory}: recognizer directory not found; train one with `emovox train`")
-        if not meta_path.is_file():
-            raise RecognizerError(f"{directory}: not a recognizer directory (no emovox.json); train one with `emovox train`")
-        try:
-            info = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise RecognizerError(f"{meta_path}: not valid JSON ({exc})") from None
-        if not isinstance(info, dict):
-            raise RecognizerError(f"{meta_path}: expected a JSON object")
-        if info.get("schema_version") != SCHEMA_VERSION:
-            raise RecognizerError(
-                f"{meta_path}: schema_version {info.get('schema_version')!r}; this emovox ({__version__}) reads {SCHEMA_VERSION}"
-            )
-        labels = info.get("labels")
-        if not isinstance(labels, list) or not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) for x in labels):
-            raise RecognizerError(f"{meta_path}: 'labels' must be a non-empty list of distinct names")
-        kind = info.get("kind")
-        if kind not in KINDS:
-            raise RecognizerError(f"{meta_path}: unknown kind {kind!r}; expected one of {list(KINDS)}")
-        if info.get("modality") not in MODALITIES:
-            raise RecognizerError(f"{meta_path}: unknown modality {info.get('modality')!r}; expected one of {list(MODALITIES)}")
-        if "asr" in info and info["asr"] is not None:
+        model, labels, info = recognizer_dir.load(Path(directory))
+        if info.get("asr") is not None:
             from emovox.asr import AsrConfig, AsrError
 
             try:
-                AsrConfig.from_dict(info["asr"], where=f"{meta_path} 'asr'")
+                AsrConfig.from_dict(info["asr"], where=f"{Path(directory) / 'emovox.json'} 'asr'")
             except AsrError as exc:
                 raise RecognizerError(str(exc)) from None
-        head_path = directory / "head.safetensors"
-        if not head_path.is_file():
-            raise RecognizerError(f"{head_path}: missing; the recognizer directory is incomplete")
-        backbone = _load_backbone_dir(directory / "backbone")
-        m = info["model"]
-        if kind == "frozen-features":
-            head_info = info["head"]
-            head = FeatureClassifier(
-                head_info["num_layers"], head_info["hidden_size"], len(labels),
-                layer_weights=m["layer_weights"], dropout=m["dropout"], standardize=m["standardize"],
-            )
-            model = FrozenFeatureModel(backbone, head)
-        elif kind == "top-layers":
-            from emovox.models.top_layers import TopLayersClassifier
-
-            model = TopLayersClassifier(
-                backbone, len(labels), top_layers=m["top_layers"], dropout=m["dropout"],
-                layer_weights=m["layer_weights"], standardize=m["standardize"],
-            )
-        else:
-            model = UtteranceClassifier(backbone, len(labels), pooling=m["pooling"], layer_weights=m["layer_weights"], dropout=m["dropout"])
-        try:
-            tensors = load_tensors(head_path)
-        except Exception as exc:  # safetensors raises its own types for damaged files
-            raise RecognizerError(f"{head_path}: not a readable safetensors file ({exc})") from None
-        expected = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
-        if set(tensors) != set(expected):
-            raise RecognizerError(
-                f"{head_path}: tensors {sorted(set(tensors) ^ set(expected))[:6]} do not match a {kind} head for {len(labels)} labels"
-            )
-        for k, v in tensors.items():
-            if tuple(v.shape) != tuple(expected[k].shape):
-                raise RecognizerError(f"{head_path}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
-        model.load_state_dict(tensors, strict=False)
-        return cls(model, backbone, labels, info, asr=asr)
+        return cls(model, labels, info, asr=asr)
 
     # -- prediction ----------------------------------------------------------------------------
     @torch.inference_mode()
-    def predict_proba(self, items: Sequence, batch_size: int = 8) -> np.ndarray:
-        """Class probabilities ``[N, C]`` for model-ready items (16 kHz arrays, texts or pairs)."""
+    def predict_examples(self, examples: Sequence, batch_size: int = 8, *, progress: bool = False) -> np.ndarray:
+        """Class probabilities ``[N, C]`` for ``Example`` records holding the fields the model reads."""
+        from tqdm.auto import tqdm
+
         from emovox.data.batching import length_grouped_batches
 
-        lengths = [len(x) for x in items]
-        out = np.zeros((len(items), len(self.labels)), dtype=np.float32)
-        for b in length_grouped_batches(lengths, batch_size, shuffle=False):
-            logits = self.model(self.backbone.preprocess([items[i] for i in b]))
-            out[b] = torch.softmax(logits.float(), dim=-1).numpy()
+        out = np.zeros((len(examples), len(self.labels)), dtype=np.float32)
+        batches = length_grouped_batches([e.length for e in examples], batch_size, shuffle=False)
+        with tqdm(total=len(examples), desc="predict", unit="utt", disable=not progress, leave=False) as bar:
+            for b in batches:
+                logits = self.model(self.model.collate([examples[i] for i in b]))
+                out[b] = torch.softmax(logits.float(), dim=-1).numpy()
+                bar.update(len(b))
         return out
+
+    def predict_proba(self, items: Sequence, batch_size: int = 8) -> np.ndarray:
+        """Class probabilities ``[N, C]`` for model-ready items of a one-input model: 16 kHz arrays
+        (audio models) or transcripts (text models)."""
+        from emovox.data.examples import Example, example_length
+
+        field = "audio" if self.needs_audio else "text"
+        if len(self.fields - {"context_text", "context_audio"}) != 1:
+            raise RecognizerError(f"predict_proba takes one input per item; this model reads {sorted(self.fields)}: use predict")
+        examples = [
+            Example(str(i), 0, **{field: x}, length=example_length(x if field == "audio" else None, x if field == "text" else None))
+            for i, x in enumerate(items)
+        ]
+        return self.predict_examples(examples, batch_size)
 
     def _to_prediction(self, probs: np.ndarray, source: str | None = None, transcript: str | None = None) -> Prediction:
         return Prediction(
@@ -229,15 +190,19 @@ class Recognizer:
             )
         return get_transcriber(config).transcribe(list(clips))
 
-    def predict(self, inputs=None, text=None, *, batch_size: int = 8):
+    def predict(self, inputs=None, text=None, *, context=None, context_audio=None, batch_size: int = 8):
         """Predict one clip or a list of clips.
 
         ``inputs``: an audio path, a 16 kHz float array, or a list of them (``None`` for a text
         recognizer given transcripts only). ``text``: the transcript (a string for one clip, a
         list with one string or None per clip); only recognizers that read transcripts take it.
-        Missing transcripts are made by the ASR model. One clip -> ``Prediction``; a list ->
-        list of ``Prediction``, in input order.
+        Missing transcripts are made by the ASR model. ``context`` / ``context_audio``: the
+        previous utterance's transcript / audio, for recognizers with a context branch (None, or
+        left out: this is the first utterance of its dialogue). One clip -> ``Prediction``; a
+        list -> list of ``Prediction``, in input order.
         """
+        from emovox.data.examples import Example, example_length
+
         single = inputs is None and isinstance(text, str) or inputs is not None and not isinstance(inputs, (list, tuple))
         if inputs is None:
             if text is None:
@@ -246,16 +211,8 @@ class Recognizer:
             clips: list = [None] * len(texts)
         else:
             clips = [inputs] if single else list(inputs)
-            if text is None:
-                texts = [None] * len(clips)
-            elif isinstance(text, str):
-                if not single:
-                    raise RecognizerError("text= is one string for one clip; for a list of clips pass a list of transcripts")
-                texts = [text]
-            else:
-                texts = list(text)
-                if len(texts) != len(clips):
-                    raise RecognizerError(f"{len(clips)} clips but {len(texts)} transcripts; pass one transcript (or None) per clip")
+            texts = _per_item(text, len(clips), single, "text", "transcript")
+        n = len(clips)
         if not self.needs_text and any(t is not None for t in texts):
             raise RecognizerError(
                 f"this recognizer ({self.info.get('name', 'unnamed')}) listens to audio only and does not read transcripts; drop the text"
@@ -263,15 +220,21 @@ class Recognizer:
         for t in texts:
             if t is not None and not isinstance(t, str):
                 raise RecognizerError(f"transcripts must be strings, got {type(t).__name__}")
+        contexts = _per_item(context, n, single, "context", "previous transcript")
+        context_clips = _per_item(context_audio, n, single, "context_audio", "previous clip")
+        if any(c is not None for c in contexts) and "context_text" not in self.fields:
+            raise RecognizerError("this recognizer reads no previous utterance's transcript; drop context=")
+        if any(c is not None for c in context_clips) and "context_audio" not in self.fields:
+            raise RecognizerError("this recognizer reads no previous utterance's audio; drop context_audio=")
         audio: list[np.ndarray | None] = []
         sources: list[str | None] = []
         for i, x in enumerate(clips):
             if x is None:
-                if not self.needs_text:
+                if self.needs_audio:
                     raise RecognizerError("this recognizer listens to audio: pass a path or a 16 kHz array for every input")
                 audio.append(None)
                 sources.append(None)
-            elif self.needs_text and texts[i] is not None:
+            elif not self.needs_audio and texts[i] is not None:
                 # the transcript is all the model reads: the audio need not be decoded
                 if isinstance(x, (str, Path)) and not Path(x).is_file():
                     from emovox.errors import AudioError
@@ -288,19 +251,27 @@ class Recognizer:
             if todo:
                 for i, t in zip(todo, self.transcribe([audio[i] for i in todo])):
                     texts[i] = t
-            context = bool(self.info.get("preprocessing", {}).get("context"))
-            items: list = [(None, t) if context else t for t in texts]
-        else:
-            items = audio
-        probs = self.predict_proba(items, batch_size=batch_size)
+        context_arrays = [self._clip(c, i)[0] if c is not None else None for i, c in enumerate(context_clips)]
+        examples = [
+            Example(
+                str(i), 0,
+                audio=audio[i] if self.needs_audio else None,
+                text=texts[i] if self.needs_text else None,
+                context_audio=context_arrays[i],
+                context_text=contexts[i],
+                length=example_length(audio[i] if self.needs_audio else None, texts[i]),
+            )
+            for i in range(n)
+        ]
+        probs = self.predict_examples(examples, batch_size=batch_size)
         preds = [
             self._to_prediction(p, s, t if self.needs_text else None) for p, s, t in zip(probs, sources, texts)
         ]
         return preds[0] if single else preds
 
     def _clip(self, x, index: int) -> tuple[np.ndarray, str | None]:
-        """Decode (path) or check (array) one clip: 16 kHz mono float32, long enough for a frame."""
-        from emovox.audio import load_audio
+        """Decode (path) or check (array) one clip: 16 kHz mono float32, at least ``MIN_SECONDS`` long."""
+        from emovox.audio import load_audio, require_min_duration
         from emovox.errors import AudioError
 
         if isinstance(x, np.ndarray):
@@ -316,11 +287,7 @@ class Recognizer:
             raise RecognizerError(f"input {index}: expected an audio path or a 16 kHz numpy array, got {type(x).__name__}")
         if not np.isfinite(clip).all():
             raise AudioError(f"{name}: holds NaN or infinite samples")
-        if len(clip) < self.min_samples:
-            raise AudioError(
-                f"{name}: {len(clip) / 16000 * 1000:.1f} ms of audio is too short; this recognizer needs at least "
-                f"{self.min_samples / 16000 * 1000:.1f} ms"
-            )
+        require_min_duration(len(clip), name)
         return clip, source
 
     def predict_timeline(self, path: str | Path, config=None, *, batch_size: int = 8, progress: bool = False, **options):
@@ -337,87 +304,15 @@ class Recognizer:
         return predict_timeline(self, path, config, batch_size=batch_size, progress=progress)
 
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-
-
-def _load_backbone_dir(path: Path):
-    """The recognizer's backbone, from safetensors only: a pickle in it is refused unread."""
-    from emovox.backbones import load_backbone
-    from emovox.errors import BackboneError
-
-    if not path.is_dir():
-        raise RecognizerError(f"{path}: missing; the recognizer directory is incomplete")
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-    if pickles:
-        raise RecognizerError(
-            f"{path}: holds pickled weights {pickles}; emovox never loads pickles (they can run code). "
-            "Weights must be model.safetensors"
-        )
-    if not any(path.glob("*.safetensors")):
-        raise RecognizerError(f"{path}: no model.safetensors; the recognizer directory is incomplete")
-    try:
-        return load_backbone(str(path))
-    except BackboneError as exc:
-        raise RecognizerError(f"{path}: {exc}") from None
-
-
-def model_card(info: dict, labels: Sequence[str]) -> str:
-    """README.md of a recognizer directory: what it is, how it was trained, how well it did."""
-    t = info.get("training", {})
-    lines = [
-        f"# emovox recognizer: {info.get('name', 'unnamed')}",
-        "",
-        f"- Backbone: `{info['model']['backbone']}` ({info['modality']}, {info['kind']}, mode {info['model']['mode']})",
-        f"- Labels: {', '.join(labels)}",
-        f"- Trained on: `{t.get('corpus', '?')}` ({t.get('train_utterances', '?')} utterances for training, "
-        f"{t.get('valid_utterances', '?')} held out for early stopping: {t.get('validation', '?')})",
-        f"- Corpus fingerprint: `{t.get('corpus_fingerprint', '?')}`",
-        *_asr_lines(info),
-        f"- Best epoch: {t.get('best_epoch', '?')}, validation UA {t.get('best_valid_ua', float('nan')):.4f}",
-        f"- emovox {info.get('emovox_version', '?')}",
-        "",
-    ]
-    cv = info.get("cross_validation")
-    if cv:
-        lines += [
-            "## Cross-validated performance",
-            "",
-            f"Protocol `{cv['protocol']}`, {cv['folds']} folds, from `{cv['results']}`.",
-            "",
-            "| metric | mean ± std over folds | pooled |",
-            "| --- | --- | --- |",
-        ]
-        for k in ("wa", "ua", "macro_f1"):
-            lines.append(f"| {k} | {cv['mean'][k]:.4f} ± {cv['std'][k]:.4f} | {cv['pooled'][k]:.4f} |")
-        lines.append("")
-    reads_text = info.get("modality") == "text"
-    lines += [
-        "## Use",
-        "",
-        "```bash",
-        "emovox predict THIS_DIR clip.wav" + (' --text "the transcript"' if reads_text else ""),
-        "emovox timeline THIS_DIR long_recording.wav --json timeline.json --plot timeline.png",
-        "emovox serve THIS_DIR --port 8000",
-        "```",
-        "",
-        "```python",
-        "from emovox import Recognizer",
-        "Recognizer.load('THIS_DIR').predict('clip.wav'" + (", text='the transcript')" if reads_text else ")"),
-        "```",
-        "",
-    ]
-    if reads_text:
-        lines += [
-            "This recognizer reads transcripts. Without one, audio is transcribed by the ASR model named in",
-            "`emovox.json` (`asr`), or the one given with `--asr` / `Recognizer.load(..., asr=...)`.",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def _asr_lines(info: dict) -> list[str]:
-    asr = info.get("asr")
-    if not isinstance(asr, dict):
-        return []
-    language = asr.get("language") or "detected per clip"
-    return [f"- ASR for clips without a transcript: `{asr.get('model')}` (language {language})"]
+def _per_item(value, n: int, single: bool, name: str, what: str) -> list:
+    """One value per clip from a keyword that takes one value (one clip) or a list (a list of clips)."""
+    if value is None:
+        return [None] * n
+    if isinstance(value, (str, np.ndarray, Path)):
+        if not single:
+            raise RecognizerError(f"{name}= is one {what} for one clip; for a list of clips pass a list (None where absent)")
+        return [value]
+    values = list(value)
+    if len(values) != n:
+        raise RecognizerError(f"{n} clips but {len(values)} values for {name}=; pass one {what} (or None) per clip")
+    return values

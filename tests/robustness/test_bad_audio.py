@@ -57,10 +57,10 @@ def test_each_kind_of_bad_audio_is_an_audio_error_naming_the_file(tmp_path, kind
     path = make(tmp_path / f"{kind}{SUFFIX.get(kind, '.wav')}")
     corpus = Corpus("c", [Utterance(kind, "s", "low", "low", audio=path)], ("low",))
     with pytest.raises(AudioError) as info:
-        build_examples(corpus, [kind], "audio", on_error="error")
+        build_examples(corpus, [kind], ["audio"], on_error="error")
     assert isinstance(info.value, EmovoxError)
     assert path.name in str(info.value) and why in str(info.value)
-    examples, skipped = build_examples(corpus, [kind], "audio", on_error="skip")
+    examples, skipped = build_examples(corpus, [kind], ["audio"], on_error="skip")
     assert examples == [] and [s.id for s in skipped] == [kind]
     assert path.name in skipped[0].reason and why in skipped[0].reason
     assert skipped[0].kind == ("too_short" if kind == "too_short" else "audio")
@@ -77,12 +77,12 @@ def test_too_short_threshold_is_one_tenth_of_a_second(tmp_path):
         Utterance("cut", "s", "low", "low", audio=long, start=1.0, end=1.05, cut=True),
     ]
     corpus = Corpus("c", utts, ("low",))
-    examples, skipped = build_examples(corpus, ["ok", "short", "cut"], "audio", on_error="skip")
-    assert [e.id for e in examples] == ["ok"] and len(examples[0].item) == 1600
+    examples, skipped = build_examples(corpus, ["ok", "short", "cut"], ["audio"], on_error="skip")
+    assert [e.id for e in examples] == ["ok"] and len(examples[0].audio) == 1600
     assert [(s.id, s.kind) for s in skipped] == [("short", "too_short"), ("cut", "too_short")]
     assert "long.wav [1-1.05 s]" in skipped[1].reason
     with pytest.raises(TooShortError, match="short.wav"):
-        build_examples(corpus, ["short"], "audio")
+        build_examples(corpus, ["short"], ["audio"])
 
 
 def test_an_hour_long_file_is_cropped_without_decoding_it(tmp_path, monkeypatch):
@@ -103,13 +103,13 @@ def test_an_hour_long_file_is_cropped_without_decoding_it(tmp_path, monkeypatch)
         Utterance("hour", "s", "low", "low", audio=hour),
         Utterance("cut", "s", "low", "low", audio=long_cut, start=3.0, end=8.0, cut=True),
     ]
-    examples, skipped = build_examples(Corpus("c", utts, ("low",)), ["hour", "cut"], "audio", max_seconds=2.0)
+    examples, skipped = build_examples(Corpus("c", utts, ("low",)), ["hour", "cut"], ["audio"], max_seconds=2.0)
     assert skipped == []
-    assert [len(e.item) for e in examples] == [32_000, 32_000]
+    assert [len(e.audio) for e in examples] == [32_000, 32_000]
     assert [e.length for e in examples] == [2.0, 2.0]
     assert read == [32_000, 32_000], "decoded more than the 2 s that are used"
     # the cut starts at its own start: 1 s of the 200 Hz part, then the 600 Hz part
-    cut = examples[1].item
+    cut = examples[1].audio
     spectrum = np.abs(np.fft.rfft(cut[16_000:]))
     assert np.argmax(spectrum) * 16_000 / len(cut[16_000:]) == pytest.approx(600, abs=2)
 

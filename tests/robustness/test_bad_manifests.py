@@ -146,7 +146,7 @@ def test_recognizer_label_set_not_matching_the_data(audio_recognizer_dir, tmp_pa
     rows[0]["label"] = "furious"  # the recognizer knows high and low only
     manifest = write_manifest(tmp_path / "m.csv", rows)
     from emovox.recognizer import Recognizer
-    from emovox.training.runner import evaluate_recognizer
+    from emovox.training.final import evaluate_recognizer
 
     rec = Recognizer.load(audio_recognizer_dir)
     with pytest.raises(RecognizerError, match=r"labels \['furious'\] are not among the recognizer's \['high', 'low'\]"):

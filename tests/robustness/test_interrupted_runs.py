@@ -130,13 +130,13 @@ class Net(nn.Module):
 
 
 def collate(batch):
-    return {"x": torch.stack([e.item for e in batch])}
+    return {"x": torch.stack([e.cached["x"] for e in batch])}
 
 
 def blobs(n: int, seed: int) -> list[Example]:
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(3, 8, generator=torch.Generator().manual_seed(7)) * 2
-    return [Example(f"u{seed}_{i}", i % 3, centers[i % 3] + torch.randn(8, generator=g), float(i % 5)) for i in range(n)]
+    return [Example(f"u{seed}_{i}", i % 3, length=float(i % 5), cached={"x": centers[i % 3] + torch.randn(8, generator=g)}) for i in range(n)]
 
 
 def fresh_trainer(run_dir) -> Trainer:

@@ -137,15 +137,59 @@ def recognizer_copy(audio_recognizer_dir, tmp_path):  # noqa: F811
     return out
 
 
+def rehash(directory: Path) -> None:
+    """Record the sha256 of the directory's files as they are now: a hand-made (or hostile) directory
+    whose checksums agree, so the checks behind the checksum are what the test exercises."""
+    from emovox.models.directory import _files, sha256_file
+
+    path = directory / "emovox.json"
+    info = json.loads(path.read_text())
+    info["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in _files(directory)}
+    path.write_text(json.dumps(info))
+
+
+BACKBONE = Path("branches") / "audio"
+
+
+def test_a_flipped_byte_in_any_file_is_named_before_anything_is_loaded(recognizer_copy, tripwires):
+    from emovox.recognizer import Recognizer
+
+    for rel in ("weights.safetensors", BACKBONE / "model.safetensors", BACKBONE / "config.json"):
+        path = recognizer_copy / rel
+        original = path.read_bytes()
+        data = bytearray(original)
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+        with pytest.raises(RecognizerError, match=f"{path.name}: damaged or modified"):
+            Recognizer.load(recognizer_copy)
+        path.write_bytes(original)
+    # truncated backbone weights: named as damaged, not "offline? download the model"
+    weights = recognizer_copy / BACKBONE / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(RecognizerError, match="model.safetensors: damaged or modified") as info:
+        Recognizer.load(recognizer_copy)
+    assert "Offline" not in str(info.value) and tripwires == []
+
+
+def test_a_missing_file_is_named(recognizer_copy):
+    from emovox.recognizer import Recognizer
+
+    (recognizer_copy / "weights.safetensors").unlink()
+    with pytest.raises(RecognizerError, match="weights.safetensors: missing"):
+        Recognizer.load(recognizer_copy)
+
+
 def test_pickled_head_weights_are_never_unpickled(recognizer_copy, tmp_path, tripwires):
     from emovox.recognizer import Recognizer
 
     marker = tmp_path / "UNPICKLED"
-    (recognizer_copy / "head.safetensors").unlink()
-    plant_pickle(recognizer_copy / "head.bin", marker)
-    with pytest.raises(RecognizerError, match="head.safetensors: missing"):
+    (recognizer_copy / "weights.safetensors").unlink()
+    plant_pickle(recognizer_copy / "weights.bin", marker)
+    rehash(recognizer_copy)
+    with pytest.raises(RecognizerError, match="weights.safetensors: missing"):
         Recognizer.load(recognizer_copy)
-    plant_pickle(recognizer_copy / "head.safetensors", marker)  # a pickle under the safetensors name
+    plant_pickle(recognizer_copy / "weights.safetensors", marker)  # a pickle under the safetensors name
+    rehash(recognizer_copy)
     with pytest.raises(RecognizerError, match="not a readable safetensors file"):
         Recognizer.load(recognizer_copy)
     assert not marker.exists() and tripwires == []
@@ -155,8 +199,9 @@ def test_pickled_backbone_weights_are_refused_without_unpickling_them(recognizer
     from emovox.recognizer import Recognizer
 
     marker = tmp_path / "UNPICKLED"
-    (recognizer_copy / "backbone" / "model.safetensors").unlink()
-    plant_pickle(recognizer_copy / "backbone" / "pytorch_model.bin", marker)
+    (recognizer_copy / BACKBONE / "model.safetensors").unlink()
+    plant_pickle(recognizer_copy / BACKBONE / "pytorch_model.bin", marker)
+    rehash(recognizer_copy)
     with pytest.raises(EmovoxError):
         Recognizer.load(recognizer_copy)
     assert not marker.exists()
@@ -166,8 +211,9 @@ def test_pickled_backbone_weights_are_a_recognizer_error_and_never_reach_torch_l
     from emovox.recognizer import Recognizer
 
     marker = tmp_path / "UNPICKLED"
-    (recognizer_copy / "backbone" / "model.safetensors").unlink()
-    plant_pickle(recognizer_copy / "backbone" / "pytorch_model.bin", marker)
+    (recognizer_copy / BACKBONE / "model.safetensors").unlink()
+    plant_pickle(recognizer_copy / BACKBONE / "pytorch_model.bin", marker)
+    rehash(recognizer_copy)
     with pytest.raises(RecognizerError, match="pytorch_model.bin"):
         Recognizer.load(recognizer_copy)
     assert not marker.exists() and tripwires == []
@@ -192,7 +238,8 @@ def _edit_info(directory: Path, **changes) -> None:
         ({"labels": ["high", "low", "sad"]}, "do not match|has shape"),
         ({"labels": ["high", "high"]}, "non-empty list of distinct names"),
         ({"labels": []}, "non-empty list of distinct names"),
-        ({"kind": "pickle"}, "unknown kind 'pickle'"),
+        ({"kind": "pickle"}, "unknown model kind 'pickle'"),
+        ({"files": None}, "'files' .* is missing"),
         ({"modality": "video"}, "unknown modality 'video'"),
     ],
 )
@@ -210,10 +257,11 @@ def test_a_head_of_the_wrong_shape_is_named(recognizer_copy, tripwires):
 
     from emovox.recognizer import Recognizer
 
-    head = load_file(str(recognizer_copy / "head.safetensors"))
+    head = load_file(str(recognizer_copy / "weights.safetensors"))
     name = next(k for k, v in head.items() if v.ndim == 2)
     head[name] = torch.zeros(head[name].shape[0] + 1, head[name].shape[1])
-    save_file(head, str(recognizer_copy / "head.safetensors"))
+    save_file(head, str(recognizer_copy / "weights.safetensors"))
+    rehash(recognizer_copy)
     with pytest.raises(RecognizerError, match=f"tensor {name} has shape"):
         Recognizer.load(recognizer_copy)
     (recognizer_copy / "emovox.json").write_text("{not json")
@@ -230,7 +278,7 @@ def test_a_pickle_in_place_of_a_checkpoint_is_refused_unread(tmp_path, tripwires
     from emovox.data.examples import Example
     from emovox.training.trainer import STATE_FILE, Trainer
 
-    examples = [Example(f"u{i}", i % 2, torch.full((4,), float(i % 2)), 1.0) for i in range(8)]
+    examples = [Example(f"u{i}", i % 2, length=1.0, cached={"x": torch.full((4,), float(i % 2))}) for i in range(8)]
     run = tmp_path / "run"
 
     class Lin(torch.nn.Module):
@@ -241,7 +289,7 @@ def test_a_pickle_in_place_of_a_checkpoint_is_refused_unread(tmp_path, tripwires
         def forward(self, inputs):
             return self.lin(inputs["x"])
 
-    collate = lambda b: {"x": torch.stack([e.item for e in b])}  # noqa: E731
+    collate = lambda b: {"x": torch.stack([e.cached["x"] for e in b])}  # noqa: E731
     cfg = TrainConfig(max_epochs=2, patience=2, batch_size=4, lr=0.1)
     Trainer(Lin(), collate, cfg, 2, run_dir=run, progress=False).fit(examples, examples[:4])
     state = json.loads((run / STATE_FILE).read_text())
@@ -255,11 +303,12 @@ def test_a_pickle_in_place_of_a_checkpoint_is_refused_unread(tmp_path, tripwires
 def test_a_pickle_in_the_feature_cache_is_recomputed_unread(tmp_path, tripwires):
     from emovox.backbones import load_backbone
     from emovox.data.examples import Example
-    from emovox.features import FeatureCache, backbone_key, extract_pooled, item_key
+    from emovox.cache import FeatureCache, item_key
+    from emovox.models.branch import extract_pooled, pooled_cache_key as backbone_key
 
     backbone = load_backbone("wav2vec2-base", tiny=True)
     clip = tone(300, 0.5)
-    examples = [Example("a", 0, clip, 0.5)]
+    examples = [Example("a", 0, audio=clip, length=0.5)]
     cache = FeatureCache(tmp_path / "cache")
     key = backbone_key(backbone, tiny=True, seed=0)
     first = extract_pooled(backbone, examples, cache=cache, model_key=key, progress=False)

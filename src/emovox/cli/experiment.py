@@ -44,7 +44,7 @@ def cv(
     payload = run_cv(cfg, out, progress=not quiet, resume=resume, fresh=fresh)
     result = CVResult.from_dict(payload)
     console = Console()
-    print_summary(result, console=console, title=f"{cfg.name} ({cfg.model.backbone}, {cfg.model.mode})")
+    print_summary(result, console=console, title=f"{cfg.name} ({payload['kind']}: {payload['backbone']}, {payload['mode']})")
     console.print(
         f"[bold]UA {payload['mean']['ua']:.4f} ± {payload['std']['ua']:.4f}[/] (mean ± std over {len(payload['folds'])} folds), "
         f"pooled UA {payload['pooled']['ua']:.4f}, WA {payload['pooled']['wa']:.4f}; {payload['seconds']:.0f} s. "
@@ -74,7 +74,7 @@ def train(
 ) -> None:
     """Train one recognizer on the whole corpus (a held-out speaker group picks the epoch)."""
     from emovox.config import load_config
-    from emovox.training.runner import train_recognizer
+    from emovox.training.final import train_recognizer
 
     cfg = load_config(config, set_)
     rec = train_recognizer(cfg, out, progress=not quiet, cv_results=cv_results)
@@ -103,7 +103,7 @@ def evaluate(
     from emovox.metrics import aggregate
     from emovox.recognizer import Recognizer
     from emovox.reporting import print_summary, write_json
-    from emovox.training.runner import evaluate_recognizer
+    from emovox.training.final import evaluate_recognizer
 
     rec = Recognizer.load(model_dir)
     corpus = load_corpus(spec)

@@ -8,7 +8,7 @@ similar length keeps padding small while still shuffling which batches come when
 from __future__ import annotations
 
 import random
-from typing import Iterator, Sequence
+from typing import Sequence
 
 
 def length_grouped_batches(
@@ -50,8 +50,3 @@ def plain_batches(n: int, batch_size: int, *, shuffle: bool, seed: int = 0) -> l
     if shuffle:
         random.Random(seed).shuffle(order)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def iterate(items: Sequence, batches: list[list[int]]) -> Iterator[list]:
-    for b in batches:
-        yield [items[i] for i in b]

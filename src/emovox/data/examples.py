@@ -1,4 +1,10 @@
-"""Turn utterances into model inputs (audio arrays or transcripts), with an explicit skip policy.
+"""Turn utterances into model inputs with named fields, with an explicit skip policy.
+
+A model kind declares which fields it reads (``audio``, ``text``, ``context_audio``,
+``context_text``); only those are loaded, so a text model never decodes audio and an audio model
+never needs a transcript. The context of an utterance is the previous utterance of the same
+dialogue (either speaker); the first utterance of a dialogue has none (``None``), which the
+models represent with a learned "no context" vector rather than by skipping the utterance.
 
 A multi-hour run must not die on the 4,000th file, but it must not drop data silently either:
 every utterance that cannot be used is returned with its reason so the run report lists it.
@@ -10,7 +16,10 @@ What counts as unusable (each an ``EmovoxError`` naming the utterance and its fi
 - audio shorter than ``MIN_SECONDS`` (0.1 s): too short to carry emotion, and shorter than the
   receptive field of the convolutional front ends, so it would fail (or be noise) inside the
   model instead of here with a clear message;
-- a missing or blank transcript when the model reads text.
+- a missing or blank transcript when the model reads text;
+- for a context field, the previous utterance's audio failing the same checks (the utterance is
+  then skipped with a reason naming the context utterance: a silently missing context would
+  change what the model sees).
 
 Very long files are not an error: the papers crop to ``max_seconds`` (10 s), and so does this
 module, reading only that part from disk (an hour-long recording is never decoded whole).
@@ -18,24 +27,18 @@ module, reading only that part from disk (an hour-long recording is never decode
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from emovox.audio import MIN_SECONDS, SAMPLE_RATE, TooShortError, require_min_duration
 from emovox.corpora.base import Corpus, Utterance
 from emovox.errors import AudioError, CorpusError, EmovoxError
 
-SAMPLE_RATE = 16_000
-
-#: Shorter clips are refused (``TooShortError``): 0.1 s is a fifth of a syllable.
-MIN_SECONDS = 0.1
-
-Item = Union[np.ndarray, str, tuple]
-
-
-class TooShortError(AudioError):
-    """A clip holds less than ``MIN_SECONDS`` of audio."""
+#: Every field an ``Example`` can carry; a model kind reads a subset (``ModelKind.fields``).
+FIELDS = ("audio", "text", "context_audio", "context_text")
+__all__ = ["FIELDS", "MIN_SECONDS", "Example", "Skipped", "TooShortError", "MissingTranscriptError", "build_examples"]
 
 
 class MissingTranscriptError(CorpusError):
@@ -44,12 +47,35 @@ class MissingTranscriptError(CorpusError):
 
 @dataclass(frozen=True)
 class Example:
-    """One utterance ready for a backbone: ``item`` is a 16 kHz array, a text, or (context, text)."""
+    """One utterance ready for a model: its target and the fields the model reads.
+
+    ``audio`` is 16 kHz mono float32 (cropped to ``max_seconds``), ``text`` the transcript;
+    ``context_*`` are the previous utterance's (``None`` for the first one of a dialogue).
+    ``length`` (seconds of audio, else characters of text) only groups similar lengths into
+    batches. ``cached`` holds what a model precomputed for this example (frozen features, a
+    frozen bottom's frames), keyed by the branch that owns it; it is empty for raw inputs.
+    """
 
     id: str
     target: int
-    item: Item
-    length: float  # seconds for audio, characters for text: only used to group similar lengths
+    audio: np.ndarray | None = None
+    text: str | None = None
+    context_audio: np.ndarray | None = None
+    context_text: str | None = None
+    length: float = 0.0
+    cached: Mapping[str, Any] = field(default_factory=dict)
+
+    def with_cached(self, name: str, value: Any) -> "Example":
+        """A copy with ``value`` cached under ``name`` (examples are immutable and shared by folds)."""
+        return Example(self.id, self.target, self.audio, self.text, self.context_audio, self.context_text, self.length,
+                       {**self.cached, name: value})
+
+
+def example_length(audio: np.ndarray | None, text: str | None) -> float:
+    """Seconds of audio if there is audio, else characters of text: what batching groups by."""
+    if audio is not None:
+        return len(audio) / SAMPLE_RATE
+    return float(len(text or ""))
 
 
 @dataclass(frozen=True)
@@ -85,17 +111,15 @@ def skip_kind(exc: EmovoxError) -> str:
     return "audio"
 
 
-def utterance_text(corpus: Corpus, u: Utterance, context: bool) -> Item:
-    """The transcript, or (previous utterance's transcript, transcript) when context is on."""
+def utterance_text(u: Utterance) -> str:
+    """The transcript; a ``MissingTranscriptError`` naming the utterance when there is none."""
     if u.text is None or not u.text.strip():
+        where = f" ({u.audio})" if u.audio is not None else ""
         raise MissingTranscriptError(
-            f"utterance {u.id} ({u.audio}) has no transcript, which a text model needs; "
+            f"utterance {u.id}{where} has no transcript, which a text model needs; "
             "add a text column to the manifest or use an audio backbone"
         )
-    if not context:
-        return u.text
-    prev = corpus.previous(u)
-    return (prev.text if prev is not None and prev.text else None, u.text)
+    return u.text
 
 
 def load_cropped_audio(u: Utterance, max_seconds: float) -> np.ndarray:
@@ -124,43 +148,56 @@ def load_cropped_audio(u: Utterance, max_seconds: float) -> np.ndarray:
     else:
         wav = load_audio(u.audio)
     wav = wav[: int(round(max_seconds * SAMPLE_RATE))]
-    if len(wav) < MIN_SECONDS * SAMPLE_RATE:
-        raise TooShortError(
-            f"{where} (utterance {u.id}): {len(wav) / SAMPLE_RATE:.3f} s of audio is shorter than the "
-            f"{MIN_SECONDS:g} s minimum; remove it from the corpus or set on_bad_audio: skip"
-        )
+    require_min_duration(len(wav), f"{where} (utterance {u.id})", hint="; remove it from the corpus or set on_bad_audio: skip")
     return wav
+
+
+def _context(corpus: Corpus, u: Utterance, what: str, max_seconds: float):
+    prev = corpus.previous(u)
+    if prev is None:
+        return None
+    try:
+        return load_cropped_audio(prev, max_seconds) if what == "audio" else utterance_text(prev)
+    except EmovoxError as exc:
+        raise type(exc)(f"the context of {u.id} (the previous utterance {prev.id}) is unusable: {exc}") from None
+
+
+def load_example(corpus: Corpus, u: Utterance, target: int, fields: Iterable[str], *, max_seconds: float) -> Example:
+    """One utterance's ``Example`` with just ``fields`` loaded (raises ``EmovoxError`` if unusable)."""
+    fields = set(fields)
+    unknown = fields - set(FIELDS)
+    if unknown:
+        raise EmovoxError(f"unknown example field(s) {sorted(unknown)}; fields are {list(FIELDS)}")
+    audio = load_cropped_audio(u, max_seconds) if "audio" in fields else None
+    text = utterance_text(u) if "text" in fields else None
+    context_audio = _context(corpus, u, "audio", max_seconds) if "context_audio" in fields else None
+    context_text = _context(corpus, u, "text", max_seconds) if "context_text" in fields else None
+    return Example(u.id, target, audio, text, context_audio, context_text, example_length(audio, text))
 
 
 def build_examples(
     corpus: Corpus,
     ids: Sequence[str],
-    modality: Literal["audio", "text"],
+    fields: Iterable[str],
     *,
-    context: bool = False,
     max_seconds: float = 10.0,
     on_error: Literal["error", "skip"] = "error",
 ) -> tuple[list[Example], list[Skipped]]:
-    """Load every utterance in ``ids``; audio is cropped to ``max_seconds`` as the papers did.
+    """Load every utterance in ``ids`` with the given fields; audio is cropped to ``max_seconds``.
 
     ``on_error="error"`` raises the first problem; ``"skip"`` leaves the utterance out and
     returns it in the second list with its reason (see the module docstring for what counts).
     """
     if on_error not in ("error", "skip"):
         raise EmovoxError(f"on_error {on_error!r}: use 'error' or 'skip'")
+    fields = tuple(fields)
     index = {label: i for i, label in enumerate(corpus.labels)}
     examples: list[Example] = []
     skipped: list[Skipped] = []
     for uid in ids:
         u = corpus[uid]
         try:
-            if modality == "audio":
-                wav = load_cropped_audio(u, max_seconds)
-                examples.append(Example(u.id, index[u.label], wav, len(wav) / SAMPLE_RATE))
-            else:
-                item = utterance_text(corpus, u, context)
-                n = len(item) if isinstance(item, str) else sum(len(t or "") for t in item)
-                examples.append(Example(u.id, index[u.label], item, float(n)))
+            examples.append(load_example(corpus, u, index[u.label], fields, max_seconds=max_seconds))
         except EmovoxError as exc:
             if on_error == "error":
                 raise

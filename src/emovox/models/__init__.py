@@ -1,1 +1,1 @@
-"""Models built on backbones: pooling, classification heads, fusion and voting."""
+"""Models built on backbones: branches, heads, and the registry of model kinds (``registry.KINDS``)."""

@@ -1,95 +1,147 @@
-"""The paper's classifier: a backbone (or its cached features), pooling, dropout 0.1, one linear layer.
+"""The papers' classifier: one branch (backbone + pooling), then standardise, combine layers, dropout, linear.
 
-Two shapes of the same model. ``UtteranceClassifier`` runs the backbone and trains end to end
-(fine-tuning, or frozen with learned attention pooling). ``FeatureClassifier`` is the frozen
-linear probe over cached per-layer pooled features: it never runs the backbone while training,
-which makes a whole leave-one-speaker-out experiment a matter of seconds once features exist.
-Both return logits; the trainer does not care which it has.
+One kind covers every single-backbone recipe, chosen by the branch's ``mode`` rather than by
+separate classes: a frozen probe trains on cached per-layer features in seconds; ``finetune``
+trains everything end to end (the IEMOCAP paper); ``finetune-top`` trains Whisper's top layers
+over a cached frozen bottom. In every case the trained module, given raw inputs, is the
+deployable recognizer: it runs its own backbone.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal, Sequence
+
 import torch
-from torch import nn
+from pydantic import Field
 
-from emovox.models.pooling import AttentionPooling, WeightedLayerSum, pool
+from emovox.models.base import WEIGHTS_FILE, KindConfig, ModelKind, check_tensors, read_weights
+from emovox.models.branch import BackboneStore, Branch, BranchConfig, default_branch_name, non_backbone_state
+from emovox.models.heads import ClassifierHead, LayerReducer
 
 
-class FeatureClassifier(nn.Module):
-    """Standardise (training-fold statistics) -> [weighted layer sum | last layer] -> dropout -> linear.
+class ClassifierConfig(BranchConfig, KindConfig):
+    """``model.kind: classifier`` (the default): the branch's fields plus the head's."""
 
-    Standardisation matters for frozen speech features: a few Whisper/wav2vec2 dimensions are
-    orders of magnitude larger than the rest and would dominate an unnormalised linear probe.
-    The statistics are buffers, so they travel with the weights into the recognizer directory.
-    """
+    kind: Literal["classifier"] = "classifier"
+    head: Literal["linear", "mlp"] = Field("linear", description="linear: dropout + one linear layer (papers); mlp: one hidden layer.")
+    hidden: int = Field(256, gt=0, description="mlp: hidden units.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
-    def __init__(self, num_layers: int, hidden_size: int, num_classes: int, *, layer_weights: bool, dropout: float, standardize: bool):
-        super().__init__()
-        self.num_layers = num_layers
-        self.use_layer_weights = layer_weights
-        self.standardize = standardize
-        self.register_buffer("feat_mean", torch.zeros(num_layers, hidden_size))
-        self.register_buffer("feat_std", torch.ones(num_layers, hidden_size))
-        self.layer_weights = WeightedLayerSum(num_layers) if layer_weights else None
-        self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(hidden_size, num_classes)
+
+class ClassifierModel(ModelKind):
+    kind = "classifier"
+    Config = ClassifierConfig
+
+    def __init__(self, config: ClassifierConfig, labels: Sequence[str], backbone):
+        super().__init__(config, labels)
+        name = default_branch_name(config, backbone.modality)
+        self.branch = Branch(name, config, backbone)
+        b = self.branch
+        self.reducer = LayerReducer(b.num_layers, b.width, combine=config.combine, standardize=b.standardize,
+                                    std_floor=config.std_floor)
+        self.head = ClassifierHead(self.reducer.out_width, len(labels), dropout=config.dropout,
+                                   hidden=config.hidden if config.head == "mlp" else None)
+
+    @classmethod
+    def build(cls, config: ClassifierConfig, labels, *, seed: int = 0, backbones: BackboneStore | None = None):
+        backbone = (backbones or BackboneStore()).get(config, seed)
+        torch.manual_seed(seed)  # the head's initial weights
+        model = cls(config, labels, backbone)
+        model.seed = seed
+        return model
+
+    # -- data ------------------------------------------------------------------------------------
+    def fields(self) -> set[str]:
+        return self.branch.fields()
+
+    def max_seconds(self) -> float:
+        return self.config.max_seconds
+
+    def prepare(self, examples, *, cache, progress: bool = True):
+        return self.branch.precompute(examples, cache=cache, seed=_seed(self), progress=progress)
+
+    def collate(self, batch, *, augment: bool = False) -> dict:
+        return {self.branch.name: self.branch.collate(batch)}
 
     @torch.no_grad()
-    def fit_standardization(self, features: torch.Tensor) -> None:
-        """``features``: [N, L, H] of the training part only (never validation or test)."""
-        if not self.standardize:
-            return
-        self.feat_mean.copy_(features.mean(dim=0))
-        self.feat_std.copy_(features.std(dim=0, unbiased=False).clamp_min(1e-5))
+    def fit_statistics(self, train) -> None:
+        if self.reducer.standardize.enabled:
+            self.reducer.fit_statistics(branch_states(self, self.branch, train))
 
-    def forward(self, inputs: dict) -> torch.Tensor:
-        x = inputs["features"]  # [B, L, H]
-        if self.standardize:
-            x = (x - self.feat_mean) / self.feat_std
-        if self.layer_weights is not None:
-            x = self.layer_weights(x.transpose(0, 1))  # WeightedLayerSum takes [L, B, H]
-        else:
-            x = x[:, -1]
-        return self.linear(self.dropout(x))
-
-
-class UtteranceClassifier(nn.Module):
-    """Backbone -> [weighted layer sum] -> pooling -> dropout -> linear, trained end to end."""
-
-    def __init__(self, backbone, num_classes: int, *, pooling: str = "auto", layer_weights: bool = False, dropout: float = 0.1):
-        super().__init__()
-        self.backbone = backbone
-        self.pooling_kind = backbone.spec.pooling if pooling == "auto" else pooling
-        self.layer_weights = WeightedLayerSum(backbone.num_layers) if layer_weights else None
-        self.attention = AttentionPooling(backbone.hidden_size) if self.pooling_kind == "attention" else None
-        self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(backbone.hidden_size, num_classes)
-
+    # -- computation -----------------------------------------------------------------------------
     def embed(self, inputs: dict) -> torch.Tensor:
-        enc = self.backbone(inputs, all_layers=self.layer_weights is not None)
-        hidden = self.layer_weights(enc.hidden) if self.layer_weights is not None else enc.hidden
-        if self.attention is not None:
-            return self.attention(hidden, enc.mask)
-        return pool(hidden, enc.mask, self.pooling_kind, eos_mask=enc.eos_mask)
+        return self.reducer(self.branch(inputs[self.branch.name]))
 
     def forward(self, inputs: dict) -> torch.Tensor:
-        return self.linear(self.dropout(self.embed(inputs)))
+        return self.head(self.embed(inputs))
+
+    def forward_backbone_inputs(self, backbone_inputs: dict) -> torch.Tensor:
+        """Logits straight from the backbone's preprocessing output (ONNX export traces this)."""
+        return self.head(self.reducer(self.branch._live(backbone_inputs)))
+
+    def backbone_parameters(self):
+        return list(self.branch.backbone.parameters())
+
+    def compute_size(self) -> int:
+        if self.branch.cache_mode == "pooled":
+            backbone = {id(p) for p in self.branch.backbone.parameters()}
+            return sum(p.numel() for p in self.parameters() if id(p) not in backbone)
+        return super().compute_size()
+
+    # -- files -----------------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        from emovox.atomic import atomic_save_tensors
+
+        self.branch.backbone.save(Path(directory) / "branches" / self.branch.name)
+        atomic_save_tensors(Path(directory) / WEIGHTS_FILE, non_backbone_state(self), metadata={"format": "pt"})
+
+    @classmethod
+    def load(cls, directory: Path, config: ClassifierConfig, labels):
+        from emovox.models.registry import load_branch_backbone
+
+        name = config.name or _saved_branch_name(directory)
+        backbone = load_branch_backbone(Path(directory) / "branches" / name, config)
+        model = cls(config, labels, backbone)
+        load_weights(model, Path(directory) / WEIGHTS_FILE, f"a classifier head for {len(labels)} labels")
+        return model
+
+    def saved_config(self) -> ClassifierConfig:
+        return self.config.model_copy(update={"name": self.branch.name})
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "branches": [self.branch.describe()], "head": self.config.head}
 
 
-class FrozenFeatureModel(nn.Module):
-    """A frozen backbone feeding a ``FeatureClassifier``: the deployable form of a linear probe.
+def _seed(model: ModelKind) -> int:
+    return int(getattr(model, "seed", 0))
 
-    Training never builds this (it reads cached features); inference does, so a recognizer
-    trained on cached features predicts from raw audio with exactly the same computation.
-    """
 
-    def __init__(self, backbone, head: FeatureClassifier):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        backbone.freeze()
+def _saved_branch_name(directory: Path) -> str:
+    names = sorted(p.name for p in (Path(directory) / "branches").iterdir() if p.is_dir()) if (Path(directory) / "branches").is_dir() else []
+    if len(names) != 1:
+        from emovox.errors import RecognizerError
 
-    def forward(self, inputs: dict) -> torch.Tensor:
-        from emovox.features import pool_all_layers
+        raise RecognizerError(f"{directory}/branches: expected one branch directory, found {names}")
+    return names[0]
 
-        return self.head({"features": pool_all_layers(self.backbone, inputs)})
+
+def load_weights(model: ModelKind, path: Path, what: str) -> None:
+    """Read ``weights.safetensors`` into ``model``: every non-backbone tensor, names and shapes checked."""
+    tensors = read_weights(path)
+    expected = non_backbone_state(model)
+    check_tensors(path, tensors, expected, what)
+    model.load_state_dict(tensors, strict=False)
+
+
+@torch.no_grad()
+def branch_states(model: ModelKind, branch: Branch, examples, batch_size: int = 64) -> torch.Tensor:
+    """``[N, L, W]`` pooled states of ``branch`` for the examples that have its input (eval mode, no grad)."""
+    was = model.training
+    model.eval()
+    rows = [e for e in examples if branch.item(e) is not None]
+    out = [branch(branch.collate(rows[i : i + batch_size])) for i in range(0, len(rows), batch_size)]
+    model.train(was)
+    if not out:
+        return torch.zeros(0, branch.num_layers, branch.width)
+    return torch.cat(out).float()

@@ -4,8 +4,10 @@ Every pooling here reads only the positions the mask marks real, so a padded bat
 what its items pool to one by one: mean over real frames/tokens (speech, text encoders), the
 last real token (decoder-only LMs and XLNet, whose last token is the only one that has seen the
 whole sequence; found through the mask, so left and right padding both work), or BART's last
-end-of-sequence token (as BartForSequenceClassification). Hidden states may carry leading
-dimensions (``[L, B, T, H]`` for all layers); the mask is always ``[B, T]``.
+end-of-sequence token (as BartForSequenceClassification). The RAVDESS paper also tried the sum
+and the maximum over frames; x-vector style statistics pooling (``stats``) concatenates the mean
+and the standard deviation over real frames, so it doubles the width. Hidden states may carry
+leading dimensions (``[L, B, T, H]`` for all layers); the mask is always ``[B, T]``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from torch import nn
 
 from emovox.errors import ConfigError
 
-POOLING_KINDS = ("mean", "last", "eos")
+POOLING_KINDS = ("mean", "sum", "max", "stats", "last", "eos")
+
+
+def pooled_width(kind: str, hidden_size: int) -> int:
+    """Width of one pooled vector: statistics pooling concatenates mean and standard deviation."""
+    return 2 * hidden_size if kind == "stats" else hidden_size
 
 
 def _check(hidden: torch.Tensor, mask: torch.Tensor) -> None:
@@ -43,11 +50,25 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, kind: str, *, eos_mask: torch
     """
     _check(hidden, mask)
     mask = mask.bool()
-    if kind == "mean":
+    if kind in ("mean", "sum", "stats"):
         keep = mask.unsqueeze(-1)
-        total = torch.where(keep, hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device)).sum(dim=-2)
+        zero = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
+        total = torch.where(keep, hidden, zero).sum(dim=-2)
+        if kind == "sum":
+            return total
         count = keep.sum(dim=-2).clamp_min(1).to(hidden.dtype)
-        return total / count
+        mean = total / count
+        if kind == "mean":
+            return mean
+        # population variance over the real frames, floored before the root so that a constant
+        # (or one-frame) input has a finite gradient
+        var = torch.where(keep, (hidden - mean.unsqueeze(-2)) ** 2, zero).sum(dim=-2) / count
+        return torch.cat([mean, var.clamp_min(1e-10).sqrt()], dim=-1)
+    if kind == "max":
+        lowest = torch.finfo(hidden.dtype).min
+        best = torch.where(mask.unsqueeze(-1), hidden, torch.full((), lowest, dtype=hidden.dtype, device=hidden.device))
+        best = best.max(dim=-2).values
+        return torch.where(mask.any(dim=-1).unsqueeze(-1), best, torch.zeros_like(best))  # no real frame: zeros
     if kind == "last":
         return _last_true(hidden, mask)
     if kind == "eos":
@@ -57,15 +78,6 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, kind: str, *, eos_mask: torch
         has_eos = eos.any(dim=-1, keepdim=True)
         return _last_true(hidden, torch.where(has_eos, eos, mask))
     raise ConfigError(f"unknown pooling '{kind}'; use one of {', '.join(POOLING_KINDS)} (or 'attention' in a model config)")
-
-
-def pool_encoded(encoded, kind: str | None = None, *, spec=None) -> torch.Tensor:
-    """Pool an ``Encoded`` the given way (default: its backbone's, via ``spec.pooling``)."""
-    if kind is None:
-        if spec is None:
-            raise ValueError("pool_encoded needs a kind or the backbone spec")
-        kind = spec.pooling
-    return pool(encoded.hidden, encoded.mask, kind, eos_mask=encoded.eos_mask)
 
 
 class AttentionPooling(nn.Module):

@@ -116,10 +116,12 @@ SMALL_MODEL_PARAMETERS = 2_000_000
 
 def compute_threads(model: nn.Module, requested: int | None) -> int | None:
     """Intra-op threads for training/predicting ``model``: ``requested`` if set, 1 for small models,
-    else ``None`` (leave torch's setting, i.e. every core ``set_threads`` gave it)."""
+    else ``None`` (leave torch's setting, i.e. every core ``set_threads`` gave it). A model kind
+    counts only what runs in a step (``compute_size``: a cached frozen backbone does not)."""
     if requested is not None:
         return int(requested)
-    if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMETERS:
+    size = model.compute_size() if hasattr(model, "compute_size") else sum(p.numel() for p in model.parameters())
+    if size < SMALL_MODEL_PARAMETERS:
         return 1
     return None
 
@@ -142,12 +144,16 @@ def _fast_compute(method):
 
 
 class Trainer:
-    """Fits one model; ``run_dir`` (optional) holds the checkpoints that make it resumable."""
+    """Fits one model; ``run_dir`` (optional) holds the checkpoints that make it resumable.
+
+    ``model`` is a ``ModelKind`` (its own collate, loss and parameter groups; ``collate`` None) or
+    any module returning logits, with a ``collate`` function (then plain cross-entropy, one group).
+    """
 
     def __init__(
         self,
         model: nn.Module,
-        collate: Collate,
+        collate: Collate | None,
         cfg: TrainConfig,
         num_classes: int,
         *,
@@ -159,7 +165,11 @@ class Trainer:
     ):
         self.model = model
         self.allow_absent_classes = allow_absent_classes
-        self.collate = collate
+        if collate is None:
+            self.collate = model.collate
+            self.train_collate = functools.partial(model.collate, augment=True)
+        else:
+            self.collate = self.train_collate = collate
         self.cfg = cfg
         self.num_classes = num_classes
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -248,15 +258,21 @@ class Trainer:
         return state
 
     def _param_groups(self) -> list[dict]:
-        """Backbone parameters at ``lr``; the freshly initialised head at ``head_lr`` when set
-        (a new linear layer needs a far larger step than pretrained weights)."""
-        backbone, head = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (backbone if name.startswith("backbone.") else head).append(p)
-        if self.cfg.head_lr is None:
-            return [{"params": backbone + head}]
-        return [g for g in ({"params": backbone}, {"params": head, "lr": self.cfg.head_lr}) if g["params"]]
+        """Pretrained parameters at ``lr``; the freshly initialised parts at ``head_lr`` when set
+        (a new linear layer needs a far larger step than pretrained weights). The model kind says which is which."""
+        if hasattr(self.model, "param_groups"):
+            groups = self.model.param_groups(self.cfg.lr, self.cfg.head_lr)
+        else:
+            groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        if not groups:
+            raise EmovoxError(f"{self.description}: nothing to train (every parameter is frozen)")
+        return groups
+
+    def _loss(self, inputs: dict, targets: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if hasattr(self.model, "loss"):
+            return self.model.loss(inputs, targets, weight)
+        logits = self.model(inputs)
+        return nn.functional.cross_entropy(logits.float(), targets, weight=weight), logits
 
     # -- training ------------------------------------------------------------------------------
     @_fast_compute
@@ -274,7 +290,8 @@ class Trainer:
             if cfg.class_weights == "inverse"
             else None
         )
-        loss_fn = nn.CrossEntropyLoss(weight=weights.to(self.device) if weights is not None else None)
+        weights = weights.to(self.device) if weights is not None else None
+        loss_fn = nn.CrossEntropyLoss(weight=weights)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # constant, as the paper
@@ -300,6 +317,8 @@ class Trainer:
         for epoch in range(start_epoch, cfg.max_epochs + 1):
             t0 = time.time()
             self.model.train()
+            if hasattr(self.model, "set_epoch"):
+                self.model.set_epoch(epoch)
             batches = self._batches(train, cfg.batch_size, shuffle=True, epoch=epoch)
             if cfg.max_steps_per_epoch:
                 batches = batches[: cfg.max_steps_per_epoch * cfg.grad_accum]
@@ -310,8 +329,7 @@ class Trainer:
                 batch = [train[i] for i in b]
                 targets = torch.tensor([e.target for e in batch], device=self.device)
                 with self._autocast():
-                    logits = self.model(self._to_device(self.collate(batch)))
-                loss = loss_fn(logits.float(), targets)
+                    loss, _ = self._loss(self._to_device(self.train_collate(batch)), targets, weights)
                 if not torch.isfinite(loss):
                     raise EmovoxError(f"{self.description}: loss became {loss.item()} at epoch {epoch}; lower train.lr")
                 (loss / cfg.grad_accum).backward()

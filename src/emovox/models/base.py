@@ -1,0 +1,157 @@
+"""What a model kind is: the one contract the trainer, the runner and the recognizer rely on.
+
+Every way of turning examples into class scores (a probe on one backbone, a fine-tuned
+classifier, a fusion of branches, a late-fusion MLP over trained recognizers, a prompted LLM) is
+one ``ModelKind`` subclass in its own module, registered in ``emovox.models.KINDS``. A kind owns:
+
+- its config section (``Config``, a pydantic model selected by ``model.kind`` in the YAML);
+- the example fields it reads (``fields``), so only those are loaded from the corpus;
+- what it precomputes once per run (``prepare``: frozen features, a frozen bottom) and the
+  statistics it takes from the training part only (``fit_statistics``);
+- its collate, forward (class logits) and loss;
+- which parameters train at which learning rate (``param_groups``);
+- its files in a recognizer directory (``save``/``load``): backbones as Hugging Face
+  directories under ``branches/<name>/``, adapters under ``adapters/<name>/``, everything else in
+  ``weights.safetensors``, and its config as JSON beside them, so a recognizer rebuilds itself
+  from its own files.
+
+Nothing above this layer knows a kind by name: the trainer calls these methods, the runner builds
+kinds through the registry, and the recognizer loads whatever ``emovox.json`` names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from emovox.errors import RecognizerError
+
+if TYPE_CHECKING:
+    from emovox.cache import FeatureCache
+    from emovox.data.examples import Example
+
+#: Everything of a kind that is not a backbone or an adapter.
+WEIGHTS_FILE = "weights.safetensors"
+
+
+class KindConfig(BaseModel):
+    """Base of every kind's config section: unknown keys are errors (a typo must not fall back to a default)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    kind: str
+
+
+class ModelKind(nn.Module):
+    """A trainable model over ``Example`` records that returns class logits ``[B, C]``."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[KindConfig]]
+
+    def __init__(self, config: KindConfig, labels: Sequence[str]):
+        super().__init__()
+        self.config = config
+        self.labels = tuple(labels)
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, config: KindConfig, labels: Sequence[str], *, seed: int = 0, backbones=None) -> "ModelKind":
+        """A fresh model for training: pretrained backbones, new heads (seeded by ``seed``).
+
+        ``backbones`` (a ``BackboneStore``) shares frozen backbones between the folds of a run.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: Path, config: KindConfig, labels: Sequence[str]) -> "ModelKind":
+        """The model saved in ``directory`` by ``save`` (raises ``RecognizerError`` naming the file)."""
+        raise NotImplementedError
+
+    def save(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    def saved_config(self) -> KindConfig:
+        """The config recorded beside the weights (with everything ``load`` needs filled in)."""
+        return self.config
+
+    # -- data --------------------------------------------------------------------------------------
+    def fields(self) -> set[str]:
+        """The ``Example`` fields this model reads (a subset of ``emovox.data.examples.FIELDS``)."""
+        raise NotImplementedError
+
+    def max_seconds(self) -> float:
+        """Audio is cropped to this many seconds when examples are built (the papers' 10 s)."""
+        return 10.0
+
+    def prepare(self, examples: list["Example"], *, cache: "FeatureCache | None", progress: bool = True) -> list["Example"]:
+        """Examples with whatever the frozen parts compute attached (``Example.cached``); computed once per run."""
+        return examples
+
+    def fit_statistics(self, train: list["Example"]) -> None:
+        """Statistics taken from the training part only (standardisation); never from validation or test."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each training epoch (deterministic per-epoch augmentation)."""
+
+    def collate(self, batch: list["Example"], *, augment: bool = False) -> dict:
+        raise NotImplementedError
+
+    # -- computation -------------------------------------------------------------------------------
+    def forward(self, inputs: dict) -> torch.Tensor:  # noqa: D401
+        raise NotImplementedError
+
+    def loss(self, inputs: dict, targets: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits)`` for a training batch: class-weighted cross-entropy by default."""
+        logits = self(inputs)
+        return nn.functional.cross_entropy(logits.float(), targets, weight=weight), logits
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Pretrained parameters (trained at ``train.lr``); everything else trains at ``head_lr``."""
+        return []
+
+    def param_groups(self, lr: float, head_lr: float | None) -> list[dict]:
+        """Optimizer groups: pretrained weights at ``lr``, new parts at ``head_lr`` (default ``lr``)."""
+        pretrained = {id(p) for p in self.backbone_parameters()}
+        backbone = [p for p in self.parameters() if p.requires_grad and id(p) in pretrained]
+        head = [p for p in self.parameters() if p.requires_grad and id(p) not in pretrained]
+        if head_lr is None:
+            return [g for g in ({"params": backbone + head},) if g["params"]]
+        return [g for g in ({"params": backbone, "lr": lr}, {"params": head, "lr": head_lr}) if g["params"]]
+
+    def compute_size(self) -> int:
+        """Parameters that take part in a training step (a frozen, cached backbone does not)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, inputs: dict) -> torch.Tensor:
+        """The vector the classifier layer reads (late fusion and embeddings use it)."""
+        raise NotImplementedError(f"model kind {self.kind!r} exposes no embedding")
+
+    # -- deployment --------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """What a model card says about this model (backbones, modality, what trained)."""
+        return {"kind": self.kind}
+
+
+def check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str) -> None:
+    """Names and shapes of saved tensors must match the rebuilt model; a ``RecognizerError`` says which differ."""
+    if set(tensors) != set(expected):
+        diff = sorted(set(tensors) ^ set(expected))
+        raise RecognizerError(f"{path}: tensors {diff[:6]} do not match {what}")
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise RecognizerError(f"{path}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise RecognizerError(f"{path}: missing; the recognizer directory is incomplete")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own types for damaged files
+        raise RecognizerError(f"{path}: not a readable safetensors file ({exc})") from None

@@ -1,0 +1,417 @@
+"""A branch: one backbone reading one input, pooled per layer. The unit every model kind is built from.
+
+A branch is (modality, utterance | context | pair, backbone, how much of it trains). It turns a
+batch of examples into ``[B, L, W]``: the selected hidden states of its backbone, each pooled
+over time. What happens before that depends on its ``mode``:
+
+- ``frozen``: the backbone never changes, so its per-layer pooled states are computed once per
+  run and cached on disk (``emovox.cache``); training reads the cache and never runs the backbone.
+  (With learned attention pooling the frames are needed, so the frozen backbone runs each step.)
+- ``finetune``: everything trains, the backbone runs on every batch (the papers' recipe);
+  ``finetune-frozen-cnn`` keeps a wav2vec2-family CNN front end frozen.
+- ``finetune-top``: only the top ``top_layers`` Whisper encoder layers (and its final norm) train.
+  The frozen bottom's output (the frames entering the first trained layer, and the bottom's own
+  pooled states) is computed once, cached on disk like features, and the top layers run live.
+
+Given raw inputs (no cache, as in a deployed recognizer) every mode runs its backbone itself, so
+the trained module is the deployable one. A context branch reads the previous utterance; the
+first utterance of a dialogue has none, and the branch then outputs a learned "no context" vector
+(``no_input``, zeros at the start): the utterance is kept, and the model learns what "this is the
+first turn" means. A ``pair`` branch is the cheap alternative the IEMOCAP paper mentions: one text
+backbone reading "previous utterance + utterance" as a tokenizer pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from emovox.errors import ConfigError
+from emovox.models.heads import STD_FLOOR, Combine
+from emovox.models.pooling import AttentionPooling, pool, pooled_width
+
+Mode = Literal["frozen", "finetune", "finetune-frozen-cnn", "finetune-top"]
+Pooling = Literal["auto", "mean", "sum", "max", "stats", "attention"]
+
+
+class BranchConfig(BaseModel):
+    """One backbone reading one input; these fields are also the flat fields of a classifier."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str | None = Field(None, description="Branch name (default: what it reads, e.g. audio, text, context_text).")
+    backbone: str = Field(description="Registry name (e.g. whisper-base), hub id, or local model directory.")
+    tiny: bool = Field(False, description="Build a tiny randomly initialised model of the same class (tests, dry runs).")
+    input: Literal["utterance", "context", "pair"] = Field(
+        "utterance",
+        description="utterance: the utterance itself; context: the previous utterance of its dialogue (a learned "
+        "vector stands for 'no previous utterance'); pair: text backbones read (previous, current) as a tokenizer pair.",
+    )
+    mode: Mode = Field(
+        "finetune",
+        description="frozen: cached features, only the head trains; finetune: everything trains (paper); "
+        "finetune-frozen-cnn: wav2vec2-family CNN feature encoder stays frozen; "
+        "finetune-top: only the top `top_layers` encoder layers train (Whisper), the frozen bottom runs once.",
+    )
+    top_layers: int = Field(2, gt=0, description="finetune-top: how many of the top encoder layers train.")
+    pooling: Pooling = Field(
+        "auto",
+        description="auto = the family's paper pooling (mean; last token for decoder-only LMs; BART's EOS); "
+        "mean, sum, max, stats (mean + standard deviation), attention (learned).",
+    )
+    layers: Literal["all", "last"] | list[int] = Field(
+        "last", description="Hidden states the head reads: all, last, or a list of indices (0 = embeddings)."
+    )
+    combine: Combine = Field("weighted", description="Several layers become one vector by a learned weighted sum or by concatenation.")
+    standardize: bool | None = Field(
+        None,
+        description="z-score pooled states with training-part statistics; default: when the states are precomputed "
+        "(frozen, finetune-top).",
+    )
+    std_floor: float = Field(STD_FLOOR, ge=0, description="Standardisation: a std counts as at least this fraction of its layer's median std.")
+    max_tokens: int = Field(100, gt=0)
+    max_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        """emovox 0.1 spelled layer selection ``layer_weights: true|false`` and pairs ``context: true``."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if "layer_weights" in data:
+                if data.pop("layer_weights"):
+                    data.setdefault("layers", "all")
+                    data.setdefault("combine", "weighted")
+                else:
+                    data.setdefault("layers", "last")
+            if data.pop("context", False):
+                data.setdefault("input", "pair")
+        return data
+
+
+def default_branch_name(cfg: BranchConfig, modality: str) -> str:
+    return cfg.name or {"utterance": modality, "context": f"context_{modality}", "pair": "text_pair"}[cfg.input]
+
+
+class BackboneStore:
+    """Backbones for branches: a frozen one is loaded once and shared by every fold of a run
+    (its weights never change); a trainable one is loaded fresh for every model."""
+
+    def __init__(self) -> None:
+        self._frozen: dict[tuple, Any] = {}
+
+    def get(self, cfg: BranchConfig, seed: int):
+        from emovox.backbones import load_backbone
+
+        key = (cfg.backbone, cfg.tiny, cfg.max_tokens, cfg.max_seconds, seed if cfg.tiny else None)
+        if cfg.mode == "frozen" and key in self._frozen:
+            return self._frozen[key]
+        backbone = load_backbone(cfg.backbone, tiny=cfg.tiny, max_tokens=cfg.max_tokens, max_seconds=cfg.max_seconds, seed=seed)
+        if cfg.mode == "frozen":
+            self._frozen[key] = backbone
+        return backbone
+
+
+def pool_all_layers(backbone, inputs: dict, pooling: str) -> torch.Tensor:
+    """``[B, L, W]``: every hidden state of ``backbone`` pooled over its real frames/tokens."""
+    enc = backbone(inputs, all_layers=True)
+    if pooling == "mean" and bool(enc.mask.all()):
+        return enc.hidden.mean(dim=-2).transpose(0, 1)  # no padding in this batch: the plain mean is the masked one
+    return pool(enc.hidden, enc.mask, pooling, eos_mask=enc.eos_mask).transpose(0, 1)
+
+
+def pooled_identity(backbone, *, tiny: bool, seed: int, pooling: str | None = None) -> tuple[str, dict]:
+    """Cache identity of a backbone's per-layer pooled states (the keys of emovox 0.1's feature cache)."""
+    from emovox.cache import backbone_identity
+
+    ident = backbone_identity(backbone, tiny=tiny, seed=seed)
+    ident.update(pooling=pooling or backbone.spec.pooling, layers="all")
+    return backbone.spec.name, ident
+
+
+def pooled_cache_key(backbone, *, tiny: bool, seed: int, pooling: str | None = None) -> str:
+    from emovox.cache import cache_key
+
+    return cache_key(*pooled_identity(backbone, tiny=tiny, seed=seed, pooling=pooling))
+
+
+def raw_item(x):
+    """An ``Example``'s single input (its audio, else its text), or ``x`` itself when it is already raw."""
+    if hasattr(x, "audio") and hasattr(x, "text"):
+        return x.audio if x.audio is not None else x.text
+    return x
+
+
+def extract_pooled(
+    backbone, items: Sequence, *, pooling: str | None = None, cache=None, model_key: str | None = None,
+    batch_size: int = 16, progress: bool = True, description: str = "frozen features",
+) -> torch.Tensor:
+    """``[N, L, W]`` per-layer pooled states of ``items`` (clips, texts or single-input ``Example``s),
+    in length-grouped real-length batches, computing only what ``cache`` lacks."""
+    from emovox.accel import onednn_linears
+    from emovox.cache import fill
+
+    pooling = pooling or backbone.spec.pooling
+    items = [raw_item(x) for x in items]
+    if not items:
+        return torch.empty(0)
+    width = pooled_width(pooling, backbone.hidden_size)
+
+    def compute(batch: list) -> list[dict]:
+        return [{"pooled": p} for p in pool_all_layers(backbone, backbone.preprocess(batch), pooling)]
+
+    backbone.eval()
+    with torch.inference_mode(), onednn_linears(backbone):  # float32 GEMMs on oneDNN: see emovox.accel
+        rows = fill(items, [_length(x) for x in items], compute, cache=cache, model_key=model_key,
+                    expect=lambda item: {"pooled": (backbone.num_layers, width)}, batch_size=batch_size,
+                    progress=progress, description=description)
+    return torch.stack([r["pooled"] for r in rows])
+
+
+class Branch(nn.Module):
+    """A backbone + per-layer pooling over one input field; ``forward`` gives ``[B, L, W]``."""
+
+    def __init__(self, name: str, cfg: BranchConfig, backbone):
+        super().__init__()
+        self.name = name
+        self.cfg = cfg
+        self.backbone = backbone
+        self.modality = backbone.modality
+        if cfg.input == "pair" and self.modality != "text":
+            raise ConfigError(f"branch {name}: input 'pair' (previous + current utterance as one text) needs a text backbone")
+        self.pooling = backbone.spec.pooling if cfg.pooling == "auto" else cfg.pooling
+        self.total_layers = backbone.num_layers
+        self.layer_index = _layer_index(cfg.layers, self.total_layers, name)
+        self.mode = cfg.mode
+        self.cut: int | None = None
+        if cfg.mode == "frozen":
+            backbone.freeze()
+        elif cfg.mode == "finetune-frozen-cnn":
+            backbone.freeze_feature_encoder()
+        elif cfg.mode == "finetune-top":
+            self.cut = _unfreeze_top(backbone, cfg.top_layers, self.pooling)
+        self.attention = AttentionPooling(backbone.hidden_size) if self.pooling == "attention" else None
+        self.width = backbone.hidden_size if self.attention is not None else pooled_width(self.pooling, backbone.hidden_size)
+        self.num_layers = len(self.layer_index)
+        self.no_input = nn.Parameter(torch.zeros(self.num_layers, self.width)) if cfg.input == "context" else None
+
+    # -- what it reads ---------------------------------------------------------------------------
+    @property
+    def field(self) -> str:
+        return ("context_" if self.cfg.input == "context" else "") + self.modality
+
+    def fields(self) -> set[str]:
+        return {"text", "context_text"} if self.cfg.input == "pair" else {self.field}
+
+    def item(self, example) -> Any:
+        """The raw input this branch reads from ``example`` (None: no previous utterance)."""
+        if self.cfg.input == "pair":
+            return (example.context_text, example.text)
+        return getattr(example, self.field)
+
+    @property
+    def cache_mode(self) -> str | None:
+        """What ``precompute`` stores: per-layer pooled states, a frozen bottom's frames, or nothing."""
+        if self.mode == "frozen" and self.attention is None:
+            return "pooled"
+        if self.mode == "finetune-top":
+            return "bottom"
+        return None
+
+    @property
+    def standardize(self) -> bool:
+        return self.cache_mode is not None if self.cfg.standardize is None else bool(self.cfg.standardize)
+
+    # -- precomputation --------------------------------------------------------------------------
+    def cache_identity(self, *, tiny: bool, seed: int) -> tuple[str, dict]:
+        name, ident = pooled_identity(self.backbone, tiny=tiny, seed=seed, pooling=self.pooling)
+        if self.cache_mode == "bottom":
+            ident.update(layers=None, bottom=self.cut)
+        return name, ident
+
+    def precompute(self, examples: list, *, cache, seed: int, progress: bool = True) -> list:
+        """Examples with this branch's frozen prefix in ``cached[name]`` (None where there is no input)."""
+        from emovox.accel import onednn_linears
+        from emovox.cache import cache_key, fill
+
+        mode = self.cache_mode
+        if mode is None:
+            return examples
+        present = [i for i, e in enumerate(examples) if self.item(e) is not None]
+        items = [self.item(examples[i]) for i in present]
+        lengths = [_length(x) for x in items]
+        name, ident = self.cache_identity(tiny=self.cfg.tiny, seed=seed)
+        key = cache_key(name, ident)
+        hidden = self.backbone.hidden_size
+        if mode == "pooled":
+            pooled = extract_pooled(self.backbone, items, pooling=self.pooling, cache=cache, model_key=key,
+                                    progress=progress, description=f"frozen features ({self.name})")
+            rows = [{"pooled": p} for p in pooled]
+        else:
+            expect = lambda item: {"frames": (None, hidden), "lower": (self.cut + 1, self.width)}  # noqa: E731
+            self.backbone.eval()
+            with torch.inference_mode(), onednn_linears(self.backbone):  # float32 GEMMs on oneDNN: see emovox.accel
+                rows = fill(items, lengths, self._bottom_rows, cache=cache, model_key=key, expect=expect,
+                            progress=progress, description=f"frozen bottom layers ({self.name})")
+        out = [e.with_cached(self.name, None) for e in examples]
+        for i, row in zip(present, rows):
+            out[i] = examples[i].with_cached(self.name, row)
+        return out
+
+    def _bottom_rows(self, items: list) -> list[dict]:
+        enc = self.backbone(self.backbone.preprocess(items), all_layers=True)
+        lower = pool(enc.hidden[: self.cut + 1], enc.mask, self.pooling).transpose(0, 1)  # [B, cut+1, W]
+        frames = enc.hidden[self.cut]
+        return [{"frames": frames[i, : int(enc.mask[i].sum())], "lower": lower[i]} for i in range(len(items))]
+
+    # -- batches ---------------------------------------------------------------------------------
+    def collate(self, batch: Sequence) -> dict:
+        """Inputs for the rows that have one (``present``); cached prefixes when every row has them."""
+        present = [self.item(e) is not None for e in batch]
+        if self.no_input is None and not all(present):
+            missing = next(e.id for e, p in zip(batch, present) if not p)
+            raise ConfigError(f"branch {self.name}: example {missing} has no {self.field}")
+        rows = [e for e, p in zip(batch, present) if p]
+        out: dict[str, Any] = {"present": torch.tensor(present, dtype=torch.bool)}
+        if not rows:
+            return out
+        cached = [e.cached.get(self.name) for e in rows] if self.cache_mode else []
+        if cached and all(c is not None for c in cached):
+            if self.cache_mode == "pooled":
+                out["pooled"] = torch.stack([c["pooled"] for c in cached])
+            else:
+                out.update(_frames_collate(cached))
+        else:
+            out["inputs"] = self.backbone.preprocess([self.item(e) for e in rows])
+        return out
+
+    def forward(self, inputs: dict) -> torch.Tensor:
+        present = inputs["present"]
+        if "pooled" in inputs:
+            states = inputs["pooled"][:, self.layer_index]
+        elif "frames" in inputs:
+            states = self._top(inputs)[:, self.layer_index]
+        elif "inputs" in inputs:
+            states = self._live(inputs["inputs"])
+        else:
+            states = None
+        if self.no_input is None:
+            return states
+        full = self.no_input.unsqueeze(0).expand(len(present), -1, -1)
+        if states is None:
+            return full
+        if bool(present.all()):
+            return states
+        full = full.clone()
+        full[present] = states.to(full.dtype)
+        return full
+
+    def _live(self, inputs: dict) -> torch.Tensor:
+        """Run the backbone on preprocessed inputs: ``[P, L_selected, W]``."""
+        last_only = self.layer_index == [self.total_layers - 1]
+        frozen = self.mode == "frozen"
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            enc = self.backbone(inputs, all_layers=not last_only)
+        hidden = enc.hidden
+        if self.attention is not None:
+            pooled = self.attention(hidden, enc.mask)
+        else:
+            pooled = pool(hidden, enc.mask, self.pooling, eos_mask=enc.eos_mask)
+        if last_only:
+            return pooled.unsqueeze(1)
+        return pooled.transpose(0, 1)[:, self.layer_index]
+
+    def _top(self, inputs: dict) -> torch.Tensor:
+        """Top layers over cached bottom frames: every hidden state pooled, ``[P, L, W]``."""
+        encoder = self.backbone.model.encoder
+        x, mask = inputs["frames"], inputs["mask"]
+        blocked = torch.finfo(x.dtype).min
+        bias = torch.where(mask, torch.zeros((), dtype=x.dtype), torch.full((), blocked, dtype=x.dtype))
+        attention = bias[:, None, None, :].expand(-1, 1, x.shape[1], x.shape[1])
+        states = []
+        for layer in encoder.layers[self.cut :]:
+            x = layer(x, attention)
+            states.append(x)
+        states[-1] = encoder.layer_norm(x)
+        live = torch.stack([pool(s, mask, self.pooling) for s in states], dim=1)
+        return torch.cat([inputs["lower"], live], dim=1)
+
+    def backbone_trains(self) -> bool:
+        return any(p.requires_grad for p in self.backbone.parameters())
+
+    def describe(self) -> dict:
+        spec = self.backbone.spec
+        return {"name": self.name, "backbone": spec.name, "family": spec.family, "modality": self.modality,
+                "input": self.cfg.input, "mode": self.mode, "pooling": self.pooling, "layers": self.layer_index}
+
+
+def _length(item) -> float:
+    if isinstance(item, np.ndarray):
+        return len(item) / 16_000
+    if isinstance(item, tuple):
+        return float(sum(len(t or "") for t in item))
+    return float(len(item))
+
+
+def _layer_index(layers, total: int, name: str) -> list[int]:
+    if layers == "all":
+        return list(range(total))
+    if layers == "last":
+        return [total - 1]
+    index = [int(i) if int(i) >= 0 else total + int(i) for i in layers]
+    bad = [i for i in layers if not -total <= int(i) < total]
+    if bad or not index or len(set(index)) != len(index):
+        raise ConfigError(
+            f"branch {name}: layers {list(layers)} must be distinct indices of the backbone's {total} hidden states "
+            f"(0 = embeddings, {total - 1} = last)"
+        )
+    return index
+
+
+def _unfreeze_top(backbone, top_layers: int, pooling: str) -> int:
+    """Freeze everything but the top ``top_layers`` encoder layers and the final norm; return the cut."""
+    if backbone.spec.family != "whisper":
+        raise ConfigError(
+            f"mode finetune-top supports Whisper encoders, not '{backbone.spec.family}'; "
+            "use mode finetune or finetune-frozen-cnn for this backbone"
+        )
+    if pooling == "attention":
+        raise ConfigError("mode finetune-top pools its cached states without attention: set pooling to auto, mean or stats")
+    encoder = backbone.model.encoder
+    n = len(encoder.layers)
+    if not 1 <= top_layers <= n:
+        raise ConfigError(f"top_layers must be between 1 and {n} for {backbone.spec.name}, not {top_layers}")
+    backbone.freeze()
+    for module in list(encoder.layers[n - top_layers :]) + [encoder.layer_norm]:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return n - top_layers
+
+
+def _frames_collate(cached: list[dict]) -> dict:
+    """Zero-pad cached bottom frames ``[T_i, H]`` to the batch's longest; stack their lower states."""
+    longest = max(c["frames"].shape[0] for c in cached)
+    hidden = cached[0]["frames"].shape[1]
+    frames = torch.zeros(len(cached), longest, hidden)
+    mask = torch.zeros(len(cached), longest, dtype=torch.bool)
+    for i, c in enumerate(cached):
+        n = c["frames"].shape[0]
+        frames[i, :n] = c["frames"]
+        mask[i, :n] = True
+    return {"frames": frames, "mask": mask, "lower": torch.stack([c["lower"] for c in cached])}
+
+
+def backbone_prefixes(model: nn.Module) -> list[str]:
+    """State-dict prefixes of every branch backbone in ``model`` (saved as HF directories, not in the weights file)."""
+    return [f"{name}.backbone." if name else "backbone." for name, m in model.named_modules() if isinstance(m, Branch)]
+
+
+def non_backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Everything of ``model`` that is not inside a branch's backbone."""
+    prefixes = tuple(backbone_prefixes(model))
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}

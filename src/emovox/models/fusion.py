@@ -1,0 +1,127 @@
+"""Fusion classifier (IEMOCAP paper, Figure 1): N branches -> FC-256 each -> concatenated -> dropout -> linear.
+
+Each branch is (modality, utterance | context, backbone, mode): e.g. Whisper on the audio and OPT
+on the transcript, each with a copy reading the previous utterance. A branch's pooled output
+(standardised and layer-combined as in the classifier) is projected to a common width by its own
+linear layer (the paper's "FC 256", no activation), the projections are concatenated, and one
+dropout + linear layer classifies. Everything trains end to end with the fine-tuning defaults;
+frozen branches come from the feature cache, so a fusion of frozen branches trains in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Sequence
+
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from emovox.errors import ConfigError
+from emovox.models.base import WEIGHTS_FILE, KindConfig, ModelKind
+from emovox.models.branch import BackboneStore, Branch, BranchConfig, default_branch_name
+from emovox.models.classifier import branch_states, load_weights
+from emovox.models.heads import LayerReducer
+
+
+class FusionConfig(KindConfig):
+    kind: Literal["fusion"] = "fusion"
+    branches: list[BranchConfig] = Field(description="One to four branches, each a backbone reading the utterance or its context.")
+    projection: int = Field(256, gt=0, description="Width every branch is projected to before concatenation (paper: 256).")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @field_validator("branches")
+    @classmethod
+    def _some(cls, v: list[BranchConfig]) -> list[BranchConfig]:
+        if not 1 <= len(v) <= 4:
+            raise ValueError(f"a fusion model has one to four branches, not {len(v)}")
+        return v
+
+
+class FusionModel(ModelKind):
+    kind = "fusion"
+    Config = FusionConfig
+
+    def __init__(self, config: FusionConfig, labels: Sequence[str], backbones: list):
+        super().__init__(config, labels)
+        names = [default_branch_name(b, bb.modality) for b, bb in zip(config.branches, backbones)]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"fusion branches need distinct names (set `name:` on each); got {names}")
+        self.branches = nn.ModuleList(Branch(n, b, bb) for n, b, bb in zip(names, config.branches, backbones))
+        self.reducers = nn.ModuleList(
+            LayerReducer(br.num_layers, br.width, combine=br.cfg.combine, standardize=br.standardize, std_floor=br.cfg.std_floor)
+            for br in self.branches
+        )
+        self.projections = nn.ModuleList(nn.Linear(r.out_width, config.projection) for r in self.reducers)
+        self.dropout = nn.Dropout(config.dropout)
+        self.linear = nn.Linear(config.projection * len(self.branches), len(labels))
+
+    @classmethod
+    def build(cls, config: FusionConfig, labels, *, seed: int = 0, backbones: BackboneStore | None = None):
+        store = backbones or BackboneStore()
+        loaded = [store.get(b, seed) for b in config.branches]
+        torch.manual_seed(seed)
+        model = cls(config, labels, loaded)
+        model.seed = seed
+        return model
+
+    def fields(self) -> set[str]:
+        return set().union(*(b.fields() for b in self.branches))
+
+    def max_seconds(self) -> float:
+        return max(b.cfg.max_seconds for b in self.branches)
+
+    def prepare(self, examples, *, cache, progress: bool = True):
+        for b in self.branches:
+            examples = b.precompute(examples, cache=cache, seed=getattr(self, "seed", 0), progress=progress)
+        return examples
+
+    @torch.no_grad()
+    def fit_statistics(self, train) -> None:
+        for b, r in zip(self.branches, self.reducers):
+            if r.standardize.enabled:
+                r.fit_statistics(branch_states(self, b, train))
+
+    def collate(self, batch, *, augment: bool = False) -> dict:
+        return {b.name: b.collate(batch) for b in self.branches}
+
+    def embed(self, inputs: dict) -> torch.Tensor:
+        return torch.cat([p(r(b(inputs[b.name]))) for b, r, p in zip(self.branches, self.reducers, self.projections)], dim=-1)
+
+    def forward(self, inputs: dict) -> torch.Tensor:
+        return self.linear(self.dropout(self.embed(inputs)))
+
+    def backbone_parameters(self):
+        return [p for b in self.branches for p in b.backbone.parameters()]
+
+    def compute_size(self) -> int:
+        skip = {id(p) for b in self.branches if b.cache_mode == "pooled" for p in b.backbone.parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)
+
+    def save(self, directory: Path) -> None:
+        from emovox.atomic import atomic_save_tensors
+        from emovox.models.branch import non_backbone_state
+
+        for b in self.branches:
+            b.backbone.save(Path(directory) / "branches" / b.name)
+        atomic_save_tensors(Path(directory) / WEIGHTS_FILE, non_backbone_state(self), metadata={"format": "pt"})
+
+    @classmethod
+    def load(cls, directory: Path, config: FusionConfig, labels):
+        from emovox.models.registry import load_branch_backbone
+
+        loaded = []
+        for b in config.branches:
+            if b.name is None:
+                raise ConfigError(f"{directory}: a saved fusion branch has no name")
+            loaded.append(load_branch_backbone(Path(directory) / "branches" / b.name, b))
+        model = cls(config, labels, loaded)
+        load_weights(model, Path(directory) / WEIGHTS_FILE, f"a {len(config.branches)}-branch fusion model for {len(labels)} labels")
+        return model
+
+    def saved_config(self) -> FusionConfig:
+        """The config with every branch's name filled in (what a recognizer directory records)."""
+        return self.config.model_copy(update={"branches": [b.cfg.model_copy(update={"name": b.name}) for b in self.branches]})
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "branches": [b.describe() for b in self.branches]}

@@ -1,0 +1,48 @@
+"""Everything a run loads once and every fold shares: the examples and what frozen parts compute.
+
+The model kind says which fields to load (``fields``) and what to precompute (``prepare``: frozen
+features, a frozen bottom), so a text model never decodes audio and frozen backbones run once per
+run, not once per fold. Frozen backbones are loaded once (``BackboneStore``) and shared by the
+folds' models; trainable ones are loaded fresh for each fold.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+from emovox.corpora.base import Corpus
+from emovox.data.examples import Example, build_examples
+from emovox.models import registry
+from emovox.models.branch import BackboneStore
+
+if TYPE_CHECKING:
+    from emovox.config import ExperimentConfig
+    from emovox.models.base import ModelKind
+
+
+class ExperimentData:
+    """Examples of the whole corpus with their precomputed parts, and the backbones to build folds from."""
+
+    def __init__(self, cfg: "ExperimentConfig", corpus: Corpus, *, progress: bool = True):
+        from emovox.cache import FeatureCache
+
+        self.cfg = cfg
+        self.corpus = corpus
+        self.backbones = BackboneStore()
+        self.prototype = self.build_model()
+        examples, self.skipped = build_examples(
+            corpus,
+            [u.id for u in corpus],
+            self.prototype.fields(),
+            max_seconds=self.prototype.max_seconds(),
+            on_error=cfg.on_bad_audio,
+        )
+        examples = self.prototype.prepare(examples, cache=FeatureCache(cfg.cache_dir), progress=progress)
+        self.examples = {e.id: e for e in examples}
+
+    def build_model(self) -> "ModelKind":
+        """A fresh model of the config's kind (new head, seeded; frozen backbones shared)."""
+        return registry.build(self.cfg.model, self.corpus.labels, seed=self.cfg.train.seed, backbones=self.backbones)
+
+    def select(self, ids: Sequence[str]) -> list[Example]:
+        return [self.examples[i] for i in ids if i in self.examples]

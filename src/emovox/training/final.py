@@ -1,0 +1,118 @@
+"""One recognizer on all the data (``emovox train``), and scoring a recognizer on a corpus (``emovox evaluate``).
+
+The final model trains on the whole corpus less a held-out speaker group that picks the epoch
+(as the strict protocol does), and is saved as a self-contained recognizer directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+
+from emovox import __version__
+from emovox.config import ExperimentConfig
+from emovox.corpora.base import Corpus
+from emovox.data.examples import build_examples
+from emovox.errors import EmovoxError
+from emovox.metrics import compute_metrics
+from emovox.training.data import ExperimentData
+from emovox.training.runner import corpus_dropped
+from emovox.training.trainer import Trainer, set_threads
+
+
+def holdout_speakers(corpus: Corpus, seed: int, fraction: float = 0.1) -> tuple[list[str], list[str]]:
+    """Training and early-stopping ids for a final model: whole speakers held out when possible.
+
+    About ``fraction`` of the speakers (at least one) are held out, chosen with ``seed``, so the
+    stopping epoch is picked on voices the model has not heard, as in the strict protocol.
+    With fewer than three speakers a seeded ``fraction`` of utterances is held out instead.
+    """
+    import random
+
+    speakers = sorted(corpus.speakers)
+    if len(speakers) >= 3:
+        k = max(1, round(fraction * len(speakers)))
+        held = set(random.Random(seed).sample(speakers, k))
+        train = [u.id for u in corpus if u.speaker not in held]
+        valid = [u.id for u in corpus if u.speaker in held]
+        return train, valid
+    from emovox.splits import _seeded_split
+
+    rest, held_ids = _seeded_split(corpus, [u.id for u in corpus], fraction, seed, "train", what="valid")
+    return list(rest), list(held_ids)
+
+
+def train_recognizer(
+    cfg: ExperimentConfig, model_dir: Path, *, progress: bool = True, corpus: Corpus | None = None, cv_results: Path | None = None
+):
+    """Train on the whole corpus (less a held-out speaker group for early stopping) and save a
+    self-contained recognizer directory."""
+    from emovox.corpora import load_corpus
+    from emovox.recognizer import Recognizer
+
+    set_threads(cfg.train.threads)
+    model_dir = Path(model_dir)
+    corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
+    train_ids, valid_ids = holdout_speakers(corpus, cfg.train.seed)
+    data = ExperimentData(cfg, corpus, progress=progress)
+    train, valid = data.select(train_ids), data.select(valid_ids)
+    labels = corpus.labels
+    missing = sorted({*labels} - {labels[e.target] for e in train})
+    if missing:
+        raise EmovoxError(f"{cfg.corpus}: classes {missing} have no training utterances; remove them from the label set")
+    model = data.build_model()
+    model.fit_statistics(train)
+    work = model_dir / "_training"
+    trainer = Trainer(model, None, cfg.train, len(labels), run_dir=work, progress=progress, description="all data")
+    fit = trainer.fit(train, valid)
+    info = {
+        "name": cfg.name,
+        "emovox_version": __version__,
+        "training": {
+            "corpus": cfg.corpus,
+            "corpus_fingerprint": corpus.fingerprint(),
+            "train_utterances": len(train),
+            "valid_utterances": len(valid),
+            "validation": "held-out speakers" if len(corpus.speakers) >= 3 else "held-out utterances",
+            "best_epoch": fit.best_epoch,
+            "best_valid_ua": fit.best_valid_ua,
+            "history": fit.history,
+            "config": json.loads(cfg.model_dump_json()),
+            "skipped": [s.to_dict() for s in corpus_dropped(corpus) + list(data.skipped)],
+        },
+    }
+    if cv_results is not None and Path(cv_results).is_file():
+        r = json.loads(Path(cv_results).read_text())
+        info["cross_validation"] = {
+            "results": str(cv_results), "protocol": r["protocol"], "folds": len(r["folds"]),
+            "mean": r["mean"], "std": r["std"], "pooled": {k: r["pooled"][k] for k in ("wa", "ua", "macro_f1")},
+        }
+    recognizer = Recognizer(model, labels, info)
+    recognizer.save(model_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    return recognizer
+
+
+def evaluate_recognizer(recognizer, corpus: Corpus, *, on_bad_audio: str = "skip", progress: bool = True):
+    """Score a trained recognizer on a corpus; its labels must all be known to the recognizer.
+
+    Unusable utterances are left out and returned as the fourth value (``on_bad_audio="skip"``),
+    or raise (``"error"``)."""
+    from emovox.errors import RecognizerError
+
+    unknown = sorted({u.label for u in corpus} - set(recognizer.labels))
+    if unknown:
+        raise RecognizerError(
+            f"{corpus.spec or corpus.name}: labels {unknown} are not among the recognizer's {list(recognizer.labels)}"
+        )
+    examples, skipped = build_examples(
+        corpus, [u.id for u in corpus], recognizer.model.fields(), max_seconds=recognizer.max_seconds, on_error=on_bad_audio
+    )
+    probs = recognizer.predict_examples(examples, progress=progress)
+    index = {label: i for i, label in enumerate(recognizer.labels)}
+    y_true = [index[corpus[e.id].label] for e in examples]
+    metrics = compute_metrics(y_true, probs.argmax(1).tolist(), recognizer.labels)
+    return metrics, examples, probs, skipped
+

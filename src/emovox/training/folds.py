@@ -1,0 +1,149 @@
+"""Train and test one fold: fresh model, training-part statistics, early stopping, predictions.
+
+A fold with ``done.json`` is never retrained (its predictions are read back); an interrupted one
+resumes from its last epoch checkpoint inside ``fold_dir``.
+
+``on_missing_class: error|drop`` (default error): a class with no training utterance in a fold
+(small corpora, rare classes) stops the run naming fold and class, or that class's test and
+validation utterances are left out of that fold only (the model still has the class's output,
+so its other predictions are scored over the full label set).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from emovox.atomic import atomic_write_json
+from emovox.data.examples import Example, Skipped
+from emovox.errors import EmovoxError
+from emovox.metrics import Metrics, compute_metrics
+from emovox.splits import Fold
+from emovox.training.checkpoint import remove_stale_temporaries
+from emovox.training.results import read_predictions, write_predictions
+from emovox.training.trainer import Trainer, clear_resume_state
+
+if TYPE_CHECKING:
+    from emovox.config import ExperimentConfig
+    from emovox.training.data import ExperimentData
+
+
+@dataclass
+class FoldOutcome:
+    fold: Fold
+    ids: list[str]
+    y_true: list[int]
+    probs: np.ndarray
+    history: list[dict]
+    seconds: float
+    metrics: Metrics
+    skipped: list[Skipped] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+def train_fold(
+    cfg: "ExperimentConfig", data: "ExperimentData", fold: Fold, fold_dir: Path, *, progress: bool = True
+) -> FoldOutcome:
+    labels = data.corpus.labels
+    done = fold_dir / "done.json"
+    if done.is_file():
+        info = json.loads(done.read_text())
+        ids, y, probs = read_predictions(fold_dir / "predictions.csv", labels)
+        skipped = [Skipped.from_dict(d) for d in info.get("skipped", [])]
+        return FoldOutcome(
+            fold, ids, y, probs, info["history"], info["seconds"], compute_metrics(y, probs.argmax(1).tolist(), labels),
+            skipped, info.get("best_epoch", 0),
+        )
+    remove_stale_temporaries(fold_dir)
+    t0 = time.time()
+    previous = _previous_seconds(fold_dir)
+    train, valid, test = data.select(fold.train), data.select(fold.valid), data.select(fold.test)
+    if not train:
+        raise EmovoxError(f"fold {fold.index} ({fold.name}): no usable training utterance (see the skipped utterances)")
+    valid, test, skipped = apply_missing_class_policy(cfg, fold, labels, train, valid, test)
+    if not test:
+        raise EmovoxError(
+            f"fold {fold.index} ({fold.name}): no usable test utterance is left; every one was skipped "
+            "(fix the corpus or choose another protocol)"
+        )
+    model = data.build_model()
+    model.fit_statistics(train)
+    trainer = Trainer(
+        model, None, cfg.train, len(labels), run_dir=fold_dir, progress=progress, description=f"fold {fold.index}",
+        allow_absent_classes=cfg.on_missing_class == "drop",
+    )
+    fit = trainer.fit(train, valid)
+    probs = trainer.predict_proba(test)
+    ids, y = [e.id for e in test], [e.target for e in test]
+    write_predictions(fold_dir / "predictions.csv", [(i, fold.name, t, p) for i, t, p in zip(ids, y, probs)], labels)
+    if valid and fold.validation == "strict":
+        valid_probs = trainer.predict_proba(valid)
+        write_predictions(
+            fold_dir / "valid_predictions.csv", [(e.id, fold.name, e.target, p) for e, p in zip(valid, valid_probs)], labels
+        )
+    seconds = previous + time.time() - t0
+    metrics = compute_metrics(y, probs.argmax(1).tolist(), labels)
+    atomic_write_json(
+        done,
+        {
+            "fold": fold.index,
+            "name": fold.name,
+            "best_epoch": fit.best_epoch,
+            "best_valid_ua": fit.best_valid_ua,
+            "stopped_early": fit.stopped_early,
+            "resumed_from_epoch": fit.resumed_from_epoch,
+            "history": fit.history,
+            "seconds": round(seconds, 2),
+            "test": metrics.scores.to_dict(),
+            "skipped": [x.to_dict() for x in skipped],
+        },
+    )
+    clear_resume_state(fold_dir)  # the fold is finished: only the best weights matter now
+    return FoldOutcome(fold, ids, y, probs, fit.history, seconds, metrics, skipped, fit.best_epoch)
+
+
+def _previous_seconds(fold_dir: Path) -> float:
+    """Training time already spent on this fold by interrupted invocations (its epochs' history)."""
+    state = fold_dir / "last_state.json"
+    if not state.is_file():
+        return 0.0
+    try:
+        return float(sum(h.get("seconds", 0.0) for h in json.loads(state.read_text()).get("history", [])))
+    except (ValueError, OSError):
+        return 0.0
+
+
+def apply_missing_class_policy(
+    cfg: "ExperimentConfig", fold: Fold, labels: Sequence[str], train: list[Example], valid: list[Example], test: list[Example]
+) -> tuple[list[Example], list[Example], list[Skipped]]:
+    """Validation and test examples of this fold, less those of classes it cannot learn.
+
+    Classes are counted on the usable training examples (after ``on_bad_audio: skip``), so a
+    class whose only training clips were corrupt is caught here too.
+    """
+    present = {e.target for e in train}
+    missing = [i for i in range(len(labels)) if i not in present]
+    if not missing:
+        return valid, test, []
+    names = [labels[i] for i in missing]
+    n_test = sum(e.target in missing for e in test)
+    if cfg.on_missing_class == "error":
+        raise EmovoxError(
+            f"fold {fold.index} ({fold.name}): class(es) {names} have no training utterance in this fold "
+            f"({n_test} of its test utterances have them). Set on_missing_class: drop to leave those test "
+            "utterances out of this fold (they are listed in the report), remove the class from the label "
+            "set (e.g. labels=... in the corpus spec), or choose a protocol that keeps every class in training"
+        )
+    reason = f"class {{}} has no training utterance in fold {fold.index} ({fold.name}); on_missing_class: drop"
+    skipped = [
+        Skipped(e.id, reason.format(repr(labels[e.target])), "missing_class", fold.name)
+        for e in [*valid, *test]
+        if e.target in missing
+    ]
+    return [e for e in valid if e.target not in missing], [e for e in test if e.target not in missing], skipped
+

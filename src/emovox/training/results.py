@@ -1,0 +1,155 @@
+"""What a finished run leaves behind: per-utterance predictions, results.json, report.md.
+
+Predictions keep every class probability (``id,fold,true,pred,p_<label>...``), for the test part
+of each fold (``predictions.csv``) and for its validation part (``valid_predictions.csv``): votes,
+late fusion and confidence intervals are computed from these files, and choosing an ensemble on
+validation predictions is what keeps the test fold unseen.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from emovox import __version__
+from emovox.atomic import atomic_write_json, atomic_write_text
+from emovox.corpora.base import Corpus
+from emovox.data.examples import Skipped
+from emovox.metrics import aggregate
+
+if TYPE_CHECKING:
+    from emovox.config import ExperimentConfig
+    from emovox.splits import Fold
+    from emovox.training.folds import FoldOutcome
+
+RESULTS_SCHEMA = 1
+
+
+def write_predictions(path: Path, rows, labels: Sequence[str]) -> None:
+    """One row per utterance: id, fold, true and predicted label, and every class probability."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "fold", "true", "pred", *(f"p_{label}" for label in labels)])
+    for uid, fold, t, p in rows:
+        w.writerow([uid, fold, labels[t], labels[int(np.argmax(p))], *(f"{x:.6f}" for x in p)])
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_predictions(path: Path, labels: Sequence[str]) -> tuple[list[str], list[int], np.ndarray]:
+    index = {label: i for i, label in enumerate(labels)}
+    ids, y, probs = [], [], []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            ids.append(row["id"])
+            y.append(index[row["true"]])
+            probs.append([float(row[f"p_{label}"]) for label in labels])
+    return ids, y, np.asarray(probs, dtype=np.float32).reshape(len(ids), len(labels))
+
+
+def environment_record(cfg: "ExperimentConfig", corpus: Corpus) -> dict:
+    import transformers
+
+    return {
+        "emovox": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
+        "corpus": cfg.corpus,
+        "corpus_fingerprint": corpus.fingerprint(),
+        "utterances": len(corpus),
+        "protocol": cfg.protocol,
+        "validation": cfg.validation,
+        "seed": cfg.train.seed,
+    }
+
+
+def model_summary(cfg: "ExperimentConfig") -> dict:
+    """The model part of results.json: kind, and the backbone(s) and mode(s) in a line each."""
+    m = json.loads(cfg.model.model_dump_json())
+    branches = m.get("branches") or ([m] if "backbone" in m else [])
+    return {
+        "kind": m["kind"],
+        "backbone": " + ".join(b["backbone"] for b in branches) if branches else None,
+        "mode": " + ".join(b.get("mode", "") for b in branches) if branches else None,
+    }
+
+
+def write_results(
+    cfg: "ExperimentConfig",
+    corpus: Corpus,
+    folds: "list[Fold]",
+    outcomes: "list[FoldOutcome]",
+    skipped: list[Skipped],
+    out_dir: Path,
+    *,
+    seconds: float,
+    prep_seconds: float,
+) -> dict:
+    from emovox import reporting
+
+    labels = corpus.labels
+    pooled_true = [t for o in outcomes for t in o.y_true]
+    pooled_pred = [int(p) for o in outcomes for p in o.probs.argmax(1)]
+    result = aggregate(
+        [o.metrics for o in outcomes],
+        pooled_true,
+        pooled_pred,
+        labels,
+        fold_names=[o.fold.name for o in outcomes],
+        protocol=cfg.protocol,
+        speaker_independent=all(f.speaker_independent for f in folds),
+    )
+    payload = result.to_dict()
+    payload.update(
+        {
+            "schema": RESULTS_SCHEMA,
+            "name": cfg.name,
+            "corpus": cfg.corpus,
+            "validation": cfg.validation,
+            "label_set": list(labels),
+            **model_summary(cfg),
+            "seconds": round(seconds, 2),
+            "feature_seconds": round(prep_seconds, 2),
+            "fold_seconds": [round(o.seconds, 2) for o in outcomes],
+            "best_epochs": [o.best_epoch for o in outcomes],
+            "skipped": [s.to_dict() for s in skipped],
+            "environment": environment_record(cfg, corpus),
+        }
+    )
+    reporting.write_report(result, out_dir, title=cfg.name, history=[o.history for o in outcomes])
+    report = out_dir / "report.md"
+    atomic_write_text(report, report.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + skipped_markdown(skipped, cfg))
+    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
+    atomic_write_json(out_dir / "results.json", payload)  # a superset of the report's results.json
+    rows = [(uid, o.fold.name, t, p) for o in outcomes for uid, t, p in zip(o.ids, o.y_true, o.probs)]
+    write_predictions(out_dir / "predictions.csv", rows, labels)
+    return payload
+
+
+def skipped_markdown(skipped: Sequence[Skipped], cfg: "ExperimentConfig") -> str:
+    """The report's "Skipped utterances" section: every utterance left out, with its reason."""
+    lines = ["## Skipped utterances", ""]
+    policy = f"`on_bad_audio: {cfg.on_bad_audio}`, `on_missing_class: {cfg.on_missing_class}`"
+    if not skipped:
+        return "\n".join(lines + [f"None: every utterance of the corpus was used ({policy}).", ""])
+    counts: dict[str, int] = {}
+    for x in skipped:
+        counts[x.kind] = counts.get(x.kind, 0) + 1
+    summary = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(counts.items()))
+    lines += [f"{len(skipped)} utterance(s) were left out ({summary}; policy {policy}):", ""]
+    lines += ["| id | fold | kind | reason |", "|---|---|---|---|"]
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    for x in skipped:
+        lines.append(f"| {cell(x.id)} | {cell(x.fold or 'all')} | {x.kind} | {cell(x.reason)} |")
+    return "\n".join(lines) + "\n"
