@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from emovox.atomic import atomic_save_tensors
+from emovox.errors import EmovoxWarning
 
 #: Shape of one cached tensor: a tuple of sizes, ``None`` where any size is allowed.
 Shape = tuple
@@ -34,7 +35,7 @@ Shape = tuple
 CACHE_FORMAT = 1
 
 
-class CacheWarning(UserWarning):
+class CacheWarning(EmovoxWarning):
     """Damaged cache entries were found and recomputed."""
 
 

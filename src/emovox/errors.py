@@ -34,3 +34,7 @@ class BackboneError(EmovoxError):
 
 class RecognizerError(EmovoxError):
     """A recognizer directory is missing, incomplete, of an unknown schema or inconsistent."""
+
+
+class EmovoxWarning(UserWarning):
+    """Something worth a user's attention that does not stop the work (shown once on stderr by the CLI)."""

@@ -40,6 +40,23 @@ def _main(
 from emovox.cli import _commands  # noqa: E402,F401
 
 
+def _readable_warnings() -> None:
+    """emovox's own warnings as one ``warning: ...`` line on stderr, without a source-file prefix."""
+    import warnings
+
+    from emovox.errors import EmovoxWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EmovoxWarning):
+            typer.echo(f"warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2.
 
@@ -47,6 +64,7 @@ def main() -> None:
     with their usage line and exit code 2; anything that is not an ``EmovoxError`` is a bug
     and keeps its traceback.
     """
+    _readable_warnings()
     try:
         app()
     except EmovoxError as exc:

@@ -8,7 +8,8 @@ one ``ModelKind`` subclass in its own module, registered in ``emovox.models.KIND
 - the example fields it reads (``fields``), so only those are loaded from the corpus;
 - what it precomputes once per run (``prepare``: frozen features, a frozen bottom) and the
   statistics it takes from the training part only (``fit_statistics``);
-- its collate, forward (class logits) and loss;
+- its collate, ``logits`` and loss (``forward`` divides the logits by a temperature fitted on
+  validation data after training, so every probability emovox reports is calibrated);
 - which parameters train at which learning rate (``param_groups``);
 - its files in a recognizer directory (``save``/``load``): backbones as Hugging Face
   directories under ``branches/<name>/``, adapters under ``adapters/<name>/``, everything else in
@@ -56,6 +57,8 @@ class ModelKind(nn.Module):
         super().__init__()
         self.config = config
         self.labels = tuple(labels)
+        # 1 while training; set by emovox.training.calibration after it (saved with the weights)
+        self.register_buffer("temperature", torch.ones(()))
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -101,13 +104,23 @@ class ModelKind(nn.Module):
         raise NotImplementedError
 
     # -- computation -------------------------------------------------------------------------------
-    def forward(self, inputs: dict) -> torch.Tensor:  # noqa: D401
+    def logits(self, inputs: dict) -> torch.Tensor:
+        """Uncalibrated class scores ``[B, C]``."""
         raise NotImplementedError
+
+    def forward(self, inputs: dict) -> torch.Tensor:
+        """Calibrated logits: ``logits / temperature`` (softmax of these are the reported probabilities)."""
+        return self.logits(inputs) / self.temperature
 
     def loss(self, inputs: dict, targets: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, logits)`` for a training batch: class-weighted cross-entropy by default."""
         logits = self(inputs)
         return nn.functional.cross_entropy(logits.float(), targets, weight=weight), logits
+
+    def fit_direct(self, train: list["Example"], valid: list["Example"]) -> dict | None:
+        """Fit without gradient steps (a closed-form head); returns what was chosen on ``valid``, or
+        None when the model trains with the generic trainer instead."""
+        return None
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """Pretrained parameters (trained at ``train.lr``); everything else trains at ``head_lr``."""

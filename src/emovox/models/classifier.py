@@ -10,7 +10,10 @@ deployable recognizer: it runs its own backbone.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
 
 import torch
 from pydantic import Field
@@ -24,8 +27,16 @@ class ClassifierConfig(BranchConfig, KindConfig):
     """``model.kind: classifier`` (the default): the branch's fields plus the head's."""
 
     kind: Literal["classifier"] = "classifier"
-    head: Literal["linear", "mlp"] = Field("linear", description="linear: dropout + one linear layer (papers); mlp: one hidden layer.")
+    head: Literal["linear", "mlp", "logistic"] = Field(
+        "linear",
+        description="linear: dropout + one linear layer trained with the others (papers); mlp: one hidden layer; "
+        "logistic: multinomial logistic regression fitted in closed form (scikit-learn), C chosen on validation.",
+    )
     hidden: int = Field(256, gt=0, description="mlp: hidden units.")
+    C: list[float] = Field(
+        [0.02], min_length=1,
+        description="logistic: regularisation strengths to choose from on the validation part (one value: no choice).",
+    )
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
@@ -73,12 +84,26 @@ class ClassifierModel(ModelKind):
     def embed(self, inputs: dict) -> torch.Tensor:
         return self.reducer(self.branch(inputs[self.branch.name]))
 
-    def forward(self, inputs: dict) -> torch.Tensor:
+    def logits(self, inputs: dict) -> torch.Tensor:
         return self.head(self.embed(inputs))
 
     def forward_backbone_inputs(self, backbone_inputs: dict) -> torch.Tensor:
-        """Logits straight from the backbone's preprocessing output (ONNX export traces this)."""
-        return self.head(self.reducer(self.branch._live(backbone_inputs)))
+        """Calibrated logits straight from the backbone's preprocessing output (ONNX export traces this)."""
+        return self.head(self.reducer(self.branch._live(backbone_inputs))) / self.temperature
+
+    def fit_direct(self, train, valid) -> dict | None:
+        """``head: logistic``: scikit-learn on the reduced (standardised, layer-combined) features."""
+        if self.config.head != "logistic":
+            return None
+        from emovox.models.logistic import fit_logistic
+
+        x, y = embeddings(self, train), [e.target for e in train]
+        xv, yv = (embeddings(self, valid), [e.target for e in valid]) if valid else (None, None)
+        fit = fit_logistic(x, y, len(self.labels), Cs=self.config.C, x_valid=xv, y_valid=yv)
+        with torch.no_grad():
+            self.head.linear.weight.copy_(torch.from_numpy(fit.coef))
+            self.head.linear.bias.copy_(torch.from_numpy(fit.intercept))
+        return {"C": fit.C, "valid_ua_by_C": {str(c): round(v, 6) for c, v in fit.valid_ua.items()}}
 
     def backbone_parameters(self):
         return list(self.branch.backbone.parameters())
@@ -132,6 +157,18 @@ def load_weights(model: ModelKind, path: Path, what: str) -> None:
     expected = non_backbone_state(model)
     check_tensors(path, tensors, expected, what)
     model.load_state_dict(tensors, strict=False)
+
+
+@torch.no_grad()
+def embeddings(model: ModelKind, examples, batch_size: int = 64) -> "np.ndarray":
+    """``[N, D]``: what the classifier layer reads, for every example (eval mode, no grad)."""
+    import numpy as np
+
+    was = model.training
+    model.eval()
+    out = [model.embed(model.collate(examples[i : i + batch_size])).float() for i in range(0, len(examples), batch_size)]
+    model.train(was)
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, 0))
 
 
 @torch.no_grad()

@@ -88,7 +88,7 @@ class FusionModel(ModelKind):
     def embed(self, inputs: dict) -> torch.Tensor:
         return torch.cat([p(r(b(inputs[b.name]))) for b, r, p in zip(self.branches, self.reducers, self.projections)], dim=-1)
 
-    def forward(self, inputs: dict) -> torch.Tensor:
+    def logits(self, inputs: dict) -> torch.Tensor:
         return self.linear(self.dropout(self.embed(inputs)))
 
     def backbone_parameters(self):

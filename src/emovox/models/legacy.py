@@ -79,7 +79,7 @@ def load_v1(directory: Path, info: dict, labels: list[str]) -> tuple[ClassifierM
     model = ClassifierModel(cfg, labels, backbone)
     head = directory / "head.safetensors"
     tensors = v1_tensors(read_weights(head), info["kind"], cfg.layers == "all")
-    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("branch.backbone.")}
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("branch.backbone.") and k != "temperature"}
     if not model.reducer.standardize.enabled:
         expected = {k: v for k, v in expected.items() if not k.startswith("reducer.standardize.")}
     check_tensors(head, tensors, expected, f"an emovox 0.1 {info['kind']} head for {len(labels)} labels")

@@ -8,10 +8,14 @@ folds' models; trainable ones are loaded fresh for each fold.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
 
 from emovox.corpora.base import Corpus
 from emovox.data.examples import Example, build_examples
+from emovox.errors import EmovoxWarning
 from emovox.models import registry
 from emovox.models.branch import BackboneStore
 
@@ -37,6 +41,7 @@ class ExperimentData:
             max_seconds=self.prototype.max_seconds(),
             on_error=cfg.on_bad_audio,
         )
+        warn_uniform_durations(examples, corpus)
         examples = self.prototype.prepare(examples, cache=FeatureCache(cfg.cache_dir), progress=progress)
         self.examples = {e.id: e for e in examples}
 
@@ -46,3 +51,23 @@ class ExperimentData:
 
     def select(self, ids: Sequence[str]) -> list[Example]:
         return [self.examples[i] for i in ids if i in self.examples]
+
+
+#: Clip lengths varying less than this (seconds, max - min) count as "one length".
+UNIFORM_SPREAD_S = 0.05
+
+
+def warn_uniform_durations(examples: Sequence[Example], corpus: Corpus) -> None:
+    """Warn when every clip lasts (nearly) the same: many public corpus copies are cut to one length,
+    and a model trained only on that length can learn it and fail on any other."""
+    seconds = np.array([len(e.audio) / 16_000 for e in examples if e.audio is not None])
+    if len(seconds) < 10 or float(seconds.max() - seconds.min()) >= UNIFORM_SPREAD_S:
+        return
+    warnings.warn(
+        f"{corpus.spec or corpus.name}: all {len(seconds)} clips last {seconds.mean():.2f} s (spread "
+        f"{seconds.max() - seconds.min():.3f} s): a corpus cut to one length teaches a model that length. Keep "
+        "train.augment.length on (random crops and silence padding while training) and test the recognizer on "
+        "clips of other lengths before trusting it.",
+        EmovoxWarning,
+        stacklevel=2,
+    )

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 from emovox import __version__
@@ -18,8 +20,20 @@ from emovox.data.examples import build_examples
 from emovox.errors import EmovoxError
 from emovox.metrics import compute_metrics
 from emovox.training.data import ExperimentData
+from emovox.training.folds import fit_model
 from emovox.training.runner import corpus_dropped
 from emovox.training.trainer import Trainer, set_threads
+
+
+@dataclass(frozen=True)
+class TrainedRecognizer:
+    """What ``train_recognizer`` saved: the directory, and the model, labels and record it holds
+    (load it for predictions with ``emovox.Recognizer.load(directory)``)."""
+
+    directory: Path
+    model: Any
+    labels: tuple[str, ...]
+    info: dict
 
 
 def holdout_speakers(corpus: Corpus, seed: int, fraction: float = 0.1) -> tuple[list[str], list[str]]:
@@ -50,7 +64,7 @@ def train_recognizer(
     """Train on the whole corpus (less a held-out speaker group for early stopping) and save a
     self-contained recognizer directory."""
     from emovox.corpora import load_corpus
-    from emovox.recognizer import Recognizer
+    from emovox.models import directory as recognizer_dir
 
     set_threads(cfg.train.threads)
     model_dir = Path(model_dir)
@@ -63,10 +77,9 @@ def train_recognizer(
     if missing:
         raise EmovoxError(f"{cfg.corpus}: classes {missing} have no training utterances; remove them from the label set")
     model = data.build_model()
-    model.fit_statistics(train)
     work = model_dir / "_training"
     trainer = Trainer(model, None, cfg.train, len(labels), run_dir=work, progress=progress, description="all data")
-    fit = trainer.fit(train, valid)
+    fit = fit_model(model, trainer, train, valid)
     info = {
         "name": cfg.name,
         "emovox_version": __version__,
@@ -79,6 +92,8 @@ def train_recognizer(
             "best_epoch": fit.best_epoch,
             "best_valid_ua": fit.best_valid_ua,
             "history": fit.history,
+            "choices": fit.choices,
+            "calibration": fit.calibration,
             "config": json.loads(cfg.model_dump_json()),
             "skipped": [s.to_dict() for s in corpus_dropped(corpus) + list(data.skipped)],
         },
@@ -89,10 +104,9 @@ def train_recognizer(
             "results": str(cv_results), "protocol": r["protocol"], "folds": len(r["folds"]),
             "mean": r["mean"], "std": r["std"], "pooled": {k: r["pooled"][k] for k in ("wa", "ua", "macro_f1")},
         }
-    recognizer = Recognizer(model, labels, info)
-    recognizer.save(model_dir)
+    recognizer_dir.save(model_dir, model.eval(), labels, info)
     shutil.rmtree(work, ignore_errors=True)
-    return recognizer
+    return TrainedRecognizer(model_dir, model, tuple(labels), info)
 
 
 def evaluate_recognizer(recognizer, corpus: Corpus, *, on_bad_audio: str = "skip", progress: bool = True):

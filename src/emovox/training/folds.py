@@ -44,6 +44,8 @@ class FoldOutcome:
     metrics: Metrics
     skipped: list[Skipped] = field(default_factory=list)
     best_epoch: int = 0
+    choices: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
 
 
 def train_fold(
@@ -57,7 +59,7 @@ def train_fold(
         skipped = [Skipped.from_dict(d) for d in info.get("skipped", [])]
         return FoldOutcome(
             fold, ids, y, probs, info["history"], info["seconds"], compute_metrics(y, probs.argmax(1).tolist(), labels),
-            skipped, info.get("best_epoch", 0),
+            skipped, info.get("best_epoch", 0), info.get("choices", {}), info.get("calibration", {}),
         )
     remove_stale_temporaries(fold_dir)
     t0 = time.time()
@@ -72,12 +74,11 @@ def train_fold(
             "(fix the corpus or choose another protocol)"
         )
     model = data.build_model()
-    model.fit_statistics(train)
     trainer = Trainer(
         model, None, cfg.train, len(labels), run_dir=fold_dir, progress=progress, description=f"fold {fold.index}",
         allow_absent_classes=cfg.on_missing_class == "drop",
     )
-    fit = trainer.fit(train, valid)
+    fit = fit_model(model, trainer, train, valid, calibrate_on_valid=fold.validation == "strict")
     probs = trainer.predict_proba(test)
     ids, y = [e.id for e in test], [e.target for e in test]
     write_predictions(fold_dir / "predictions.csv", [(i, fold.name, t, p) for i, t, p in zip(ids, y, probs)], labels)
@@ -98,13 +99,37 @@ def train_fold(
             "stopped_early": fit.stopped_early,
             "resumed_from_epoch": fit.resumed_from_epoch,
             "history": fit.history,
+            "choices": fit.choices,
+            "calibration": fit.calibration,
             "seconds": round(seconds, 2),
             "test": metrics.scores.to_dict(),
             "skipped": [x.to_dict() for x in skipped],
         },
     )
     clear_resume_state(fold_dir)  # the fold is finished: only the best weights matter now
-    return FoldOutcome(fold, ids, y, probs, fit.history, seconds, metrics, skipped, fit.best_epoch)
+    return FoldOutcome(fold, ids, y, probs, fit.history, seconds, metrics, skipped, fit.best_epoch, fit.choices, fit.calibration)
+
+
+def fit_model(model, trainer: Trainer, train: list[Example], valid: list[Example], *, calibrate_on_valid: bool = True):
+    """Training-part statistics, then a closed-form fit (``fit_direct``) or the trainer, then the
+    temperature on the validation part. Every choice made on validation is in ``FitResult.choices``."""
+    from emovox.training.calibration import calibrate
+    from emovox.training.trainer import FitResult
+
+    model.fit_statistics(train)
+    choices = model.fit_direct(train, valid)
+    if choices is None:
+        fit = trainer.fit(train, valid)
+    else:
+        fit = FitResult(choices=choices)
+        if valid:
+            from emovox.metrics import compute_metrics
+
+            v = trainer.predict_logits(valid)
+            fit.best_valid_ua = float(compute_metrics([e.target for e in valid], v.argmax(1).tolist(), model.labels).ua)
+    if calibrate_on_valid:
+        fit.calibration = calibrate(model, trainer, valid)
+    return fit
 
 
 def _previous_seconds(fold_dir: Path) -> float:

@@ -123,6 +123,8 @@ def write_results(
             "feature_seconds": round(prep_seconds, 2),
             "fold_seconds": [round(o.seconds, 2) for o in outcomes],
             "best_epochs": [o.best_epoch for o in outcomes],
+            "choices": [o.choices for o in outcomes],
+            "temperatures": [o.calibration.get("temperature") for o in outcomes],
             "skipped": [s.to_dict() for s in skipped],
             "environment": environment_record(cfg, corpus),
         }

@@ -105,6 +105,8 @@ class FitResult:
     best_valid_ua: float = -1.0
     stopped_early: bool = False
     resumed_from_epoch: int = 0
+    choices: dict = field(default_factory=dict)  # what was chosen on validation besides the epoch
+    calibration: dict = field(default_factory=dict)
 
 
 #: Below this many parameters a model's ops are too small to split across threads: the fork/join

@@ -1,0 +1,96 @@
+"""The logistic head (closed-form scikit-learn fit) and temperature calibration."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from recognizer_fixtures import make_tone_manifest, tone
+from sklearn.linear_model import LogisticRegression
+
+from emovox.config import config_from_dict
+from emovox.models.logistic import fit_logistic
+from emovox.training.calibration import expected_calibration_error, fit_temperature
+
+
+def blobs(n: int, classes: int = 4, dim: int = 20, seed: int = 0, noise: float = 0.5):
+    rng = np.random.default_rng(seed)
+    centers = np.random.default_rng(123).normal(0, 2, (classes, dim))
+    y = np.arange(n) % classes
+    return centers[y] + noise * rng.standard_normal((n, dim)), y
+
+
+def test_logistic_separates_separable_data_and_stays_at_chance_on_shuffled_labels():
+    x, y = blobs(200)
+    xt, yt = blobs(200, seed=1)
+    fit = fit_logistic(x, y, 4)
+    assert np.mean((xt @ fit.coef.T + fit.intercept).argmax(1) == yt) > 0.98
+    # labels that carry no information about the features: held-out accuracy stays at chance
+    rng = np.random.default_rng(2)
+    x, xt = rng.standard_normal((400, 20)), rng.standard_normal((2000, 20))
+    y, yt = rng.integers(0, 4, 400), rng.integers(0, 4, 2000)
+    fit = fit_logistic(x, y, 4)
+    assert abs(np.mean((xt @ fit.coef.T + fit.intercept).argmax(1) == yt) - 0.25) < 0.05
+
+
+def test_logistic_equals_scikit_learn_and_chooses_C_on_validation_only():
+    x, y = blobs(120, classes=3, noise=2.0)
+    xv, yv = blobs(60, classes=3, noise=2.0, seed=3)
+    fit = fit_logistic(x, y, 3, Cs=[0.001, 0.02, 1.0], x_valid=xv, y_valid=yv)
+    ref = LogisticRegression(C=fit.C, max_iter=3000).fit(x, y)
+    np.testing.assert_allclose(fit.coef, ref.coef_, rtol=1e-6, atol=1e-8)
+    assert set(fit.valid_ua) == {0.001, 0.02, 1.0} and fit.valid_ua[fit.C] == max(fit.valid_ua.values())
+    with pytest.raises(ValueError, match="validation"):
+        fit_logistic(x, y, 3, Cs=[0.01, 0.1])
+
+
+def test_two_classes_become_two_rows_with_the_same_probabilities():
+    x, y = blobs(80, classes=2)
+    fit = fit_logistic(x, y, 2)
+    ref = LogisticRegression(C=fit.C, max_iter=3000).fit(x, y)
+    ours = torch.softmax(torch.from_numpy(x @ fit.coef.T + fit.intercept), -1).numpy()
+    np.testing.assert_allclose(ours, ref.predict_proba(x), atol=1e-6)
+
+
+def test_temperature_recovers_a_known_overconfidence_and_lowers_calibration_error():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 1.5, (4000, 5))
+    p = np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(5, p=row) for row in p])
+    t = fit_temperature(3.0 * true_logits, y)  # a model three times too sure of itself
+    assert t == pytest.approx(3.0, rel=0.08)
+    over = torch.softmax(torch.from_numpy(3.0 * true_logits), -1).numpy()
+    fixed = torch.softmax(torch.from_numpy(3.0 * true_logits / t), -1).numpy()
+    assert expected_calibration_error(fixed, y) < expected_calibration_error(over, y) / 3
+    assert fit_temperature(np.zeros((0, 5)), np.zeros(0)) == 1.0
+
+
+def test_a_logistic_recognizer_round_trips_through_save_load_and_onnx(tmp_path):
+    from emovox.export import export_onnx
+    from emovox.recognizer import Recognizer
+    from emovox.training.final import train_recognizer
+
+    manifest = make_tone_manifest(tmp_path / "corpus")
+    cfg = config_from_dict({
+        "name": "logistic", "corpus": f"manifest:{manifest}", "protocol": "speaker-groups:4", "cache_dir": str(tmp_path / "cache"),
+        "model": {"backbone": "wav2vec2-base", "tiny": True, "mode": "frozen", "layers": "all", "combine": "concat",
+                  "head": "logistic", "C": [0.01, 0.1, 1.0]},
+        "train": {"threads": 1},
+    })
+    trained = train_recognizer(cfg, tmp_path / "rec", progress=False)
+    info = json.loads((tmp_path / "rec" / "emovox.json").read_text())
+    assert info["training"]["choices"]["C"] in (0.01, 0.1, 1.0) and info["training"]["calibration"]["temperature"] > 0
+    assert not list((tmp_path / "rec").rglob("*.pkl")) and not list((tmp_path / "rec").rglob("*.joblib"))
+    rec = Recognizer.load(tmp_path / "rec")
+    clips = [tone(520, 0.5), tone(180, 0.6), tone(300, 0.45)]
+    from emovox.data.examples import Example
+
+    examples = [Example(str(i), 0, audio=c, length=len(c) / 16000) for i, c in enumerate(clips)]
+    with torch.inference_mode():
+        before = torch.softmax(trained.model(trained.model.collate(examples)), -1).numpy()
+    np.testing.assert_allclose(rec.predict_proba(clips), before, atol=1e-6)
+    assert [p.label for p in rec.predict(clips[:2])] == ["high", "low"]
+    report = export_onnx(rec, tmp_path / "m.onnx", samples=clips)
+    assert report.fp32.max_abs_diff < 1e-4 and report.fp32.label_agreement == 1.0
