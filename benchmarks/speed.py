@@ -487,9 +487,9 @@ def loso_on_features(cfg, corpus, examples, features: torch.Tensor, out_dir: Pat
         def __init__(self):  # what ExperimentData holds, with the given features as the frozen branch's cache
             self.cfg, self.corpus, self.skipped, self.backbones = cfg, corpus, [], BackboneStore()
             self.prototype = self.build_model()
-            name = self.prototype.branch.name
+            slot = self.prototype.branch.slot
             self.examples = {
-                e.id: Example(e.id, e.target, audio=e.audio, length=e.length, cached={name: {"pooled": features[i]}})
+                e.id: Example(e.id, e.target, audio=e.audio, length=e.length, cached={slot: {"pooled": features[i]}})
                 for i, e in enumerate(examples)
             }
 

@@ -29,7 +29,7 @@ def test_cached_bottom_then_top_equals_the_whole_encoder():
     items = clips()
     examples = [Example(str(i), 0, audio=x, length=len(x) / 16000) for i, x in enumerate(items)]
     cached = model.prepare(examples, cache=None, progress=False)
-    assert all(e.cached[model.branch.name]["frames"].shape[1] == model.branch.backbone.hidden_size for e in cached)
+    assert all(e.cached[model.branch.slot]["frames"].shape[1] == model.branch.backbone.hidden_size for e in cached)
     model.fit_statistics(cached)
     with torch.inference_mode():
         whole = pool_all_layers(model.branch.backbone, model.branch.backbone.preprocess(items), "mean")  # all layers run

@@ -50,6 +50,16 @@ class ExperimentConfig(_Strict):
     validation: Literal["paper", "strict"] = "strict"
     folds: list[int] | None = Field(None, description="Run only these folds (numbered from 1, as fold_1/...); default all.")
     model: SerializeAsAny[KindConfig] = Field(description="The model kind's section; `kind` picks it (default classifier).")
+    search: dict[str, list[Any]] | None = Field(
+        None,
+        description="Hyperparameters to choose inside each fold on its validation part: dotted model.*/train.* "
+        "fields -> values to try (every combination is trained; the best on validation UA is tested).",
+    )
+    baseline: bool = Field(
+        True,
+        description="Also fit the standard baseline (logistic regression on the concatenated, standardised, "
+        "mean-pooled frozen layers of the recipe's utterance backbone) on the same folds and report it beside the recipe.",
+    )
     train: TrainConfig = TrainConfig()
     cache_dir: Path | None = Field(None, description="Frozen-feature cache; default ~/.cache/emovox/features.")
     on_bad_audio: Literal["error", "skip"] = Field(

@@ -50,6 +50,14 @@ def cv(
         f"pooled UA {payload['pooled']['ua']:.4f}, WA {payload['pooled']['wa']:.4f}; {payload['seconds']:.0f} s. "
         f"Results in {out}/ (results.json, report.md, predictions.csv, confusion.png, learning_curves.png)"
     )
+    b = payload.get("baseline")
+    if b:
+        diff = payload["pooled"]["ua"] - b["pooled"]["ua"]
+        style = "green" if diff >= 0 else "bold red"
+        console.print(
+            f"baseline ({b['description']}): pooled UA {b['pooled']['ua']:.4f}, WA {b['pooled']['wa']:.4f}; "
+            f"the recipe is [{style}]{100 * diff:+.2f} points[/] on pooled UA (same folds; `baseline: false` turns this off)"
+        )
     warn_skipped(payload["skipped"], f"{out}/report.md ('Skipped utterances') and results.json ('skipped')")
 
 

@@ -224,6 +224,12 @@ class Branch(nn.Module):
         return None
 
     @property
+    def slot(self) -> str:
+        """Where this branch's precomputed prefix lives in ``Example.cached``: models (or grid points of
+        a search) whose branches precompute the same thing share it; different things never collide."""
+        return f"{self.name}/{self.cache_mode}/{self.pooling}/{self.cut}"
+
+    @property
     def standardize(self) -> bool:
         return self.cache_mode is not None if self.cfg.standardize is None else bool(self.cfg.standardize)
 
@@ -235,12 +241,12 @@ class Branch(nn.Module):
         return name, ident
 
     def precompute(self, examples: list, *, cache, seed: int, progress: bool = True) -> list:
-        """Examples with this branch's frozen prefix in ``cached[name]`` (None where there is no input)."""
+        """Examples with this branch's frozen prefix in ``cached[slot]`` (None where there is no input)."""
         from emovox.accel import onednn_linears
         from emovox.cache import cache_key, fill
 
         mode = self.cache_mode
-        if mode is None:
+        if mode is None or all(self.slot in e.cached for e in examples):
             return examples
         present = [i for i, e in enumerate(examples) if self.item(e) is not None]
         items = [self.item(examples[i]) for i in present]
@@ -258,9 +264,9 @@ class Branch(nn.Module):
             with torch.inference_mode(), onednn_linears(self.backbone):  # float32 GEMMs on oneDNN: see emovox.accel
                 rows = fill(items, lengths, self._bottom_rows, cache=cache, model_key=key, expect=expect,
                             progress=progress, description=f"frozen bottom layers ({self.name})")
-        out = [e.with_cached(self.name, None) for e in examples]
+        out = [e.with_cached(self.slot, None) for e in examples]
         for i, row in zip(present, rows):
-            out[i] = examples[i].with_cached(self.name, row)
+            out[i] = examples[i].with_cached(self.slot, row)
         return out
 
     def _bottom_rows(self, items: list) -> list[dict]:
@@ -280,7 +286,7 @@ class Branch(nn.Module):
         out: dict[str, Any] = {"present": torch.tensor(present, dtype=torch.bool)}
         if not rows:
             return out
-        cached = [e.cached.get(self.name) for e in rows] if self.cache_mode else []
+        cached = [e.cached.get(self.slot) for e in rows] if self.cache_mode else []
         if cached and all(c is not None for c in cached):
             if self.cache_mode == "pooled":
                 out["pooled"] = torch.stack([c["pooled"] for c in cached])

@@ -18,6 +18,7 @@ from emovox.data.examples import Example, build_examples
 from emovox.errors import EmovoxWarning
 from emovox.models import registry
 from emovox.models.branch import BackboneStore
+from emovox.training.search import config_at, grid_points
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
@@ -33,21 +34,27 @@ class ExperimentData:
         self.cfg = cfg
         self.corpus = corpus
         self.backbones = BackboneStore()
-        self.prototype = self.build_model()
+        self.points = [config_at(cfg, p) for p in grid_points(cfg.search)]
+        prototypes = [self.build_model(p) for p in self.points]
+        self.prototype = prototypes[0]
+        fields = set().union(*(m.fields() for m in prototypes))
         examples, self.skipped = build_examples(
             corpus,
             [u.id for u in corpus],
-            self.prototype.fields(),
-            max_seconds=self.prototype.max_seconds(),
+            fields,
+            max_seconds=max(m.max_seconds() for m in prototypes),
             on_error=cfg.on_bad_audio,
         )
         warn_uniform_durations(examples, corpus)
-        examples = self.prototype.prepare(examples, cache=FeatureCache(cfg.cache_dir), progress=progress)
+        cache = FeatureCache(cfg.cache_dir)
+        for model in prototypes:  # grid points that precompute the same thing share it (Branch.slot)
+            examples = model.prepare(examples, cache=cache, progress=progress)
         self.examples = {e.id: e for e in examples}
 
-    def build_model(self) -> "ModelKind":
-        """A fresh model of the config's kind (new head, seeded; frozen backbones shared)."""
-        return registry.build(self.cfg.model, self.corpus.labels, seed=self.cfg.train.seed, backbones=self.backbones)
+    def build_model(self, cfg: "ExperimentConfig | None" = None) -> "ModelKind":
+        """A fresh model of ``cfg``'s kind (default: the run's config): new head, seeded; frozen backbones shared."""
+        cfg = cfg or self.cfg
+        return registry.build(cfg.model, self.corpus.labels, seed=cfg.train.seed, backbones=self.backbones)
 
     def select(self, ids: Sequence[str]) -> list[Example]:
         return [self.examples[i] for i in ids if i in self.examples]

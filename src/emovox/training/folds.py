@@ -73,12 +73,7 @@ def train_fold(
             f"fold {fold.index} ({fold.name}): no usable test utterance is left; every one was skipped "
             "(fix the corpus or choose another protocol)"
         )
-    model = data.build_model()
-    trainer = Trainer(
-        model, None, cfg.train, len(labels), run_dir=fold_dir, progress=progress, description=f"fold {fold.index}",
-        allow_absent_classes=cfg.on_missing_class == "drop",
-    )
-    fit = fit_model(model, trainer, train, valid, calibrate_on_valid=fold.validation == "strict")
+    trainer, fit = fit_fold_model(cfg, data, fold, fold_dir, train, valid, progress=progress)
     probs = trainer.predict_proba(test)
     ids, y = [e.id for e in test], [e.target for e in test]
     write_predictions(fold_dir / "predictions.csv", [(i, fold.name, t, p) for i, t, p in zip(ids, y, probs)], labels)
@@ -108,6 +103,42 @@ def train_fold(
     )
     clear_resume_state(fold_dir)  # the fold is finished: only the best weights matter now
     return FoldOutcome(fold, ids, y, probs, fit.history, seconds, metrics, skipped, fit.best_epoch, fit.choices, fit.calibration)
+
+
+def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progress: bool = True):
+    """The fold's model, fitted on ``train``: the config's, or the best on ``valid`` of its search grid."""
+    from emovox.training.search import describe
+
+    points = data.points
+    if len(points) > 1 and fold.validation != "strict":
+        raise EmovoxError("search chooses on the validation part, which under `validation: paper` is the test fold; "
+                          "use `validation: strict`")
+    best = None
+    scores: dict[str, float] = {}
+    for i, point_cfg in enumerate(points):
+        run_dir = fold_dir if len(points) == 1 else fold_dir / "search" / f"point_{i + 1}"
+        model = data.build_model(point_cfg)
+        trainer = Trainer(
+            model, None, point_cfg.train, len(data.corpus.labels), run_dir=run_dir, progress=progress,
+            description=f"fold {fold.index}" + (f" point {i + 1}/{len(points)}" if len(points) > 1 else ""),
+            allow_absent_classes=cfg.on_missing_class == "drop",
+        )
+        fit = fit_model(model, trainer, train, valid, calibrate_on_valid=fold.validation == "strict")
+        if len(points) == 1:
+            return trainer, fit
+        name = describe(_point_of(cfg, i))
+        scores[name] = round(fit.best_valid_ua, 6)
+        if best is None or fit.best_valid_ua > best[2].best_valid_ua:
+            best = (i, trainer, fit)
+    i, trainer, fit = best
+    fit.choices = {**fit.choices, "search": {"chosen": describe(_point_of(cfg, i)), "valid_ua": scores}}
+    return trainer, fit
+
+
+def _point_of(cfg, i: int) -> dict:
+    from emovox.training.search import grid_points
+
+    return grid_points(cfg.search)[i]
 
 
 def fit_model(model, trainer: Trainer, train: list[Example], valid: list[Example], *, calibrate_on_valid: bool = True):

@@ -95,6 +95,7 @@ def write_results(
     *,
     seconds: float,
     prep_seconds: float,
+    baseline: dict | None = None,
 ) -> dict:
     from emovox import reporting
 
@@ -126,12 +127,14 @@ def write_results(
             "choices": [o.choices for o in outcomes],
             "temperatures": [o.calibration.get("temperature") for o in outcomes],
             "skipped": [s.to_dict() for s in skipped],
+            "baseline": baseline,
             "environment": environment_record(cfg, corpus),
         }
     )
     reporting.write_report(result, out_dir, title=cfg.name, history=[o.history for o in outcomes])
     report = out_dir / "report.md"
-    atomic_write_text(report, report.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + skipped_markdown(skipped, cfg))
+    sections = [report.read_text(encoding="utf-8").rstrip("\n"), baseline_markdown(payload), skipped_markdown(skipped, cfg)]
+    atomic_write_text(report, "\n\n".join(x for x in sections if x))
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
     atomic_write_json(out_dir / "results.json", payload)  # a superset of the report's results.json
     rows = [(uid, o.fold.name, t, p) for o in outcomes for uid, t, p in zip(o.ids, o.y_true, o.probs)]
@@ -155,3 +158,28 @@ def skipped_markdown(skipped: Sequence[Skipped], cfg: "ExperimentConfig") -> str
     for x in skipped:
         lines.append(f"| {cell(x.id)} | {cell(x.fold or 'all')} | {x.kind} | {cell(x.reason)} |")
     return "\n".join(lines) + "\n"
+
+
+def baseline_markdown(payload: dict) -> str:
+    """The report's "Against the standard baseline" section: the recipe and the baseline, same folds."""
+    b = payload.get("baseline")
+    if not b:
+        return ""
+    rows = []
+    for name, r in ((payload["name"], payload), ("baseline", b)):
+        rows.append(
+            f"| {name} | {100 * r['pooled']['ua']:.2f} | {100 * r['pooled']['wa']:.2f} | "
+            f"{100 * r['mean']['ua']:.2f} ± {100 * r['std']['ua']:.2f} | {100 * r['mean']['macro_f1']:.2f} |"
+        )
+    diff = 100 * (payload["pooled"]["ua"] - b["pooled"]["ua"])
+    return "\n".join([
+        "## Against the standard baseline",
+        "",
+        f"Baseline: {b['description']}; same folds. The recipe is {abs(diff):.2f} points "
+        f"{'above' if diff >= 0 else 'BELOW'} it on pooled UA.",
+        "",
+        "| model | pooled UA (%) | pooled WA (%) | UA mean ± std (%) | macro-F1 mean (%) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *rows,
+        "",
+    ])

@@ -80,8 +80,16 @@ def run_cv(
         clock.tick()
         if on_fold is not None:
             on_fold(outcome)
+    baseline = None
+    if cfg.baseline:
+        from emovox.training.baseline import run_baseline
+
+        baseline = run_baseline(cfg, corpus, folds, out_dir / "baseline", progress=progress)
+        clock.tick()
     skipped = corpus_dropped(corpus) + list(data.skipped) + [x for o in outcomes for x in o.skipped]
-    return write_results(cfg, corpus, folds, outcomes, skipped, out_dir, seconds=clock.total(), prep_seconds=prep_seconds)
+    return write_results(
+        cfg, corpus, folds, outcomes, skipped, out_dir, seconds=clock.total(), prep_seconds=prep_seconds, baseline=baseline
+    )
 
 
 class _Clock:

@@ -1,0 +1,85 @@
+"""The standard baseline every recipe is reported beside, on the same folds.
+
+A recipe earns its complexity only if it beats what a few lines of scikit-learn get from the same
+backbone: every hidden state of the frozen backbone pooled over time (the family's pooling: the
+mean for speech encoders), concatenated, standardised with training-part statistics, and a
+multinomial logistic regression whose regularisation strength is chosen on the validation part
+(``emovox.models.logistic``). For a recipe with several branches the baseline reads the first
+branch that reads the utterance itself. It is cheap (seconds on cached features) and on by
+default; ``baseline: false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from emovox.corpora.base import Corpus
+from emovox.metrics import aggregate
+from emovox.models.logistic import C_GRID
+
+if TYPE_CHECKING:
+    from emovox.config import ExperimentConfig
+    from emovox.splits import Fold
+
+
+def baseline_config(cfg: "ExperimentConfig") -> "ExperimentConfig | None":
+    """The baseline's experiment config for ``cfg`` (None when the recipe has no backbone branch)."""
+    from emovox.config import config_from_dict
+
+    model = json.loads(cfg.model.model_dump_json())
+    branches = model.get("branches") or ([model] if "backbone" in model else [])
+    utterance = [b for b in branches if b.get("input", "utterance") == "utterance"] or branches
+    if not utterance:
+        return None
+    b = utterance[0]
+    data = json.loads(cfg.model_dump_json())
+    data.update(
+        name=f"{cfg.name} (baseline)",
+        search=None,
+        baseline=False,
+        folds=None,
+        model={
+            "kind": "classifier", "backbone": b["backbone"], "tiny": b.get("tiny", False), "mode": "frozen",
+            "pooling": "auto", "layers": "all", "combine": "concat", "head": "logistic", "C": list(C_GRID),
+            "max_tokens": b.get("max_tokens", 100), "max_seconds": b.get("max_seconds", 10.0),
+            "std_floor": 0.0,  # plain z-scores, as the reference script (StandardScaler)
+        },
+    )
+    return config_from_dict(data, "baseline")
+
+
+def describe(cfg: "ExperimentConfig") -> str:
+    m = cfg.model
+    return f"logistic regression on every frozen layer of {Path(m.backbone).name} (concatenated, standardised; C chosen on validation)"
+
+
+def run_baseline(cfg: "ExperimentConfig", corpus: Corpus, folds: "list[Fold]", out_dir: Path, *, progress: bool = True) -> dict | None:
+    """Fit the baseline on ``folds`` (in ``out_dir``, resumable like any run); its summary for results.json."""
+    from emovox.training.data import ExperimentData
+    from emovox.training.folds import train_fold
+
+    bcfg = baseline_config(cfg)
+    if bcfg is None:
+        return None
+    data = ExperimentData(bcfg, corpus, progress=progress)
+    outcomes = [train_fold(bcfg, data, fold, out_dir / f"fold_{fold.index}", progress=False) for fold in folds]
+    result = aggregate(
+        [o.metrics for o in outcomes],
+        [t for o in outcomes for t in o.y_true],
+        [int(p) for o in outcomes for p in o.probs.argmax(1)],
+        corpus.labels,
+        fold_names=[o.fold.name for o in outcomes],
+        protocol=cfg.protocol,
+    )
+    return {
+        "description": describe(bcfg),
+        "model": json.loads(bcfg.model.model_dump_json()),
+        "mean": result.mean.to_dict(),
+        "std": result.std.to_dict(),
+        "pooled": {k: v for k, v in result.pooled.to_dict().items() if k not in ("confusion", "confusion_normalized", "per_class")},
+        "folds": [o.metrics.scores.to_dict() for o in outcomes],
+        "choices": [o.choices for o in outcomes],
+        "directory": str(out_dir),
+    }

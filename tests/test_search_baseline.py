@@ -1,0 +1,136 @@
+"""Choices are made on validation only (search grid, logistic C), and every run reports the standard baseline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from recognizer_fixtures import make_tone_manifest
+
+from emovox.config import config_from_dict
+from emovox.corpora import load_corpus
+from emovox.corpora.base import Corpus
+from emovox.errors import ConfigError, EmovoxError
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return make_tone_manifest(tmp_path_factory.mktemp("corpus"), per_class=4)
+
+
+def config(manifest, tmp_path, **extra) -> dict:
+    data = {
+        "name": "tones",
+        "corpus": f"manifest:{manifest}",
+        "protocol": "speaker-groups:4",
+        "cache_dir": str(tmp_path / "cache"),
+        "model": {"backbone": "wav2vec2-base", "tiny": True, "mode": "frozen", "layers": "all"},
+        "train": {"lr": 0.01, "batch_size": 8, "max_epochs": 6, "patience": 6, "threads": 1},
+    }
+    data.update(extra)
+    return data
+
+
+def test_every_run_reports_the_baseline_beside_the_recipe(manifest, tmp_path):
+    from emovox.training.runner import run_cv
+
+    res = run_cv(config_from_dict(config(manifest, tmp_path)), tmp_path / "run", progress=False)
+    b = res["baseline"]
+    assert b["model"]["head"] == "logistic" and b["model"]["combine"] == "concat" and b["model"]["mode"] == "frozen"
+    assert len(b["folds"]) == 4 and 0 <= b["pooled"]["ua"] <= 1 and all("C" in c for c in b["choices"])
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Against the standard baseline" in report and "| baseline |" in report
+    assert (tmp_path / "run" / "baseline" / "fold_1" / "predictions.csv").is_file()
+    off = run_cv(config_from_dict(config(manifest, tmp_path, baseline=False)), tmp_path / "off", progress=False)
+    assert off["baseline"] is None and "standard baseline" not in (tmp_path / "off" / "report.md").read_text()
+
+
+def poisoned(corpus: Corpus, ids: set[str]) -> Corpus:
+    """The same corpus with every label in ``ids`` swapped to another class."""
+    from dataclasses import replace
+
+    other = {corpus.labels[0]: corpus.labels[1], corpus.labels[1]: corpus.labels[0]}
+    utts = [replace(u, label=other[u.label]) if u.id in ids else u for u in corpus]
+    return Corpus(corpus.name, utts, corpus.labels, corpus.spec)
+
+
+def test_search_and_logistic_choices_never_read_test_labels(manifest, tmp_path):
+    from emovox.splits import make_folds
+    from emovox.training.runner import run_cv
+
+    search = {"model.head": ["linear", "logistic"], "model.layers": ["all", "last"], "model.C": [[0.001, 0.1, 10.0]]}
+    cfg = config_from_dict(config(manifest, tmp_path, search=search, baseline=False))
+    corpus = load_corpus(cfg.corpus)
+    fold = make_folds(corpus, cfg.protocol, cfg.validation)[0]
+    clean = run_cv(cfg.model_copy(update={"folds": [1]}), tmp_path / "clean", progress=False, corpus=corpus)
+    dirty = run_cv(cfg.model_copy(update={"folds": [1]}), tmp_path / "dirty", progress=False, corpus=poisoned(corpus, set(fold.test)))
+    assert clean["choices"][0]["search"]["chosen"] == dirty["choices"][0]["search"]["chosen"]
+    assert clean["choices"][0]["search"]["valid_ua"] == dirty["choices"][0]["search"]["valid_ua"]
+    assert len(clean["choices"][0]["search"]["valid_ua"]) == 4
+    # the poisoned test labels are scored as given: the test metrics do change
+    assert clean["pooled"]["ua"] != dirty["pooled"]["ua"]
+    # the chosen point's predictions are what the fold reports
+    ua = clean["choices"][0]["search"]["valid_ua"]
+    assert clean["choices"][0]["search"]["chosen"] in ua and ua[clean["choices"][0]["search"]["chosen"]] == max(ua.values())
+
+
+def test_a_search_is_refused_where_it_would_choose_on_test(manifest, tmp_path):
+    from emovox.training.runner import run_cv
+
+    cfg = config_from_dict(config(manifest, tmp_path, search={"model.C": [[0.1], [1.0]]}, validation="paper", baseline=False))
+    with pytest.raises(EmovoxError, match="validation: paper"):
+        run_cv(cfg, tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="cannot be searched"):
+        run_cv(config_from_dict(config(manifest, tmp_path, search={"corpus": ["x"]})), tmp_path / "r2", progress=False)
+
+
+@pytest.mark.slow
+def test_the_baseline_on_real_emodb_equals_a_direct_scikit_learn_fit(whisper_base_dir, emodb_dir, tmp_path):
+    """Three EmoDB speakers (each with all seven classes), leave-one-speaker-out: emovox's baseline probabilities equal StandardScaler +
+    LogisticRegression fitted directly on the same cached features, with C chosen the same way."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+
+    from emovox.models.logistic import C_GRID
+    from emovox.splits import make_folds
+    from emovox.training.data import ExperimentData
+    from emovox.training.runner import run_cv
+
+    corpus = load_corpus(f"emodb:{emodb_dir}")
+    corpus = corpus.subset([u.id for u in corpus if u.speaker in ("13", "14", "16")])
+    data = config(None, tmp_path, corpus=f"emodb:{emodb_dir}", protocol="leave-one-speaker-out")
+    data["model"] = {"backbone": str(whisper_base_dir), "mode": "frozen", "layers": "all", "head": "logistic", "combine": "concat"}
+    cfg = config_from_dict(data)
+    res = run_cv(cfg, tmp_path / "run", progress=False, corpus=corpus)
+    bcfg_dir = tmp_path / "run" / "baseline"
+    ed = ExperimentData(cfg, corpus, progress=False)
+    slot = ed.prototype.branch.slot
+    feats = {uid: e.cached[slot]["pooled"].flatten().double().numpy() for uid, e in ed.examples.items()}
+    labels = {u.id: corpus.labels.index(u.label) for u in corpus}
+    for fold, choice in zip(make_folds(corpus, cfg.protocol, cfg.validation), res["baseline"]["choices"]):
+        x = np.stack([feats[i] for i in fold.train])
+        mean, std = x.mean(0), x.std(0)
+        z = lambda ids: (np.stack([feats[i] for i in ids]) - mean) / std  # noqa: E731
+        scores = {}
+        for c in C_GRID:
+            lr = LogisticRegression(C=c, max_iter=3000).fit(z(fold.train), [labels[i] for i in fold.train])
+            scores[c] = balanced_accuracy_score([labels[i] for i in fold.valid], lr.predict(z(fold.valid)))
+        best = max(C_GRID, key=lambda c: (scores[c], -c))
+        assert best == choice["C"]
+        lr = LogisticRegression(C=best, max_iter=3000).fit(z(fold.train), [labels[i] for i in fold.train])
+        direct = lr.predict_proba(z(fold.test))
+        rows = {}
+        with open(bcfg_dir / f"fold_{fold.index}" / "predictions.csv") as fh:
+            header = fh.readline().strip().split(",")
+            for line in fh:
+                cells = line.strip().split(",")
+                rows[cells[0]] = [float(v) for v in cells[4:]]
+        ours = np.array([rows[i] for i in fold.test])
+        temperature = json.loads((bcfg_dir / f"fold_{fold.index}" / "done.json").read_text())["calibration"]["temperature"]
+        # the baseline's probabilities are temperature-calibrated; undo it to compare with scikit-learn's
+        logits = np.log(np.clip(ours, 1e-12, 1)) * temperature
+        uncal = np.exp(logits - logits.max(1, keepdims=True))
+        uncal /= uncal.sum(1, keepdims=True)
+        np.testing.assert_allclose(uncal, direct, atol=2e-4)
+        assert header[4:] == [f"p_{label}" for label in corpus.labels]
