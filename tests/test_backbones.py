@@ -374,9 +374,11 @@ def test_real_whisper_base_batches_emodb_clips_exactly_like_one_by_one(whisper_b
         enc = backbone(inputs)
         layers = backbone(inputs, all_layers=True)
         one = [backbone(backbone.preprocess([x])) for x in (a, b)]
-    mel_frames = [a.size // 160, b.size // 160]
+    mel_frames = [a.size // 160, b.size // 160]  # 189 and 137: the stride-2 conv2 makes ceil(frames / 2)
+    assert mel_frames == [189, 137]
+    states = math.ceil(mel_frames[0] / 2)
     assert inputs["input_features"].shape == (2, 80, mel_frames[0])
-    assert enc.hidden.shape == (2, mel_frames[0] // 2, 512)
+    assert enc.hidden.shape == (2, states, 512)
     assert enc.mask.sum(dim=1).tolist() == [math.ceil(f / 2) for f in mel_frames]
     for i, single in enumerate(one):
         n = single.hidden.shape[1]
@@ -384,7 +386,7 @@ def test_real_whisper_base_batches_emodb_clips_exactly_like_one_by_one(whisper_b
         torch.testing.assert_close(enc.hidden[i, :n], single.hidden[0], rtol=1e-4, atol=1e-4)
         batched_vec, single_vec = enc.hidden[i, :n].mean(0), single.hidden[0].mean(0)
         assert float((batched_vec - single_vec).norm() / single_vec.norm()) < 1e-5
-    assert layers.hidden.shape == (7, 2, mel_frames[0] // 2, 512)
+    assert layers.hidden.shape == (7, 2, states, 512)
     torch.testing.assert_close(layers.hidden[-1], enc.hidden)
 
 
