@@ -334,7 +334,7 @@ def test_save_then_load_restores_the_backbone_exactly(name, tmp_path):
     files = {p.name for p in tmp_path.iterdir()}
     assert "model.safetensors" in files and EMOVOX_FILE in files
     assert not any(f.endswith(".bin") for f in files)
-    restored = Backbone.from_dir(tmp_path)
+    restored = load_backbone(tmp_path)
     assert type(restored) is type(backbone) and type(restored.model) is type(backbone.model)
     assert restored.spec == BackboneSpec(**{**backbone.spec.to_dict(), "hub_id": str(tmp_path)})
     assert (restored.max_tokens, restored.max_seconds) == (40, 2.0)
