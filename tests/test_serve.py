@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from recognizer_fixtures import audio_recognizer_dir, text_recognizer_dir, tone  # noqa: F401
+from recognizer_fixtures import tone
 
 from emovox.recognizer import Recognizer
 from emovox.serve import Busy, InferenceQueue, ServeConfig, create_app
@@ -69,7 +69,9 @@ def running_server(model_dir: Path, *options: str, log: Path):
 @pytest.fixture(scope="module")
 def server(audio_recognizer_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    with running_server(audio_recognizer_dir, "--max-upload-mb", "0.5", "--max-seconds", "12", "--max-batch", "4", "--threads", "1", log=log) as base:
+    with running_server(
+        audio_recognizer_dir, "--max-upload-mb", "0.5", "--max-seconds", "12", "--max-batch", "4", "--threads", "1", log=log
+    ) as base:
         yield base
 
 
@@ -120,7 +122,8 @@ def test_limits_and_bad_requests_are_json_errors(server, files, data, status, co
 
 def test_streamed_body_over_the_limit_is_refused_while_streaming(server):
     boundary = "emovoxboundary"
-    head = f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="s.wav"\r\nContent-Type: audio/wav\r\n\r\n'.encode()
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="s.wav"\r\n'
+            'Content-Type: audio/wav\r\n\r\n').encode()
     payload = head + wav_bytes(tone(200, 20.0)) + f"\r\n--{boundary}--\r\n".encode()
 
     def chunks():  # no Content-Length: the server must count what arrives

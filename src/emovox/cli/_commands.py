@@ -5,10 +5,12 @@ One line per command module; add yours here.
 
 # fmt: off
 # (command modules are imported below, one per line)
-from emovox.cli import splits  # noqa: F401
-from emovox.cli import experiment  # noqa: F401
-from emovox.cli import corpus  # noqa: F401
-from emovox.cli import profile  # noqa: F401
-from emovox.cli import predict  # noqa: F401
-from emovox.cli import serve  # noqa: F401
-from emovox.cli import export  # noqa: F401
+from emovox.cli import (
+    corpus,  # noqa: F401
+    experiment,  # noqa: F401
+    export,  # noqa: F401
+    predict,  # noqa: F401
+    profile,  # noqa: F401
+    serve,  # noqa: F401
+    splits,  # noqa: F401
+)
