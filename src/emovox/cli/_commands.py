@@ -4,13 +4,11 @@ One line per command module; add yours here.
 """
 
 # fmt: off
-# (command modules are imported below, one per line)
-from emovox.cli import (
-    corpus,  # noqa: F401
-    experiment,  # noqa: F401
-    export,  # noqa: F401
-    predict,  # noqa: F401
-    profile,  # noqa: F401
-    serve,  # noqa: F401
-    splits,  # noqa: F401
-)
+# ruff: noqa: I001  (one line per module, in the order commands are listed: parallel additions never collide)
+from emovox.cli import splits  # noqa: F401
+from emovox.cli import experiment  # noqa: F401
+from emovox.cli import corpus  # noqa: F401
+from emovox.cli import profile  # noqa: F401
+from emovox.cli import predict  # noqa: F401
+from emovox.cli import serve  # noqa: F401
+from emovox.cli import export  # noqa: F401
