@@ -26,22 +26,24 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+
+from emovox.audio import SAMPLE_RATE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVOX_SHARED", ROOT.parent / "shared"))
 
 
 def four_second_clip() -> np.ndarray:
-    """Real speech: two EmoDB utterances back to back (each file is 2.0 s in the shared copy)."""
+    """Real speech: two EmoDB utterances back to back (1.9 s and 3.0 s), cut to 4 s."""
     from emovox.audio import load_audio
 
     wav = SHARED / "data" / "emodb" / "wav"
     clip = np.concatenate([load_audio(wav / "03a01Wa.wav"), load_audio(wav / "08a02Tb.wav")])
-    return clip[: 4 * 16000]
+    return clip[: 4 * SAMPLE_RATE]
 
 
 def ensure_model(model_dir: Path, recipe: Path):
@@ -90,7 +92,10 @@ def check_clips(n: int = 24) -> list[np.ndarray]:
 
 
 def agreement(probs: np.ndarray, reference: np.ndarray) -> dict:
-    return {"max_abs_prob_diff": float(np.abs(probs - reference).max()), "label_agreement": float(np.mean(probs.argmax(1) == reference.argmax(1)))}
+    return {
+        "max_abs_prob_diff": float(np.abs(probs - reference).max()),
+        "label_agreement": float(np.mean(probs.argmax(1) == reference.argmax(1))),
+    }
 
 
 def throughput(fn: Callable[[], object], clients: int, per_client: int) -> dict:
@@ -127,7 +132,7 @@ def torch_int8(rec):
     with warnings.catch_warnings():  # torch.ao's dynamic quantisation is deprecated in favour of torchao (not installed)
         warnings.simplefilter("ignore")
         model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(rec.model), {torch.nn.Linear}, dtype=torch.qint8)
-        model.forward_backbone_inputs(rec.backbone.preprocess([np.zeros(16000, np.float32)]))  # the remaining notices
+        model.forward_backbone_inputs(rec.backbone.preprocess([np.zeros(SAMPLE_RATE, np.float32)]))  # the remaining notices
     return Recognizer(model, rec.labels, dict(rec.info))
 
 
@@ -152,7 +157,7 @@ def http_throughput(rec, clip: np.ndarray, clients: int, per_client: int, max_ba
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     buf = io.BytesIO()
-    sf.write(buf, clip, 16000, format="WAV", subtype="PCM_16")
+    sf.write(buf, clip, SAMPLE_RATE, format="WAV", subtype="PCM_16")
     body = buf.getvalue()
     url = f"http://127.0.0.1:{port}/predict"
     local = threading.local()

@@ -29,12 +29,12 @@ Memory is the peak resident set size of this process during each stage (Linux ``
 at the start of the stage through ``/proc/self/clear_refs``; elsewhere ``getrusage`` maxrss, the
 process peak so far). It includes what the process already holds (the model, the audio).
 
-    python benchmarks/speed.py            # full run (~4.5 min on 2 quiet cores)
-    python benchmarks/speed.py --quick    # smoke run on 48 clips (~35 s)
+    python benchmarks/speed.py            # full run
+    python benchmarks/speed.py --quick    # smoke run on 48 clips
 
-Note on the data: this EmoDB copy has every clip cut or padded to exactly 2.0 s, so length
-grouping has nothing to group here (every batch is unpadded); the gain over the papers is running
-2 s instead of 10 s or 30 s. The pooling check therefore cuts clips to random lengths.
+How long each takes, and what it measured where, is in ``benchmarks/README.md``. The EmoDB copy
+holds the original clip lengths (1.2-9.0 s), so length grouping has real work to do; the pooling
+check still cuts clips to random lengths, so that every batch is ragged.
 
 Timings are only meaningful on an otherwise idle machine: the 1-minute load average at the start
 and end of each stage is printed (this process itself adds up to ~2 with 2 threads). The two
@@ -66,12 +66,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from emovox.audio import SAMPLE_RATE
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVOX_SHARED", ROOT.parent / "shared"))
 EMODB = SHARED / "data" / "emodb"
 WHISPER_BASE = SHARED / "models" / "whisper-base"
 RECIPE = ROOT / "recipes" / "emodb-whisper-base-frozen.yaml"
-SAMPLE_RATE = 16_000
 
 
 # --- measuring ------------------------------------------------------------------------------------

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# The tiny trained recognizers: session fixtures for every test module (each built once, on first use);
+# test modules take them as arguments and never import them. (No hub library is imported here.)
+from recognizer_fixtures import audio_recognizer_dir, text_recognizer_dir, whisper_recognizer_dir  # noqa: F401
+
 # Tests must never download from a hub: fail fast and clearly instead.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -159,7 +159,8 @@ def make_ravdess_tree(root: Path, actors: tuple[int, ...] = (1, 2), *, seconds: 
             name = ravdess_name(emotion, actor, statement=1 + emotion % 2)
             write_tone(folder / name, seconds, freq=LABEL_TONES[RAVDESS_CODES[f"{emotion:02d}"]])
         for emotion in range(1, 7):
-            write_tone(folder / ravdess_name(emotion, actor, channel=2), seconds, freq=LABEL_TONES[RAVDESS_CODES[f"{emotion:02d}"]])
+            freq = LABEL_TONES[RAVDESS_CODES[f"{emotion:02d}"]]
+            write_tone(folder / ravdess_name(emotion, actor, channel=2), seconds, freq=freq)
     (base / "README.txt").write_text("not audio; readers must ignore it\n")
     return base
 

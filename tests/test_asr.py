@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-from recognizer_fixtures import audio_recognizer_dir, text_recognizer_dir  # noqa: F401
 from typer.testing import CliRunner
 
 from emovox.asr import (
@@ -66,7 +65,8 @@ def test_whisper_base_transcribes_emodb_for_a_text_recognizer(whisper_base_dir, 
 
     # the same through the CLI, with the ASR chosen on the command line
     r = CliRunner().invoke(
-        app, ["predict", str(text_recognizer_dir), str(wav), "--asr", str(whisper_base_dir), "--asr-language", "de", "--json", "-"]
+        app,
+        ["predict", str(text_recognizer_dir), str(wav), "--asr", str(whisper_base_dir), "--asr-language", "de", "--json", "-"],
     )
     assert r.exit_code == 0, r.output
     [row] = json.loads(r.stdout)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from corpus_fixtures import write_tone
+
 from emovox.audio import SAMPLE_RATE, audio_duration, load_audio, load_utterance_audio
 from emovox.corpora.base import Utterance
 from emovox.errors import AudioError, EmovoxError

@@ -7,8 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-import emovox.corpora as corpora
 from corpus_fixtures import (
     EMODB_FILES,
     IEMOCAP_COUNTS_PER_SESSION,
@@ -20,6 +18,8 @@ from corpus_fixtures import (
     make_meacorpus_tree,
     make_ravdess_tree,
 )
+
+import emovox.corpora as corpora
 from emovox.corpora import READERS, UNKNOWN_SPEAKER, load_corpus, parse_spec
 from emovox.errors import CorpusError
 
@@ -76,7 +76,9 @@ def test_iemocap_label_sets_and_exc_merge(iemocap_root: Path, labels: str, merge
     c = load_corpus(f"iemocap:{iemocap_root}?labels={labels}&merge_exc={str(merge).lower()}")
     expected = {k: 2 * v for k, v in IEMOCAP_COUNTS_PER_SESSION[(labels, merge)].items()}
     assert c.label_counts() == expected
-    assert c.labels == (("angry", "happy", "neutral", "sad") if labels == "4" else ("angry", "happy", "neutral", "sad", "excited", "frustrated"))
+    assert c.labels == (
+        ("angry", "happy", "neutral", "sad") if labels == "4" else ("angry", "happy", "neutral", "sad", "excited", "frustrated")
+    )
     excited = c["Ses01F_impro01_F001"] if "Ses01F_impro01_F001" in c else None
     if labels == "4" and merge:
         assert excited is not None and (excited.label, excited.corpus_label) == ("happy", "exc")
@@ -250,7 +252,9 @@ def test_meacorpus_defaults(tmp_path: Path) -> None:
 
 
 def test_meacorpus_configurable_columns(tmp_path: Path) -> None:
-    root = make_meacorpus_tree(tmp_path, id_col="file_id", text_col="text", label_col="emotion", table="dev.csv", audio_dir="clips")
+    root = make_meacorpus_tree(
+        tmp_path, id_col="file_id", text_col="text", label_col="emotion", table="dev.csv", audio_dir="clips"
+    )
     with pytest.raises(CorpusError, match="id, transcription, label.*file_id, text, emotion"):
         load_corpus(f"meacorpus:{root}")
     c = load_corpus(f"meacorpus:{root}?id_col=file_id&text_col=text&label_col=emotion&audio_dir=clips&labels=happy,sad")

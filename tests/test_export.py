@@ -7,13 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from recognizer_fixtures import (  # noqa: F401
-    audio_recognizer_dir,
-    text_recognizer_dir,
-    tone,
-    whisper_recognizer_dir,
-    write_wav,
-)
+from recognizer_fixtures import tone, write_wav
 from typer.testing import CliRunner
 
 from emovox.cli import app
@@ -78,7 +72,8 @@ def test_cli_export_with_int8_report_and_check_files(audio_recognizer_dir, tmp_p
     write_wav(tmp_path / "clips" / "b.wav", tone(185, 0.9))
     out, report = tmp_path / "m.onnx", tmp_path / "report.json"
     r = CliRunner().invoke(
-        app, ["export", str(audio_recognizer_dir), "--onnx", str(out), "--int8", "--check", str(a.parent), "--report", str(report)]
+        app,
+        ["export", str(audio_recognizer_dir), "--onnx", str(out), "--int8", "--check", str(a.parent), "--report", str(report)],
     )
     assert r.exit_code == 0, r.output
     data = json.loads(report.read_text())

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from corpus_fixtures import (
     LABEL_TONES,
     MANIFEST_ROWS,
@@ -19,6 +17,8 @@ from corpus_fixtures import (
     make_meacorpus_tree,
     make_ravdess_tree,
 )
+from typer.testing import CliRunner
+
 from emovox.audio import load_utterance_audio
 from emovox.cli import app
 from emovox.corpora import UNKNOWN_SPEAKER, load_corpus, read_manifest, write_manifest
@@ -153,7 +153,8 @@ def test_cli_info_json(tmp_path: Path) -> None:
     assert info["speakers"] == 4 and info["sessions"] == 2 and info["dialogues"] == 4
     assert info["missing_transcripts"] == 2
     # Clip lengths are (end - start) / 2 for the 10 kept utterances of each session.
-    kept = [(1.0, 1.8), (2.0, 3.2), (3.5, 4.3), (5.3, 6.1), (6.3, 7.0), (8.0, 8.6), (0.5, 1.2), (1.4, 2.0), (2.2, 2.9), (3.8, 4.4)]
+    kept = [(1.0, 1.8), (2.0, 3.2), (3.5, 4.3), (5.3, 6.1), (6.3, 7.0), (8.0, 8.6),
+            (0.5, 1.2), (1.4, 2.0), (2.2, 2.9), (3.8, 4.4)]
     expected_total = 2 * sum((e - s) * 0.5 for s, e in kept)
     assert info["total_duration_s"] == pytest.approx(expected_total, abs=1e-3)
     assert info["mean_duration_s"] == pytest.approx(expected_total / 20, abs=1e-3)
@@ -182,7 +183,12 @@ def test_cli_info_reports_unreadable_audio(tmp_path: Path) -> None:
 def test_cli_info_real_emodb(emodb_dir: Path) -> None:
     info = json.loads(runner.invoke(app, ["corpus", "info", f"emodb:{emodb_dir}", "--json"]).output)
     assert (info["utterances"], info["speakers"], info["missing_transcripts"]) == (535, 10, 0)
-    assert info["mean_duration_s"] == pytest.approx(2.0, abs=0.01)
+    # durations against soundfile's own header reading of every file (the copy's lengths vary: 1.2-9.0 s)
+    import soundfile as sf
+
+    seconds = [sf.info(str(p)).duration for p in sorted((emodb_dir / "wav").glob("*.wav"))]
+    assert info["total_duration_s"] == pytest.approx(sum(seconds), abs=0.01)
+    assert info["mean_duration_s"] == pytest.approx(sum(seconds) / len(seconds), abs=0.01)
 
 
 def test_cli_export_round_trip(tmp_path: Path) -> None:

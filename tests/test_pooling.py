@@ -17,7 +17,7 @@ def padded_batch(lengths: list[int], *, hidden: int = 5, left: bool = False, lay
     longest = max(lengths)
     batch = torch.full((*lead, len(lengths), longest, hidden), 1e4)
     mask = torch.zeros(len(lengths), longest, dtype=torch.bool)
-    for i, (x, n) in enumerate(zip(items, lengths)):
+    for i, (x, n) in enumerate(zip(items, lengths, strict=True)):
         sl = slice(longest - n, longest) if left else slice(0, n)
         batch[..., i, sl, :] = x
         mask[i, sl] = True

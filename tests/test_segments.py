@@ -8,12 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
-from recognizer_fixtures import (  # noqa: F401
-    audio_recognizer_dir,
-    text_recognizer_dir,
-    tone,
-    write_wav,
-)
+from recognizer_fixtures import tone, write_wav
 from typer.testing import CliRunner
 
 from emovox.audio import load_audio
@@ -103,10 +98,11 @@ def test_vad_finds_bursts_merges_short_pauses_drops_blips_and_splits_long_speech
     config = SegmentConfig(mode="vad", padding=0.1, min_silence=0.4, min_speech=0.3, max_segment=4.0)
     segs = list(vad_segments(blocks_of(x, 4096), config))
     got = [(round(s.start, 2), round(s.end, 2)) for s in segs]
-    # speech at 1.0-2.5, 3.3-6.5 (a 0.2 s pause is not a boundary), 8.6-13.6 split into 4 s pieces (padding included); the 0.1 s blip is dropped
+    # speech at 1.0-2.5, 3.3-6.5 (a 0.2 s pause is not a boundary), 8.6-13.6 split into 4 s pieces (padding
+    # included); the 0.1 s blip is dropped
     expected = [(0.9, 2.6), (3.2, 6.6), (8.5, 12.5), (12.3, 13.7)]
     assert len(got) == len(expected), got
-    for (s, e), (es, ee) in zip(got, expected):
+    for (s, e), (es, ee) in zip(got, expected, strict=True):
         assert abs(s - es) <= 0.05 and abs(e - ee) <= 0.05, got  # within a 30 ms frame (+ rounding)
     for seg in segs:
         np.testing.assert_array_equal(seg.audio, x[int(round(seg.start * SR)) : int(round(seg.end * SR))])

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from recognizer_fixtures import audio_recognizer_dir  # noqa: F401  (fixture)
 from torch import nn
 
 from emovox import accel
@@ -23,9 +22,7 @@ from emovox.accel import (
     bf16_support,
     onednn_linear_available,
     onednn_linears,
-    onnx_recognizer,
     optimize_for_inference,
-    precision_of,
 )
 from emovox.backbones import load_backbone
 from emovox.config import TrainConfig
@@ -87,7 +84,7 @@ def test_fp32_is_an_untouched_copy_in_eval_mode():
     head.train()
     fast = optimize_for_inference(head, "fp32")
     assert fast is not head and not fast.training and head.training
-    assert precision_of(fast) == "fp32" and precision_of(head) == "fp32"
+    assert fast.inference_precision == "fp32" and not hasattr(head, "inference_precision")
     head.eval()
     torch.testing.assert_close(logits_of(fast, feats), logits_of(head, feats), rtol=1e-5, atol=1e-5)
 
@@ -101,7 +98,7 @@ def test_bf16_and_int8_stay_close_to_fp32_on_a_tiny_model(precision, max_abs, mi
     fast = optimize_for_inference(head, precision)
     got = logits_of(fast, feats)
     assert got.dtype == torch.float32 and got.shape == ref.shape
-    assert precision_of(fast) == precision
+    assert fast.inference_precision == precision
     assert 0 < float((got - ref).abs().max()) < max_abs  # changed (really quantised), but only a little
     assert float((got.argmax(1) == ref.argmax(1)).float().mean()) >= min_agree
     if precision == "bf16":
@@ -183,19 +180,6 @@ def test_emovox_onednn_switch_turns_it_off(monkeypatch):
     with onednn_linears(head):
         assert type(head.linear) is nn.Linear
     assert type(optimize_for_inference(head, "fp32").linear) is nn.Linear
-
-
-def test_onnx_runtime_path_goes_through_the_export_module(audio_recognizer_dir, tmp_path):  # noqa: F811
-    from emovox.recognizer import Recognizer
-
-    rec = Recognizer.load(audio_recognizer_dir)
-    with pytest.raises(AccelError, match="'fp32' or 'int8'"):
-        onnx_recognizer(rec, tmp_path / "m.onnx", precision="bf16")
-    runner, report = onnx_recognizer(rec, tmp_path / "m.onnx", precision="fp32", threads=1)
-    assert report.fp32.max_abs_diff < 1e-4 and runner.labels == rec.labels
-    rng = np.random.default_rng(0)
-    clips = [(0.2 * rng.standard_normal(n)).astype(np.float32) for n in (7000, 12000)]
-    np.testing.assert_allclose(runner.predict_proba(clips), rec.predict_proba(clips), atol=1e-4)
 
 
 # --- accel on real Whisper-base features ------------------------------------------------------------

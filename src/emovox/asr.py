@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from emovox.audio import SAMPLE_RATE
 from emovox.errors import EmovoxError
 
-SAMPLE_RATE = 16_000
 #: Whisper hears at most 30 s at a time; longer clips are transcribed in 30 s pieces.
 WHISPER_SECONDS = 30
 
@@ -55,7 +56,7 @@ class AsrConfig:
         return {"model": self.model, "language": self.language, "batch_size": self.batch_size}
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "asr") -> "AsrConfig":
+    def from_dict(cls, data: Any, where: str = "asr") -> AsrConfig:
         """Read the ``asr`` entry of a recognizer's ``emovox.json`` (a dict, or just the model)."""
         if isinstance(data, str):
             return cls(data)
@@ -83,7 +84,9 @@ def normalize_language(language: str | None) -> str | None:
         return key
     if key in TO_LANGUAGE_CODE:
         return TO_LANGUAGE_CODE[key]
-    raise AsrError(f"ASR language {language!r} is not one Whisper knows; use a code such as de, en, es, fr (or leave it unset to detect it)")
+    raise AsrError(
+        f"ASR language {language!r} is not one Whisper knows; use a code such as de, en, es, fr (or leave it unset to detect it)"
+    )
 
 
 class Transcriber:
@@ -100,7 +103,9 @@ class Transcriber:
         try:
             with _QuietTransformers():
                 self.processor = WhisperProcessor.from_pretrained(source)
-                self.model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32, use_safetensors=True).eval()
+                self.model = WhisperForConditionalGeneration.from_pretrained(
+                    source, dtype=torch.float32, use_safetensors=True
+                ).eval()
         except Exception as exc:  # offline cache miss, wrong repo, damaged files: all the user's to fix
             raise AsrError(
                 f"cannot load the Whisper ASR model {config.model!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
@@ -123,7 +128,7 @@ class Transcriber:
                 owner.append(i)
         texts = self._decode(pieces)
         out: list[list[str]] = [[] for _ in clips]
-        for i, t in zip(owner, texts):
+        for i, t in zip(owner, texts, strict=True):
             if t:
                 out[i].append(t)
         return [" ".join(parts) for parts in out]
@@ -149,7 +154,9 @@ class Transcriber:
                         num_beams=1,
                     )
                 except ValueError as exc:  # e.g. a language this (English-only) checkpoint cannot do
-                    raise AsrError(f"ASR model {self.config.model!r} cannot transcribe with language {self.config.language!r}: {exc}") from None
+                    raise AsrError(
+                        f"ASR model {self.config.model!r} cannot transcribe with language {self.config.language!r}: {exc}"
+                    ) from None
                 texts.extend(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))
         return texts
 

@@ -108,7 +108,7 @@ def load_audio(
     return mono
 
 
-def load_utterance_audio(u: "Utterance", *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def load_utterance_audio(u: Utterance, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The audio of one utterance: its whole file, or the ``[start, end]`` cut when ``u.cut``."""
     if u.audio is None:
         raise AudioError(f"utterance {u.id!r} has no audio file; use a text-only model or add a path for it")

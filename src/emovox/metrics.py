@@ -43,8 +43,9 @@ recall metric for each class".
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +106,7 @@ class Metrics:
         return np.divide(c, rows, out=np.zeros_like(c), where=rows > 0).tolist()
 
     @classmethod
-    def from_confusion(cls, confusion: Any, labels: Sequence[str]) -> "Metrics":
+    def from_confusion(cls, confusion: Any, labels: Sequence[str]) -> Metrics:
         """The single implementation of the definitions in the module docstring."""
         c = np.asarray(confusion, dtype=np.int64)
         labels = tuple(labels)
@@ -149,7 +150,7 @@ class Metrics:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Metrics":
+    def from_dict(cls, d: dict) -> Metrics:
         """Rebuild from ``to_dict`` output; everything is recomputed from the stored counts."""
         return cls.from_confusion(d["confusion"], d["labels"])
 
@@ -185,7 +186,7 @@ class CVResult:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CVResult":
+    def from_dict(cls, d: dict) -> CVResult:
         """Rebuild from ``to_dict`` output (e.g. a ``results.json``); metrics are recomputed."""
         folds = [Metrics.from_dict(f) for f in d["folds"]]
         return aggregate(

@@ -30,14 +30,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from math import prod
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
+from emovox.audio import SAMPLE_RATE
 from emovox.backbones.architectures import ARCHITECTURES, PAPER_TABLE1, Architecture
 from emovox.errors import BackboneError
 
-SAMPLE_RATE = 16_000
 #: The paper's fixed utterance: 100 tokens of text or 10 s of audio (IEMOCAP paper, section 3.2).
 DEFAULT_TOKENS = 100
 DEFAULT_SECONDS = 10.0
@@ -108,7 +109,7 @@ def profile_all(
     return rows
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _profile_cached(name: str, tokens: int, seconds: float) -> ProfileRow:
     registry = _registry()
     if name not in registry:
@@ -143,7 +144,9 @@ def _registry() -> Mapping[str, Any]:
 # --------------------------------------------------------------------------- counting
 
 
-def count_params_and_flops(arch: Architecture, *, tokens: int = DEFAULT_TOKENS, seconds: float = DEFAULT_SECONDS) -> tuple[int, int]:
+def count_params_and_flops(
+    arch: Architecture, *, tokens: int = DEFAULT_TOKENS, seconds: float = DEFAULT_SECONDS
+) -> tuple[int, int]:
     """(trainable parameters, fvcore-convention FLOPs) of one forward pass of ``arch``."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode

@@ -16,8 +16,9 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -64,39 +65,11 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 # --- markdown -------------------------------------------------------------------------------
 
 
-def comparison_markdown(
-    results: Mapping[str, CVResult],
-    metrics: Sequence[str] = ("wa", "ua"),
-    extra_columns: Mapping[str, Mapping[str, str]] | None = None,
-) -> str:
-    """Rows = models, columns = ``mean ± std`` of each metric (the papers' Table 2 layout).
-
-    ``extra_columns`` maps a column title to ``{model: text}`` (e.g. Architecture, Modality).
-    Models evaluated without speaker independence are marked with a dagger and a footnote.
-    """
-    extra = dict(extra_columns or {})
-    header = ["Model", *extra, *(METRIC_TITLES[m] for m in metrics)]
-    rows, flagged = [], []
-    for name, result in results.items():
-        mark = ""
-        if result.speaker_independent is False:
-            mark = " †"
-            flagged.append(f"{name} (`{result.protocol}`)" if result.protocol else name)
-        row = [name + mark, *(extra[c].get(name, "") for c in extra)]
-        row += [fmt_pct(getattr(result.mean, m), getattr(result.std, m)) for m in metrics]
-        rows.append(row)
-    text = _md_table(header, rows)
-    text += "\nValues are mean ± std over folds (population std), in percent.\n"
-    if flagged:
-        text += f"\n† {NOT_SPEAKER_INDEPENDENT}: {', '.join(flagged)}.\n"
-    return text
-
-
 def folds_markdown(result: CVResult) -> str:
     """One row per fold, then ``mean ± std`` and ``pooled`` rows."""
     header = ["Fold", "Name", "N", *(METRIC_TITLES[m] for m in HEADLINE)]
     rows: list[list[Any]] = []
-    for i, (name, m) in enumerate(zip(result.fold_names, result.folds), start=1):
+    for i, (name, m) in enumerate(zip(result.fold_names, result.folds, strict=True), start=1):
         rows.append([i, name, m.n, *(fmt_pct(getattr(m, k)) for k in HEADLINE)])
     rows.append(["mean ± std", "", "", *(fmt_pct(getattr(result.mean, k), getattr(result.std, k)) for k in HEADLINE)])
     rows.append(["pooled", "all folds", result.pooled.n, *(fmt_pct(getattr(result.pooled, k)) for k in HEADLINE)])
@@ -117,7 +90,7 @@ def confusion_markdown(metrics: Metrics, normalized: bool = False) -> str:
     matrix = metrics.confusion_normalized if normalized else metrics.confusion
     rows = [
         [label, *((fmt_pct(v, digits=1) if normalized else v) for v in row)]
-        for label, row in zip(metrics.labels, matrix)
+        for label, row in zip(metrics.labels, matrix, strict=True)
     ]
     return _md_table(["true \\ predicted", *metrics.labels], rows)
 
@@ -151,24 +124,11 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
-def comparison_csv(results: Mapping[str, CVResult]) -> str:
-    """One row per model: ``<metric>_mean``, ``<metric>_std``, ``<metric>_pooled`` as fractions."""
-    header = ["model", "protocol", "speaker_independent", "folds"]
-    header += [f"{m}_{s}" for m in HEADLINE for s in ("mean", "std", "pooled")]
-    rows = []
-    for name, r in results.items():
-        row: list[Any] = [name, r.protocol, "" if r.speaker_independent is None else r.speaker_independent, len(r.folds)]
-        for m in HEADLINE:
-            row += [getattr(r.mean, m), getattr(r.std, m), getattr(r.pooled, m)]
-        rows.append(row)
-    return _csv(header, rows)
-
-
 def folds_csv(result: CVResult) -> str:
     """One row per fold plus ``mean``, ``std`` and ``pooled`` rows; fractions at full precision."""
     rows: list[list[Any]] = [
         [str(i), name, m.n, *(getattr(m, k) for k in HEADLINE)]
-        for i, (name, m) in enumerate(zip(result.fold_names, result.folds), start=1)
+        for i, (name, m) in enumerate(zip(result.fold_names, result.folds, strict=True), start=1)
     ]
     rows.append(["mean", "", "", *(getattr(result.mean, k) for k in HEADLINE)])
     rows.append(["std", "", "", *(getattr(result.std, k) for k in HEADLINE)])
@@ -270,7 +230,7 @@ def plot_learning_curves(
         name = fold_names[f] if fold_names else f"fold {f + 1}"
         color = f"C{f % 10}"
 
-        def series(key: str) -> tuple[list[float], list[float]]:
+        def series(key: str, epochs=epochs) -> tuple[list[float], list[float]]:
             pts = [(e["epoch"], e[key]) for e in epochs if e.get(key) is not None]
             return [p[0] for p in pts], [p[1] for p in pts]
 
@@ -333,9 +293,12 @@ def print_summary(
     table.add_column("N", justify="right")
     for k in HEADLINE:
         table.add_column(METRIC_TITLES[k], justify="right")
-    for i, (name, m) in enumerate(zip(result.fold_names, result.folds), start=1):
-        table.add_row(str(i), escape(name), str(m.n), *(fmt_pct(getattr(m, k)) for k in HEADLINE), end_section=i == len(result.folds))
-    table.add_row("mean ± std", "", "", *(fmt_pct(getattr(result.mean, k), getattr(result.std, k)) for k in HEADLINE), style="bold")
+    for i, (name, m) in enumerate(zip(result.fold_names, result.folds, strict=True), start=1):
+        cells = (fmt_pct(getattr(m, k)) for k in HEADLINE)
+        table.add_row(str(i), escape(name), str(m.n), *cells, end_section=i == len(result.folds))
+    table.add_row(
+        "mean ± std", "", "", *(fmt_pct(getattr(result.mean, k), getattr(result.std, k)) for k in HEADLINE), style="bold"
+    )
     table.add_row("pooled", "all folds", str(result.pooled.n), *(fmt_pct(getattr(result.pooled, k)) for k in HEADLINE))
     if result.speaker_independent is False:
         console.print(
@@ -348,6 +311,6 @@ def print_summary(
     cm.add_column("true \\ predicted", style="bold")
     for label in labels:
         cm.add_column(escape(label), justify="right")
-    for label, counts, normed in zip(labels, result.pooled.confusion, result.pooled.confusion_normalized):
-        cm.add_row(escape(label), *(f"{c} ({100 * v:.0f}%)" for c, v in zip(counts, normed)))
+    for label, counts, normed in zip(labels, result.pooled.confusion, result.pooled.confusion_normalized, strict=True):
+        cm.add_row(escape(label), *(f"{c} ({100 * v:.0f}%)" for c, v in zip(counts, normed, strict=True)))
     console.print(cm)

@@ -27,18 +27,19 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from emovox.audio import SAMPLE_RATE
 from emovox.errors import AudioError, EmovoxError
 
 if TYPE_CHECKING:
     from emovox.recognizer import Recognizer
 
-SAMPLE_RATE = 16_000
 #: Source frames decoded per block (about 4 s at 16 kHz, 1.4 s at 44.1 kHz).
 BLOCK_FRAMES = 1 << 16
 
@@ -70,7 +71,12 @@ class SegmentConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("vad", "fixed"):
             raise SegmentError(f"segment mode {self.mode!r}: use 'vad' (voice activity) or 'fixed' (windows)")
-        positive = {"window": self.window, "frame": self.frame, "max_segment": self.max_segment, "floor_seconds": self.floor_seconds}
+        positive = {
+            "window": self.window,
+            "frame": self.frame,
+            "max_segment": self.max_segment,
+            "floor_seconds": self.floor_seconds,
+        }
         for name, value in positive.items():
             if not (math.isfinite(value) and value > 0):
                 raise SegmentError(f"segment {name} must be a positive number of seconds, got {value}")
@@ -325,7 +331,7 @@ class Timeline:
 
 
 def predict_timeline(
-    recognizer: "Recognizer",
+    recognizer: Recognizer,
     path: str | Path,
     config: SegmentConfig = SegmentConfig(),
     *,
@@ -351,7 +357,7 @@ def predict_timeline(
 
     def run() -> None:
         preds = recognizer.predict([s.audio for s in batch])
-        for s, p in zip(batch, preds):
+        for s, p in zip(batch, preds, strict=True):
             timeline.entries.append(TimelineEntry(s.start, s.end, p.label, p.probabilities, p.transcript))
         bar.update(max(0.0, round(batch[-1].end, 1) - bar.n))
         batch.clear()
@@ -388,7 +394,7 @@ def plot_timeline(timeline: Timeline, path: str | Path, *, title: str | None = N
     for j, label in enumerate(labels):  # one call per label: an hour of segments plots in a second
         ax.bar(starts, probs[:, j], width=widths, bottom=bottom, align="edge", color=colors[label], linewidth=0)
         bottom += probs[:, j]
-        won = [(s0, w) for s0, w, e in zip(starts, widths, entries) if e.label == label]
+        won = [(s0, w) for s0, w, e in zip(starts, widths, entries, strict=True) if e.label == label]
         if won:
             top.broken_barh(won, (0, 1), color=colors[label])
     top.set_yticks([])

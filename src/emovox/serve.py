@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from emovox.audio import SAMPLE_RATE
 from emovox.errors import EmovoxError
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ class InferenceQueue:
                     results.append(exc)
         self.batches += 1
         self.served += len(batch)
-        for (_, _, future, loop), result in zip(batch, results):
+        for (_, _, future, loop), result in zip(batch, results, strict=True):
             loop.call_soon_threadsafe(_settle, future, result)
 
 
@@ -202,12 +203,21 @@ class BodyLimit:
         await send({
             "type": "http.response.start",
             "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+            "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")
+            ],
         })
         await send({"type": "http.response.body", "body": body})
 
 
-_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 422: "invalid_request", 503: "busy"}
+_STATUS_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    422: "invalid_request",
+    503: "busy",
+}
 
 
 def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) -> "FastAPI":
@@ -314,7 +324,9 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
             text = None
         if audio is None and text is None:
             if recognizer.needs_text:
-                return error(422, "invalid_request", "send an audio file (form field 'audio') and/or a transcript (form field 'text')")
+                return error(
+                    422, "invalid_request", "send an audio file (form field 'audio') and/or a transcript (form field 'text')"
+                )
             return error(422, "invalid_request", "send an audio file in the form field 'audio'")
         clip, duration = None, None
         if audio is not None and text is None:
@@ -325,8 +337,11 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
             except EmovoxError as exc:
                 return error(422, "bad_audio", str(exc))
             if len(clip) < recognizer.min_samples:
-                need = recognizer.min_samples / 16
-                return error(422, "too_short", f"{len(clip) / 16:.1f} ms of audio is too short; this model needs at least {need:g} ms")
+                ms = SAMPLE_RATE / 1000  # samples per millisecond
+                need = recognizer.min_samples / ms
+                return error(
+                    422, "too_short", f"{len(clip) / ms:.1f} ms of audio is too short; this model needs at least {need:g} ms"
+                )
         try:
             pred = await worker.submit(clip, text)
         except Busy:
@@ -346,9 +361,13 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
 
     elif asr is None:
 
-        @app.post("/predict", response_model=PredictResponse, responses=errors, summary="Label and class probabilities of a transcript")
+        @app.post(
+            "/predict", response_model=PredictResponse, responses=errors, summary="Label and class probabilities of a transcript"
+        )
         async def predict_text(
-            text: str = Form(..., description="The transcript to classify.", min_length=1, max_length=config.max_text_chars, pattern=r"\S"),
+            text: str = Form(
+                ..., description="The transcript to classify.", min_length=1, max_length=config.max_text_chars, pattern=r"\S"
+            ),
         ):
             return await handle(None, text)
 
@@ -356,7 +375,9 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
 
         @app.post("/predict", response_model=PredictResponse, responses=errors, summary=summary + " or transcript")
         async def predict_speech(
-            audio: UploadFile | None = File(None, description=audio_help + " Transcribed by the ASR model unless 'text' is given."),
+            audio: UploadFile | None = File(
+                None, description=audio_help + " Transcribed by the ASR model unless 'text' is given."
+            ),
             text: str | None = Form(None, description="The transcript (skips the ASR).", max_length=config.max_text_chars),
         ):
             return await handle(audio, text)
@@ -393,13 +414,18 @@ def _decode_upload(upload, max_seconds: float):
         except EmovoxError as exc:
             # the message names the temporary file; the client knows its upload by its own name
             raise type(exc)(str(exc).replace(tmp, name)) from None
-        return clip, round(len(clip) / 16000, 3)
+        return clip, round(len(clip) / SAMPLE_RATE, 3)
     finally:
         os.unlink(tmp)
 
 
 def serve(
-    recognizer: "Recognizer", *, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig = ServeConfig(), log_level: str = "info"
+    recognizer: "Recognizer",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    config: ServeConfig = ServeConfig(),
+    log_level: str = "info",
 ) -> None:
     """Run the service with uvicorn until interrupted."""
     import uvicorn

@@ -52,12 +52,12 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
-from emovox.corpora.base import Corpus
 from emovox.atomic import atomic_write_text
+from emovox.corpora.base import Corpus
 from emovox.errors import SplitError
 
 #: Share of the training part that ``strict`` validation carves out for stratified/holdout.

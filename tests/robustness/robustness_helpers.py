@@ -35,14 +35,24 @@ def write_wav(path: Path, samples: np.ndarray, sr: int = SR, subtype: str = "PCM
     return path
 
 
-def tone_rows(root: Path, speakers: int = 4, per_class: int = 3, seconds: float = 0.3, labels: dict[str, float] = TONES) -> list[dict]:
+def tone_rows(
+    root: Path, speakers: int = 4, per_class: int = 3, seconds: float = 0.3, labels: dict[str, float] = TONES
+) -> list[dict]:
     rows = []
     for s in range(speakers):
         for label, freq in labels.items():
             for k in range(per_class):
                 rel = f"wav/spk{s}_{label}_{k}.wav"
                 write_wav(root / rel, tone(freq * (1 + 0.03 * s), seconds + 0.05 * k, 0.2 + 0.05 * k))
-                rows.append({"id": f"spk{s}_{label}_{k}", "path": rel, "label": label, "speaker": f"spk{s}", "text": f"{label} words number {k}"})
+                rows.append(
+                    {
+                        "id": f"spk{s}_{label}_{k}",
+                        "path": rel,
+                        "label": label,
+                        "speaker": f"spk{s}",
+                        "text": f"{label} words number {k}",
+                    }
+                )
     return rows
 
 

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from robustness_helpers import BAD_AUDIO, sparse_long_wav, tiny_config, tone, tone_rows, write_manifest, write_wav
 from typer.testing import CliRunner
 
 from emovox.cli import app
@@ -24,7 +25,6 @@ from emovox.corpora.base import Corpus, Utterance
 from emovox.data.examples import MIN_SECONDS, TooShortError, build_examples
 from emovox.errors import AudioError, EmovoxError
 from emovox.training.runner import run_cv
-from robustness_helpers import BAD_AUDIO, sparse_long_wav, tiny_config, tone, tone_rows, write_manifest, write_wav
 
 SUFFIX = {"unsupported_format": ".m4a"}
 
@@ -35,7 +35,9 @@ def bad_rows(root) -> list[dict]:
     for i, (kind, (make, _)) in enumerate(BAD_AUDIO.items()):
         rel = f"bad/{kind}{SUFFIX.get(kind, '.wav')}"
         make(root / rel)
-        rows.append({"id": f"bad_{kind}", "path": rel, "label": "low" if i % 2 else "high", "speaker": f"spk{i % 4}", "text": "x"})
+        rows.append(
+            {"id": f"bad_{kind}", "path": rel, "label": "low" if i % 2 else "high", "speaker": f"spk{i % 4}", "text": "x"}
+        )
     return rows
 
 

@@ -19,13 +19,12 @@ import sys
 
 import pytest
 import yaml
+from robustness_helpers import tiny_config, tone, tone_rows, write_manifest, write_wav
 
 from emovox.config import config_from_dict
 from emovox.corpora import load_corpus
 from emovox.errors import CorpusError, EmovoxError, RecognizerError
 from emovox.training.runner import run_cv
-from recognizer_fixtures import audio_recognizer_dir  # noqa: F401  (session fixture)
-from robustness_helpers import tiny_config, tone, tone_rows, write_manifest, write_wav
 
 THREE = {"low": 180.0, "high": 520.0, "surprised": 350.0}
 
@@ -126,7 +125,9 @@ def test_a_misspelt_label_is_caught_as_a_class_no_fold_can_learn(tmp_path):
     rows[5]["label"] = "hihg"  # a typo makes a class of one utterance
     manifest = write_manifest(tmp_path / "m.csv", rows)
     with pytest.raises(EmovoxError, match=r"class\(es\) \['hihg'\] have no training utterance"):
-        run_cv(config_from_dict(tiny_config(manifest, tmp_path / "cache", on_bad_audio="error")), tmp_path / "run", progress=False)
+        run_cv(
+            config_from_dict(tiny_config(manifest, tmp_path / "cache", on_bad_audio="error")), tmp_path / "run", progress=False
+        )
 
 
 def test_utterances_a_corpus_reader_dropped_are_listed_too(tmp_path):
@@ -134,12 +135,16 @@ def test_utterances_a_corpus_reader_dropped_are_listed_too(tmp_path):
     manifest = write_manifest(tmp_path / "m.csv", tone_rows(tmp_path))
     corpus = load_corpus(f"manifest:{manifest}")
     corpus.dropped = [("spk9_low_0", f"{tmp_path}/wav/spk9_low_0.wav: audio file not found")]
-    res = run_cv(config_from_dict(tiny_config(manifest, tmp_path / "cache", folds=[1])), tmp_path / "run", corpus=corpus, progress=False)
-    assert res["skipped"] == [{"id": "spk9_low_0", "reason": f"{tmp_path}/wav/spk9_low_0.wav: audio file not found", "kind": "corpus"}]
+    res = run_cv(
+        config_from_dict(tiny_config(manifest, tmp_path / "cache", folds=[1])), tmp_path / "run", corpus=corpus, progress=False
+    )
+    assert res["skipped"] == [
+        {"id": "spk9_low_0", "reason": f"{tmp_path}/wav/spk9_low_0.wav: audio file not found", "kind": "corpus"}
+    ]
     assert "| spk9_low_0 | all | corpus |" in (tmp_path / "run" / "report.md").read_text()
 
 
-def test_recognizer_label_set_not_matching_the_data(audio_recognizer_dir, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_recognizer_label_set_not_matching_the_data(audio_recognizer_dir, tmp_path, monkeypatch, capsys):
     from emovox.cli import main
 
     rows = tone_rows(tmp_path, speakers=1, per_class=1)

@@ -19,18 +19,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from robustness_helpers import EMOVOX, tiny_config, tone_rows, write_manifest
 from torch import nn
 from typer.testing import CliRunner
 
+from emovox import atomic as checkpoint  # the atomic writers (re-exported by training.checkpoint)
 from emovox.cli import app
 from emovox.config import TrainConfig, config_from_dict
 from emovox.data.examples import Example
 from emovox.errors import EmovoxError
-from emovox import atomic as checkpoint  # the atomic writers (re-exported by training.checkpoint)
 from emovox.training.checkpoint import load_tensors
 from emovox.training.runner import run_cv
 from emovox.training.trainer import STATE_FILE, Trainer
-from robustness_helpers import EMOVOX, tiny_config, tone_rows, write_manifest
 
 MAX_EPOCHS = 6
 
@@ -48,7 +48,7 @@ def finetune_config(root) -> dict:
     )
 
 
-def wait_for_checkpoint(proc: subprocess.Popen, state: "os.PathLike", log, timeout: float = 240) -> int:
+def wait_for_checkpoint(proc: subprocess.Popen, state: os.PathLike, log, timeout: float = 240) -> int:
     """Poll until ``state`` (written atomically, so never half-read) records epoch >= 1."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -76,7 +76,9 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     killed = tmp_path / "killed"
     log = tmp_path / "killed.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([*EMOVOX, "cv", str(cfg_path), "--out", str(killed), "--quiet"], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*EMOVOX, "cv", str(cfg_path), "--out", str(killed), "--quiet"], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         wait_for_checkpoint(proc, killed / "fold_2" / STATE_FILE, log)
         os.kill(proc.pid, signal.SIGKILL)
@@ -94,7 +96,9 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     fold1_predictions = (killed / "fold_1" / "predictions.csv").read_bytes()
 
     with (tmp_path / "resume.log").open("w") as out:
-        resume = subprocess.Popen([*EMOVOX, "cv", str(cfg_path), "--out", str(killed), "--quiet", "--resume"], stdout=out, stderr=subprocess.STDOUT)
+        resume = subprocess.Popen(
+            [*EMOVOX, "cv", str(cfg_path), "--out", str(killed), "--quiet", "--resume"], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         # meanwhile, the same config without interruption (in this process: also checks that
         # another process with the same seed computes the same numbers)
@@ -181,7 +185,11 @@ def test_a_crash_after_the_tensors_but_before_the_state_resumes_from_the_previou
     assert strip(fit.history) == strip(ref_fit.history)
     np.testing.assert_array_equal(resumed.predict_proba(test), ref_probs)
     assert not list(run.glob(".*.tmp"))
-    assert sorted(p.name for p in run.glob("last_*")) == ["last_model.e005.safetensors", "last_optimizer.e005.safetensors", "last_state.json"]
+    assert sorted(p.name for p in run.glob("last_*")) == [
+        "last_model.e005.safetensors",
+        "last_optimizer.e005.safetensors",
+        "last_state.json",
+    ]
 
 
 def test_a_damaged_checkpoint_is_a_clear_error_not_a_traceback(tmp_path):

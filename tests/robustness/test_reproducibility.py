@@ -15,14 +15,13 @@ import pytest
 import torch
 import transformers
 import yaml
+from robustness_helpers import tiny_config, tone_rows, write_manifest
 
 import emovox
 from emovox.config import config_from_dict
 from emovox.corpora import load_corpus
 from emovox.errors import EmovoxError
 from emovox.training.runner import run_cv
-from recognizer_fixtures import audio_recognizer_dir  # noqa: F401  (session fixture)
-from robustness_helpers import tiny_config, tone_rows, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +85,10 @@ def test_a_changed_corpus_is_not_mixed_into_an_old_run(runs, tmp_path):
         run_cv(config_from_dict(changed), root / "cold", progress=False)
 
 
-def test_a_recognizer_predicts_identically_every_time(audio_recognizer_dir, tmp_path):  # noqa: F811
-    from emovox.recognizer import Recognizer
+def test_a_recognizer_predicts_identically_every_time(audio_recognizer_dir, tmp_path):
     from robustness_helpers import tone, write_wav
+
+    from emovox.recognizer import Recognizer
 
     clips = [str(write_wav(tmp_path / f"{f}.wav", tone(f, 0.7))) for f in (170, 300, 540)]
     a = Recognizer.load(audio_recognizer_dir)

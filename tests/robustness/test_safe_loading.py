@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from robustness_helpers import tone
 
 from emovox.errors import EmovoxError, RecognizerError
-from recognizer_fixtures import audio_recognizer_dir  # noqa: F401  (session fixture)
-from robustness_helpers import tone
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "emovox"
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
@@ -123,7 +122,9 @@ def test_every_model_weight_load_insists_on_safetensors():
             if any(word in receiver for word in not_models):
                 continue
             if not _kw_true(call, "use_safetensors"):
-                problems.append(f"{path.relative_to(SRC.parent)}:{call.lineno}: {_dotted(call.func)}(...) without use_safetensors=True")
+                problems.append(
+                    f"{path.relative_to(SRC.parent)}:{call.lineno}: {_dotted(call.func)}(...) without use_safetensors=True"
+                )
     assert problems == []
 
 
@@ -131,7 +132,7 @@ def test_every_model_weight_load_insists_on_safetensors():
 
 
 @pytest.fixture
-def recognizer_copy(audio_recognizer_dir, tmp_path):  # noqa: F811
+def recognizer_copy(audio_recognizer_dir, tmp_path):
     out = tmp_path / "rec"
     shutil.copytree(audio_recognizer_dir, out)
     return out

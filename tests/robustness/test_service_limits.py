@@ -16,11 +16,10 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from robustness_helpers import tone, write_wav
 
 from emovox.recognizer import Recognizer
 from emovox.serve import ServeConfig, create_app
-from recognizer_fixtures import audio_recognizer_dir  # noqa: F401  (session fixture)
-from robustness_helpers import tone, write_wav
 
 
 def wav_bytes(samples: np.ndarray, sr: int = 16_000) -> bytes:
@@ -30,7 +29,7 @@ def wav_bytes(samples: np.ndarray, sr: int = 16_000) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def recognizer(audio_recognizer_dir):  # noqa: F811
+def recognizer(audio_recognizer_dir):
     return Recognizer.load(audio_recognizer_dir)
 
 
@@ -133,7 +132,9 @@ def test_requests_cannot_name_server_paths(recognizer, spool, tmp_path):
         as_field = await client.post("/predict", data={"audio": str(server_file)})
         as_json = await client.post("/predict", json={"audio": str(server_file), "path": str(server_file)})
         as_name = await client.post("/predict", files={"audio": (str(server_file), wav_bytes(sent), "audio/wav")})
-        traversal = await client.post("/predict", files={"audio": ("../../../../etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", "audio/wav")})
+        traversal = await client.post(
+            "/predict", files={"audio": ("../../../../etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", "audio/wav")}
+        )
         return as_field, as_json, as_name, traversal
 
     as_field, as_json, as_name, traversal = serve(recognizer, ServeConfig(), work)

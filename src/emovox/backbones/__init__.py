@@ -124,10 +124,6 @@ class Backbone(torch.nn.Module):
                    "max_seconds": self.max_seconds}
         (directory / EMOVOX_FILE).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
 
-    @classmethod
-    def from_dir(cls, directory: str | Path) -> Backbone:
-        return load_backbone(Path(directory))
-
     def extra_repr(self) -> str:
         return f"name={self.spec.name!r}, family={self.spec.family!r}, hidden={self.hidden_size}, layers={self.num_layers}"
 
@@ -223,7 +219,7 @@ def load_backbone(
 
         backbone = build_text_backbone(spec, tiny=tiny, max_tokens=max_tokens, max_seconds=max_seconds, seed=seed)
     else:
-        from emovox.backbones.audio import build_audio_backbone
+        from emovox.backbones.speech import build_audio_backbone
 
         backbone = build_audio_backbone(spec, tiny=tiny, max_tokens=max_tokens, max_seconds=max_seconds, seed=seed)
     return backbone.eval()

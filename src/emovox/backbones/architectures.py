@@ -11,9 +11,10 @@ token ids are left at their defaults because they change neither parameters nor 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 InputKind = Literal["tokens", "waveform", "fbank", "log_mel"]
 Attention = Literal["eager", "sdpa"]

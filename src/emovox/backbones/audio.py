@@ -25,6 +25,9 @@ length-dependent front ends are the subtle part:
   window would read the first layer's non-zero outputs at padded positions).
 - SpeechT5's speech prenet (GroupNorm CNN, convolutional and sinusoidal positions) runs per clip.
 - Whisper: see ``emovox.backbones.whisper``.
+
+Building a backbone of each speech family (which classes, which feature extractor) is
+``emovox.backbones.speech``: the family modules import this one, never the other way round.
 """
 
 from __future__ import annotations
@@ -32,15 +35,13 @@ from __future__ import annotations
 import threading
 import warnings
 from contextlib import contextmanager, nullcontext
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from emovox.audio import SAMPLE_RATE
-from emovox.backbones import Backbone, BackboneSpec, Encoded, describe, from_pretrained_checked
-from emovox.backbones.tiny import build_seeded, tiny_audio_config, tiny_feature_extractor
+from emovox.backbones import Backbone, BackboneSpec, Encoded
 from emovox.errors import AudioError, BackboneError
 
 SSL_MODEL_CLASSES: dict[str, str] = {
@@ -100,7 +101,7 @@ def _swapped(parent: nn.Module, attr: str, replacement: nn.Module):
 def conv_min_samples(frames: int, kernels, strides) -> int:
     """Fewest samples a stack of unpadded 1-D convolutions needs to output ``frames`` frames."""
     n = frames
-    for k, s in zip(reversed(list(kernels)), reversed(list(strides))):
+    for k, s in zip(reversed(list(kernels)), reversed(list(strides)), strict=True):
         n = (n - 1) * s + k
     return n
 
@@ -222,57 +223,3 @@ class SSLBackbone(AudioBackbone):
 
     def freeze_feature_encoder(self) -> None:
         self.model.freeze_feature_encoder()
-
-
-# ---------------------------------------------------------------------------------------------
-# construction
-
-
-def _load_feature_extractor(spec: BackboneSpec, config) -> Any:
-    from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
-
-    try:
-        return AutoFeatureExtractor.from_pretrained(spec.hub_id)
-    except Exception as exc:  # missing file, offline, unknown extractor type: all resolved below
-        if spec.family in SSL_MODEL_CLASSES:
-            # Some pretraining-only checkpoints ship no preprocessor config. fairseq normalises
-            # the waveform exactly for the layer-norm ("large") models, not the group-norm ones.
-            return Wav2Vec2FeatureExtractor(
-                feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
-                do_normalize=config.feat_extract_norm == "layer", return_attention_mask=True,
-            )
-        raise BackboneError(
-            f"could not load the feature extractor of '{spec.name}' from '{spec.hub_id}' "
-            f"({describe(exc)}); offline? download the model once and pass its local directory"
-        ) from None
-
-
-def build_audio_backbone(spec: BackboneSpec, *, tiny: bool, max_tokens: int, max_seconds: float,
-                         seed: int) -> AudioBackbone:
-    import transformers
-
-    family = spec.family
-    if family == "whisper":
-        from emovox.backbones.whisper import WhisperBackbone, WhisperEncoderOnly
-
-        model_cls, backbone_cls = WhisperEncoderOnly, WhisperBackbone
-    elif family == "speech_to_text":
-        from emovox.backbones.s2t import Speech2TextBackbone, Speech2TextEncoderOnly
-
-        model_cls, backbone_cls = Speech2TextEncoderOnly, Speech2TextBackbone
-    elif family == "speecht5":
-        from emovox.backbones.speecht5 import SpeechT5Backbone, SpeechT5SpeechEncoderOnly
-
-        model_cls, backbone_cls = SpeechT5SpeechEncoderOnly, SpeechT5Backbone
-    elif family in SSL_MODEL_CLASSES:
-        model_cls, backbone_cls = getattr(transformers, SSL_MODEL_CLASSES[family]), SSLBackbone
-    else:
-        raise BackboneError(f"'{family}' is not an audio backbone family")
-    if tiny:
-        config = tiny_audio_config(spec)
-        model = build_seeded(model_cls, config, seed)
-        feature_extractor = tiny_feature_extractor(spec, config)
-    else:
-        model = from_pretrained_checked(model_cls, spec)
-        feature_extractor = _load_feature_extractor(spec, model.config)
-    return backbone_cls(spec, model, feature_extractor, max_tokens=max_tokens, max_seconds=max_seconds)

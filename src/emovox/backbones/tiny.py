@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from emovox.audio import SAMPLE_RATE
 from emovox.backbones.registry import BackboneSpec
 from emovox.errors import BackboneError
 
@@ -288,7 +289,7 @@ def tiny_feature_extractor(spec: BackboneSpec, config: Any) -> Any:
 
     family = spec.family
     if family in {"wav2vec2", "hubert", "wavlm", "unispeech", "sew"}:
-        return tf.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+        return tf.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
                                            do_normalize=True, return_attention_mask=True)
     if family == "speecht5":
         return tf.SpeechT5FeatureExtractor(do_normalize=False, return_attention_mask=True)

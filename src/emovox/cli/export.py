@@ -15,7 +15,9 @@ def export(
     model_dir: Path = typer.Argument(..., help="Recognizer directory from `emovox train` (audio recognizers)."),
     onnx: Path = typer.Option(..., "--onnx", help="Output file (*.onnx)."),
     int8: bool = typer.Option(False, "--int8", help="Also write <name>.int8.onnx: dynamic int8 quantisation of the MatMuls."),
-    check: list[Path] = typer.Option(None, "--check", help="Audio files or folders to compare torch and ONNX on (default: synthetic clips)."),
+    check: list[Path] = typer.Option(
+        None, "--check", help="Audio files or folders to compare torch and ONNX on (default: synthetic clips)."
+    ),
     tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest accepted probability difference of the float export."),
     report: Path = typer.Option(None, "--report", help="Write the export report as JSON here."),
 ) -> None:
@@ -37,7 +39,9 @@ def export(
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    table = Table(title=f"{model_dir} -> ONNX (opset {result.opset}, input {result.input} with dynamic batch and time)", show_edge=False)
+    table = Table(
+        title=f"{model_dir} -> ONNX (opset {result.opset}, input {result.input} with dynamic batch and time)", show_edge=False
+    )
     for col in ("model", "file", "size", "max |p_onnx - p_torch|", "same label"):
         table.add_column(col, justify="left" if col in ("model", "file") else "right")
     rows = [("fp32", result.onnx, result.size_bytes, result.fp32)]

@@ -7,13 +7,16 @@ import io
 import json
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import typer
 
+from emovox.audio import SAMPLE_RATE
 from emovox.cli import app
+from emovox.corpora.base import files_under
 from emovox.errors import EmovoxError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
@@ -47,7 +50,7 @@ def expand_inputs(inputs: list[Path]) -> list[Job]:
     suffixes = audio_suffixes()
     for p in inputs:
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes and not f.name.startswith("._"))
+            found = [f for f in files_under(p, tuple(suffixes)) if f.is_file()]  # follows symlinked folders
             if not found:
                 raise InputError(f"{p}: the folder holds no audio files ({', '.join(sorted(suffixes))})")
             jobs.extend(Job(str(f), f) for f in found)
@@ -56,7 +59,9 @@ def expand_inputs(inputs: list[Path]) -> list[Job]:
         elif p.is_file():
             jobs.append(Job(str(p), p))
         else:
-            raise InputError(f"{p}: no such file or folder; INPUT is an audio file, a folder of them, or a manifest (.csv/.tsv/.jsonl)")
+            raise InputError(
+                f"{p}: no such file or folder; INPUT is an audio file, a folder of them, or a manifest (.csv/.tsv/.jsonl)"
+            )
     return jobs
 
 
@@ -76,7 +81,9 @@ def manifest_jobs(path: Path) -> list[Job]:
         start, end = _seconds(row.get("start"), where, "start"), _seconds(row.get("end"), where, "end")
         name = row.get("id")
         if name is None:
-            name = f"{audio}@{start or 0:g}-{end if end is not None else 'end'}" if start is not None or end is not None else audio
+            name = (
+                f"{audio}@{start or 0:g}-{end if end is not None else 'end'}" if start is not None or end is not None else audio
+            )
         text = row.get("text")
         label = row.get("label")
         jobs.append(Job(str(name), audio, start, end, None if text is None else str(text), None if label is None else str(label)))
@@ -127,7 +134,7 @@ def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on
                 preds = rec.predict(None, text=texts, batch_size=batch_size)
             else:
                 preds = _predict_mixed(rec, clips, texts, batch_size, on_bad_audio, keep)
-            for job, pred, clip in zip(keep, preds, clips):
+            for job, pred, clip in zip(keep, preds, clips, strict=True):
                 if isinstance(pred, dict):
                     yield pred
                     continue
@@ -135,9 +142,9 @@ def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on
                 row = {"input": row.pop("source"), **row}
                 if job.reference is not None:
                     row["reference"] = job.reference
-                if clip is not None and len(clip) / 16_000 > rec.max_seconds + 1e-6:
+                if clip is not None and len(clip) / SAMPLE_RATE > rec.max_seconds + 1e-6:
                     row["seconds_used"] = rec.max_seconds
-                    row["seconds"] = round(len(clip) / 16_000, 3)
+                    row["seconds"] = round(len(clip) / SAMPLE_RATE, 3)
                 yield row
         bar.update(len(part))
     bar.close()
@@ -153,7 +160,7 @@ def _predict_mixed(rec, clips, texts, batch_size, on_bad_audio, jobs) -> list:
         return rec.predict(clips, text=texts, batch_size=batch_size)
     except AudioError:
         out = []
-        for job, c, t in zip(jobs, clips, texts):
+        for job, c, t in zip(jobs, clips, texts, strict=True):
             try:
                 out.append(rec.predict([c], text=[t], batch_size=batch_size)[0])
             except AudioError as exc:
@@ -225,7 +232,9 @@ ASR_LANG_HELP = "Language the ASR transcribes (code or name, e.g. de); default: 
 @app.command()
 def predict(
     model_dir: Path = typer.Argument(..., help="Recognizer directory from `emovox train`."),
-    inputs: list[Path] = typer.Argument(None, help="Audio files, folders of audio files, or manifests (.csv/.tsv/.jsonl with a path column)."),
+    inputs: list[Path] = typer.Argument(
+        None, help="Audio files, folders of audio files, or manifests (.csv/.tsv/.jsonl with a path column)."
+    ),
     text: str = typer.Option(None, "--text", help="Transcript of the one INPUT (or, with no INPUT, the text to classify)."),
     json_out: Path = typer.Option(None, "--json", help="Write the predictions as JSON here ('-' for stdout)."),
     csv_out: Path = typer.Option(None, "--csv", help="Write the predictions as CSV here ('-' for stdout)."),
@@ -242,10 +251,14 @@ def predict(
         raise EmovoxError("choose one of --json and --csv")
     inputs = list(inputs or [])
     if not inputs and text is None:
-        raise EmovoxError("nothing to predict: give INPUT files/folders/manifests, or --text for a recognizer that reads transcripts")
+        raise EmovoxError(
+            "nothing to predict: give INPUT files/folders/manifests, or --text for a recognizer that reads transcripts"
+        )
     rec = load_recognizer(model_dir, asr, asr_language)
     if text is not None and not rec.needs_text:
-        raise EmovoxError(f"{model_dir} listens to audio only (modality {rec.modality}); --text is for recognizers that read transcripts")
+        raise EmovoxError(
+            f"{model_dir} listens to audio only (modality {rec.modality}); --text is for recognizers that read transcripts"
+        )
     if inputs:
         jobs = expand_inputs(inputs)
         if text is not None:
@@ -287,7 +300,9 @@ def timeline(
     mode: str = typer.Option("vad", "--mode", help="vad (energy-based voice activity) | fixed (overlapping windows)."),
     window: float = typer.Option(4.0, "--window", help="fixed: window length in seconds."),
     overlap: float = typer.Option(1.0, "--overlap", help="fixed: overlap of consecutive windows in seconds."),
-    max_segment: float = typer.Option(10.0, "--max-segment", help="vad: longer speech is split into pieces of this many seconds."),
+    max_segment: float = typer.Option(
+        10.0, "--max-segment", help="vad: longer speech is split into pieces of this many seconds."
+    ),
     min_silence: float = typer.Option(0.4, "--min-silence", help="vad: a pause this long (s) ends a segment."),
     min_speech: float = typer.Option(0.3, "--min-speech", help="vad: shorter bursts (s) are ignored."),
     threshold_db: float = typer.Option(None, "--threshold-db", help="vad: fixed energy threshold in dBFS (default: adaptive)."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -12,7 +11,7 @@ from emovox.cli import app
 
 @app.command("profile")
 def profile_command(
-    names: Optional[list[str]] = typer.Argument(None, help="Registry names to profile (default: all of them)."),
+    names: list[str] | None = typer.Argument(None, help="Registry names to profile (default: all of them)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {name, hub_id, modality, params_m, gflops}."),
     tokens: int = typer.Option(100, "--tokens", min=1, help="Text utterance length in tokens (paper: 100)."),
     seconds: float = typer.Option(10.0, "--seconds", min=0.1, help="Audio utterance length in seconds (paper: 10)."),

@@ -41,7 +41,9 @@ from emovox.corpora.spec import UNKNOWN_SPEAKER, CorpusSpec, Option, Reader, par
 from emovox.errors import CorpusError
 
 #: Every corpus format, by the name used before the colon of a spec.
-READERS: dict[str, Reader] = {r.name: r for r in (iemocap.READER, ravdess.READER, emodb.READER, meacorpus.READER, manifest.READER)}
+READERS: dict[str, Reader] = {
+    r.name: r for r in (iemocap.READER, ravdess.READER, emodb.READER, meacorpus.READER, manifest.READER)
+}
 
 
 def load_corpus(spec: str) -> Corpus:

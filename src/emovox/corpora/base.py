@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import Iterator
 
 from emovox.errors import CorpusError
 
@@ -44,7 +46,7 @@ class Utterance:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Utterance":
+    def from_dict(cls, d: dict) -> Utterance:
         d = dict(d)
         if d.get("audio") is not None:
             d["audio"] = Path(d["audio"])
@@ -89,7 +91,7 @@ class Corpus:
         self._previous = {u.id: None for u in self.utterances}
         for turns in dialogues.values():
             turns.sort(key=lambda u: (u.turn if u.turn is not None else 0, u.start if u.start is not None else 0.0, u.id))
-            for prev, cur in zip(turns, turns[1:]):
+            for prev, cur in pairwise(turns):
                 self._previous[cur.id] = prev.id
 
     def __len__(self) -> int:
@@ -127,7 +129,7 @@ class Corpus:
             counts[u.label] += 1
         return counts
 
-    def subset(self, ids: list[str] | set[str]) -> "Corpus":
+    def subset(self, ids: list[str] | set[str]) -> Corpus:
         """A corpus of just these utterances (same label set); dialogue links are recomputed."""
         keep = set(ids)
         return Corpus(self.name, [u for u in self.utterances if u.id in keep], self.labels, self.spec, list(self.dropped))
@@ -139,3 +141,24 @@ class Corpus:
             h.update(json.dumps([u.id, u.label, u.speaker, u.session, str(u.audio), u.text, u.start, u.end]).encode())
         h.update(json.dumps(list(self.labels)).encode())
         return h.hexdigest()[:16]
+
+
+def files_under(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Every file below ``root`` whose suffix (lower-cased) is one of ``suffixes``, in sorted path order.
+
+    Users link their datasets in (``Audio_Speech_Actors_01-24 -> /data/ravdess``), and
+    ``Path.rglob`` does not descend into symlinked folders before Python 3.13, which made a linked
+    corpus look empty. This walk follows them; each real folder is visited once, so a link that
+    points back up the tree cannot loop or list a file twice. macOS ``._`` resource forks are skipped.
+    """
+    found: list[Path] = []
+    seen: set[str] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort()
+        found += [Path(folder, n) for n in names if Path(n).suffix.lower() in suffixes and not n.startswith("._")]
+    return sorted(found)

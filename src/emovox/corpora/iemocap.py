@@ -41,7 +41,12 @@ _SPEAKER_SUFFIX = re.compile(r"_([FM])\d{3}[A-Za-z]?$")
 _SESSION_DIR = re.compile(r"^Session(\d+)$")
 
 OPTIONS = (
-    Option("labels", "4", "label set: 4 (angry, happy, neutral, sad), 6 (adds excited, frustrated) or all", choice(*IEMOCAP_LABEL_SETS)),
+    Option(
+        "labels",
+        "4",
+        "label set: 4 (angry, happy, neutral, sad), 6 (adds excited, frustrated) or all",
+        choice(*IEMOCAP_LABEL_SETS),
+    ),
     Option(
         "merge_exc",
         None,
@@ -62,14 +67,18 @@ class _Evaluated:
     end: float
 
 
-def read_iemocap(root: Path, *, spec: str = "", labels: str = "4", merge_exc: bool | None = None, on_missing_audio: str = "error") -> Corpus:
+def read_iemocap(
+    root: Path, *, spec: str = "", labels: str = "4", merge_exc: bool | None = None, on_missing_audio: str = "error"
+) -> Corpus:
     """Read the official IEMOCAP release under ``root`` (the folder holding ``Session1`` ...)."""
     root = Path(root).expanduser().resolve()
     spec = spec or f"iemocap:{root}"
     label_set = IEMOCAP_LABEL_SETS[labels]
     merge = (labels == "4") if merge_exc is None else merge_exc
     if merge and EXCITED in label_set:
-        raise CorpusError(f"{spec}: merge_exc=true with labels={labels} would leave the class 'excited' empty; use labels=4 or merge_exc=false")
+        raise CorpusError(
+            f"{spec}: merge_exc=true with labels={labels} would leave the class 'excited' empty; use labels=4 or merge_exc=false"
+        )
 
     sessions = _session_dirs(root, spec)
     utterances: list[Utterance] = []
@@ -122,7 +131,9 @@ def _session_dirs(root: Path, spec: str) -> list[tuple[str, Path]]:
         if m and d.is_dir():
             found.append((int(m.group(1)), d))
     if not found:
-        raise CorpusError(f"{spec}: no SessionN folders in {root}; point at the IEMOCAP release folder that holds Session1 ... Session5")
+        raise CorpusError(
+            f"{spec}: no SessionN folders in {root}; point at the IEMOCAP release folder that holds Session1 ... Session5"
+        )
     return [(f"Session{n}", d) for n, d in sorted(found)]
 
 
@@ -163,7 +174,9 @@ def _map_label(ev: _Evaluated, eval_file: Path, merge_exc: bool) -> str | None:
 def _speaker(utt_id: str, eval_file: Path) -> str:
     m = _SPEAKER_SUFFIX.search(utt_id)
     if not m or not re.match(r"^Ses\d\d", utt_id):
-        raise CorpusError(f"{eval_file}: utterance id {utt_id!r} is not of the form SesNN..._F000 / _M000; is this the official release?")
+        raise CorpusError(
+            f"{eval_file}: utterance id {utt_id!r} is not of the form SesNN..._F000 / _M000; is this the official release?"
+        )
     return utt_id[:5] + m.group(1)
 
 

@@ -28,7 +28,20 @@ from emovox.corpora.tables import TABLE_SUFFIXES, read_table
 from emovox.errors import CorpusError
 
 #: Column order of an exported manifest.
-MANIFEST_COLUMNS = ("id", "path", "label", "corpus_label", "text", "speaker", "session", "dialogue", "turn", "start", "end", "cut")
+MANIFEST_COLUMNS = (
+    "id",
+    "path",
+    "label",
+    "corpus_label",
+    "text",
+    "speaker",
+    "session",
+    "dialogue",
+    "turn",
+    "start",
+    "end",
+    "cut",
+)
 REQUIRED_COLUMNS = ("path", "label")
 
 OPTIONS = (

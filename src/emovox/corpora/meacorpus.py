@@ -36,7 +36,12 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 
 OPTIONS = (
     Option("csv", None, "the table (CSV/TSV/JSONL) relative to PATH; default: the only table in PATH", text),
-    Option("audio_dir", None, f"audio folder relative to the table's folder; default: the first of {', '.join(AUDIO_DIR_CANDIDATES)} that exists", text),
+    Option(
+        "audio_dir",
+        None,
+        f"audio folder relative to the table's folder; default: the first of {', '.join(AUDIO_DIR_CANDIDATES)} that exists",
+        text,
+    ),
     Option("id_col", "id", "column holding the clip id", text),
     Option("text_col", "transcription", "column holding the transcript", text),
     Option("label_col", "label", "column holding the label (neutral, disgust, anger, joy, sadness, fear)", text),
@@ -64,7 +69,9 @@ def read_meacorpus(
     on_missing_audio: str = "error",
 ) -> Corpus:
     """Read a MEACorpus/EmoSPeech release (see the module docstring for the options)."""
-    root = Path(root).expanduser().resolve()
+    root = Path(root).expanduser()
+    # A table given by name may be a link: its audio is looked up beside the link, not its target.
+    root = root.parent.resolve() / root.name if root.is_file() else root.resolve()
     spec = spec or f"meacorpus:{root}"
     table = _find_table(root, csv, spec)
     base = table.parent
@@ -125,10 +132,14 @@ def _find_table(root: Path, csv: str | None, spec: str) -> Path:
         if not table.is_file():
             raise CorpusError(f"{spec}: table {table} not found (option csv={csv})")
         return table
-    tables = sorted(p for p in root.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and p.is_file() and not p.name.startswith("._"))
+    tables = sorted(
+        p for p in root.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and p.is_file() and not p.name.startswith("._")
+    )
     if len(tables) != 1:
         found = ", ".join(p.name for p in tables) or "none"
-        raise CorpusError(f"{spec}: expected exactly one table (CSV/TSV/JSONL) in {root}, found {found}; choose one with ?csv=NAME")
+        raise CorpusError(
+            f"{spec}: expected exactly one table (CSV/TSV/JSONL) in {root}, found {found}; choose one with ?csv=NAME"
+        )
     return tables[0]
 
 

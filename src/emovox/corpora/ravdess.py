@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from emovox.corpora.base import Corpus, Utterance
+from emovox.corpora.base import Corpus, Utterance, files_under
 from emovox.corpora.spec import Option, Reader, choice, name_list, select_labels
 from emovox.errors import CorpusError
 from emovox.labels import DISGUSTED, RAVDESS_CODES, RAVDESS_LABELS, SURPRISED
@@ -31,7 +31,7 @@ OPTIONS = (
 
 
 def read_ravdess(root: Path, *, spec: str = "", channel: str = "speech", labels: tuple[str, ...] | None = None) -> Corpus:
-    """Read every RAVDESS ``.wav`` under ``root`` (recursively) of the chosen vocal channel."""
+    """Read every RAVDESS ``.wav`` under ``root`` (recursively, through symlinked folders) of the chosen vocal channel."""
     root = Path(root).expanduser().resolve()
     spec = spec or f"ravdess:{root}"
     if not root.is_dir():
@@ -39,9 +39,7 @@ def read_ravdess(root: Path, *, spec: str = "", channel: str = "speech", labels:
     available = RAVDESS_LABELS if channel != "song" else tuple(x for x in RAVDESS_LABELS if x not in (DISGUSTED, SURPRISED))
     label_set = select_labels(spec, available, labels)
     utterances = []
-    for path in sorted(root.rglob("*.wav"), key=lambda p: p.name):
-        if path.name.startswith("._"):  # macOS resource forks
-            continue
+    for path in sorted(files_under(root, (".wav",)), key=lambda p: p.name):  # symlinked folders too
         fields = _parse_name(path, spec)
         _modality, vocal, emotion, _intensity, statement, _rep, actor = fields
         label = RAVDESS_CODES[emotion]
@@ -58,7 +56,9 @@ def read_ravdess(root: Path, *, spec: str = "", channel: str = "speech", labels:
             )
         )
     if not utterances:
-        raise CorpusError(f"{spec}: no RAVDESS {channel} files (MM-VC-EE-II-SS-RR-AA.wav) with labels {list(label_set)} under {root}")
+        raise CorpusError(
+            f"{spec}: no RAVDESS {channel} files (MM-VC-EE-II-SS-RR-AA.wav) with labels {list(label_set)} under {root}"
+        )
     return Corpus("ravdess", utterances, label_set, spec)
 
 
@@ -78,7 +78,9 @@ def _parse_name(path: Path, spec: str) -> tuple[str, ...]:
         elif not 1 <= int(actor) <= 24:
             problem = f"actor {actor} is not 01-24"
     if problem:
-        raise CorpusError(f"{spec}: {path} does not follow the RAVDESS naming ({problem}); move other files out of the corpus folder")
+        raise CorpusError(
+            f"{spec}: {path} does not follow the RAVDESS naming ({problem}); move other files out of the corpus folder"
+        )
     return m.groups()  # type: ignore[union-attr]
 
 

@@ -7,9 +7,10 @@ or a bad value is a ``CorpusError`` that lists what is valid instead of being si
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from emovox.corpora.base import Corpus
@@ -69,7 +70,9 @@ def resolve_options(spec: CorpusSpec, declared: tuple[Option, ...]) -> dict[str,
     unknown = sorted(set(spec.options) - set(known))
     if unknown:
         valid = ", ".join(sorted(known)) or "(none)"
-        raise CorpusError(f"{spec.text}: unknown option(s) {', '.join(unknown)} for format {spec.format!r}; valid options: {valid}")
+        raise CorpusError(
+            f"{spec.text}: unknown option(s) {', '.join(unknown)} for format {spec.format!r}; valid options: {valid}"
+        )
     values = {name: o.default for name, o in known.items()}
     for name, raw in spec.options.items():
         try:

@@ -47,7 +47,9 @@ def _read_delimited(path: Path, delimiter: str, what: str) -> tuple[list[str], l
         rows = []
         for row in reader:
             if None in row:  # more cells than header names
-                raise CorpusError(f"{what} {path}, line {reader.line_num}: more cells than columns; quote cells that contain {delimiter!r}")
+                raise CorpusError(
+                    f"{what} {path}, line {reader.line_num}: more cells than columns; quote cells that contain {delimiter!r}"
+                )
             cleaned = {k.strip(): _clean(v) for k, v in row.items()}
             if any(v is not None for v in cleaned.values()):
                 rows.append((reader.line_num, cleaned))
@@ -64,7 +66,9 @@ def _read_jsonl(path: Path, what: str) -> tuple[list[str], list[tuple[int, dict[
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise CorpusError(f"{what} {path}, line {n}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+                raise CorpusError(
+                    f"{what} {path}, line {n}: not valid JSON ({exc.msg}); each line must be one JSON object"
+                ) from None
             if not isinstance(obj, dict):
                 raise CorpusError(f"{what} {path}, line {n}: expected a JSON object, got {type(obj).__name__}")
             for k in obj:
