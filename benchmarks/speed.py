@@ -479,8 +479,8 @@ def loso_on_features(cfg, corpus, examples, features: torch.Tensor, out_dir: Pat
     runner's own ``train_fold`` on each fold, pooled UA over all test predictions."""
     from emovox.data.examples import Example
     from emovox.metrics import compute_metrics
-    from emovox.splits import make_folds
     from emovox.models.branch import BackboneStore
+    from emovox.splits import make_folds
     from emovox.training.data import ExperimentData
     from emovox.training.folds import train_fold
 

@@ -6,10 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-# The tiny trained recognizers: session fixtures for every test module (each built once, on first use);
-# test modules take them as arguments and never import them. (No hub library is imported here.)
-from recognizer_fixtures import audio_recognizer_dir, text_recognizer_dir, whisper_recognizer_dir  # noqa: F401
+from helpers import train_tiny
 
 # Tests must never download from a hub: fail fast and clearly instead.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,3 +31,26 @@ def whisper_base_dir() -> Path:
     if not (WHISPER_BASE / "config.json").is_file():
         pytest.skip(f"Whisper-base not found at {WHISPER_BASE} (set EMOVOX_SHARED to the shared/ folder)")
     return WHISPER_BASE
+
+
+# --- tiny trained recognizers, each built once per session on first use ----------------------------
+
+
+@pytest.fixture(scope="session")
+def audio_recognizer_dir(tmp_path_factory) -> Path:
+    """A frozen tiny wav2vec2 probe on cached features, trained on the tone corpus."""
+    return train_tiny(tmp_path_factory.mktemp("rec-audio"), "wav2vec2-base")
+
+
+@pytest.fixture(scope="session")
+def whisper_recognizer_dir(tmp_path_factory) -> Path:
+    """A frozen tiny Whisper encoder with learned attention pooling (the backbone runs while training)."""
+    return train_tiny(
+        tmp_path_factory.mktemp("rec-whisper"), "whisper-base", pooling="attention", train={"max_epochs": 8, "lr": 0.02}
+    )
+
+
+@pytest.fixture(scope="session")
+def text_recognizer_dir(tmp_path_factory) -> Path:
+    """A transcript recognizer (tiny BERT)."""
+    return train_tiny(tmp_path_factory.mktemp("rec-text"), "bert-base")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from recognizer_fixtures import tone, write_wav
+from helpers import tone, write_wav
 from typer.testing import CliRunner
 
 from emovox.cli import app

@@ -37,7 +37,7 @@ def test_tiny_family_trains_and_loss_falls(name):
     backbone = load_backbone(name, tiny=True)
     model = ClassifierModel(ClassifierConfig(backbone=name, tiny=True, dropout=0.0), ["a", "b"], backbone)
     items, targets = batch_for(backbone.modality)
-    inputs = model.collate([Example(str(i), t, **{backbone.modality: x}) for i, (x, t) in enumerate(zip(items, targets))])
+    inputs = model.collate([Example(str(i), t, **{backbone.modality: x}) for i, (x, t) in enumerate(zip(items, targets, strict=True))])
     y = torch.tensor(targets)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from recognizer_fixtures import make_tone_manifest, tone
+from helpers import make_tone_manifest, tone
 from sklearn.linear_model import LogisticRegression
 
 from emovox.config import config_from_dict

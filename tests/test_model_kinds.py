@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from recognizer_fixtures import TEXTS, make_tone_manifest, tone
+from helpers import TEXTS, make_tone_manifest, tone
 
 from emovox.config import config_from_dict
 from emovox.data.examples import Example
@@ -78,7 +78,7 @@ def test_two_branch_recognizer_trains_saves_loads_and_predicts(manifest, tmp_pat
     preds = rec.predict(clips, text=texts)
     assert [p.label for p in preds] == ["high", "low"]
     # the reloaded recognizer computes what the trained model computed
-    examples = [Example(str(i), 0, audio=c, text=t, length=0.5) for i, c, t in zip(range(2), clips, texts)]
+    examples = [Example(str(i), 0, audio=c, text=t, length=0.5) for i, c, t in zip(range(2), clips, texts, strict=True)]
     with torch.inference_mode():
         before = torch.softmax(trained.model(trained.model.collate(examples)), -1).numpy()
     np.testing.assert_allclose(before, rec.predict_examples(examples), atol=1e-5)

@@ -10,12 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from recognizer_fixtures import (  # noqa: F401
-    audio_recognizer_dir,
-    text_recognizer_dir,
-    tone,
-    write_wav,
-)
+from helpers import tone, write_wav
 from typer.testing import CliRunner
 
 from emovox.cli import app

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import make_tone_manifest
 from typer.testing import CliRunner
 
-from recognizer_fixtures import make_tone_manifest
 from emovox.cli import app
 from emovox.config import config_from_dict
 from emovox.errors import EmovoxError

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from recognizer_fixtures import make_tone_manifest
+from helpers import make_tone_manifest
 
 from emovox.config import config_from_dict
 from emovox.corpora import load_corpus
@@ -108,10 +108,10 @@ def test_the_baseline_on_real_emodb_equals_a_direct_scikit_learn_fit(whisper_bas
     slot = ed.prototype.branch.slot
     feats = {uid: e.cached[slot]["pooled"].flatten().double().numpy() for uid, e in ed.examples.items()}
     labels = {u.id: corpus.labels.index(u.label) for u in corpus}
-    for fold, choice in zip(make_folds(corpus, cfg.protocol, cfg.validation), res["baseline"]["choices"]):
+    for fold, choice in zip(make_folds(corpus, cfg.protocol, cfg.validation), res["baseline"]["choices"], strict=True):
         x = np.stack([feats[i] for i in fold.train])
         mean, std = x.mean(0), x.std(0)
-        z = lambda ids: (np.stack([feats[i] for i in ids]) - mean) / std  # noqa: E731
+        z = lambda ids, mean=mean, std=std: (np.stack([feats[i] for i in ids]) - mean) / std  # noqa: E731
         scores = {}
         for c in C_GRID:
             lr = LogisticRegression(C=c, max_iter=3000).fit(z(fold.train), [labels[i] for i in fold.train])

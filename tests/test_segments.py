@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
-from recognizer_fixtures import tone, write_wav
+from helpers import tone, write_wav
 from typer.testing import CliRunner
 
 from emovox.audio import load_audio
@@ -22,6 +22,7 @@ from emovox.segments import (
     fixed_windows,
     iter_segments,
     plot_timeline,
+    predict_timeline,
     stream_audio,
     vad_segments,
 )
@@ -179,7 +180,7 @@ def alternating(tmp_path_factory):
 
 def test_timeline_follows_the_recording(audio_recognizer_dir, alternating, tmp_path):
     rec = Recognizer.load(audio_recognizer_dir)
-    tl = rec.predict_timeline(alternating, mode="fixed", window=1.5, overlap=0.0)
+    tl = predict_timeline(rec, alternating, mode="fixed", window=1.5, overlap=0.0)
     assert [(e.start, e.end) for e in tl.entries] == [(1.5 * k, 1.5 * (k + 1)) for k in range(8)]
     assert [e.label for e in tl.entries] == ["high", "high", "low", "low"] * 2
     assert tl.label_seconds() == {"high": 6.0, "low": 6.0}
@@ -192,12 +193,12 @@ def test_timeline_follows_the_recording(audio_recognizer_dir, alternating, tmp_p
     image = matplotlib.image.imread(str(png))
     assert image.shape[0] > 200 and image.shape[1] > 600 and image[..., :3].std() > 0.05
     with pytest.raises(RecognizerError, match="either"):
-        rec.predict_timeline(alternating, SegmentConfig(), mode="fixed")
+        predict_timeline(rec, alternating, SegmentConfig(), mode="fixed")
 
 
 def test_text_recognizer_timeline_needs_asr(text_recognizer_dir, alternating):
     with pytest.raises(RecognizerError, match="ASR"):
-        Recognizer.load(text_recognizer_dir).predict_timeline(alternating)
+        predict_timeline(Recognizer.load(text_recognizer_dir), alternating)
 
 
 def test_cli_timeline_writes_json_and_png(audio_recognizer_dir, tmp_path):

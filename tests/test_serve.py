@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from recognizer_fixtures import tone
+from helpers import tone
 
 from emovox.recognizer import Recognizer
 from emovox.serve import Busy, InferenceQueue, ServeConfig, create_app

@@ -19,8 +19,9 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,7 +104,7 @@ def check_entry(tensors: Mapping[str, torch.Tensor], expect: Mapping[str, Shape]
         t = tensors[name]
         if t.dtype != torch.float32:
             return f"{name} is {t.dtype}, expected float32"
-        if t.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape)):
+        if t.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape, strict=True)):
             return f"{name} has shape {tuple(t.shape)}, expected {tuple('*' if s is None else s for s in shape)}"
         if not bool(torch.isfinite(t).all()):
             return f"{name} holds NaN or infinite values"
@@ -192,7 +193,7 @@ def fill(
         with tqdm(total=len(todo), desc=description, unit="utt", disable=not progress, leave=False) as bar:
             for b in batches:
                 idx = [todo[j] for j in b]
-                for i, out in zip(idx, compute([items[i] for i in idx])):
+                for i, out in zip(idx, compute([items[i] for i in idx]), strict=True):
                     found[i] = {k: v.detach().float().contiguous().clone() for k, v in out.items()}
                     if cached:
                         cache.put(model_key, keys[i], found[i])

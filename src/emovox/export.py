@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ class _UnpaddedBackbone(nn.Module):
 class ProbabilityGraph(nn.Module):
     """``model input -> class probabilities`` for one tensor input (what is exported)."""
 
-    def __init__(self, recognizer: "Recognizer"):
+    def __init__(self, recognizer: Recognizer):
         super().__init__()
         self.model = recognizer.model
         self.unpadded = _UnpaddedBackbone(recognizer.backbone)
@@ -110,11 +111,11 @@ def _swapped_backbone(branch: nn.Module, replacement: nn.Module):
         branch._modules["backbone"] = original
 
 
-def input_name(recognizer: "Recognizer") -> str:
+def input_name(recognizer: Recognizer) -> str:
     return "input_features" if recognizer.backbone.spec.family == "whisper" else "input_values"
 
 
-def check_exportable(recognizer: "Recognizer") -> None:
+def check_exportable(recognizer: Recognizer) -> None:
     if not hasattr(recognizer.model, "forward_backbone_inputs") or recognizer.backbone is None:
         raise ExportError(
             f"ONNX export is for single-backbone audio classifiers; this recognizer is a {recognizer.info.get('kind')!r} model"
@@ -160,7 +161,7 @@ def clip_input(extractor, family: str, clip: np.ndarray, max_seconds: float) -> 
     return extractor(clip, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_values"][0]
 
 
-def preprocessing_of(recognizer: "Recognizer") -> Preprocessing:
+def preprocessing_of(recognizer: Recognizer) -> Preprocessing:
     fe = recognizer.backbone.processor
     data = json.loads(fe.to_json_string())
     data.pop("mel_filters", None)  # recomputed from the sizes; a large array in the JSON otherwise
@@ -259,7 +260,7 @@ def sample_clips(seed: int = 0) -> list[np.ndarray]:
 
 
 def export_onnx(
-    recognizer: "Recognizer",
+    recognizer: Recognizer,
     out: str | Path,
     *,
     int8: bool = False,
@@ -306,7 +307,9 @@ def export_onnx(
     reference = _torch_reference(graph, extractor, prep, clips)
     fp32 = _agreement(OnnxRecognizer(out), extractor, prep, clips, reference)
     if not fp32.max_abs_diff <= tolerance:
-        raise ExportError(f"{out}: the ONNX graph differs from torch by {fp32.max_abs_diff:.2e} (> {tolerance:g}); please report this")
+        raise ExportError(
+            f"{out}: the ONNX graph differs from torch by {fp32.max_abs_diff:.2e} (> {tolerance:g}); please report this"
+        )
     report = ExportReport(
         str(out), "torch.onnx.export (TorchScript, dynamo=False)", OPSET, prep.input_name,
         {"input": {str(k): v for k, v in dynamic_axes["input"].items()}}, round(seconds, 2), out.stat().st_size, fp32,

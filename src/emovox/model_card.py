@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def _model_lines(info: dict) -> list[str]:
@@ -11,7 +11,8 @@ def _model_lines(info: dict) -> list[str]:
     lines = [f"- Model kind: `{info.get('kind', model.get('kind', '?'))}` ({info.get('modality', '?')})"]
     for b in branches:
         what = b.get("input", "utterance")
-        lines.append(f"- Branch `{b.get('name') or what}`: backbone `{b.get('backbone')}`, reads the {what}, mode {b.get('mode')}")
+        name = b.get("name") or what
+        lines.append(f"- Branch `{name}`: backbone `{b.get('backbone')}`, reads the {what}, mode {b.get('mode')}")
     return lines
 
 

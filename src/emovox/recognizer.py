@@ -12,9 +12,9 @@ Every file is checked against the sha256 recorded when it was saved, and a misma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -108,7 +108,7 @@ class Recognizer:
 
     @property
     def max_seconds(self) -> float:
-        """Clips are cropped to this many seconds, as in training (use ``predict_timeline`` for long audio)."""
+        """Clips are cropped to this many seconds, as in training (long recordings: ``emovox.segments.predict_timeline``)."""
         return float(self.info.get("preprocessing", {}).get("max_seconds") or self.model.max_seconds())
 
     @property
@@ -123,7 +123,7 @@ class Recognizer:
         return recognizer_dir.save(Path(directory), self.model, self.labels, self.info, card=card)
 
     @classmethod
-    def load(cls, directory: str | Path, *, asr=None) -> "Recognizer":
+    def load(cls, directory: str | Path, *, asr=None) -> Recognizer:
         """Read a recognizer directory; ``asr`` (an ``AsrConfig`` or Whisper directory / hub id)
         overrides the ASR model recorded in its ``emovox.json``."""
         from emovox.models import directory as recognizer_dir
@@ -164,7 +164,7 @@ class Recognizer:
         if len(self.fields - {"context_text", "context_audio"}) != 1:
             raise RecognizerError(f"predict_proba takes one input per item; this model reads {sorted(self.fields)}: use predict")
         examples = [
-            Example(str(i), 0, **{field: x}, length=example_length(x if field == "audio" else None, x if field == "text" else None))
+            Example(str(i), 0, **{field: x}, length=example_length(*((x, None) if field == "audio" else (None, x))))
             for i, x in enumerate(items)
         ]
         return self.predict_examples(examples, batch_size)
@@ -172,7 +172,7 @@ class Recognizer:
     def _to_prediction(self, probs: np.ndarray, source: str | None = None, transcript: str | None = None) -> Prediction:
         return Prediction(
             self.labels[int(np.argmax(probs))],
-            {label: float(p) for label, p in zip(self.labels, probs)},
+            {label: float(p) for label, p in zip(self.labels, probs, strict=True)},
             source,
             transcript,
         )
@@ -215,7 +215,8 @@ class Recognizer:
         n = len(clips)
         if not self.needs_text and any(t is not None for t in texts):
             raise RecognizerError(
-                f"this recognizer ({self.info.get('name', 'unnamed')}) listens to audio only and does not read transcripts; drop the text"
+                f"this recognizer ({self.info.get('name', 'unnamed')}) listens to audio only and does not read transcripts; "
+                "drop the text"
             )
         for t in texts:
             if t is not None and not isinstance(t, str):
@@ -249,7 +250,7 @@ class Recognizer:
         if self.needs_text:
             todo = [i for i, t in enumerate(texts) if t is None]
             if todo:
-                for i, t in zip(todo, self.transcribe([audio[i] for i in todo])):
+                for i, t in zip(todo, self.transcribe([audio[i] for i in todo]), strict=True):
                     texts[i] = t
         context_arrays = [self._clip(c, i)[0] if c is not None else None for i, c in enumerate(context_clips)]
         examples = [
@@ -265,7 +266,7 @@ class Recognizer:
         ]
         probs = self.predict_examples(examples, batch_size=batch_size)
         preds = [
-            self._to_prediction(p, s, t if self.needs_text else None) for p, s, t in zip(probs, sources, texts)
+            self._to_prediction(p, s, t if self.needs_text else None) for p, s, t in zip(probs, sources, texts, strict=True)
         ]
         return preds[0] if single else preds
 
@@ -290,18 +291,6 @@ class Recognizer:
         require_min_duration(len(clip), name)
         return clip, source
 
-    def predict_timeline(self, path: str | Path, config=None, *, batch_size: int = 8, progress: bool = False, **options):
-        """Segment a long recording while streaming it and predict every segment (``emovox.segments``).
-
-        ``config`` is a ``SegmentConfig``; keyword ``options`` build one (``mode="fixed", window=4``).
-        """
-        from emovox.segments import SegmentConfig, predict_timeline
-
-        if config is None:
-            config = SegmentConfig(**options)
-        elif options:
-            raise RecognizerError("pass either a SegmentConfig or segmentation options, not both")
-        return predict_timeline(self, path, config, batch_size=batch_size, progress=progress)
 
 
 def _per_item(value, n: int, single: bool, name: str, what: str) -> list:

@@ -333,13 +333,24 @@ class Timeline:
 def predict_timeline(
     recognizer: Recognizer,
     path: str | Path,
-    config: SegmentConfig = SegmentConfig(),
+    config: SegmentConfig | None = None,
     *,
     batch_size: int = 8,
     progress: bool = False,
+    **options,
 ) -> Timeline:
-    """Segment ``path`` while streaming it and classify every segment, ``batch_size`` at a time."""
+    """Segment ``path`` while streaming it and classify every segment, ``batch_size`` at a time.
+
+    ``config`` is a ``SegmentConfig``; keyword ``options`` build one (``mode="fixed", window=4``).
+    """
     from emovox.audio import audio_duration
+
+    if config is None:
+        config = SegmentConfig(**options)
+    elif options:
+        from emovox.errors import RecognizerError
+
+        raise RecognizerError("pass either a SegmentConfig or segmentation options, not both")
 
     if recognizer.modality == "text" and recognizer.asr is None:
         from emovox.errors import RecognizerError

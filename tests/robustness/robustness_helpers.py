@@ -1,4 +1,4 @@
-"""Shared builders for the robustness suite: a learnable tone corpus, tiny configs, bad files.
+"""Builders for the robustness suite: bad files, sparse long recordings, the CLI in a child process.
 
 The corpus is the one the runner tests use (two classes told apart by pitch, one speaker per
 group) so that every run here is a real end-to-end run of a tiny model, offline, in seconds.
@@ -8,75 +8,18 @@ file with a .wav name, a container libsndfile cannot read, a float WAV holding N
 
 from __future__ import annotations
 
-import csv
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+from helpers import tone, write_wav
 
-TONES = {"low": 180.0, "high": 520.0}
 SR = 16_000
 
 #: The command line of ``emovox`` in a child process (the console script's ``main``).
 EMOVOX = [sys.executable, "-c", "from emovox.cli import main; main()"]
-
-
-def tone(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:
-    t = np.arange(int(round(seconds * SR))) / SR
-    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def write_wav(path: Path, samples: np.ndarray, sr: int = SR, subtype: str = "PCM_16") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), samples, sr, subtype=subtype)
-    return path
-
-
-def tone_rows(
-    root: Path, speakers: int = 4, per_class: int = 3, seconds: float = 0.3, labels: dict[str, float] = TONES
-) -> list[dict]:
-    rows = []
-    for s in range(speakers):
-        for label, freq in labels.items():
-            for k in range(per_class):
-                rel = f"wav/spk{s}_{label}_{k}.wav"
-                write_wav(root / rel, tone(freq * (1 + 0.03 * s), seconds + 0.05 * k, 0.2 + 0.05 * k))
-                rows.append(
-                    {
-                        "id": f"spk{s}_{label}_{k}",
-                        "path": rel,
-                        "label": label,
-                        "speaker": f"spk{s}",
-                        "text": f"{label} words number {k}",
-                    }
-                )
-    return rows
-
-
-def write_manifest(path: Path, rows: list[dict], fields: tuple[str, ...] = ("id", "path", "label", "speaker", "text")) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    return path
-
-
-def tiny_config(manifest: Path, cache: Path, *, model: dict | None = None, train: dict | None = None, **top) -> dict:
-    """A frozen tiny wav2vec2 linear probe over 4 speaker groups: a full run takes seconds."""
-    return {
-        "name": "robust",
-        "corpus": f"manifest:{manifest}",
-        "protocol": "speaker-groups:4",
-        "validation": "strict",
-        "cache_dir": str(cache),
-        "model": {"backbone": "wav2vec2-base", "tiny": True, "mode": "frozen", **(model or {})},
-        "train": {"lr": 0.01, "batch_size": 4, "max_epochs": 3, "patience": 3, "threads": 1, **(train or {})},
-        **top,
-    }
 
 
 def run_emovox(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

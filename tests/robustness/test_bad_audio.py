@@ -15,7 +15,8 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from robustness_helpers import BAD_AUDIO, sparse_long_wav, tiny_config, tone, tone_rows, write_manifest, write_wav
+from helpers import tiny_config, tone, tone_rows, write_manifest, write_wav
+from robustness_helpers import BAD_AUDIO, sparse_long_wav
 from typer.testing import CliRunner
 
 from emovox.cli import app

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 import yaml
-from robustness_helpers import tiny_config, tone, tone_rows, write_manifest, write_wav
+from helpers import tiny_config, tone, tone_rows, write_manifest, write_wav
 
 from emovox.config import config_from_dict
 from emovox.corpora import load_corpus

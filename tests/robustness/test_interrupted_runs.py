@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from robustness_helpers import EMOVOX, tiny_config, tone_rows, write_manifest
+from helpers import tiny_config, tone_rows, write_manifest
+from robustness_helpers import EMOVOX
 from torch import nn
 from typer.testing import CliRunner
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers
 import yaml
-from robustness_helpers import tiny_config, tone_rows, write_manifest
+from helpers import tiny_config, tone_rows, write_manifest
 
 import emovox
 from emovox.config import config_from_dict
@@ -86,7 +86,7 @@ def test_a_changed_corpus_is_not_mixed_into_an_old_run(runs, tmp_path):
 
 
 def test_a_recognizer_predicts_identically_every_time(audio_recognizer_dir, tmp_path):
-    from robustness_helpers import tone, write_wav
+    from helpers import tone, write_wav
 
     from emovox.recognizer import Recognizer
 

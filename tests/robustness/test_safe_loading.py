@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from robustness_helpers import tone
+from helpers import tone
 
 from emovox.errors import EmovoxError, RecognizerError
 
@@ -303,9 +303,10 @@ def test_a_pickle_in_place_of_a_checkpoint_is_refused_unread(tmp_path, tripwires
 
 def test_a_pickle_in_the_feature_cache_is_recomputed_unread(tmp_path, tripwires):
     from emovox.backbones import load_backbone
-    from emovox.data.examples import Example
     from emovox.cache import FeatureCache, item_key
-    from emovox.models.branch import extract_pooled, pooled_cache_key as backbone_key
+    from emovox.data.examples import Example
+    from emovox.models.branch import extract_pooled
+    from emovox.models.branch import pooled_cache_key as backbone_key
 
     backbone = load_backbone("wav2vec2-base", tiny=True)
     clip = tone(300, 0.5)

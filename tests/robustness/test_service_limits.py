@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from robustness_helpers import tone, write_wav
+from helpers import tone, write_wav
 
 from emovox.recognizer import Recognizer
 from emovox.serve import ServeConfig, create_app

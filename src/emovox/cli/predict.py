@@ -317,7 +317,7 @@ def timeline(
     from rich.console import Console
     from rich.table import Table
 
-    from emovox.segments import SegmentConfig, plot_timeline
+    from emovox.segments import SegmentConfig, plot_timeline, predict_timeline
 
     config = SegmentConfig(
         mode=mode, window=window, overlap=overlap, max_segment=max_segment, min_silence=min_silence,
@@ -326,7 +326,7 @@ def timeline(
     rec = load_recognizer(model_dir, asr, asr_language)
     if not audio.is_file():
         raise InputError(f"{audio}: audio file not found")
-    tl = rec.predict_timeline(audio, config, batch_size=batch_size, progress=not quiet)
+    tl = predict_timeline(rec, audio, config, batch_size=batch_size, progress=not quiet)
     if json_out is not None:
         tl.write_json(json_out)
     if plot is not None:

@@ -8,7 +8,7 @@ similar length keeps padding small while still shuffling which batches come when
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def length_grouped_batches(

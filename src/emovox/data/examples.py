@@ -27,8 +27,9 @@ module, reading only that part from disk (an hour-long recording is never decode
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,10 +66,18 @@ class Example:
     length: float = 0.0
     cached: Mapping[str, Any] = field(default_factory=dict)
 
-    def with_cached(self, name: str, value: Any) -> "Example":
+    def with_cached(self, name: str, value: Any) -> Example:
         """A copy with ``value`` cached under ``name`` (examples are immutable and shared by folds)."""
-        return Example(self.id, self.target, self.audio, self.text, self.context_audio, self.context_text, self.length,
-                       {**self.cached, name: value})
+        return Example(
+            self.id,
+            self.target,
+            self.audio,
+            self.text,
+            self.context_audio,
+            self.context_text,
+            self.length,
+            {**self.cached, name: value},
+        )
 
 
 def example_length(audio: np.ndarray | None, text: str | None) -> float:
@@ -99,7 +108,7 @@ class Skipped:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Skipped":
+    def from_dict(cls, d: dict) -> Skipped:
         return cls(str(d["id"]), str(d["reason"]), str(d.get("kind", "audio")), d.get("fold"))
 
 

@@ -22,8 +22,9 @@ kinds through the registry, and the recognizer loads whatever ``emovox.json`` na
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -62,7 +63,7 @@ class ModelKind(nn.Module):
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
-    def build(cls, config: KindConfig, labels: Sequence[str], *, seed: int = 0, backbones=None) -> "ModelKind":
+    def build(cls, config: KindConfig, labels: Sequence[str], *, seed: int = 0, backbones=None) -> ModelKind:
         """A fresh model for training: pretrained backbones, new heads (seeded by ``seed``).
 
         ``backbones`` (a ``BackboneStore``) shares frozen backbones between the folds of a run.
@@ -70,7 +71,7 @@ class ModelKind(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def load(cls, directory: Path, config: KindConfig, labels: Sequence[str]) -> "ModelKind":
+    def load(cls, directory: Path, config: KindConfig, labels: Sequence[str]) -> ModelKind:
         """The model saved in ``directory`` by ``save`` (raises ``RecognizerError`` naming the file)."""
         raise NotImplementedError
 
@@ -90,17 +91,17 @@ class ModelKind(nn.Module):
         """Audio is cropped to this many seconds when examples are built (the papers' 10 s)."""
         return 10.0
 
-    def prepare(self, examples: list["Example"], *, cache: "FeatureCache | None", progress: bool = True) -> list["Example"]:
+    def prepare(self, examples: list[Example], *, cache: FeatureCache | None, progress: bool = True) -> list[Example]:
         """Examples with whatever the frozen parts compute attached (``Example.cached``); computed once per run."""
         return examples
 
-    def fit_statistics(self, train: list["Example"]) -> None:
+    def fit_statistics(self, train: list[Example]) -> None:
         """Statistics taken from the training part only (standardisation); never from validation or test."""
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the trainer before each training epoch (deterministic per-epoch augmentation)."""
 
-    def collate(self, batch: list["Example"], *, augment: bool = False) -> dict:
+    def collate(self, batch: list[Example], *, augment: bool = False) -> dict:
         raise NotImplementedError
 
     # -- computation -------------------------------------------------------------------------------
@@ -117,7 +118,7 @@ class ModelKind(nn.Module):
         logits = self(inputs)
         return nn.functional.cross_entropy(logits.float(), targets, weight=weight), logits
 
-    def fit_direct(self, train: list["Example"], valid: list["Example"]) -> dict | None:
+    def fit_direct(self, train: list[Example], valid: list[Example]) -> dict | None:
         """Fit without gradient steps (a closed-form head); returns what was chosen on ``valid``, or
         None when the model trains with the generic trainer instead."""
         return None

@@ -24,7 +24,8 @@ backbone reading "previous utterance + utterance" as a tokenizer pair.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -67,13 +68,17 @@ class BranchConfig(BaseModel):
     layers: Literal["all", "last"] | list[int] = Field(
         "last", description="Hidden states the head reads: all, last, or a list of indices (0 = embeddings)."
     )
-    combine: Combine = Field("weighted", description="Several layers become one vector by a learned weighted sum or by concatenation.")
+    combine: Combine = Field(
+        "weighted", description="Several layers become one vector by a learned weighted sum or by concatenation."
+    )
     standardize: bool | None = Field(
         None,
         description="z-score pooled states with training-part statistics; default: when the states are precomputed "
         "(frozen, finetune-top).",
     )
-    std_floor: float = Field(STD_FLOOR, ge=0, description="Standardisation: a std counts as at least this fraction of its layer's median std.")
+    std_floor: float = Field(
+        STD_FLOOR, ge=0, description="Standardisation: a std counts as at least this fraction of its layer's median std."
+    )
     max_tokens: int = Field(100, gt=0)
     max_seconds: float = Field(10.0, gt=0)
 
@@ -148,8 +153,15 @@ def raw_item(x):
 
 
 def extract_pooled(
-    backbone, items: Sequence, *, pooling: str | None = None, cache=None, model_key: str | None = None,
-    batch_size: int = 16, progress: bool = True, description: str = "frozen features",
+    backbone,
+    items: Sequence,
+    *,
+    pooling: str | None = None,
+    cache=None,
+    model_key: str | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    description: str = "frozen features",
 ) -> torch.Tensor:
     """``[N, L, W]`` per-layer pooled states of ``items`` (clips, texts or single-input ``Example``s),
     in length-grouped real-length batches, computing only what ``cache`` lacks."""
@@ -167,9 +179,17 @@ def extract_pooled(
 
     backbone.eval()
     with torch.inference_mode(), onednn_linears(backbone):  # float32 GEMMs on oneDNN: see emovox.accel
-        rows = fill(items, [_length(x) for x in items], compute, cache=cache, model_key=model_key,
-                    expect=lambda item: {"pooled": (backbone.num_layers, width)}, batch_size=batch_size,
-                    progress=progress, description=description)
+        rows = fill(
+            items,
+            [_length(x) for x in items],
+            compute,
+            cache=cache,
+            model_key=model_key,
+            expect=lambda item: {"pooled": (backbone.num_layers, width)},
+            batch_size=batch_size,
+            progress=progress,
+            description=description,
+        )
     return torch.stack([r["pooled"] for r in rows])
 
 
@@ -255,17 +275,32 @@ class Branch(nn.Module):
         key = cache_key(name, ident)
         hidden = self.backbone.hidden_size
         if mode == "pooled":
-            pooled = extract_pooled(self.backbone, items, pooling=self.pooling, cache=cache, model_key=key,
-                                    progress=progress, description=f"frozen features ({self.name})")
+            pooled = extract_pooled(
+                self.backbone,
+                items,
+                pooling=self.pooling,
+                cache=cache,
+                model_key=key,
+                progress=progress,
+                description=f"frozen features ({self.name})",
+            )
             rows = [{"pooled": p} for p in pooled]
         else:
             expect = lambda item: {"frames": (None, hidden), "lower": (self.cut + 1, self.width)}  # noqa: E731
             self.backbone.eval()
             with torch.inference_mode(), onednn_linears(self.backbone):  # float32 GEMMs on oneDNN: see emovox.accel
-                rows = fill(items, lengths, self._bottom_rows, cache=cache, model_key=key, expect=expect,
-                            progress=progress, description=f"frozen bottom layers ({self.name})")
+                rows = fill(
+                    items,
+                    lengths,
+                    self._bottom_rows,
+                    cache=cache,
+                    model_key=key,
+                    expect=expect,
+                    progress=progress,
+                    description=f"frozen bottom layers ({self.name})",
+                )
         out = [e.with_cached(self.slot, None) for e in examples]
-        for i, row in zip(present, rows):
+        for i, row in zip(present, rows, strict=True):
             out[i] = examples[i].with_cached(self.slot, row)
         return out
 
@@ -280,9 +315,9 @@ class Branch(nn.Module):
         """Inputs for the rows that have one (``present``); cached prefixes when every row has them."""
         present = [self.item(e) is not None for e in batch]
         if self.no_input is None and not all(present):
-            missing = next(e.id for e, p in zip(batch, present) if not p)
+            missing = next(e.id for e, p in zip(batch, present, strict=True) if not p)
             raise ConfigError(f"branch {self.name}: example {missing} has no {self.field}")
-        rows = [e for e, p in zip(batch, present) if p]
+        rows = [e for e, p in zip(batch, present, strict=True) if p]
         out: dict[str, Any] = {"present": torch.tensor(present, dtype=torch.bool)}
         if not rows:
             return out
@@ -352,8 +387,16 @@ class Branch(nn.Module):
 
     def describe(self) -> dict:
         spec = self.backbone.spec
-        return {"name": self.name, "backbone": spec.name, "family": spec.family, "modality": self.modality,
-                "input": self.cfg.input, "mode": self.mode, "pooling": self.pooling, "layers": self.layer_index}
+        return {
+            "name": self.name,
+            "backbone": spec.name,
+            "family": spec.family,
+            "modality": self.modality,
+            "input": self.cfg.input,
+            "mode": self.mode,
+            "pooling": self.pooling,
+            "layers": self.layer_index,
+        }
 
 
 def _length(item) -> float:

@@ -9,8 +9,9 @@ deployable recognizer: it runs its own backbone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,7 +35,8 @@ class ClassifierConfig(BranchConfig, KindConfig):
     )
     hidden: int = Field(256, gt=0, description="mlp: hidden units.")
     C: list[float] = Field(
-        [0.02], min_length=1,
+        [0.02],
+        min_length=1,
         description="logistic: regularisation strengths to choose from on the validation part (one value: no choice).",
     )
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
@@ -49,10 +51,12 @@ class ClassifierModel(ModelKind):
         name = default_branch_name(config, backbone.modality)
         self.branch = Branch(name, config, backbone)
         b = self.branch
-        self.reducer = LayerReducer(b.num_layers, b.width, combine=config.combine, standardize=b.standardize,
-                                    std_floor=config.std_floor)
-        self.head = ClassifierHead(self.reducer.out_width, len(labels), dropout=config.dropout,
-                                   hidden=config.hidden if config.head == "mlp" else None)
+        self.reducer = LayerReducer(
+            b.num_layers, b.width, combine=config.combine, standardize=b.standardize, std_floor=config.std_floor
+        )
+        self.head = ClassifierHead(
+            self.reducer.out_width, len(labels), dropout=config.dropout, hidden=config.hidden if config.head == "mlp" else None
+        )
 
     @classmethod
     def build(cls, config: ClassifierConfig, labels, *, seed: int = 0, backbones: BackboneStore | None = None):
@@ -143,7 +147,11 @@ def _seed(model: ModelKind) -> int:
 
 
 def _saved_branch_name(directory: Path) -> str:
-    names = sorted(p.name for p in (Path(directory) / "branches").iterdir() if p.is_dir()) if (Path(directory) / "branches").is_dir() else []
+    names = (
+        sorted(p.name for p in (Path(directory) / "branches").iterdir() if p.is_dir())
+        if (Path(directory) / "branches").is_dir()
+        else []
+    )
     if len(names) != 1:
         from emovox.errors import RecognizerError
 
@@ -160,7 +168,7 @@ def load_weights(model: ModelKind, path: Path, what: str) -> None:
 
 
 @torch.no_grad()
-def embeddings(model: ModelKind, examples, batch_size: int = 64) -> "np.ndarray":
+def embeddings(model: ModelKind, examples, batch_size: int = 64) -> np.ndarray:
     """``[N, D]``: what the classifier layer reads, for every example (eval mode, no grad)."""
     import numpy as np
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from emovox.atomic import atomic_write_json, atomic_write_text
 from emovox.errors import RecognizerError
@@ -47,9 +47,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def _files(directory: Path) -> list[Path]:
     return sorted(
-        p for p in directory.rglob("*")
-        if p.is_file() and p.name != META_FILE and not p.name.startswith(".")
-        and p.relative_to(directory).parts[0] not in SCRATCH
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and p.name != META_FILE and not p.name.startswith(".") and p.relative_to(directory).parts[0] not in SCRATCH
     )
 
 
@@ -103,10 +103,16 @@ def read_meta(directory: Path) -> dict:
         from emovox import __version__
 
         raise RecognizerError(
-            f"{meta_path}: schema_version {info.get('schema_version')!r}; this emovox ({__version__}) reads 1 and {SCHEMA_VERSION}"
+            f"{meta_path}: schema_version {info.get('schema_version')!r}; "
+            f"this emovox ({__version__}) reads 1 and {SCHEMA_VERSION}"
         )
     labels = info.get("labels")
-    if not isinstance(labels, list) or not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) for x in labels):
+    if (
+        not isinstance(labels, list)
+        or not labels
+        or len(set(labels)) != len(labels)
+        or not all(isinstance(x, str) for x in labels)
+    ):
         raise RecognizerError(f"{meta_path}: 'labels' must be a non-empty list of distinct names")
     if info.get("modality") not in MODALITIES:
         raise RecognizerError(f"{meta_path}: unknown modality {info.get('modality')!r}; expected one of {list(MODALITIES)}")
@@ -114,7 +120,9 @@ def read_meta(directory: Path) -> dict:
         if not isinstance(info.get("kind"), str) or not isinstance(info.get("model"), dict):
             raise RecognizerError(f"{meta_path}: 'kind' and 'model' (the model's config) are required")
         if not isinstance(info.get("files"), dict) or not info["files"]:
-            raise RecognizerError(f"{meta_path}: 'files' (the sha256 of every file) is missing; the directory was not written by emovox")
+            raise RecognizerError(
+                f"{meta_path}: 'files' (the sha256 of every file) is missing; the directory was not written by emovox"
+            )
     return info
 
 

@@ -10,8 +10,9 @@ frozen branches come from the feature cache, so a fusion of frozen branches trai
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -26,7 +27,9 @@ from emovox.models.heads import LayerReducer
 
 class FusionConfig(KindConfig):
     kind: Literal["fusion"] = "fusion"
-    branches: list[BranchConfig] = Field(description="One to four branches, each a backbone reading the utterance or its context.")
+    branches: list[BranchConfig] = Field(
+        description="One to four branches, each a backbone reading the utterance or its context."
+    )
     projection: int = Field(256, gt=0, description="Width every branch is projected to before concatenation (paper: 256).")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
@@ -44,10 +47,10 @@ class FusionModel(ModelKind):
 
     def __init__(self, config: FusionConfig, labels: Sequence[str], backbones: list):
         super().__init__(config, labels)
-        names = [default_branch_name(b, bb.modality) for b, bb in zip(config.branches, backbones)]
+        names = [default_branch_name(b, bb.modality) for b, bb in zip(config.branches, backbones, strict=True)]
         if len(set(names)) != len(names):
             raise ConfigError(f"fusion branches need distinct names (set `name:` on each); got {names}")
-        self.branches = nn.ModuleList(Branch(n, b, bb) for n, b, bb in zip(names, config.branches, backbones))
+        self.branches = nn.ModuleList(Branch(n, b, bb) for n, b, bb in zip(names, config.branches, backbones, strict=True))
         self.reducers = nn.ModuleList(
             LayerReducer(br.num_layers, br.width, combine=br.cfg.combine, standardize=br.standardize, std_floor=br.cfg.std_floor)
             for br in self.branches
@@ -78,7 +81,7 @@ class FusionModel(ModelKind):
 
     @torch.no_grad()
     def fit_statistics(self, train) -> None:
-        for b, r in zip(self.branches, self.reducers):
+        for b, r in zip(self.branches, self.reducers, strict=True):
             if r.standardize.enabled:
                 r.fit_statistics(branch_states(self, b, train))
 
@@ -86,7 +89,9 @@ class FusionModel(ModelKind):
         return {b.name: b.collate(batch) for b in self.branches}
 
     def embed(self, inputs: dict) -> torch.Tensor:
-        return torch.cat([p(r(b(inputs[b.name]))) for b, r, p in zip(self.branches, self.reducers, self.projections)], dim=-1)
+        return torch.cat(
+            [p(r(b(inputs[b.name]))) for b, r, p in zip(self.branches, self.reducers, self.projections, strict=True)], dim=-1
+        )
 
     def logits(self, inputs: dict) -> torch.Tensor:
         return self.linear(self.dropout(self.embed(inputs)))
@@ -116,7 +121,9 @@ class FusionModel(ModelKind):
                 raise ConfigError(f"{directory}: a saved fusion branch has no name")
             loaded.append(load_branch_backbone(Path(directory) / "branches" / b.name, b))
         model = cls(config, labels, loaded)
-        load_weights(model, Path(directory) / WEIGHTS_FILE, f"a {len(config.branches)}-branch fusion model for {len(labels)} labels")
+        load_weights(
+            model, Path(directory) / WEIGHTS_FILE, f"a {len(config.branches)}-branch fusion model for {len(labels)} labels"
+        )
         return model
 
     def saved_config(self) -> FusionConfig:

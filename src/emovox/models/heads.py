@@ -61,8 +61,15 @@ class Standardize(nn.Module):
 class LayerReducer(nn.Module):
     """``[B, L, W]`` -> ``[B, W]`` (weighted sum of standardised layers) or ``[B, L*W]`` (concatenation)."""
 
-    def __init__(self, num_layers: int, width: int, *, combine: Combine = "weighted", standardize: bool = True,
-                 std_floor: float = STD_FLOOR):
+    def __init__(
+        self,
+        num_layers: int,
+        width: int,
+        *,
+        combine: Combine = "weighted",
+        standardize: bool = True,
+        std_floor: float = STD_FLOOR,
+    ):
         super().__init__()
         if combine not in ("weighted", "concat"):
             raise ValueError(f"combine must be 'weighted' or 'concat', not {combine!r}")

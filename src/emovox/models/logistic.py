@@ -10,8 +10,8 @@ so a ``logistic`` recognizer is saved as safetensors and runs in predict/serve/O
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 

@@ -27,7 +27,9 @@ def pooled_width(kind: str, hidden_size: int) -> int:
 
 def _check(hidden: torch.Tensor, mask: torch.Tensor) -> None:
     if hidden.dim() < 3 or tuple(mask.shape) != tuple(hidden.shape[-3:-1]):
-        raise ValueError(f"pooling needs hidden [..., B, T, H] and mask [B, T]; got {tuple(hidden.shape)} and {tuple(mask.shape)}")
+        raise ValueError(
+            f"pooling needs hidden [..., B, T, H] and mask [B, T]; got {tuple(hidden.shape)} and {tuple(mask.shape)}"
+        )
 
 
 def _last_true(hidden: torch.Tensor, select: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from emovox.splits import Fold
 
 
-def baseline_config(cfg: "ExperimentConfig") -> "ExperimentConfig | None":
+def baseline_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
     """The baseline's experiment config for ``cfg`` (None when the recipe has no backbone branch)."""
     from emovox.config import config_from_dict
 
@@ -41,21 +41,34 @@ def baseline_config(cfg: "ExperimentConfig") -> "ExperimentConfig | None":
         baseline=False,
         folds=None,
         model={
-            "kind": "classifier", "backbone": b["backbone"], "tiny": b.get("tiny", False), "mode": "frozen",
-            "pooling": "auto", "layers": "all", "combine": "concat", "head": "logistic", "C": list(C_GRID),
-            "max_tokens": b.get("max_tokens", 100), "max_seconds": b.get("max_seconds", 10.0),
+            "kind": "classifier",
+            "backbone": b["backbone"],
+            "tiny": b.get("tiny", False),
+            "mode": "frozen",
+            "pooling": "auto",
+            "layers": "all",
+            "combine": "concat",
+            "head": "logistic",
+            "C": list(C_GRID),
+            "max_tokens": b.get("max_tokens", 100),
+            "max_seconds": b.get("max_seconds", 10.0),
             "std_floor": 0.0,  # plain z-scores, as the reference script (StandardScaler)
         },
     )
     return config_from_dict(data, "baseline")
 
 
-def describe(cfg: "ExperimentConfig") -> str:
+def describe(cfg: ExperimentConfig) -> str:
     m = cfg.model
-    return f"logistic regression on every frozen layer of {Path(m.backbone).name} (concatenated, standardised; C chosen on validation)"
+    return (
+        f"logistic regression on every frozen layer of {Path(m.backbone).name} "
+        "(concatenated, standardised; C chosen on validation)"
+    )
 
 
-def run_baseline(cfg: "ExperimentConfig", corpus: Corpus, folds: "list[Fold]", out_dir: Path, *, progress: bool = True) -> dict | None:
+def run_baseline(
+    cfg: ExperimentConfig, corpus: Corpus, folds: list[Fold], out_dir: Path, *, progress: bool = True
+) -> dict | None:
     """Fit the baseline on ``folds`` (in ``out_dir``, resumable like any run); its summary for results.json."""
     from emovox.training.data import ExperimentData
     from emovox.training.folds import train_fold
@@ -78,7 +91,9 @@ def run_baseline(cfg: "ExperimentConfig", corpus: Corpus, folds: "list[Fold]", o
         "model": json.loads(bcfg.model.model_dump_json()),
         "mean": result.mean.to_dict(),
         "std": result.std.to_dict(),
-        "pooled": {k: v for k, v in result.pooled.to_dict().items() if k not in ("confusion", "confusion_normalized", "per_class")},
+        "pooled": {
+            k: v for k, v in result.pooled.to_dict().items() if k not in ("confusion", "confusion_normalized", "per_class")
+        },
         "folds": [o.metrics.scores.to_dict() for o in outcomes],
         "choices": [o.choices for o in outcomes],
         "directory": str(out_dir),

@@ -55,7 +55,7 @@ def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int
     correct = probs.argmax(1) == np.asarray(targets)
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         inside = (confidence > lo) & (confidence <= hi)
         if inside.any():
             ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())

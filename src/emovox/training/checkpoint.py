@@ -29,7 +29,6 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     return stale
 
 
-
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 

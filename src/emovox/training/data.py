@@ -9,7 +9,8 @@ folds' models; trainable ones are loaded fresh for each fold.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 class ExperimentData:
     """Examples of the whole corpus with their precomputed parts, and the backbones to build folds from."""
 
-    def __init__(self, cfg: "ExperimentConfig", corpus: Corpus, *, progress: bool = True):
+    def __init__(self, cfg: ExperimentConfig, corpus: Corpus, *, progress: bool = True):
         from emovox.cache import FeatureCache
 
         self.cfg = cfg
@@ -51,7 +52,7 @@ class ExperimentData:
             examples = model.prepare(examples, cache=cache, progress=progress)
         self.examples = {e.id: e for e in examples}
 
-    def build_model(self, cfg: "ExperimentConfig | None" = None) -> "ModelKind":
+    def build_model(self, cfg: ExperimentConfig | None = None) -> ModelKind:
         """A fresh model of ``cfg``'s kind (default: the run's config): new head, seeded; frozen backbones shared."""
         cfg = cfg or self.cfg
         return registry.build(cfg.model, self.corpus.labels, seed=cfg.train.seed, backbones=self.backbones)

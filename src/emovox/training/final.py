@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from emovox import __version__
 from emovox.config import ExperimentConfig
 from emovox.corpora.base import Corpus
@@ -101,8 +100,12 @@ def train_recognizer(
     if cv_results is not None and Path(cv_results).is_file():
         r = json.loads(Path(cv_results).read_text())
         info["cross_validation"] = {
-            "results": str(cv_results), "protocol": r["protocol"], "folds": len(r["folds"]),
-            "mean": r["mean"], "std": r["std"], "pooled": {k: r["pooled"][k] for k in ("wa", "ua", "macro_f1")},
+            "results": str(cv_results),
+            "protocol": r["protocol"],
+            "folds": len(r["folds"]),
+            "mean": r["mean"],
+            "std": r["std"],
+            "pooled": {k: r["pooled"][k] for k in ("wa", "ua", "macro_f1")},
         }
     recognizer_dir.save(model_dir, model.eval(), labels, info)
     shutil.rmtree(work, ignore_errors=True)
@@ -129,4 +132,3 @@ def evaluate_recognizer(recognizer, corpus: Corpus, *, on_bad_audio: str = "skip
     y_true = [index[corpus[e.id].label] for e in examples]
     metrics = compute_metrics(y_true, probs.argmax(1).tolist(), recognizer.labels)
     return metrics, examples, probs, skipped
-

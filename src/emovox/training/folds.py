@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,9 +49,7 @@ class FoldOutcome:
     calibration: dict = field(default_factory=dict)
 
 
-def train_fold(
-    cfg: "ExperimentConfig", data: "ExperimentData", fold: Fold, fold_dir: Path, *, progress: bool = True
-) -> FoldOutcome:
+def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir: Path, *, progress: bool = True) -> FoldOutcome:
     labels = data.corpus.labels
     done = fold_dir / "done.json"
     if done.is_file():
@@ -58,8 +57,17 @@ def train_fold(
         ids, y, probs = read_predictions(fold_dir / "predictions.csv", labels)
         skipped = [Skipped.from_dict(d) for d in info.get("skipped", [])]
         return FoldOutcome(
-            fold, ids, y, probs, info["history"], info["seconds"], compute_metrics(y, probs.argmax(1).tolist(), labels),
-            skipped, info.get("best_epoch", 0), info.get("choices", {}), info.get("calibration", {}),
+            fold,
+            ids,
+            y,
+            probs,
+            info["history"],
+            info["seconds"],
+            compute_metrics(y, probs.argmax(1).tolist(), labels),
+            skipped,
+            info.get("best_epoch", 0),
+            info.get("choices", {}),
+            info.get("calibration", {}),
         )
     remove_stale_temporaries(fold_dir)
     t0 = time.time()
@@ -76,11 +84,13 @@ def train_fold(
     trainer, fit = fit_fold_model(cfg, data, fold, fold_dir, train, valid, progress=progress)
     probs = trainer.predict_proba(test)
     ids, y = [e.id for e in test], [e.target for e in test]
-    write_predictions(fold_dir / "predictions.csv", [(i, fold.name, t, p) for i, t, p in zip(ids, y, probs)], labels)
+    write_predictions(fold_dir / "predictions.csv", [(i, fold.name, t, p) for i, t, p in zip(ids, y, probs, strict=True)], labels)
     if valid and fold.validation == "strict":
         valid_probs = trainer.predict_proba(valid)
         write_predictions(
-            fold_dir / "valid_predictions.csv", [(e.id, fold.name, e.target, p) for e, p in zip(valid, valid_probs)], labels
+            fold_dir / "valid_predictions.csv",
+            [(e.id, fold.name, e.target, p) for e, p in zip(valid, valid_probs, strict=True)],
+            labels,
         )
     seconds = previous + time.time() - t0
     metrics = compute_metrics(y, probs.argmax(1).tolist(), labels)
@@ -111,15 +121,21 @@ def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progr
 
     points = data.points
     if len(points) > 1 and fold.validation != "strict":
-        raise EmovoxError("search chooses on the validation part, which under `validation: paper` is the test fold; "
-                          "use `validation: strict`")
+        raise EmovoxError(
+            "search chooses on the validation part, which under `validation: paper` is the test fold; use `validation: strict`"
+        )
     best = None
     scores: dict[str, float] = {}
     for i, point_cfg in enumerate(points):
         run_dir = fold_dir if len(points) == 1 else fold_dir / "search" / f"point_{i + 1}"
         model = data.build_model(point_cfg)
         trainer = Trainer(
-            model, None, point_cfg.train, len(data.corpus.labels), run_dir=run_dir, progress=progress,
+            model,
+            None,
+            point_cfg.train,
+            len(data.corpus.labels),
+            run_dir=run_dir,
+            progress=progress,
             description=f"fold {fold.index}" + (f" point {i + 1}/{len(points)}" if len(points) > 1 else ""),
             allow_absent_classes=cfg.on_missing_class == "drop",
         )
@@ -175,7 +191,7 @@ def _previous_seconds(fold_dir: Path) -> float:
 
 
 def apply_missing_class_policy(
-    cfg: "ExperimentConfig", fold: Fold, labels: Sequence[str], train: list[Example], valid: list[Example], test: list[Example]
+    cfg: ExperimentConfig, fold: Fold, labels: Sequence[str], train: list[Example], valid: list[Example], test: list[Example]
 ) -> tuple[list[Example], list[Example], list[Skipped]]:
     """Validation and test examples of this fold, less those of classes it cannot learn.
 
@@ -202,4 +218,3 @@ def apply_missing_class_policy(
         if e.target in missing
     ]
     return [e for e in valid if e.target not in missing], [e for e in test if e.target not in missing], skipped
-

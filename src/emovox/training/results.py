@@ -12,8 +12,9 @@ import csv
 import io
 import json
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ def read_predictions(path: Path, labels: Sequence[str]) -> tuple[list[str], list
     return ids, y, np.asarray(probs, dtype=np.float32).reshape(len(ids), len(labels))
 
 
-def environment_record(cfg: "ExperimentConfig", corpus: Corpus) -> dict:
+def environment_record(cfg: ExperimentConfig, corpus: Corpus) -> dict:
     import transformers
 
     return {
@@ -74,7 +75,7 @@ def environment_record(cfg: "ExperimentConfig", corpus: Corpus) -> dict:
     }
 
 
-def model_summary(cfg: "ExperimentConfig") -> dict:
+def model_summary(cfg: ExperimentConfig) -> dict:
     """The model part of results.json: kind, and the backbone(s) and mode(s) in a line each."""
     m = json.loads(cfg.model.model_dump_json())
     branches = m.get("branches") or ([m] if "backbone" in m else [])
@@ -86,10 +87,10 @@ def model_summary(cfg: "ExperimentConfig") -> dict:
 
 
 def write_results(
-    cfg: "ExperimentConfig",
+    cfg: ExperimentConfig,
     corpus: Corpus,
-    folds: "list[Fold]",
-    outcomes: "list[FoldOutcome]",
+    folds: list[Fold],
+    outcomes: list[FoldOutcome],
     skipped: list[Skipped],
     out_dir: Path,
     *,
@@ -137,12 +138,12 @@ def write_results(
     atomic_write_text(report, "\n\n".join(x for x in sections if x))
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
     atomic_write_json(out_dir / "results.json", payload)  # a superset of the report's results.json
-    rows = [(uid, o.fold.name, t, p) for o in outcomes for uid, t, p in zip(o.ids, o.y_true, o.probs)]
+    rows = [(uid, o.fold.name, t, p) for o in outcomes for uid, t, p in zip(o.ids, o.y_true, o.probs, strict=True)]
     write_predictions(out_dir / "predictions.csv", rows, labels)
     return payload
 
 
-def skipped_markdown(skipped: Sequence[Skipped], cfg: "ExperimentConfig") -> str:
+def skipped_markdown(skipped: Sequence[Skipped], cfg: ExperimentConfig) -> str:
     """The report's "Skipped utterances" section: every utterance left out, with its reason."""
     lines = ["## Skipped utterances", ""]
     policy = f"`on_bad_audio: {cfg.on_bad_audio}`, `on_missing_class: {cfg.on_missing_class}`"
@@ -172,14 +173,16 @@ def baseline_markdown(payload: dict) -> str:
             f"{100 * r['mean']['ua']:.2f} ± {100 * r['std']['ua']:.2f} | {100 * r['mean']['macro_f1']:.2f} |"
         )
     diff = 100 * (payload["pooled"]["ua"] - b["pooled"]["ua"])
-    return "\n".join([
-        "## Against the standard baseline",
-        "",
-        f"Baseline: {b['description']}; same folds. The recipe is {abs(diff):.2f} points "
-        f"{'above' if diff >= 0 else 'BELOW'} it on pooled UA.",
-        "",
-        "| model | pooled UA (%) | pooled WA (%) | UA mean ± std (%) | macro-F1 mean (%) |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        *rows,
-        "",
-    ])
+    return "\n".join(
+        [
+            "## Against the standard baseline",
+            "",
+            f"Baseline: {b['description']}; same folds. The recipe is {abs(diff):.2f} points "
+            f"{'above' if diff >= 0 else 'BELOW'} it on pooled UA.",
+            "",
+            "| model | pooled UA (%) | pooled WA (%) | UA mean ± std (%) | macro-F1 mean (%) |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            *rows,
+            "",
+        ]
+    )

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from emovox.atomic import atomic_write_json
 from emovox.config import ExperimentConfig

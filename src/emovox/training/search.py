@@ -38,10 +38,10 @@ def grid_points(search: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"search: {key!r} needs a non-empty list of values to try")
     keys = list(search)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(search[k] for k in keys))]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(search[k] for k in keys))]
 
 
-def config_at(cfg: "ExperimentConfig", point: dict[str, Any]) -> "ExperimentConfig":
+def config_at(cfg: ExperimentConfig, point: dict[str, Any]) -> ExperimentConfig:
     """``cfg`` with the point's values set (re-validated like a YAML file with ``--set``)."""
     from emovox.config import _set_dotted, config_from_dict
 

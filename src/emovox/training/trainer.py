@@ -23,9 +23,9 @@ import functools
 import json
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -93,9 +93,7 @@ def load_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> 
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
     really_missing = [k for k in missing if k not in frozen]
     if really_missing or unexpected:
-        raise EmovoxError(
-            f"checkpoint does not fit the model: missing {really_missing[:5]}, unexpected {list(unexpected)[:5]}"
-        )
+        raise EmovoxError(f"checkpoint does not fit the model: missing {really_missing[:5]}, unexpected {list(unexpected)[:5]}")
 
 
 @dataclass
@@ -139,7 +137,7 @@ def _fast_compute(method):
 
         threads = compute_threads(self.model, self.cfg.threads)
         same = threads is None or threads == torch.get_num_threads()
-        with (contextlib.nullcontext() if same else torch_threads(threads)), onednn_linears(self.model):
+        with contextlib.nullcontext() if same else torch_threads(threads), onednn_linears(self.model):
             return method(self, *args, **kwargs)
 
     return wrapper
@@ -347,7 +345,9 @@ class Trainer:
 
             valid_logits = self.predict_logits(valid) if valid else np.zeros((0, self.num_classes))
             if valid:
-                vl = loss_fn(torch.from_numpy(valid_logits).to(self.device), torch.tensor(valid_targets, device=self.device)).item()
+                vl = loss_fn(
+                    torch.from_numpy(valid_logits).to(self.device), torch.tensor(valid_targets, device=self.device)
+                ).item()
                 m = compute_metrics(valid_targets, valid_logits.argmax(1).tolist(), [str(i) for i in range(self.num_classes)])
                 v_ua, v_wa = float(m.ua), float(m.wa)
             else:
@@ -425,5 +425,3 @@ def set_threads(threads: int | None) -> None:
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, int(threads)))
-
-
