@@ -27,6 +27,7 @@ import torch
 
 from emovox import __version__
 from emovox.errors import RecognizerError
+from emovox.model_card import model_card
 from emovox.training.checkpoint import atomic_save_tensors, atomic_write_json, atomic_write_text, load_tensors
 
 SCHEMA_VERSION = 1
@@ -117,7 +118,7 @@ class Recognizer:
         self.backbone.save(directory / "backbone")
         head = {k: v for k, v in self.model.state_dict().items() if not k.startswith("backbone.")}
         atomic_save_tensors(directory / "head.safetensors", head, metadata={"format": "pt"})
-        atomic_write_text(directory / "README.md", card or model_card(self.info, self.labels))
+        atomic_write_text(directory / "README.md", card or model_card(self.info, self.labels, directory=directory))
         # written last: a directory with emovox.json is complete
         atomic_write_json(directory / "emovox.json", dict(self.info, schema_version=SCHEMA_VERSION, labels=list(self.labels)))
         return directory
@@ -359,65 +360,3 @@ def _load_backbone_dir(path: Path):
         return load_backbone(str(path))
     except BackboneError as exc:
         raise RecognizerError(f"{path}: {exc}") from None
-
-
-def model_card(info: dict, labels: Sequence[str]) -> str:
-    """README.md of a recognizer directory: what it is, how it was trained, how well it did."""
-    t = info.get("training", {})
-    lines = [
-        f"# emovox recognizer: {info.get('name', 'unnamed')}",
-        "",
-        f"- Backbone: `{info['model']['backbone']}` ({info['modality']}, {info['kind']}, mode {info['model']['mode']})",
-        f"- Labels: {', '.join(labels)}",
-        f"- Trained on: `{t.get('corpus', '?')}` ({t.get('train_utterances', '?')} utterances for training, "
-        f"{t.get('valid_utterances', '?')} held out for early stopping: {t.get('validation', '?')})",
-        f"- Corpus fingerprint: `{t.get('corpus_fingerprint', '?')}`",
-        *_asr_lines(info),
-        f"- Best epoch: {t.get('best_epoch', '?')}, validation UA {t.get('best_valid_ua', float('nan')):.4f}",
-        f"- emovox {info.get('emovox_version', '?')}",
-        "",
-    ]
-    cv = info.get("cross_validation")
-    if cv:
-        lines += [
-            "## Cross-validated performance",
-            "",
-            f"Protocol `{cv['protocol']}`, {cv['folds']} folds, from `{cv['results']}`.",
-            "",
-            "| metric | mean ± std over folds | pooled |",
-            "| --- | --- | --- |",
-        ]
-        for k in ("wa", "ua", "macro_f1"):
-            lines.append(f"| {k} | {cv['mean'][k]:.4f} ± {cv['std'][k]:.4f} | {cv['pooled'][k]:.4f} |")
-        lines.append("")
-    reads_text = info.get("modality") == "text"
-    lines += [
-        "## Use",
-        "",
-        "```bash",
-        "emovox predict THIS_DIR clip.wav" + (' --text "the transcript"' if reads_text else ""),
-        "emovox timeline THIS_DIR long_recording.wav --json timeline.json --plot timeline.png",
-        "emovox serve THIS_DIR --port 8000",
-        "```",
-        "",
-        "```python",
-        "from emovox import Recognizer",
-        "Recognizer.load('THIS_DIR').predict('clip.wav'" + (", text='the transcript')" if reads_text else ")"),
-        "```",
-        "",
-    ]
-    if reads_text:
-        lines += [
-            "This recognizer reads transcripts. Without one, audio is transcribed by the ASR model named in",
-            "`emovox.json` (`asr`), or the one given with `--asr` / `Recognizer.load(..., asr=...)`.",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def _asr_lines(info: dict) -> list[str]:
-    asr = info.get("asr")
-    if not isinstance(asr, dict):
-        return []
-    language = asr.get("language") or "detected per clip"
-    return [f"- ASR for clips without a transcript: `{asr.get('model')}` (language {language})"]
