@@ -28,6 +28,7 @@ async function init() {
       ? "(optional: without one, the audio is transcribed)"
       : "(this recognizer reads text only)";
     $("audio-input").hidden = !info.asr;
+    if (!info.asr) $("input").querySelector("h2").textContent = "Your transcript";
   }
   updateSubmit();
 }
