@@ -101,6 +101,8 @@ def test_corpus_language_base_model_and_confidence_intervals():
             "ci": {"ua": [0.81, 0.87]}, "ci_level": 0.95,
         },
     }
+    local = card_data({**info, "model": {"backbone": "/data/models/whisper-base/", "mode": "frozen"}}, ["angry", "neutral"])
+    assert "whisper-base" in local.tags and not any("data" in t for t in local.tags) and local.base_model is None
     data = card_data(info, ["angry", "neutral"])
     assert data.language == ["de"] and data.datasets == ["emodb"] and data.base_model == "openai/whisper-base"
     assert data.eval_results[0].dataset_name == "EmoDB (leave-one-speaker-out, 10 folds)"

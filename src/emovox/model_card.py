@@ -52,8 +52,8 @@ def card_data(info: dict, labels: Sequence[str]):
     dataset = _dataset_id(info)
     model = info.get("model", {})
     tags = ["emovox", "speech-emotion-recognition", "emotion-recognition", pipeline]
-    if model.get("backbone"):
-        tags.append(_slug(str(model["backbone"])))
+    if model.get("backbone"):  # a registry name, a hub id or a local directory: its last part, never a local path
+        tags.append(_slug(Path(str(model["backbone"]).rstrip("/")).name))
     if info.get("kind"):
         tags.append(str(info["kind"]))
     results = []
