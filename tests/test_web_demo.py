@@ -88,13 +88,13 @@ def shown_bars(page) -> dict[str, tuple[str, float]]:
 
 
 def only_local(requests: list[str], base: str) -> None:
-    outside = [u for u in requests if not (u.startswith(base) or u.startswith(("blob:", "data:")))]
+    outside = [u for u in requests if not u.startswith((base, "blob:", "data:"))]
     assert not outside, f"the page made requests off this server: {outside}"
 
 
 def cli(*args: str) -> str:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
-    run = subprocess.run([sys.executable, "-c", "from emovox.cli import main; main()", *args], capture_output=True, text=True, env=env)
+    run = subprocess.run([sys.executable, "-c", "from emovox.cli import main; main()", *args], capture_output=True, text=True, env=env, check=False)
     assert run.returncode == 0, run.stderr
     return run.stdout
 
@@ -219,19 +219,19 @@ def test_text_recognizer_page_takes_a_transcript(text_recognizer_dir, tmp_path):
 
     text = "I feel sad and tired"
     expected = Recognizer.load(text_recognizer_dir).predict(text=text)
-    with running_server(text_recognizer_dir, "--threads", "1", log=tmp_path / "server.log") as base:
-        with browser_page(tmp_path) as (page, _):
-            open_demo(page, base)
-            assert page.locator("#text-input").is_visible() and page.locator("#audio-input").is_hidden()
-            assert "text only" in page.locator("#text-hint").inner_text()
-            assert page.locator("#submit").is_disabled()
-            page.fill("#text", text)
-            recognize(page)
-            screenshot(page, "text-recognizer.png")
-            assert page.locator("#label").inner_text() == expected.label
-            assert page.locator("#transcript").inner_text() == f"“{text}”"
-            for label, (_, held) in shown_bars(page).items():
-                assert held == pytest.approx(expected.probabilities[label], abs=1e-6)
+    server_log = tmp_path / "server.log"
+    with running_server(text_recognizer_dir, "--threads", "1", log=server_log) as base, browser_page(tmp_path) as (page, _):
+        open_demo(page, base)
+        assert page.locator("#text-input").is_visible() and page.locator("#audio-input").is_hidden()
+        assert "text only" in page.locator("#text-hint").inner_text()
+        assert page.locator("#submit").is_disabled()
+        page.fill("#text", text)
+        recognize(page)
+        screenshot(page, "text-recognizer.png")
+        assert page.locator("#label").inner_text() == expected.label
+        assert page.locator("#transcript").inner_text() == f"“{text}”"
+        for label, (_, held) in shown_bars(page).items():
+            assert held == pytest.approx(expected.probabilities[label], abs=1e-6)
 
 
 def _multipart_file(body: bytes, field: str) -> bytes:
@@ -249,5 +249,5 @@ def _multipart_file(body: bytes, field: str) -> bytes:
 def test_artifacts_folder_is_ignored_by_git():
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
-    run = subprocess.run(["git", "check-ignore", "-q", str(ARTIFACTS / "x.png")], cwd=REPO)
+    run = subprocess.run(["git", "check-ignore", "-q", str(ARTIFACTS / "x.png")], cwd=REPO, check=False)
     assert run.returncode == 0, "test-artifacts/ must be git-ignored"

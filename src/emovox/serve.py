@@ -256,13 +256,12 @@ _STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"
 def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) -> "FastAPI":
     """The FastAPI application serving ``recognizer`` within ``config``'s limits."""
     from contextlib import asynccontextmanager
-
     from typing import Literal
 
     from fastapi import File, Form, UploadFile
     from fastapi.exceptions import RequestValidationError
-    from fastapi_offline import FastAPIOffline
     from fastapi.responses import JSONResponse
+    from fastapi_offline import FastAPIOffline
     from pydantic import BaseModel, Field
     from starlette.concurrency import run_in_threadpool
 
@@ -472,6 +471,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
             try:
                 result = await worker.run_exclusive(job)
             except Busy:
+                os.unlink(tmp)  # the job that deletes it will not run
                 return error(503, "busy", f"{config.max_queue} requests are already waiting; retry shortly", {"Retry-After": "1"})
             except _TooLong as exc:
                 return error(422, "too_long", str(exc))

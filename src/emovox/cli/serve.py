@@ -9,7 +9,6 @@ import typer
 from emovox.cli import app
 from emovox.cli.predict import ASR_HELP, ASR_LANG_HELP, load_recognizer
 
-
 MODEL_DIR_HELP = "Recognizer directory from `emovox train`."
 
 

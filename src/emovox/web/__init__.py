@@ -31,7 +31,7 @@ CSP = (
 )
 
 
-def add_demo_page(app: "FastAPI") -> None:
+def add_demo_page(app: FastAPI) -> None:
     """Serve the page at ``/`` and its script and style under ``/static/demo``."""
     from fastapi.responses import FileResponse
     from fastapi.staticfiles import StaticFiles
