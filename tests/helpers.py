@@ -9,11 +9,17 @@ runs end to end and can check that predictions are right, not just well-formed. 
 from __future__ import annotations
 
 import csv
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+REPO = Path(__file__).resolve().parents[1]
 SR = 16_000
 TONES = {"high": 520.0, "low": 180.0}
 TEXTS = {"high": ["what a wonderful surprise", "I am so happy today"], "low": ["I feel sad and tired", "nothing works out for me"]}
@@ -102,3 +108,43 @@ def train_tiny(root: Path, backbone: str, **model) -> Path:
     out = root / "recognizer"
     train_recognizer(cfg, out, progress=False)
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(model_dir: Path, *options: str, log: Path):
+    """``emovox serve`` in a subprocess on a free local port; always terminated."""
+    port = free_port()
+    cmd = [sys.executable, "-c", "from emovox.cli import main; main()", "serve", str(model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *options]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    try:
+        deadline = time.monotonic() + 120  # a cold start imports torch and transformers
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not answer /health within 120 s:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import tone
+from helpers import free_port, running_server, tone
 
 from emovox.recognizer import Recognizer
 from emovox.serve import Busy, InferenceQueue, ServeConfig, create_app
@@ -27,44 +23,6 @@ def wav_bytes(samples: np.ndarray, sr: int = 16_000, *, fmt: str = "WAV") -> byt
     buf = io.BytesIO()
     sf.write(buf, samples, sr, format=fmt, subtype="PCM_16")
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running_server(model_dir: Path, *options: str, log: Path):
-    """``emovox serve`` in a subprocess on a free local port; always terminated."""
-    port = free_port()
-    cmd = [sys.executable, "-c", "from emovox.cli import main; main()", "serve", str(model_dir),
-           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *options]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120  # a cold start imports torch and transformers
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not answer /health within 120 s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,126 @@
-"""README.md of a recognizer directory: what it is, how it was trained, how well it did, how to use it."""
+"""The README.md of a recognizer directory: a model card a model hub reads as it is.
+
+A recognizer directory is meant to be uploaded unchanged (``hf upload USER/NAME MODEL_DIR .``),
+so its card carries the hub's YAML front matter, written by ``huggingface_hub``'s own
+``ModelCardData`` (not hand-made YAML): ``library_name``, ``pipeline_tag``, ``tags``,
+``language``, ``datasets``, ``base_model`` and a ``model-index`` whose results name the
+evaluation protocol, so that a hub page shows the figures with the way they were measured.
+
+Only what the training run recorded is stated. A recognizer trained without ``--cv-results``
+has no test score: its validation UA chose the epoch and is labelled as such, never as a
+result. Confidence intervals are shown when the cross-validation record holds them
+(``ci``: metric -> [low, high], with an optional ``ci_level``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: Language of the speech (and transcripts) in each corpus format emovox reads (ISO 639-1).
+CORPUS_LANGUAGES = {"emodb": "de", "iemocap": "en", "ravdess": "en", "meacorpus": "es", "meld": "en"}
+CORPUS_NAMES = {"emodb": "EmoDB", "iemocap": "IEMOCAP", "ravdess": "RAVDESS", "meacorpus": "MEACorpus", "meld": "MELD"}
+#: emovox's metric names -> (hub metric id, name shown on the hub)
+METRICS = {"wa": ("accuracy", "WA (accuracy)"), "ua": ("recall", "UA (macro recall)"), "macro_f1": ("f1", "macro-F1")}
 
 
-def _model_lines(info: dict) -> list[str]:
+def model_card(info: dict, labels: Sequence[str], *, directory: str | Path | None = None) -> str:
+    """README.md of a recognizer directory from its ``emovox.json`` record.
+
+    ``directory``, when given, is measured: the card lists the actual bytes of its weight files
+    (call it after the weights are written, as ``Recognizer.save`` does).
+    """
+    from huggingface_hub import ModelCard
+
+    data = card_data(info, labels)
+    body = _body(info, labels, Path(directory) if directory is not None else None)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
+
+
+def branches(info: dict) -> list[dict]:
+    """The model's branches as recorded (a classifier's config is its one branch)."""
     model = info.get("model", {})
-    branches = model.get("branches") or ([model] if "backbone" in model else [])
-    lines = [f"- Model kind: `{info.get('kind', model.get('kind', '?'))}` ({info.get('modality', '?')})"]
-    for b in branches:
-        what = b.get("input", "utterance")
-        name = b.get("name") or what
-        lines.append(f"- Branch `{name}`: backbone `{b.get('backbone')}`, reads the {what}, mode {b.get('mode')}")
-    return lines
+    return model.get("branches") or ([model] if "backbone" in model else [])
 
 
-def model_card(info: dict, labels: Sequence[str]) -> str:
-    """README.md of a recognizer directory: what it is, how it was trained, how well it did."""
+def card_data(info: dict, labels: Sequence[str]):
+    """The hub metadata (``huggingface_hub.ModelCardData``) of a recognizer."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    name = str(info.get("name") or "emovox-recognizer")
+    modality = info.get("modality", "audio")
+    pipeline = "text-classification" if modality == "text" else "audio-classification"
+    corpus = _corpus_format(info)
+    language = [CORPUS_LANGUAGES[corpus]] if corpus in CORPUS_LANGUAGES else []
+    asr_language = (info.get("asr") or {}).get("language") if isinstance(info.get("asr"), dict) else None
+    if asr_language and asr_language not in language:
+        language.append(asr_language)
+    dataset = _dataset_id(info)
+    tags = ["emovox", "speech-emotion-recognition", "emotion-recognition", pipeline]
+    for b in branches(info):  # a registry name, a hub id or a local directory: its last part, never a local path
+        if b.get("backbone"):
+            tags.append(_slug(Path(str(b["backbone"]).rstrip("/")).name))
+    if info.get("kind"):
+        tags.append(str(info["kind"]))
+    results = []
+    cv = info.get("cross_validation")
+    if cv:
+        protocol, folds = cv.get("protocol", "?"), cv.get("folds", "?")
+        dataset_name = f"{CORPUS_NAMES.get(corpus, dataset or 'corpus')} ({protocol}, {folds} folds)"
+        for key, (metric_id, metric_name) in METRICS.items():
+            for how in ("pooled", "mean"):
+                value = (cv.get(how) or {}).get(key)
+                if value is None:
+                    continue
+                results.append(
+                    EvalResult(
+                        task_type=pipeline,
+                        dataset_type=dataset or "custom",
+                        dataset_name=dataset_name,
+                        dataset_split=protocol,
+                        dataset_args={"protocol": protocol, "folds": folds},
+                        metric_type=metric_id,
+                        metric_name=f"{metric_name}, {'pooled over all folds' if how == 'pooled' else 'mean over folds'}",
+                        metric_value=round(float(value), 4),
+                        metric_config=how,
+                    )
+                )
+    return ModelCardData(
+        model_name=name,
+        library_name="emovox",
+        pipeline_tag=pipeline,
+        tags=tags,
+        language=language or None,
+        datasets=[dataset] if dataset else None,
+        metrics=[m for m, _ in METRICS.values()] if results else None,
+        base_model=_base_model(info),
+        eval_results=results or None,
+    )
+
+
+def weight_files(directory: Path) -> list[tuple[str, int]]:
+    """(relative path, bytes) of the recognizer's safetensors files, sorted.
+
+    Folders whose name starts with ``_`` or ``.`` are work areas (``_training`` is still there
+    while ``train`` saves), not part of the recognizer, and are left out.
+    """
+    found = []
+    for p in directory.rglob("*.safetensors"):
+        rel = p.relative_to(directory)
+        if p.is_file() and not any(part.startswith(("_", ".")) for part in rel.parts[:-1]):
+            found.append((rel.as_posix(), p.stat().st_size))
+    return sorted(found)
+
+
+def _body(info: dict, labels: Sequence[str], directory: Path | None) -> str:
     t = info.get("training", {})
+    config = t.get("config", {}) if isinstance(t.get("config"), dict) else {}
+    train_cfg = config.get("train", {}) if isinstance(config.get("train"), dict) else {}
     lines = [
         f"# emovox recognizer: {info.get('name', 'unnamed')}",
+        "",
+        f"Speech emotion recognition with emovox: {_inputs(info.get('modality'))} in, one of {len(labels)} labels out.",
         "",
         *_model_lines(info),
         f"- Labels: {', '.join(labels)}",
@@ -28,23 +128,69 @@ def model_card(info: dict, labels: Sequence[str]) -> str:
         f"{t.get('valid_utterances', '?')} held out for early stopping: {t.get('validation', '?')})",
         f"- Corpus fingerprint: `{t.get('corpus_fingerprint', '?')}`",
         *_asr_lines(info),
-        f"- Best epoch: {t.get('best_epoch', '?')}, validation UA {t.get('best_valid_ua', float('nan')):.4f}",
         f"- emovox {info.get('emovox_version', '?')}",
         "",
+        "## Label map",
+        "",
+        "| id | label |",
+        "| --: | --- |",
+        *(f"| {i} | {label} |" for i, label in enumerate(labels)),
+        "",
+        "## Training",
+        "",
     ]
+    settings = [f"{k} {train_cfg[k]}" for k in ("lr", "batch_size", "max_epochs", "patience", "seed") if k in train_cfg]
+    lines += [
+        f"One model on the whole corpus less the early-stopping hold-out ({t.get('validation', '?')}). "
+        f"Best epoch {t.get('best_epoch', '?')}, chosen on validation UA {_num(t.get('best_valid_ua'))} "
+        "(a model-selection figure, not a test score)."
+        + (f" Settings: {', '.join(settings)}." if settings else ""),
+    ]
+    skipped = t.get("skipped") or []
+    if skipped:
+        lines.append(f"{len(skipped)} utterance(s) could not be used and were left out (listed in `emovox.json`).")
+    lines += ["", "## Evaluation", ""]
     cv = info.get("cross_validation")
     if cv:
+        ci = cv.get("ci") if isinstance(cv.get("ci"), dict) else {}
+        level = cv.get("ci_level", 0.95)
+        header = "| metric | mean ± std over folds | pooled |" + (f" {level:.0%} CI |" if ci else "")
         lines += [
-            "## Cross-validated performance",
+            f"Cross-validated with the same recipe: protocol `{cv.get('protocol', '?')}`, {cv.get('folds', '?')} folds "
+            f"(`{cv.get('results', 'results.json')}`). *Pooled* scores all folds' test predictions together; "
+            "*mean ± std* is over the per-fold scores (population std). WA = accuracy, UA = mean per-class recall, "
+            "macro-F1 = unweighted mean of per-class F1.",
             "",
-            f"Protocol `{cv['protocol']}`, {cv['folds']} folds, from `{cv['results']}`.",
-            "",
-            "| metric | mean ± std over folds | pooled |",
-            "| --- | --- | --- |",
+            header,
+            "| --- | --- | --- |" + (" --- |" if ci else ""),
         ]
-        for k in ("wa", "ua", "macro_f1"):
-            lines.append(f"| {k} | {cv['mean'][k]:.4f} ± {cv['std'][k]:.4f} | {cv['pooled'][k]:.4f} |")
-        lines.append("")
+        for key, (_, name) in METRICS.items():
+            mean, std, pooled = ((cv.get(h) or {}).get(key) for h in ("mean", "std", "pooled"))
+            row = f"| {name} | {_num(mean)} ± {_num(std)} | {_num(pooled)} |"
+            if ci:
+                bounds = ci.get(key)
+                pair = isinstance(bounds, (list, tuple)) and len(bounds) == 2
+                row += f" {_num(bounds[0])} - {_num(bounds[1])} |" if pair else " - |"
+            lines.append(row)
+    else:
+        lines.append(
+            "No cross-validated evaluation is recorded for this recognizer. Run `emovox cv CONFIG` and train with "
+            "`emovox train CONFIG --cv-results RUN/results.json` to add one here."
+        )
+    lines.append("")
+    if directory is not None:
+        files = weight_files(directory)
+        total = sum(size for _, size in files)
+        lines += [
+            "## Size on disk",
+            "",
+            f"Weight files (safetensors), {total:,} bytes = {total / 1e6:.1f} MB in all:",
+            "",
+            "| file | bytes |",
+            "| --- | --: |",
+            *(f"| `{name}` | {size:,} |" for name, size in files),
+            "",
+        ]
     reads_text = "text" in str(info.get("modality", ""))
     lines += [
         "## Use",
@@ -52,6 +198,7 @@ def model_card(info: dict, labels: Sequence[str]) -> str:
         "```bash",
         "emovox predict THIS_DIR clip.wav" + (' --text "the transcript"' if reads_text else ""),
         "emovox timeline THIS_DIR long_recording.wav --json timeline.json --plot timeline.png",
+        "emovox demo THIS_DIR            # a page to upload or record a clip",
         "emovox serve THIS_DIR --port 8000",
         "```",
         "",
@@ -67,7 +214,25 @@ def model_card(info: dict, labels: Sequence[str]) -> str:
             "`emovox.json` (`asr`), or the one given with `--asr` / `Recognizer.load(..., asr=...)`.",
             "",
         ]
+    lines += [
+        "Upload this directory as it is with the hub's own client: `hf upload USER/NAME THIS_DIR .`",
+        "",
+    ]
     return "\n".join(lines)
+
+
+def _inputs(modality: str | None) -> str:
+    return {"text": "a transcript", "audio+text": "an audio clip and its transcript"}.get(str(modality), "an audio clip")
+
+
+def _model_lines(info: dict) -> list[str]:
+    lines = [f"- Model kind: `{info.get('kind', '?')}` ({info.get('modality', '?')})"]
+    for b in branches(info):
+        what = b.get("input", "utterance")
+        tiny = " - a tiny randomly initialised build, for tests only" if b.get("tiny") else ""
+        name = b.get("name") or what
+        lines.append(f"- Branch `{name}`: backbone `{b.get('backbone', '?')}` reads the {what}, mode {b.get('mode', '?')}{tiny}")
+    return lines
 
 
 def _asr_lines(info: dict) -> list[str]:
@@ -76,3 +241,46 @@ def _asr_lines(info: dict) -> list[str]:
         return []
     language = asr.get("language") or "detected per clip"
     return [f"- ASR for clips without a transcript: `{asr.get('model')}` (language {language})"]
+
+
+def _corpus_format(info: dict) -> str | None:
+    corpus = str(info.get("training", {}).get("corpus") or "")
+    fmt, sep, _ = corpus.partition(":")
+    return fmt.strip().lower() if sep else None
+
+
+def _dataset_id(info: dict) -> str | None:
+    """A dataset name for the hub metadata: the corpus format, or a manifest's file name."""
+    fmt = _corpus_format(info)
+    if fmt is None:
+        return None
+    if fmt == "manifest":
+        path = str(info["training"]["corpus"]).partition(":")[2].partition("?")[0]
+        return _slug(Path(path).stem) or None
+    return fmt
+
+
+def _base_model(info: dict) -> str | None:
+    """The hub id the backbone started from; None for tiny random builds and local directories."""
+    found = branches(info)
+    model = found[0] if found else {}
+    name = model.get("backbone")
+    if not name or model.get("tiny"):
+        return None
+    from emovox.backbones.registry import REGISTRY
+
+    hub_id = REGISTRY[name].hub_id if name in REGISTRY else str(name)
+    if Path(hub_id).exists() or hub_id.count("/") != 1 or hub_id.startswith(("/", ".")):
+        return None
+    return hub_id
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text.lower()).strip("-")
+
+
+def _num(value: Any) -> str:
+    try:
+        return f"{float(value):.4f}"
+    except (TypeError, ValueError):
+        return "?"

@@ -23,6 +23,12 @@ so that the two are comparable:
 
 Trainable parameters are those with ``requires_grad``: Whisper's frozen sinusoidal position
 table does not count, as in the paper (Speech2Text and SpeechT5 keep theirs as buffers).
+
+Size on disk (the RAVDESS paper's Table 6) is what a safetensors file of the backbone's
+``state_dict`` holds in fp32: every parameter (trainable or not, tied ones once) and every
+persistent buffer, floating-point tensors at 4 bytes per element and integer buffers at their
+own width, in MB of 10^6 bytes. The file's JSON header (names, shapes, offsets; a few KB)
+is left out. Whisper is counted with its full 30 s position table, as it is saved.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from math import prod
 from typing import Any
 
 from emovox.audio import SAMPLE_RATE
-from emovox.backbones.architectures import ARCHITECTURES, PAPER_TABLE1, Architecture
+from emovox.backbones.architectures import ARCHITECTURES, PAPER_TABLE1, PAPER_TABLE6_MB, Architecture
 from emovox.errors import BackboneError
 
 #: The paper's fixed utterance: 100 tokens of text or 10 s of audio (IEMOCAP paper, section 3.2).
@@ -61,6 +67,9 @@ class ProfileRow:
     gflops: float
     paper_params_m: float | None = None
     paper_gflops: float | None = None
+    #: fp32 safetensors data of the backbone's state dict, MB (10^6 bytes)
+    size_mb: float | None = None
+    paper_size_mb: float | None = None
 
     @property
     def params_diff(self) -> float | None:
@@ -71,6 +80,11 @@ class ProfileRow:
     def gflops_diff(self) -> float | None:
         """Relative difference to the paper's GFLOPs, if it has one."""
         return _relative(self.gflops, self.paper_gflops)
+
+    @property
+    def size_diff(self) -> float | None:
+        """Relative difference to the RAVDESS paper's size on disk (Table 6), if it has one."""
+        return None if self.size_mb is None else _relative(self.size_mb, self.paper_size_mb)
 
 
 def _relative(ours: float, paper: float | None) -> float | None:
@@ -123,6 +137,7 @@ def _profile_cached(name: str, tokens: int, seconds: float) -> ProfileRow:
         )
     spec = registry[name]
     params, flops = count_params_and_flops(ARCHITECTURES[name], tokens=tokens, seconds=seconds)
+    size = count_weight_bytes(ARCHITECTURES[name])
     paper = PAPER_TABLE1.get(name)
     return ProfileRow(
         name=name,
@@ -132,6 +147,8 @@ def _profile_cached(name: str, tokens: int, seconds: float) -> ProfileRow:
         gflops=flops / 1e9,
         paper_params_m=paper.params_m if paper else None,
         paper_gflops=paper.gflops if paper else None,
+        size_mb=size / 1e6,
+        paper_size_mb=PAPER_TABLE6_MB.get(name),
     )
 
 
@@ -162,18 +179,45 @@ def count_params_and_flops(
     return params, counter.get_total_flops() // 2
 
 
-def _build(arch: Architecture, *, seconds: float = DEFAULT_SECONDS) -> tuple[Any, Any]:
+def count_weight_bytes(arch: Architecture) -> int:
+    """Bytes of tensor data in an fp32 safetensors file of ``arch``'s state dict (header excluded)."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(), torch.no_grad():
+        model, _ = _build(arch, seconds=None)
+        return state_dict_bytes(model)
+
+
+def state_dict_bytes(module: Any) -> int:
+    """Bytes of ``module``'s state dict saved in fp32: floats at 4 bytes, integers at their width.
+
+    Tensors shared between names (tied embeddings) count once, as safetensors stores them once.
+    Works on fake tensors, so a model of any size is measured without its memory.
+    """
+    seen: set[int] = set()
+    total = 0
+    for tensor in module.state_dict(keep_vars=True).values():
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        total += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
+    return total
+
+
+def _build(arch: Architecture, *, seconds: float | None = DEFAULT_SECONDS) -> tuple[Any, Any]:
     """The profiled module of ``arch``, randomly initialised, in eval mode, and its config.
 
     Called inside ``FakeTensorMode``, so the weights take no memory.
 
     Whisper's encoder only accepts inputs as long as its position table; as in the paper,
     the table is cut to the utterance (10 s = 500 positions) instead of padding to 30 s.
+    ``seconds=None`` keeps the full table (the model as it is saved).
     """
     import transformers
 
     config = getattr(transformers, arch.config_class)(**arch.config)
-    if arch.inputs == "log_mel":
+    if arch.inputs == "log_mel" and seconds is not None:
         config.max_source_positions = max(1, round(seconds * SAMPLE_RATE) // _MEL_HOP // 2)
     model_class = getattr(transformers, arch.model_class)
     use_sdpa = arch.attention == "sdpa" and getattr(model_class, "_supports_sdpa", False)

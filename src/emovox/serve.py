@@ -1,7 +1,10 @@
 """An HTTP service around one ``Recognizer`` (FastAPI; run it with ``emovox serve``).
 
 Endpoints: ``POST /predict`` (multipart: an ``audio`` upload and/or a ``text`` transcript),
-``GET /health``, ``GET /labels``, and the OpenAPI schema at ``/openapi.json`` (docs at ``/docs``).
+``POST /timeline`` (a long recording in ``audio``: a label per segment), ``GET /health``,
+``GET /labels``, the demo page at ``/`` (``emovox.web``), and the OpenAPI schema at
+``/openapi.json`` with Swagger UI at ``/docs``, whose scripts and styles are served from the
+installed ``fastapi-offline`` package, so that the docs work on a machine without internet.
 
 Design choices a deployment depends on:
 
@@ -49,16 +52,28 @@ class ServeConfig:
     #: how long the inference thread waits for more requests to join a batch (seconds)
     batch_wait: float = 0.005
     max_text_chars: int = 5000
+    #: ``/timeline`` streams the recording segment by segment, so it may take longer audio than ``/predict``
+    max_timeline_seconds: float = 600.0
 
     def __post_init__(self) -> None:
-        if self.max_upload_bytes <= 0 or self.max_seconds <= 0 or self.max_queue <= 0 or self.max_batch <= 0:
-            raise EmovoxError("serve limits (upload size, seconds, queue, batch) must all be positive")
+        limits = (self.max_upload_bytes, self.max_seconds, self.max_queue, self.max_batch, self.max_timeline_seconds)
+        if min(limits) <= 0:
+            raise EmovoxError("serve limits (upload size, seconds, timeline seconds, queue, batch) must all be positive")
         if self.batch_wait < 0:
             raise EmovoxError("batch_wait must not be negative")
 
 
 class Busy(Exception):
     """The queue of waiting requests is full."""
+
+
+@dataclass
+class _Job:
+    """Work that needs the model to itself (a whole timeline), run on the inference thread between batches."""
+
+    fn: Any
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
 
 
 class InferenceQueue:
@@ -98,11 +113,25 @@ class InferenceQueue:
             raise Busy from None
         return await future
 
+    async def run_exclusive(self, fn):
+        """Run ``fn()`` on the inference thread, alone (no other batch meanwhile); its result or exception."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        try:
+            self._queue.put_nowait(_Job(fn, future, loop))
+        except queue.Full:
+            raise Busy from None
+        return await future
+
     def _run(self) -> None:
+        pending = None  # a job met while a batch was being gathered runs right after that batch
         while True:
-            first = self._queue.get()
+            first, pending = (pending if pending is not None else self._queue.get()), None
             if first is None:
                 return
+            if isinstance(first, _Job):
+                self._run_job(first)
+                continue
             batch = [first]
             deadline = time.monotonic() + self.batch_wait
             stop = False
@@ -114,6 +143,9 @@ class InferenceQueue:
                 if item is None:
                     stop = True
                     break
+                if isinstance(item, _Job):
+                    pending = item
+                    break
                 batch.append(item)
             self.busy = True
             try:
@@ -122,6 +154,17 @@ class InferenceQueue:
                 self.busy = False
             if stop:
                 return
+
+    def _run_job(self, job: _Job) -> None:
+        self.busy = True
+        try:
+            result = job.fn()
+        except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
+            result = exc
+        finally:
+            self.busy = False
+        self.served += 1
+        job.loop.call_soon_threadsafe(_settle, job.future, result)
 
     def _predict(self, batch: list) -> None:
         rec = self.recognizer
@@ -223,10 +266,12 @@ _STATUS_CODES = {
 def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) -> "FastAPI":
     """The FastAPI application serving ``recognizer`` within ``config``'s limits."""
     from contextlib import asynccontextmanager
+    from typing import Literal
 
-    from fastapi import FastAPI, File, Form, UploadFile
+    from fastapi import File, Form, UploadFile
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from fastapi_offline import FastAPIOffline
     from pydantic import BaseModel, Field
     from starlette.concurrency import run_in_threadpool
 
@@ -246,6 +291,21 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         transcript: str | None = Field(None, description="What the text model read: the given text, or the ASR transcript.")
         duration: float | None = Field(None, description="Seconds of audio received (the model uses at most its max_seconds).")
 
+    class SegmentResponse(BaseModel):
+        start: float = Field(description="Start of the segment in the recording (seconds).")
+        end: float = Field(description="End of the segment (seconds).")
+        label: str
+        probabilities: dict[str, float]
+        transcript: str | None = None
+
+    class TimelineResponse(BaseModel):
+        source: str = Field(description="The uploaded file's name.")
+        duration: float = Field(description="Seconds of audio received.")
+        labels: list[str]
+        segmentation: dict[str, Any] = Field(description="How the recording was cut (mode and its settings).")
+        label_seconds: dict[str, float] = Field(description="Seconds of the recording given to each label.")
+        segments: list[SegmentResponse] = Field(description="In time order; empty when no speech was found.")
+
     class HealthResponse(BaseModel):
         status: str
         waiting: int = Field(description="Requests queued for inference.")
@@ -253,6 +313,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         served: int
 
     class LabelsResponse(BaseModel):
+        name: str = Field(description="The recognizer's name (its recipe).")
         labels: list[str]
         modality: str
         needs_text: bool = Field(description="The model reads transcripts (send text, or audio to be transcribed).")
@@ -260,6 +321,8 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         max_upload_bytes: int
         max_seconds: float
         model_max_seconds: float = Field(description="Longer audio is cropped to this many seconds, as in training.")
+        timeline: bool = Field(description="POST /timeline is available (the model can take audio).")
+        max_timeline_seconds: float = Field(description="Longest recording POST /timeline accepts.")
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -269,14 +332,26 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         finally:
             await run_in_threadpool(worker.stop)
 
-    app = FastAPI(
+    takes_audio = not recognizer.needs_text or asr is not None
+    app = FastAPIOffline(
         title="emovox",
         version=__version__,
         description=(
             f"Speech emotion recognition: {recognizer.info.get('name', 'recognizer')} ({recognizer.modality}), "
-            f"labels {', '.join(labels)}."
+            f"labels {', '.join(labels)}.\n\n"
+            + (
+                "Upload audio as `multipart/form-data` in the form field **`audio`**"
+                if takes_audio
+                else "Send the transcript as `multipart/form-data` or a URL-encoded form in the field **`text`**"
+            )
+            + (" (and/or a transcript in the field **`text`**)" if takes_audio and recognizer.needs_text else "")
+            + ". Every error is JSON `{\"error\": CODE, \"detail\": MESSAGE}`; the page at `/` is a demo of this API."
         ),
         lifespan=lifespan,
+        redoc_url=None,  # ReDoc would fetch web fonts; Swagger UI at /docs is self-hosted
+        static_url="/static/docs",
+        # Swagger UI would send the schema to an online validator for its badge; nothing leaves the machine
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.worker = worker
 
@@ -296,6 +371,10 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         return error(exc.status_code, _STATUS_CODES.get(exc.status_code, "error"), str(exc.detail), getattr(exc, "headers", None))
 
     errors = {
+        400: {
+            "model": ErrorResponse,
+            "description": "The body is not a readable form (malformed or truncated multipart/form-data).",
+        },
         413: {"model": ErrorResponse, "description": "The upload is larger than the server's limit."},
         422: {"model": ErrorResponse, "description": "Not audio, too long or too short, or text the model cannot use."},
         503: {"model": ErrorResponse, "description": "Too many requests waiting; retry after the Retry-After seconds."},
@@ -310,6 +389,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
     async def get_labels() -> LabelsResponse:
         """The label set and what the model needs as input."""
         return LabelsResponse(
+            name=str(recognizer.info.get("name") or "recognizer"),
             labels=labels,
             modality=recognizer.modality,
             needs_text=recognizer.needs_text,
@@ -317,6 +397,8 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
             max_upload_bytes=config.max_upload_bytes,
             max_seconds=config.max_seconds,
             model_max_seconds=recognizer.max_seconds,
+            timeline=takes_audio,
+            max_timeline_seconds=config.max_timeline_seconds,
         )
 
     async def handle(audio, text: str | None):
@@ -351,7 +433,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         return PredictResponse(label=pred.label, probabilities=pred.probabilities, transcript=pred.transcript, duration=duration)
 
     # The form fields depend on what the model reads, so that the schema says exactly what is accepted.
-    audio_help = "An audio file (WAV, FLAC, OGG, MP3, ...), any sample rate and channel count."
+    audio_help = "An audio file (WAV, FLAC, OGG, MP3, ...), any sample rate and channel count, in the form field 'audio'."
     summary = "Label and class probabilities of one uploaded clip"
     if not recognizer.needs_text:
 
@@ -382,6 +464,56 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         ):
             return await handle(audio, text)
 
+    if takes_audio:
+        timeline_help = (
+            f"A recording of up to {config.max_timeline_seconds:g} s (form field 'audio'), cut into segments while it is "
+            "streamed; each segment is classified as /predict would."
+        )
+
+        @app.post("/timeline", response_model=TimelineResponse, responses=errors, summary="Emotion timeline of a long recording")
+        async def timeline(
+            audio: UploadFile = File(..., description=timeline_help),
+            mode: Literal["vad", "fixed"] = Form(
+                "vad", description="vad: voice activity segments; fixed: 4 s windows every 3 s."
+            ),
+        ):
+            try:
+                tmp, name = await run_in_threadpool(_spool_upload, audio)
+            except EmovoxError as exc:
+                return error(422, "bad_audio", str(exc))
+
+            def job():
+                from emovox.audio import audio_duration
+
+                try:
+                    seconds = audio_duration(tmp)
+                    if seconds > config.max_timeline_seconds:
+                        raise _TooLong(
+                            f"{name}: {seconds:.1f} s of audio is longer than this server's timeline limit of "
+                            f"{config.max_timeline_seconds:g} s"
+                        )
+                    return recognizer.predict_timeline(tmp, mode=mode)
+                except EmovoxError as exc:
+                    raise type(exc)(str(exc).replace(tmp, name)) from None
+                finally:
+                    os.unlink(tmp)
+
+            try:
+                result = await worker.run_exclusive(job)
+            except Busy:
+                os.unlink(tmp)  # the job that deletes it will not run
+                return error(503, "busy", f"{config.max_queue} requests are already waiting; retry shortly", {"Retry-After": "1"})
+            except _TooLong as exc:
+                return error(422, "too_long", str(exc))
+            except EmovoxError as exc:
+                return error(422, "bad_audio", str(exc))
+            data = result.to_dict()
+            data["source"] = name
+            return TimelineResponse(**data)
+
+    from emovox.web import add_demo_page
+
+    add_demo_page(app)
     app.add_middleware(BodyLimit, limit=config.max_upload_bytes)
     return app
 
@@ -393,11 +525,9 @@ class _TooLong(EmovoxError):
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 
 
-def _decode_upload(upload, max_seconds: float):
-    """Spool the upload to a private temporary file, check its duration, decode it to 16 kHz mono."""
+def _spool_upload(upload) -> tuple[str, str]:
+    """Copy the upload to a private temporary file; (its path, the client's file name). The caller deletes it."""
     import shutil
-
-    from emovox.audio import audio_duration, load_audio
 
     name = os.path.basename(upload.filename or "upload") or "upload"
     suffix = os.path.splitext(name)[1]
@@ -406,6 +536,18 @@ def _decode_upload(upload, max_seconds: float):
         with os.fdopen(fd, "wb") as out:
             upload.file.seek(0)
             shutil.copyfileobj(upload.file, out, 1 << 20)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp, name
+
+
+def _decode_upload(upload, max_seconds: float):
+    """Spool the upload to a private temporary file, check its duration, decode it to 16 kHz mono."""
+    from emovox.audio import audio_duration, load_audio
+
+    tmp, name = _spool_upload(upload)
+    try:
         try:
             seconds = audio_duration(tmp)
             if seconds > max_seconds:
@@ -426,8 +568,27 @@ def serve(
     port: int = 8000,
     config: ServeConfig = ServeConfig(),
     log_level: str = "info",
+    on_started=None,
 ) -> None:
-    """Run the service with uvicorn until interrupted."""
+    """Run the service with uvicorn until interrupted.
+
+    ``on_started(url)`` is called once the server accepts connections (``emovox demo`` opens the
+    page then); with ``port=0`` the URL carries the port the system chose.
+    """
     import uvicorn
 
-    uvicorn.run(create_app(recognizer, config), host=host, port=port, log_level=log_level)
+    server = uvicorn.Server(uvicorn.Config(create_app(recognizer, config), host=host, port=port, log_level=log_level))
+    if on_started is not None:
+        threading.Thread(target=_call_when_started, args=(server, host, on_started), name="emovox-started", daemon=True).start()
+    server.run()
+
+
+def _call_when_started(server, host: str, callback) -> None:
+    while not server.started:
+        if server.should_exit:
+            return
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    # a wildcard address is not one a browser can open; the loopback name also counts as a secure origin (microphone)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
+    callback(f"http://{shown}:{port}/")

@@ -267,3 +267,16 @@ PAPER_TABLE1: Mapping[str, PaperRow] = MappingProxyType({
     "speecht5-asr": PaperRow(94.40, 76.49),
     "whisper-small": PaperRow(87.01, 43.58),
 })
+
+# Table 6 of the RAVDESS paper ("Summary of Model Size on Disk of the Different SSL Models
+# Fine-Tuned on the RAVDESS Dataset"; shared/papers/ssl-voting-ravdess.txt, section 6.2.3), in
+# MB (10^6 bytes; the paper writes 1.27GB, 380MB). Its files are the fine-tuned fp32 models,
+# backbone plus classification head (the head is under 0.3 M parameters, ~1 MB).
+PAPER_TABLE6_MB: Mapping[str, float] = MappingProxyType({
+    "wav2vec2-large-960h-lv60-self": 1270.0,
+    "wav2vec2-large-xlsr-53": 1270.0,
+    "hubert-base": 380.0,
+    "hubert-xlarge-ls960-ft": 3860.0,
+    "unispeech-large-1500h-cv": 1270.0,
+    "unispeech-large-multi-lingual-1500h-cv": 1270.0,
+})

@@ -79,7 +79,7 @@ def save(directory: Path, model: ModelKind, labels: Sequence[str], info: dict, *
         preprocessing={"sample_rate": 16000, "max_seconds": model.max_seconds()},
         describe=model.describe(),
     )
-    atomic_write_text(directory / "README.md", card or model_card(meta, labels))
+    atomic_write_text(directory / "README.md", card or model_card(meta, labels, directory=directory))
     meta["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in _files(directory)}
     atomic_write_json(directory / META_FILE, meta)
     return directory
