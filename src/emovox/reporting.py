@@ -29,7 +29,7 @@ from emovox.metrics import HEADLINE, CVResult, Metrics
 NOT_SPEAKER_INDEPENDENT = "NOT speaker-independent"
 
 #: Column titles of the headline metrics, as in the papers' tables.
-METRIC_TITLES = {"wa": "WA (%)", "ua": "UA (%)", "macro_f1": "Macro-F1 (%)"}
+METRIC_TITLES = {"wa": "WA (%)", "ua": "UA (%)", "macro_f1": "Macro-F1 (%)", "weighted_f1": "Weighted-F1 (%)"}
 
 
 # --- formatting ---------------------------------------------------------------------------
@@ -130,7 +130,8 @@ def report_markdown(result: CVResult, title: str = "Results") -> str:
         parts.append(f"> ⚠ {note}\n")
     parts.append(
         f"Protocol: `{result.protocol or 'unknown'}`, {len(result.folds)} fold(s), {result.pooled.n} test utterances. "
-        "WA = accuracy, UA = mean per-class recall, Macro-F1 as scikit-learn; mean ± std is over folds "
+        "WA = accuracy, UA = mean per-class recall, Macro-F1 and Weighted-F1 (support-weighted) as scikit-learn; "
+        "mean ± std is over folds "
         "(population std), pooled is over all folds' predictions together.\n"
     )
     parts.append("## Folds\n\n" + folds_markdown(result))
