@@ -21,7 +21,6 @@ Everything left out is listed with its reason in ``results.json`` ("skipped") an
 
 from __future__ import annotations
 
-import csv
 import json
 import platform
 import shutil
@@ -40,6 +39,7 @@ from emovox.corpora.base import Corpus
 from emovox.data.examples import Example, Skipped, build_examples
 from emovox.errors import EmovoxError
 from emovox.metrics import Metrics, aggregate, compute_metrics
+from emovox.predictions import read_predictions, write_predictions
 from emovox.splits import Fold, make_folds, write_folds
 from emovox.training.checkpoint import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from emovox.training.trainer import Trainer, clear_resume_state, set_threads
@@ -163,33 +163,6 @@ class ExperimentData:
 
 
 # --- one fold ---------------------------------------------------------------------------------
-
-
-def write_predictions(path: Path, rows, labels: Sequence[str]) -> None:
-    """One row per utterance: id, fold, true and predicted label, and every class probability
-    (the ensembles and late-fusion models are trained on these)."""
-    lines = ["id,fold,true,pred," + ",".join(f"p_{label}" for label in labels)]
-    for uid, fold, t, p in rows:
-        lines.append(",".join([_csv(uid), _csv(fold), labels[t], labels[int(np.argmax(p))]] + [f"{x:.6f}" for x in p]))
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _csv(value: str) -> str:
-    """RFC 4180 quoting, so ids with commas, quotes or line breaks read back intact."""
-    if any(c in value for c in ',"\r\n'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
-
-
-def read_predictions(path: Path, labels: Sequence[str]) -> tuple[list[str], list[int], np.ndarray]:
-    index = {label: i for i, label in enumerate(labels)}
-    ids, y, probs = [], [], []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            ids.append(row["id"])
-            y.append(index[row["true"]])
-            probs.append([float(row[f"p_{label}"]) for label in labels])
-    return ids, y, np.asarray(probs, dtype=np.float32).reshape(len(ids), len(labels))
 
 
 def train_fold(
