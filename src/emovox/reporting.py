@@ -61,6 +61,10 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Public name for other modules' report sections (votes, confidence intervals).
+markdown_table = _md_table
+
+
 # --- markdown -------------------------------------------------------------------------------
 
 
@@ -139,6 +143,25 @@ def report_markdown(result: CVResult, title: str = "Results") -> str:
     parts.append("## Confusion matrix (pooled, counts)\n\n" + confusion_markdown(result.pooled))
     parts.append("## Confusion matrix (pooled, % of true class)\n\n" + confusion_markdown(result.pooled, normalized=True))
     return "\n".join(parts)
+
+
+def ci_markdown(block: Mapping[str, Any]) -> str:
+    """The report section for a ``confidence_intervals`` block (``emovox.stats.add_confidence_intervals``)."""
+    units = [u for u in ("utterance", "speaker") if u in block]
+    level = f"{100 * block['level']:g} %"
+    header = ["Metric", "pooled (%)", *(f"{level} CI, {u}s (n={block[u]['n_units']})" for u in units)]
+    rows = [
+        [METRIC_TITLES[k].replace(" (%)", ""), fmt_pct(block[units[0]][k]["value"]),
+         *(f"[{fmt_pct(block[u][k]['low'])}, {fmt_pct(block[u][k]['high'])}]" for u in units)]
+        for k in HEADLINE
+    ]  # fmt: skip
+    return (
+        "## Confidence intervals\n\n"
+        + _md_table(header, rows)
+        + f"\nPercentile bootstrap of the pooled test predictions, {block['n_boot']} resamples, seed {block['seed']}"
+        + (" (speakers: each drawn with all its utterances)" if "speaker" in units else "")
+        + ".\n"
+    )
 
 
 # --- CSV ------------------------------------------------------------------------------------
