@@ -27,9 +27,20 @@ def test_reader_ids_labels_speakers_and_split(tmp_path: Path) -> None:
     assert c.name == "meld" and len(c) == len(MELD_ROWS)
     assert c.labels == ("angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
     # every split has a dialogue 0: the split keeps ids and dialogues unique
-    assert {u.id for u in c if u.turn == 0 and u.dialogue.endswith("dia0")} == {"train/dia0_utt0", "dev/dia0_utt0", "test/dia0_utt0"}
+    assert {u.id for u in c if u.turn == 0 and u.dialogue.endswith("dia0")} == {
+        "train/dia0_utt0",
+        "dev/dia0_utt0",
+        "test/dia0_utt0",
+    }
     u = c["train/dia0_utt1"]
-    assert (u.speaker, u.label, u.corpus_label, u.session, u.dialogue, u.turn) == ("Ross", "happy", "joy", "train", "train/dia0", 1)
+    assert (u.speaker, u.label, u.corpus_label, u.session, u.dialogue, u.turn) == (
+        "Ross",
+        "happy",
+        "joy",
+        "train",
+        "train/dia0",
+        1,
+    )
     assert u.text == "We were on a break!"
     assert u.audio is None and u.start is None and not u.cut  # text only
     assert c.sessions == ["dev", "test", "train"]
@@ -119,7 +130,11 @@ def test_official_protocol_uses_the_published_parts(tmp_path: Path) -> None:
     assert fold.speaker_independent is False  # Chandler and Joey speak in train/dev and test
     paths = write_folds([fold], c, tmp_path / "splits")
     summary = json.loads(paths[-1].read_text())
-    assert summary["folds"][0]["speaker_independent"] is False and summary["folds"][0]["sizes"] == {"train": 5, "valid": 2, "test": 2}
+    assert summary["folds"][0]["speaker_independent"] is False and summary["folds"][0]["sizes"] == {
+        "train": 5,
+        "valid": 2,
+        "test": 2,
+    }
 
 
 def test_official_protocol_accepts_valid_as_the_dev_name_and_refuses_others() -> None:
@@ -159,7 +174,13 @@ def test_real_meld(meld_dir: Path) -> None:
     assert (sizes["train"], sizes["dev"], sizes["test"]) == (9989, 1109, 2610)
     train_counts = Counter(u.corpus_label for u in c if u.session == "train")
     assert train_counts == {
-        "neutral": 4710, "joy": 1743, "surprise": 1205, "anger": 1109, "sadness": 683, "disgust": 271, "fear": 268,
+        "neutral": 4710,
+        "joy": 1743,
+        "surprise": 1205,
+        "anger": 1109,
+        "sadness": 683,
+        "disgust": 271,
+        "fear": 268,
     }  # fmt: skip  (the counts of the README beside the data)
     dialogues = Counter(s for s, _ in {(u.session, u.dialogue) for u in c})
     assert (dialogues["train"], dialogues["dev"], dialogues["test"]) == (1038, 114, 280)

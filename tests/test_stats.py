@@ -15,8 +15,8 @@ from emovox.cli import app
 from emovox.errors import EmovoxError
 from emovox.metrics import HEADLINE
 from emovox.reporting import ci_markdown
-from emovox.stats import StatsError, add_confidence_intervals, compare_runs, confidence_intervals, paired_bootstrap
 from emovox.splits import natural_sorted
+from emovox.stats import StatsError, add_confidence_intervals, compare_runs, confidence_intervals, paired_bootstrap
 from run_fixtures import make_run, onehot
 
 LABELS = ("angry", "happy", "neutral", "sad")
@@ -143,7 +143,9 @@ def test_paired_difference_interval_equals_a_direct_paired_resampling() -> None:
     diffs = []
     for _ in range(150):
         idx = rng.integers(0, len(t), size=len(t))
-        diffs.append(sklearn_scores(t[idx], pa[idx], ["macro_f1"])["macro_f1"] - sklearn_scores(t[idx], pb[idx], ["macro_f1"])["macro_f1"])
+        diffs.append(
+            sklearn_scores(t[idx], pa[idx], ["macro_f1"])["macro_f1"] - sklearn_scores(t[idx], pb[idx], ["macro_f1"])["macro_f1"]
+        )
     assert (c.difference.low, c.difference.high) == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])), abs=1e-12)
     d = np.asarray(diffs)
     assert c.p_value == pytest.approx(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))

@@ -57,7 +57,13 @@ class PredictionTable:
         index = {uid: i for i, uid in enumerate(self.ids)}
         rows = np.array([index[uid] for uid in ids], dtype=np.int64)
         return PredictionTable(
-            self.path, self.labels, tuple(ids), tuple(self.folds[i] for i in rows), self.true[rows], self.pred[rows], self.probs[rows]
+            self.path,
+            self.labels,
+            tuple(ids),
+            tuple(self.folds[i] for i in rows),
+            self.true[rows],
+            self.pred[rows],
+            self.probs[rows],
         )
 
 
@@ -91,11 +97,15 @@ def load_predictions(path: Path, labels: Sequence[str] | None = None) -> Predict
         columns = list(reader.fieldnames or [])
         absent = [c for c in FIXED_COLUMNS if c not in columns]
         if absent:
-            raise PredictionsError(f"{path}: column(s) {', '.join(absent)} missing; a predictions file has id,fold,true,pred,p_<label>...")
+            raise PredictionsError(
+                f"{path}: column(s) {', '.join(absent)} missing; a predictions file has id,fold,true,pred,p_<label>..."
+            )
         found = tuple(c[2:] for c in columns if c.startswith("p_"))
         wanted = tuple(labels) if labels is not None else found
         if found != wanted:
-            raise PredictionsError(f"{path}: probability columns are for labels {list(found)}, expected {list(wanted)} in this order")
+            raise PredictionsError(
+                f"{path}: probability columns are for labels {list(found)}, expected {list(wanted)} in this order"
+            )
         if not wanted:
             raise PredictionsError(f"{path}: no p_<label> probability columns")
         index = {label: i for i, label in enumerate(wanted)}
@@ -121,7 +131,9 @@ def load_predictions(path: Path, labels: Sequence[str] | None = None) -> Predict
     p = np.asarray(probs, dtype=np.float64).reshape(len(ids), len(wanted))
     if not np.isfinite(p).all():
         raise PredictionsError(f"{path}: probabilities must be finite numbers")
-    return PredictionTable(path, wanted, tuple(ids), tuple(folds), np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64), p)
+    return PredictionTable(
+        path, wanted, tuple(ids), tuple(folds), np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64), p
+    )
 
 
 def read_predictions(path: Path, labels: Sequence[str]) -> tuple[list[str], list[int], np.ndarray]:

@@ -421,9 +421,8 @@ def _official_folds(corpus: Corpus, protocol: str, validation: str) -> list[Fold
             f"{where}: the official protocol needs a published train/dev/test split in Utterance.session "
             f"(train; dev, valid or validation; test), but {found}; choose another protocol"
         )
-    parts: dict[str, tuple[str, ...]] = {
-        part: tuple(u.id for u in corpus if part_of[u.session.lower()] == part) for part in OFFICIAL_PARTS  # type: ignore[union-attr]
-    }
+    part_of_utt = {u.id: part_of[str(u.session).lower()] for u in corpus}
+    parts = {part: tuple(u.id for u in corpus if part_of_utt[u.id] == part) for part in OFFICIAL_PARTS}
     empty = [OFFICIAL_PARTS[p][0] for p, ids in parts.items() if not ids]
     if empty:
         raise SplitError(

@@ -241,7 +241,6 @@ def paired_bootstrap(
     )
 
 
-
 # --- runs ------------------------------------------------------------------------------------
 
 
@@ -304,7 +303,9 @@ def compare_runs(
             f"({differ.size} utterance(s) disagree); the runs were made on different corpora or label mappings"
         )
     groups = _speakers_of(a, ta.ids) if by == "speaker" else None
-    comparison = paired_bootstrap(ta.true, ta.pred, tb.pred, a.labels, metric=metric, groups=groups, n_boot=n_boot, level=level, seed=seed)
+    comparison = paired_bootstrap(
+        ta.true, ta.pred, tb.pred, a.labels, metric=metric, groups=groups, n_boot=n_boot, level=level, seed=seed
+    )
     return {
         "run_a": str(a.path),
         "run_b": str(b.path),

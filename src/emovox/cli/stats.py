@@ -46,7 +46,10 @@ def compare_command(
     console = Console(highlight=False)
     for side in ("a", "b"):
         iv = c[side]
-        console.print(f"{side.upper()}: {c['run_' + side]}  {name} {100 * iv['value']:.2f}  ({pct} CI {100 * iv['low']:.2f} to {100 * iv['high']:.2f})")
+        console.print(
+            f"{side.upper()}: {c['run_' + side]}  {name} {100 * iv['value']:.2f}  "
+            f"({pct} CI {100 * iv['low']:.2f} to {100 * iv['high']:.2f})"
+        )
     d = c["difference"]
     console.print(
         f"A - B: {100 * d['value']:+.2f} points, {pct} CI {100 * d['low']:+.2f} to {100 * d['high']:+.2f}, "

@@ -78,7 +78,9 @@ def read_meld(
     for split in splits:
         path = root / SPLIT_FILES[split]
         if not path.is_file():
-            raise CorpusError(f"{spec}: {path} is missing; MELD's {split} split is read from it (or leave it out with ?splits=...)")
+            raise CorpusError(
+                f"{spec}: {path} is missing; MELD's {split} split is read from it (or leave it out with ?splits=...)"
+            )
         utterances += [u for u in _read_split(path, split) if u.label in label_set]
     if not utterances:
         raise CorpusError(f"{spec}: no utterances with labels {list(label_set)} in splits {list(splits)}")
@@ -91,7 +93,9 @@ def _read_split(path: Path, split: str) -> list[Utterance]:
         columns = [c.strip() for c in reader.fieldnames or []]
         absent = [c for c in COLUMNS if c not in columns]
         if absent:
-            raise CorpusError(f"MELD file {path}: column(s) {', '.join(absent)} missing; found {columns}. Is this a MELD *_sent_emo.csv?")
+            raise CorpusError(
+                f"MELD file {path}: column(s) {', '.join(absent)} missing; found {columns}. Is this a MELD *_sent_emo.csv?"
+            )
         out = []
         for row in reader:
             row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
