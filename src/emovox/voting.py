@@ -191,8 +191,8 @@ def vote_runs(
         valids = [f.valid for f in members] if all(f.valid is not None for f in members) else None
         if chooses:
             selection = tests if choose_on == "test" else valids
-            if choose_on == "valid" and set(valids[0].ids) == set(tests[0].ids):  # type: ignore[index]
-                optimistic = True  # "paper" validation: the validation part is the test part
+            if choose_on == "valid" and set(valids[0].ids) & set(tests[0].ids):  # type: ignore[index]
+                optimistic = True  # "paper" validation: the validation part is (or overlaps) the test part
             candidates = _score_candidates(method, selection, k or len(runs), metric, grid)  # type: ignore[arg-type]
             chosen = max(candidates, key=lambda c: c.score)  # first best in enumeration order
         else:
