@@ -38,8 +38,12 @@ class AugmentConfig(BaseModel):
         (0.0, 1.0), description="Seconds of silence added, split at random between start and end (min, max)."
     )
     variants: int = Field(4, ge=0, description="Frozen branches: augmented copies of every clip precomputed and cached.")
-    speed: list[float] = Field(default_factory=list, description="Speed factors to draw from, e.g. [0.9, 1.0, 1.1] (none by default).")
-    noise_snr_db: tuple[float, float] | None = Field(None, description="White noise at a random SNR in this range (dB); off by default.")
+    speed: list[float] = Field(
+        default_factory=list, description="Speed factors to draw from, e.g. [0.9, 1.0, 1.1] (none by default)."
+    )
+    noise_snr_db: tuple[float, float] | None = Field(
+        None, description="White noise at a random SNR in this range (dB); off by default."
+    )
     specaugment: bool = Field(False, description="Fine-tuned Whisper branches: time and frequency masks on the log-mel input.")
 
     @field_validator("crop")
