@@ -137,7 +137,7 @@ def extract_pooled(
     description: str = "features",
 ) -> torch.Tensor:
     """Per-layer pooled embeddings ``[N, L, H]`` for ``examples``, computing only what is missing."""
-    from tqdm.auto import tqdm
+    from emovox.progress import progress_bar
 
     cached = cache is not None and model_key is not None
     keys = [item_key(e.item) for e in examples] if cached else []  # content hashes only where a cache needs them
@@ -151,7 +151,7 @@ def extract_pooled(
     if todo:
         backbone.eval()
         batches = length_grouped_batches([examples[i].length for i in todo], batch_size, shuffle=False)
-        bar = tqdm(total=len(todo), desc=description, unit="utt", disable=not progress, leave=False)
+        bar = progress_bar(total=len(todo), desc=description, unit="utt", disable=not progress)
         with torch.inference_mode(), onednn_linears(backbone):  # float32 GEMMs on oneDNN: see emovox.accel
             for b in batches:
                 idx = [todo[j] for j in b]

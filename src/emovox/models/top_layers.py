@@ -122,14 +122,14 @@ def frames_collate(batch) -> dict:
 
 def extract_bottom(model: TopLayersClassifier, examples, *, batch_size: int = 16, progress: bool = True) -> list[tuple]:
     """The frozen bottom's output for every example: (frames trimmed to real length, pooled lower states)."""
-    from tqdm.auto import tqdm
+    from emovox.progress import progress_bar
 
     from emovox.data.batching import length_grouped_batches
 
     out: list[tuple | None] = [None] * len(examples)
     model.eval()
     batches = length_grouped_batches([e.length for e in examples], batch_size, shuffle=False)
-    with tqdm(total=len(examples), desc="frozen bottom layers", unit="utt", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(examples), desc="frozen bottom layers", unit="utt", disable=not progress) as bar:
         for b in batches:
             got = model.bottom(model.backbone.preprocess([examples[i].item for i in b]))
             for row, i in enumerate(b):
