@@ -24,13 +24,18 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from emovox.errors import AudioError
+from emovox.errors import AudioError, TooShortError
 
 if TYPE_CHECKING:  # imported for annotations only: audio must not depend on the corpus layer
     from emovox.corpora.base import Utterance
 
 #: The sample rate every backbone in emovox consumes.
 SAMPLE_RATE = 16_000
+
+#: The shortest clip emovox accepts anywhere (training, ``evaluate``, ``predict``, ``timeline``,
+#: ``serve``): 0.1 s is a fifth of a syllable, too short to carry emotion, and shorter than the
+#: receptive field of the convolutional front ends, which would fail (or return noise) on it.
+MIN_SECONDS = 0.1
 
 #: Frames decoded per block. Small enough that a block of 8-channel float audio stays well
 #: under a few MB; large enough that the per-block Python overhead is negligible.
@@ -88,6 +93,18 @@ def load_audio(
     if mono.size == 0:
         raise AudioError(f"{p}: the audio file holds zero samples; remove it from the corpus or re-export it")
     return mono
+
+
+def too_short_message(name: str, samples: int, sample_rate: int = SAMPLE_RATE) -> str:
+    """The one message for a clip under ``MIN_SECONDS``, whichever command meets it."""
+    return f"{name}: {samples / sample_rate:.3f} s of audio is too short, shorter than the {MIN_SECONDS:g} s minimum"
+
+
+def check_min_duration(clip: np.ndarray, name: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """``clip`` unchanged, or ``TooShortError`` (``too_short_message``) when it is under ``MIN_SECONDS``."""
+    if len(clip) < round(MIN_SECONDS * sample_rate):
+        raise TooShortError(too_short_message(name, len(clip), sample_rate))
+    return clip
 
 
 def load_utterance_audio(u: "Utterance", *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

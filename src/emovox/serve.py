@@ -221,6 +221,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
     from starlette.concurrency import run_in_threadpool
 
     from emovox import __version__
+    from emovox.audio import MIN_SECONDS, too_short_message
 
     worker = InferenceQueue(recognizer, max_queue=config.max_queue, max_batch=config.max_batch, batch_wait=config.batch_wait)
     labels = list(recognizer.labels)
@@ -324,9 +325,8 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
                 return error(422, "too_long", str(exc))
             except EmovoxError as exc:
                 return error(422, "bad_audio", str(exc))
-            if len(clip) < recognizer.min_samples:
-                need = recognizer.min_samples / 16
-                return error(422, "too_short", f"{len(clip) / 16:.1f} ms of audio is too short; this model needs at least {need:g} ms")
+            if len(clip) < round(MIN_SECONDS * 16000):
+                return error(422, "too_short", too_short_message(os.path.basename(audio.filename or "upload") or "upload", len(clip)))
         try:
             pred = await worker.submit(clip, text)
         except Busy:

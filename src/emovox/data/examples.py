@@ -23,19 +23,13 @@ from typing import Literal, Sequence, Union
 
 import numpy as np
 
+from emovox.audio import MIN_SECONDS, too_short_message  # noqa: F401  (MIN_SECONDS re-exported)
 from emovox.corpora.base import Corpus, Utterance
-from emovox.errors import AudioError, CorpusError, EmovoxError
+from emovox.errors import AudioError, CorpusError, EmovoxError, TooShortError
 
 SAMPLE_RATE = 16_000
 
-#: Shorter clips are refused (``TooShortError``): 0.1 s is a fifth of a syllable.
-MIN_SECONDS = 0.1
-
 Item = Union[np.ndarray, str, tuple]
-
-
-class TooShortError(AudioError):
-    """A clip holds less than ``MIN_SECONDS`` of audio."""
 
 
 class MissingTranscriptError(CorpusError):
@@ -126,8 +120,7 @@ def load_cropped_audio(u: Utterance, max_seconds: float) -> np.ndarray:
     wav = wav[: int(round(max_seconds * SAMPLE_RATE))]
     if len(wav) < MIN_SECONDS * SAMPLE_RATE:
         raise TooShortError(
-            f"{where} (utterance {u.id}): {len(wav) / SAMPLE_RATE:.3f} s of audio is shorter than the "
-            f"{MIN_SECONDS:g} s minimum; remove it from the corpus or set on_bad_audio: skip"
+            too_short_message(f"{where} (utterance {u.id})", len(wav)) + "; remove it from the corpus or set on_bad_audio: skip"
         )
     return wav
 
