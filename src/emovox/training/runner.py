@@ -452,7 +452,9 @@ def write_results(
             "environment": environment_record(cfg, corpus),
         }
     )
-    reporting.write_report(result, out_dir, title=cfg.name, history=[o.history for o in outcomes])
+    reporting.write_report(
+        result, out_dir, title=cfg.name, history=[o.history for o in outcomes], curve_names=[o.fold.curve_name for o in outcomes]
+    )
     report = out_dir / "report.md"
     atomic_write_text(report, report.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + skipped_markdown(skipped, cfg))
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
