@@ -11,10 +11,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import save_file
+if TYPE_CHECKING:  # torch is imported by the one function that writes tensors: text and JSON need no torch
+    import torch
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -37,7 +37,14 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_file(tensors: dict[str, "torch.Tensor"], path: str, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' ``save_file``, imported when first needed (it imports torch)."""
+    from safetensors.torch import save_file as save
+
+    save(tensors, path, metadata=metadata)
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
