@@ -45,7 +45,7 @@ def frame_levels_db(clip: np.ndarray, sample_rate: int = SAMPLE_RATE, frame_seco
     Only the speech band counts: rumble, wind and DC below 100 Hz carry most of the energy of
     brown noise and swing by 20 dB from one 20 ms frame to the next, which would look like speech.
     """
-    frame = max(1, int(round(frame_seconds * sample_rate)))
+    frame = max(1, round(frame_seconds * sample_rate))
     n = len(clip) // frame
     if n == 0:
         return np.zeros(0)

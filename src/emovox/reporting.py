@@ -291,15 +291,11 @@ def learning_curves_figure(
             continue
         epochs = history[f]
 
-        def series(key: str) -> tuple[list[float], list[float]]:
-            pts = [(e["epoch"], e[key]) for e in epochs if e.get(key) is not None and not _is_nan(e[key])]
-            return [p[0] for p in pts], [p[1] for p in pts]
-
         for key, style in (("train_loss", "-"), ("valid_loss", "--")):
-            xs, ys = series(key)
+            xs, ys = _series(epochs, key)
             if xs:
                 ax.plot(xs, ys, style, color=loss_color, marker="o", markersize=2, linewidth=1)
-        xs, ys = series("valid_ua")
+        xs, ys = _series(epochs, "valid_ua")
         if xs:
             ua = ax.twinx()
             ua.plot(xs, [100 * y for y in ys], "-", color=ua_color, marker="o", markersize=2, linewidth=1)
@@ -328,8 +324,10 @@ def learning_curves_figure(
     return fig
 
 
-def _is_nan(x: Any) -> bool:
-    return isinstance(x, float) and x != x
+def _series(epochs: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of one logged quantity; epochs where it is missing, None or NaN are left out."""
+    pts = [(e["epoch"], e[key]) for e in epochs if e.get(key) is not None and not (isinstance(e[key], float) and e[key] != e[key])]
+    return [p[0] for p in pts], [p[1] for p in pts]
 
 
 def write_report(
@@ -387,10 +385,44 @@ def print_summary(
         )
     console.print(table)
 
-    cm = Table(title="Confusion matrix (pooled): count (% of true class)")
-    cm.add_column("true \\ predicted", style="bold")
+    console.print(confusion_table(result.pooled, "Confusion matrix (pooled)", console.width))
+
+
+def confusion_table(metrics: Metrics, title: str, width: int = 80) -> Table:
+    """Rows = true class, columns = predicted; ``count (row %)`` when that fits in ``width``, else counts,
+    with column titles shortened to fit."""
+    labels = list(metrics.labels)
+    row_head = max(len("true \\ pred"), *(len(label) for label in labels))
+    with_pct = row_head + 3 + len(labels) * (max(9, max(len(label) for label in labels)) + 3) <= width
+    cell = max(4, len(str(max((max(r) for r in metrics.confusion), default=0))))
+    column = max(1, (width - row_head - 3) // max(len(labels), 1) - 3)
+    table = Table(title=f"{title}: count (% of true class)" if with_pct else f"{title}: counts", show_edge=False)
+    table.add_column("true \\ pred", style="bold", no_wrap=True)
     for label in labels:
-        cm.add_column(escape(label), justify="right")
-    for label, counts, normed in zip(labels, result.pooled.confusion, result.pooled.confusion_normalized):
-        cm.add_row(escape(label), *(f"{c} ({100 * v:.0f}%)" for c, v in zip(counts, normed)))
-    console.print(cm)
+        name = label if with_pct else label[: max(column, cell)]
+        table.add_column(escape(name), justify="right", no_wrap=True)
+    for label, counts, normed in zip(labels, metrics.confusion, metrics.confusion_normalized):
+        cells = [f"{c} ({100 * v:.0f}%)" if with_pct else str(c) for c, v in zip(counts, normed)]
+        table.add_row(escape(label), *cells)
+    return table
+
+
+def print_evaluation(metrics: Metrics, console: Console | None = None, title: str = "Evaluation") -> None:
+    """One recognizer on one corpus: the headline scores, per-class scores and the confusion matrix.
+
+    Not the cross-validation table: there are no folds here, so no "Fold 1" and no mean ± std.
+    """
+    console = console or Console()
+    head = Table(title=escape(title), show_edge=False)
+    head.add_column("utterances", justify="right")
+    for k in HEADLINE:
+        head.add_column(METRIC_TITLES[k], justify="right")
+    head.add_row(str(metrics.n), *(fmt_pct(getattr(metrics, k)) for k in HEADLINE))
+    console.print(head)
+    per = Table(title="Per class", show_edge=False)
+    for col in ("class", "precision (%)", "recall (%)", "F1 (%)", "support"):
+        per.add_column(col, justify="left" if col == "class" else "right", no_wrap=True)
+    for label, sc in metrics.per_class.items():
+        per.add_row(escape(label), fmt_pct(sc.precision), fmt_pct(sc.recall), fmt_pct(sc.f1), str(sc.support))
+    console.print(per)
+    console.print(confusion_table(metrics, "Confusion matrix", console.width))

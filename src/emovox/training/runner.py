@@ -348,9 +348,9 @@ def run_cv(
     data = ExperimentData(cfg, corpus, progress=progress)
     prep_seconds = time.time() - t_start
     outcomes: list[FoldOutcome] = []
-    from tqdm.auto import tqdm
+    from emovox.progress import progress_bar
 
-    for fold in tqdm(folds, desc=cfg.name, unit="fold", disable=not progress):
+    for fold in progress_bar(folds, desc=cfg.name, unit="fold", disable=not progress):
         outcome = train_fold(cfg, data, fold, out_dir / f"fold_{fold.index}", progress=progress)
         outcomes.append(outcome)
         if on_fold is not None:
@@ -391,6 +391,43 @@ def prepare_run_dir(out_dir: Path, *, resume: bool, fresh: bool) -> None:
             "or --fresh to delete it and start over"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+#: What ``Recognizer.save`` writes (``emovox.json`` last: its presence means a complete recognizer),
+#: and the work folder of an unfinished ``train_recognizer``.
+RECOGNIZER_ENTRIES = ("emovox.json", "head.safetensors", "README.md", "backbone", "_training")
+
+
+def prepare_model_dir(model_dir: Path, *, force: bool) -> None:
+    """Refuse to train into a folder that holds another recognizer or anything else, unless ``force``.
+
+    Like ``prepare_run_dir``: nothing that is not ours is ever deleted. ``force`` replaces an
+    existing recognizer (its files are deleted now, before training) and writes into a non-empty
+    unrelated folder without touching its other files. A folder holding only ``_training`` is a
+    ``train`` that was interrupted: it is continued.
+    """
+    if model_dir.exists() and not model_dir.is_dir():
+        raise EmovoxError(f"--out {model_dir}: exists and is not a directory; choose another recognizer directory")
+    if not model_dir.is_dir():
+        return
+    if (model_dir / "emovox.json").is_file():
+        if not force:
+            raise EmovoxError(
+                f"--out {model_dir} already holds a recognizer; pass --force to replace it, or choose another --out"
+            )
+        for name in RECOGNIZER_ENTRIES:
+            if (model_dir / name).is_dir():
+                shutil.rmtree(model_dir / name)
+            else:
+                (model_dir / name).unlink(missing_ok=True)
+        return
+    others = sorted(p.name for p in model_dir.iterdir() if p.name != "_training")
+    if others and not force:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise EmovoxError(
+            f"--out {model_dir} is not empty ({shown}) and holds no recognizer; choose a new or empty folder, "
+            "or pass --force to write the recognizer into it (nothing in it is deleted)"
+        )
 
 
 def _check_same_run(out_dir: Path, cfg: ExperimentConfig, corpus: Corpus) -> None:
@@ -508,16 +545,18 @@ def holdout_speakers(corpus: Corpus, seed: int, fraction: float = 0.1) -> tuple[
 
 
 def train_recognizer(
-    cfg: ExperimentConfig, model_dir: Path, *, progress: bool = True, corpus: Corpus | None = None, cv_results: Path | None = None
+    cfg: ExperimentConfig, model_dir: Path, *, progress: bool = True, corpus: Corpus | None = None, cv_results: Path | None = None,
+    force: bool = False,
 ):
     """Train on the whole corpus (less a held-out speaker group for early stopping) and save a
-    self-contained recognizer directory."""
+    self-contained recognizer directory (``prepare_model_dir`` says where it may go)."""
     from emovox.corpora import load_corpus
     from emovox.models.classifier import FrozenFeatureModel
     from emovox.recognizer import Recognizer
 
-    set_threads(cfg.train.threads)
     model_dir = Path(model_dir)
+    prepare_model_dir(model_dir, force=force)
+    set_threads(cfg.train.threads)
     corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
     train_ids, valid_ids = holdout_speakers(corpus, cfg.train.seed)
     data = ExperimentData(cfg, corpus, progress=progress)
@@ -601,7 +640,16 @@ def evaluate_recognizer(recognizer, corpus: Corpus, *, on_bad_audio: str = "skip
     examples, skipped = build_examples(
         corpus, [u.id for u in corpus], recognizer.modality, context=pre["context"], max_seconds=pre["max_seconds"], on_error=on_bad_audio
     )
-    probs = recognizer.predict_proba([e.item for e in examples])
+    from emovox.progress import progress_bar
+
+    # longest first, as predict_proba would batch them, a chunk at a time so that the bar moves
+    order = sorted(range(len(examples)), key=lambda i: -examples[i].length)
+    probs = np.zeros((len(examples), len(recognizer.labels)), dtype=np.float32)
+    with progress_bar(total=len(examples), desc="evaluate", unit="utt", disable=not progress) as bar:
+        for start in range(0, len(order), 64):
+            chunk = order[start : start + 64]
+            probs[chunk] = recognizer.predict_proba([examples[i].item for i in chunk])
+            bar.update(len(chunk))
     index = {label: i for i, label in enumerate(recognizer.labels)}
     y_true = [index[corpus[e.id].label] for e in examples]
     metrics = compute_metrics(y_true, probs.argmax(1).tolist(), recognizer.labels)
