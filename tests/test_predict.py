@@ -174,14 +174,14 @@ def test_cli_skips_bad_audio_when_asked(audio_recognizer_dir, clips, tmp_path):
     folder.mkdir()
     shutil.copy(clips["low"], folder / "good.wav")
     (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
-    r = runner.invoke(app, ["predict", str(audio_recognizer_dir), str(folder)])
+    r = runner.invoke(app, ["predict", str(audio_recognizer_dir), str(folder), "--on-bad-audio", "error"])
     assert isinstance(r.exception, AudioError) and "broken.wav" in str(r.exception)
     out = tmp_path / "p.json"
-    r = runner.invoke(app, ["predict", str(audio_recognizer_dir), str(folder), "--on-bad-audio", "skip", "--json", str(out)])
-    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["predict", str(audio_recognizer_dir), str(folder), "--json", str(out)])  # skip is the default
+    assert r.exit_code == 3, r.output  # some inputs failed, the others were written
     rows = {Path(row["input"]).name: row for row in json.loads(out.read_text())}
     assert rows["good.wav"]["label"] == "low" and "broken.wav" in rows["broken.wav"]["error"]
-    assert "1 of 2 inputs could not be read" in r.stderr
+    assert "1 of 2 input(s) could not be predicted" in r.stderr
 
 
 def test_cli_text_recognizer(text_recognizer_dir, tmp_path):
@@ -204,7 +204,7 @@ def test_cli_text_recognizer(text_recognizer_dir, tmp_path):
         (["{audio}", "{clip}", "--text", "hi"], "listens to audio only"),
         (["{audio}"], "nothing to predict"),
         (["{audio}", "{missing}"], "no such file or folder"),
-        (["{audio}", "{clip}", "--json", "a.json", "--csv", "b.csv"], "one of --json and --csv"),
+        (["{audio}", "{clip}", "--json", "-", "--csv", "-"], "give each its own file"),
         (["{text}", "{clip}"], "--asr"),
         (["{empty}", "{clip}"], "not a recognizer directory"),
         (["{audio}", "{clip}", "--asr-language", "de"], "needs an ASR model"),
