@@ -241,7 +241,7 @@ def test_train_refuses_a_used_out_folder_unless_forced(audio_recognizer_dir, tmp
     assert isinstance(r.exception, EmovoxError) and "is not empty (holiday.jpg)" in str(r.exception)
     existing = tmp_path / "model"
     shutil.copytree(audio_recognizer_dir, existing)
-    (existing / "backbone" / "stale.json").write_text("{}")
+    (existing / "branches" / "audio" / "stale.json").write_text("{}")
     (existing / "NOTES.txt").write_text("mine")
     before = json.loads((existing / "emovox.json").read_text())["name"]
     r = runner.invoke(app, ["train", str(config), "--out", str(existing), "--quiet"])
@@ -250,13 +250,13 @@ def test_train_refuses_a_used_out_folder_unless_forced(audio_recognizer_dir, tmp
     r = runner.invoke(app, ["train", str(config), "--out", str(existing), "--quiet", "--force"])
     assert r.exit_code == 0, r.output
     assert json.loads((existing / "emovox.json").read_text())["name"] == "retrained"
-    assert not (existing / "backbone" / "stale.json").exists() and (existing / "NOTES.txt").read_text() == "mine"
+    assert not (existing / "branches" / "audio" / "stale.json").exists() and (existing / "NOTES.txt").read_text() == "mine"
     r = runner.invoke(app, ["predict", str(existing), str(write_wav(tmp_path / "hi.wav", tone(515, 0.8))), "--json", "-"])
     assert r.exit_code == 0 and json.loads(r.stdout)[0]["label"] in ("high", "low")
 
 
 def test_train_out_checks_reuse_the_run_dir_rules(tmp_path):
-    from emovox.training.runner import prepare_model_dir
+    from emovox.training.final import prepare_model_dir
 
     prepare_model_dir(tmp_path / "new", force=False)  # a new folder is fine
     interrupted = tmp_path / "interrupted"

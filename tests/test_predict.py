@@ -49,7 +49,7 @@ def test_recognizer_directory_is_complete_and_documented(audio_recognizer_dir):
     assert info["labels"] == ["high", "low"] and info["modality"] == "audio" and info["schema_version"] == 2
     assert info["kind"] == "classifier" and info["fields"] == ["audio"] and info["model"]["mode"] == "frozen"
     assert (d / "weights.safetensors").is_file() and list((d / "branches" / "audio").glob("*.safetensors"))
-    assert set(info["files"]) == {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and p.name != "emovox.json"}
+    assert set(info["files"]) == {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and p.name != "emovox.json"}  # all it owns
     assert not list(d.rglob("*.bin")) and not list(d.rglob("*.pt"))  # weights only as safetensors
     card = (d / "README.md").read_text()
     assert "manifest:" in card and "high, low" in card and "validation UA" in card
@@ -70,7 +70,8 @@ def test_predict_one_file_a_list_and_arrays(audio_rec, clips):
     assert many[1].probabilities == pytest.approx(one.probabilities, abs=1e-5)
     probs = audio_rec.predict_proba([tone(520, 1.2)])[0]
     assert probs == pytest.approx([many[3].probabilities["high"], many[3].probabilities["low"]], abs=1e-5)
-    assert one.to_dict() == {"label": "high", "probabilities": one.probabilities, "source": str(clips["high"])}
+    # a steady synthetic tone holds no speech (emovox.activity): the prediction says so
+    assert one.to_dict() == {"label": "high", "probabilities": one.probabilities, "source": str(clips["high"]), "speech": False}
 
 
 def test_audio_recognizer_refuses_transcripts_and_bad_inputs(audio_rec, clips, tmp_path):

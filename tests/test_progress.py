@@ -81,9 +81,9 @@ def test_frozen_training_bar_counts_epochs_not_a_stale_zero(fast_lines, capsys):
     torch.manual_seed(0)
     x = torch.randn(60, 4)
     y = (x[:, 0] > 0).long()
-    examples = [Example(str(i), int(y[i]), x[i], 1.0) for i in range(60)]
+    examples = [Example(str(i), int(y[i]), length=1.0, cached={"x": x[i]}) for i in range(60)]
     model = Probe()
-    collate = lambda batch: {"features": torch.stack([e.item for e in batch])}  # noqa: E731
+    collate = lambda batch: {"features": torch.stack([e.cached["x"] for e in batch])}  # noqa: E731
     cfg = TrainConfig(lr=0.1, batch_size=8, max_epochs=5, patience=5, threads=1)
     Trainer(model, collate, cfg, 2, progress=True, description="all data").fit(examples[:40], examples[40:])
     err = capsys.readouterr().err

@@ -174,9 +174,8 @@ def fill(
     ``compute`` takes a batch of items and returns one dict of float32 tensors per item;
     ``expect(item)`` gives the shapes a cached entry for that item must have.
     """
-    from emovox.progress import progress_bar
-
     from emovox.data.batching import length_grouped_batches
+    from emovox.progress import progress_bar
 
     cached = cache is not None and model_key is not None
     keys = [item_key(x) for x in items] if cached else []

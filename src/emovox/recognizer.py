@@ -146,15 +146,16 @@ class Recognizer:
 
     # -- prediction ----------------------------------------------------------------------------
     @torch.inference_mode()
-    def predict_examples(self, examples: Sequence, batch_size: int = 8, *, progress: bool = False) -> np.ndarray:
+    def predict_examples(
+        self, examples: Sequence, batch_size: int = 8, *, progress: bool = False, desc: str = "predict"
+    ) -> np.ndarray:
         """Class probabilities ``[N, C]`` for ``Example`` records holding the fields the model reads."""
-        from emovox.progress import progress_bar
-
         from emovox.data.batching import length_grouped_batches
+        from emovox.progress import progress_bar
 
         out = np.zeros((len(examples), len(self.labels)), dtype=np.float32)
         batches = length_grouped_batches([e.length for e in examples], batch_size, shuffle=False)
-        with progress_bar(total=len(examples), desc="predict", unit="utt", disable=not progress) as bar:
+        with progress_bar(total=len(examples), desc=desc, unit="utt", disable=not progress) as bar:
             for b in batches:
                 logits = self.model(self.model.collate([examples[i] for i in b]))
                 out[b] = torch.softmax(logits.float(), dim=-1).numpy()

@@ -199,7 +199,7 @@ def build_examples(
     """
     if on_error not in ("error", "skip"):
         raise EmovoxError(f"on_error {on_error!r}: use 'error' or 'skip'")
-    fields = tuple(fields)
+    fields = (fields,) if isinstance(fields, str) else tuple(fields)
     index = {label: i for i, label in enumerate(corpus.labels)}
     examples: list[Example] = []
     skipped: list[Skipped] = []

@@ -18,6 +18,7 @@ from emovox.corpora.base import Corpus
 from emovox.data.examples import build_examples
 from emovox.errors import EmovoxError
 from emovox.metrics import compute_metrics
+from emovox.models.directory import OWNED
 from emovox.training.data import ExperimentData
 from emovox.training.folds import fit_model
 from emovox.training.runner import corpus_dropped
@@ -59,7 +60,7 @@ def holdout_speakers(corpus: Corpus, seed: int, fraction: float = 0.1) -> tuple[
 
 #: What a recognizer directory holds (``emovox.json`` last: its presence means a complete recognizer),
 #: and the work folder of an unfinished ``train_recognizer``.
-RECOGNIZER_ENTRIES = ("emovox.json", "weights.safetensors", "README.md", "branches", "adapters", "members", "_training")
+RECOGNIZER_ENTRIES = ("emovox.json", *OWNED, "_training")
 
 
 def prepare_model_dir(model_dir: Path, *, force: bool) -> None:
@@ -175,7 +176,7 @@ def evaluate_recognizer(recognizer, corpus: Corpus, *, on_bad_audio: str = "skip
     examples, skipped = build_examples(
         corpus, [u.id for u in corpus], recognizer.model.fields(), max_seconds=recognizer.max_seconds, on_error=on_bad_audio
     )
-    probs = recognizer.predict_examples(examples, progress=progress)
+    probs = recognizer.predict_examples(examples, progress=progress, desc="evaluate")
     index = {label: i for i, label in enumerate(recognizer.labels)}
     y_true = [index[corpus[e.id].label] for e in examples]
     metrics = compute_metrics(y_true, probs.argmax(1).tolist(), recognizer.labels)
