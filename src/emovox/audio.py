@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from emovox.errors import AudioError
+from emovox.errors import AudioError, TooShortError
 
 if TYPE_CHECKING:  # imported for annotations only: audio must not depend on the corpus layer
     from emovox.corpora.base import Utterance
@@ -32,23 +32,10 @@ if TYPE_CHECKING:  # imported for annotations only: audio must not depend on the
 #: The sample rate every backbone in emovox consumes.
 SAMPLE_RATE = 16_000
 
-#: The shortest clip emovox classifies anywhere (training, evaluate, predict, serve, timeline):
-#: 0.1 s is a fifth of a syllable, too short to carry emotion and shorter than the receptive
-#: field of the convolutional front ends.
+#: The shortest clip emovox accepts anywhere (training, ``evaluate``, ``predict``, ``timeline``,
+#: ``serve``): 0.1 s is a fifth of a syllable, too short to carry emotion, and shorter than the
+#: receptive field of the convolutional front ends, which would fail (or return noise) on it.
 MIN_SECONDS = 0.1
-
-
-class TooShortError(AudioError):
-    """A clip holds less than ``MIN_SECONDS`` of audio."""
-
-
-def require_min_duration(samples: int, where: str, *, hint: str = "") -> None:
-    """Raise ``TooShortError`` (one message everywhere) when ``samples`` at 16 kHz is under ``MIN_SECONDS``."""
-    if samples < MIN_SECONDS * SAMPLE_RATE:
-        raise TooShortError(
-            f"{where}: {samples / SAMPLE_RATE:.3f} s of audio is shorter than the {MIN_SECONDS:g} s minimum emovox "
-            f"classifies{hint}"
-        )
 
 #: Frames decoded per block. Small enough that a block of 8-channel float audio stays well
 #: under a few MB; large enough that the per-block Python overhead is negligible.
@@ -106,6 +93,18 @@ def load_audio(
     if mono.size == 0:
         raise AudioError(f"{p}: the audio file holds zero samples; remove it from the corpus or re-export it")
     return mono
+
+
+def too_short_message(name: str, samples: int, sample_rate: int = SAMPLE_RATE) -> str:
+    """The one message for a clip under ``MIN_SECONDS``, whichever command meets it."""
+    return f"{name}: {samples / sample_rate:.3f} s of audio is too short, shorter than the {MIN_SECONDS:g} s minimum"
+
+
+def check_min_duration(clip: np.ndarray, name: str, sample_rate: int = SAMPLE_RATE, *, hint: str = "") -> np.ndarray:
+    """``clip`` unchanged, or ``TooShortError`` (``too_short_message`` + ``hint``) when it is under ``MIN_SECONDS``."""
+    if len(clip) < round(MIN_SECONDS * sample_rate):
+        raise TooShortError(too_short_message(name, len(clip), sample_rate) + hint)
+    return clip
 
 
 def load_utterance_audio(u: Utterance, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

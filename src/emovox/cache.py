@@ -174,9 +174,8 @@ def fill(
     ``compute`` takes a batch of items and returns one dict of float32 tensors per item;
     ``expect(item)`` gives the shapes a cached entry for that item must have.
     """
-    from tqdm.auto import tqdm
-
     from emovox.data.batching import length_grouped_batches
+    from emovox.progress import progress_bar
 
     cached = cache is not None and model_key is not None
     keys = [item_key(x) for x in items] if cached else []
@@ -190,7 +189,7 @@ def fill(
     todo = [i for i in range(len(items)) if i not in found]
     if todo:
         batches = length_grouped_batches([lengths[i] for i in todo], batch_size, shuffle=False)
-        with tqdm(total=len(todo), desc=description, unit="utt", disable=not progress, leave=False) as bar:
+        with progress_bar(total=len(todo), desc=description, unit="utt", disable=not progress) as bar:
             for b in batches:
                 idx = [todo[j] for j in b]
                 for i, out in zip(idx, compute([items[i] for i in idx]), strict=True):

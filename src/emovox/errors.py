@@ -16,6 +16,10 @@ class AudioError(EmovoxError):
     """An audio file is missing, unreadable, empty, corrupt or holds non-finite samples."""
 
 
+class TooShortError(AudioError):
+    """A clip holds less audio than ``emovox.audio.MIN_SECONDS``."""
+
+
 class CorpusError(EmovoxError):
     """A corpus on disk does not match the layout its reader expects."""
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -266,14 +266,18 @@ def export_onnx(
     int8: bool = False,
     samples: Sequence[np.ndarray] | None = None,
     tolerance: float = 1e-4,
+    on_stage: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Write ``out`` (and ``<out>.int8.onnx`` with ``int8``), check both against torch, return the report.
 
     Raises ``ExportError`` when the float graph disagrees with torch by more than ``tolerance``
     (an export bug, never expected); int8 differences are reported, not enforced, since
-    quantisation error is what a user weighs against the speed-up.
+    quantisation error is what a user weighs against the speed-up. ``on_stage`` is told the name of
+    each stage as it starts (``export``, ``check``, ``int8``, ``check int8``), for progress.
     """
     import onnx
+
+    stage = on_stage or (lambda name: None)
 
     check_exportable(recognizer)
     out = Path(out)
@@ -290,6 +294,7 @@ def export_onnx(
     time_axis = 2 if prep.family == "whisper" else 1
     dynamic_axes = {"input": {0: "batch", time_axis: "time"}, "probabilities": {0: "batch"}}
     t0 = time.time()
+    stage("export")
     with torch.inference_mode(False), torch.no_grad(), _quiet_export_warnings():
         torch.onnx.export(
             graph, (example,), str(out), dynamo=False, opset_version=OPSET, input_names=["input"],
@@ -304,6 +309,7 @@ def export_onnx(
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
 
+    stage("check")
     reference = _torch_reference(graph, extractor, prep, clips)
     fp32 = _agreement(OnnxRecognizer(out), extractor, prep, clips, reference)
     if not fp32.max_abs_diff <= tolerance:
@@ -319,9 +325,11 @@ def export_onnx(
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         q = out.with_name(out.stem + ".int8.onnx")
+        stage("int8")
         with _quiet_quantizer():
             quantize_dynamic(str(out), str(q), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=True)
         report.int8_onnx, report.int8_size_bytes = str(q), q.stat().st_size
+        stage("check int8")
         report.int8 = _agreement(OnnxRecognizer(q), extractor, prep, clips, reference)
     return report
 

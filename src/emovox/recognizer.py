@@ -25,10 +25,14 @@ from emovox.errors import RecognizerError
 
 @dataclass(frozen=True)
 class Prediction:
+    """A label and its class probabilities; ``speech`` is False when the audio holds no speech at all
+    (digital silence, hum, steady noise: ``emovox.activity``), whose label then means nothing."""
+
     label: str
     probabilities: dict[str, float]
     source: str | None = None
     transcript: str | None = None
+    speech: bool | None = None
 
     def to_dict(self) -> dict:
         d = {"label": self.label, "probabilities": self.probabilities}
@@ -36,6 +40,8 @@ class Prediction:
             d["source"] = self.source
         if self.transcript is not None:
             d["transcript"] = self.transcript
+        if self.speech is not None:
+            d["speech"] = self.speech
         return d
 
 
@@ -140,15 +146,16 @@ class Recognizer:
 
     # -- prediction ----------------------------------------------------------------------------
     @torch.inference_mode()
-    def predict_examples(self, examples: Sequence, batch_size: int = 8, *, progress: bool = False) -> np.ndarray:
+    def predict_examples(
+        self, examples: Sequence, batch_size: int = 8, *, progress: bool = False, desc: str = "predict"
+    ) -> np.ndarray:
         """Class probabilities ``[N, C]`` for ``Example`` records holding the fields the model reads."""
-        from tqdm.auto import tqdm
-
         from emovox.data.batching import length_grouped_batches
+        from emovox.progress import progress_bar
 
         out = np.zeros((len(examples), len(self.labels)), dtype=np.float32)
         batches = length_grouped_batches([e.length for e in examples], batch_size, shuffle=False)
-        with tqdm(total=len(examples), desc="predict", unit="utt", disable=not progress, leave=False) as bar:
+        with progress_bar(total=len(examples), desc=desc, unit="utt", disable=not progress) as bar:
             for b in batches:
                 logits = self.model(self.model.collate([examples[i] for i in b]))
                 out[b] = torch.softmax(logits.float(), dim=-1).numpy()
@@ -169,12 +176,15 @@ class Recognizer:
         ]
         return self.predict_examples(examples, batch_size)
 
-    def _to_prediction(self, probs: np.ndarray, source: str | None = None, transcript: str | None = None) -> Prediction:
+    def _to_prediction(
+        self, probs: np.ndarray, source: str | None = None, transcript: str | None = None, speech: bool | None = None
+    ) -> Prediction:
         return Prediction(
             self.labels[int(np.argmax(probs))],
             {label: float(p) for label, p in zip(self.labels, probs, strict=True)},
             source,
             transcript,
+            speech,
         )
 
     def transcribe(self, clips: Sequence[np.ndarray]) -> list[str]:
@@ -265,14 +275,18 @@ class Recognizer:
             for i in range(n)
         ]
         probs = self.predict_examples(examples, batch_size=batch_size)
+        from emovox.activity import has_speech
+
+        speech = [has_speech(a) if a is not None else None for a in audio]
         preds = [
-            self._to_prediction(p, s, t if self.needs_text else None) for p, s, t in zip(probs, sources, texts, strict=True)
+            self._to_prediction(p, s, t if self.needs_text else None, sp)
+            for p, s, t, sp in zip(probs, sources, texts, speech, strict=True)
         ]
         return preds[0] if single else preds
 
     def _clip(self, x, index: int) -> tuple[np.ndarray, str | None]:
         """Decode (path) or check (array) one clip: 16 kHz mono float32, at least ``MIN_SECONDS`` long."""
-        from emovox.audio import load_audio, require_min_duration
+        from emovox.audio import check_min_duration, load_audio
         from emovox.errors import AudioError
 
         if isinstance(x, np.ndarray):
@@ -288,7 +302,7 @@ class Recognizer:
             raise RecognizerError(f"input {index}: expected an audio path or a 16 kHz numpy array, got {type(x).__name__}")
         if not np.isfinite(clip).all():
             raise AudioError(f"{name}: holds NaN or infinite samples")
-        require_min_duration(len(clip), name)
+        check_min_duration(clip, name)
         return clip, source
 
 

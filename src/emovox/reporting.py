@@ -238,42 +238,82 @@ def plot_learning_curves(
     title: str = "Learning curves",
     fold_names: Sequence[str] | None = None,
 ) -> Path:
-    """Loss (train solid, valid dashed) and validation UA per epoch, one colour per fold.
+    """One small panel per fold (small multiples), so that 10-20 folds stay readable; see ``learning_curves_figure``."""
+    return _save_figure(learning_curves_figure(history, title, fold_names), path)
 
-    ``history[f]`` is fold f's list of ``{"epoch", "train_loss", "valid_loss", "valid_ua"}``;
-    missing or None values are skipped (e.g. no validation loss logged).
+
+def learning_curves_figure(
+    history: Sequence[Sequence[Mapping[str, Any]]], title: str = "Learning curves", fold_names: Sequence[str] | None = None
+):
+    """Per fold: train loss (solid) and validation loss (dashed) on the left axis, validation UA on the
+    right axis, the chosen epoch as a dotted line; one legend for all panels, below them.
+
+    ``history[f]`` is fold f's list of ``{"epoch", "train_loss", "valid_loss", "valid_ua"}`` (missing or
+    None values are skipped); ``fold_names[f]`` titles its panel and should say what the curve is
+    measured on, e.g. ``test 03 / valid 08``: the validation curve is the *validation* speaker's, not
+    the test speaker's. One panel per fold instead of one colour per fold: ten colours repeat after ten
+    folds, and a legend of twenty entries covers the curves it explains.
     """
+    import math
+
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     if not history or not any(history):
         raise ValueError("plot_learning_curves needs at least one epoch of history")
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    ax_loss, ax_ua = fig.subplots(1, 2)
-    for f, epochs in enumerate(history):
-        name = fold_names[f] if fold_names else f"fold {f + 1}"
-        color = f"C{f % 10}"
+    n = len(history)
+    cols = min(n, 5)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(3.1 * cols + 0.8, 2.3 * rows + 1.0), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
+    loss_color, ua_color = "C0", "C3"
+    for f in range(rows * cols):
+        ax = axes[f // cols][f % cols]
+        if f >= n:
+            ax.set_visible(False)
+            continue
+        epochs = history[f]
 
-        def series(key: str, epochs=epochs) -> tuple[list[float], list[float]]:
-            pts = [(e["epoch"], e[key]) for e in epochs if e.get(key) is not None]
-            return [p[0] for p in pts], [p[1] for p in pts]
-
-        for key, style, label in (("train_loss", "-", "train"), ("valid_loss", "--", "valid")):
-            xs, ys = series(key)
+        for key, style in (("train_loss", "-"), ("valid_loss", "--")):
+            xs, ys = _series(epochs, key)
             if xs:
-                ax_loss.plot(xs, ys, style, color=color, marker="o", markersize=3, label=f"{name} {label}")
-        xs, ys = series("valid_ua")
+                ax.plot(xs, ys, style, color=loss_color, marker="o", markersize=2, linewidth=1)
+        xs, ys = _series(epochs, "valid_ua")
         if xs:
-            ax_ua.plot(xs, [100 * y for y in ys], "-", color=color, marker="o", markersize=3, label=name)
-    ax_loss.set(xlabel="Epoch", ylabel="Loss", title="Loss (train solid, valid dashed)")
-    ax_ua.set(xlabel="Epoch", ylabel="Validation UA (%)", title="Validation UA")
-    for ax in (ax_loss, ax_ua):
+            ua = ax.twinx()
+            ua.plot(xs, [100 * y for y in ys], "-", color=ua_color, marker="o", markersize=2, linewidth=1)
+            ua.set_ylim(0, 100)
+            ua.tick_params(axis="y", labelsize=7, colors=ua_color)
+            if f % cols == cols - 1 or f == n - 1:
+                ua.set_ylabel("valid UA (%)", fontsize=8, color=ua_color)
+            best = xs[int(max(range(len(ys)), key=lambda i: ys[i]))]
+            ax.axvline(best, color="0.4", linestyle=":", linewidth=1)
+        ax.set_title(fold_names[f] if fold_names else f"fold {f + 1}", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
+        if f % cols == 0:
+            ax.set_ylabel("loss", fontsize=8)
+        if f // cols == rows - 1 or f + cols >= n:
+            ax.set_xlabel("epoch", fontsize=8)
+    handles = [
+        Line2D([], [], color=loss_color, linestyle="-", label="train loss"),
+        Line2D([], [], color=loss_color, linestyle="--", label="valid loss"),
+        Line2D([], [], color=ua_color, linestyle="-", label="valid UA (%)"),
+        Line2D([], [], color="0.4", linestyle=":", label="chosen epoch (best valid UA)"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     fig.suptitle(title)
-    return _save_figure(fig, path)
+    return fig
+
+
+def _series(epochs: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of one logged quantity; epochs where it is missing, None or NaN are left out."""
+    pts = [
+        (e["epoch"], e[key]) for e in epochs if e.get(key) is not None and not (isinstance(e[key], float) and e[key] != e[key])
+    ]
+    return [p[0] for p in pts], [p[1] for p in pts]
 
 
 def write_report(
@@ -281,8 +321,11 @@ def write_report(
     out_dir: str | Path,
     title: str = "Results",
     history: Sequence[Sequence[Mapping[str, Any]]] | None = None,
+    curve_names: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """Write every artefact of one run: report.md, folds.csv, per_class.csv, results.json, PNGs."""
+    """Write every artefact of one run: report.md, folds.csv, per_class.csv, results.json, PNGs.
+
+    ``curve_names`` title the learning-curve panels (default: the fold names); see ``learning_curves_figure``."""
     out = Path(out_dir)
     paths = {
         "markdown": write_text(out / "report.md", report_markdown(result, title)),
@@ -292,7 +335,7 @@ def write_report(
         "confusion_png": plot_confusion(result.pooled, out / "confusion.png", f"{title}: pooled confusion matrix"),
     }
     if history and any(history):
-        paths["curves_png"] = plot_learning_curves(history, out / "learning_curves.png", title, result.fold_names)
+        paths["curves_png"] = plot_learning_curves(history, out / "learning_curves.png", title, curve_names or result.fold_names)
     return paths
 
 
@@ -331,10 +374,44 @@ def print_summary(
         )
     console.print(table)
 
-    cm = Table(title="Confusion matrix (pooled): count (% of true class)")
-    cm.add_column("true \\ predicted", style="bold")
+    console.print(confusion_table(result.pooled, "Confusion matrix (pooled)", console.width))
+
+
+def confusion_table(metrics: Metrics, title: str, width: int = 80) -> Table:
+    """Rows = true class, columns = predicted; ``count (row %)`` when that fits in ``width``, else counts,
+    with column titles shortened to fit."""
+    labels = list(metrics.labels)
+    row_head = max(len("true \\ pred"), *(len(label) for label in labels))
+    with_pct = row_head + 3 + len(labels) * (max(9, max(len(label) for label in labels)) + 3) <= width
+    cell = max(4, len(str(max((max(r) for r in metrics.confusion), default=0))))
+    column = max(1, (width - row_head - 3) // max(len(labels), 1) - 3)
+    table = Table(title=f"{title}: count (% of true class)" if with_pct else f"{title}: counts", show_edge=False)
+    table.add_column("true \\ pred", style="bold", no_wrap=True)
     for label in labels:
-        cm.add_column(escape(label), justify="right")
-    for label, counts, normed in zip(labels, result.pooled.confusion, result.pooled.confusion_normalized, strict=True):
-        cm.add_row(escape(label), *(f"{c} ({100 * v:.0f}%)" for c, v in zip(counts, normed, strict=True)))
-    console.print(cm)
+        name = label if with_pct else label[: max(column, cell)]
+        table.add_column(escape(name), justify="right", no_wrap=True)
+    for label, counts, normed in zip(labels, metrics.confusion, metrics.confusion_normalized, strict=True):
+        cells = [f"{c} ({100 * v:.0f}%)" if with_pct else str(c) for c, v in zip(counts, normed, strict=True)]
+        table.add_row(escape(label), *cells)
+    return table
+
+
+def print_evaluation(metrics: Metrics, console: Console | None = None, title: str = "Evaluation") -> None:
+    """One recognizer on one corpus: the headline scores, per-class scores and the confusion matrix.
+
+    Not the cross-validation table: there are no folds here, so no "Fold 1" and no mean ± std.
+    """
+    console = console or Console()
+    head = Table(title=escape(title), show_edge=False)
+    head.add_column("utterances", justify="right")
+    for k in HEADLINE:
+        head.add_column(METRIC_TITLES[k], justify="right")
+    head.add_row(str(metrics.n), *(fmt_pct(getattr(metrics, k)) for k in HEADLINE))
+    console.print(head)
+    per = Table(title="Per class", show_edge=False)
+    for col in ("class", "precision (%)", "recall (%)", "F1 (%)", "support"):
+        per.add_column(col, justify="left" if col == "class" else "right", no_wrap=True)
+    for label, sc in metrics.per_class.items():
+        per.add_row(escape(label), fmt_pct(sc.precision), fmt_pct(sc.recall), fmt_pct(sc.f1), str(sc.support))
+    console.print(per)
+    console.print(confusion_table(metrics, "Confusion matrix", console.width))

@@ -277,11 +277,14 @@ def iter_segments(path: str | Path, config: SegmentConfig = SegmentConfig()) -> 
 
 @dataclass(frozen=True)
 class TimelineEntry:
+    """One segment's prediction; ``speech`` is ``emovox.activity.has_speech`` of its audio (None: not checked)."""
+
     start: float
     end: float
     label: str
     probabilities: dict[str, float]
     transcript: str | None = None
+    speech: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -290,6 +293,8 @@ class TimelineEntry:
             "label": self.label,
             "probabilities": self.probabilities,
         }
+        if self.speech is not None:
+            d["speech"] = self.speech
         if self.transcript is not None:
             d["transcript"] = self.transcript
         return d
@@ -313,12 +318,18 @@ class Timeline:
             totals[e.label] += max(0.0, end - e.start)
         return {k: round(v, 3) for k, v in totals.items()}
 
+    @property
+    def speech_found(self) -> bool:
+        """False when no segment was found, or none of them holds speech (silence, steady noise)."""
+        return any(e.speech is not False for e in self.entries)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "duration": round(self.duration, 3),
             "labels": list(self.labels),
             "segmentation": self.segmentation,
+            "speech_found": self.speech_found,
             "label_seconds": self.label_seconds(),
             "segments": [e.to_dict() for e in self.entries],
         }
@@ -341,9 +352,14 @@ def predict_timeline(
 ) -> Timeline:
     """Segment ``path`` while streaming it and classify every segment, ``batch_size`` at a time.
 
-    ``config`` is a ``SegmentConfig``; keyword ``options`` build one (``mode="fixed", window=4``).
+    A recording shorter than ``emovox.audio.MIN_SECONDS`` is refused (``TooShortError``, the same
+    message as everywhere); shorter segments (only a custom ``min_tail`` makes them) are not
+    predicted. Every entry records whether its audio holds speech (``emovox.activity``).
     """
-    from emovox.audio import audio_duration
+    from emovox.activity import has_speech
+    from emovox.audio import MIN_SECONDS, audio_duration, too_short_message
+    from emovox.errors import TooShortError
+    from emovox.progress import progress_bar
 
     if config is None:
         config = SegmentConfig(**options)
@@ -360,26 +376,32 @@ def predict_timeline(
             "configure one (Recognizer.load(path, asr=...), or --asr PATH_OR_HUB_ID)"
         )
     duration = audio_duration(path)
+    if duration < MIN_SECONDS:
+        raise TooShortError(too_short_message(str(path), int(round(duration * SAMPLE_RATE))))
     timeline = Timeline(str(path), duration, tuple(recognizer.labels), config.to_dict())
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=round(duration, 1), unit="s", desc=Path(path).name, disable=not progress, leave=False)
+    bar = progress_bar(total=round(duration, 1), unit="s", desc=Path(path).name, disable=not progress)
     batch: list[Segment] = []
+    shortest = int(round(MIN_SECONDS * SAMPLE_RATE))
 
     def run() -> None:
         preds = recognizer.predict([s.audio for s in batch])
         for s, p in zip(batch, preds, strict=True):
-            timeline.entries.append(TimelineEntry(s.start, s.end, p.label, p.probabilities, p.transcript))
+            timeline.entries.append(TimelineEntry(s.start, s.end, p.label, p.probabilities, p.transcript, has_speech(s.audio)))
         bar.update(max(0.0, round(batch[-1].end, 1) - bar.n))
         batch.clear()
 
-    for seg in iter_segments(path, config):
-        batch.append(seg)
-        if len(batch) >= batch_size:
+    try:
+        for seg in iter_segments(path, config):
+            if len(seg.audio) < shortest:
+                continue
+            batch.append(seg)
+            if len(batch) >= batch_size:
+                run()
+        if batch:
             run()
-    if batch:
-        run()
-    bar.close()
+        bar.update(max(0.0, bar.total - bar.n))  # the tail after the last segment (or a file without any)
+    finally:
+        bar.close()
     return timeline
 
 

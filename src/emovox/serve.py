@@ -276,6 +276,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
     from starlette.concurrency import run_in_threadpool
 
     from emovox import __version__
+    from emovox.audio import MIN_SECONDS, too_short_message
 
     worker = InferenceQueue(recognizer, max_queue=config.max_queue, max_batch=config.max_batch, batch_wait=config.batch_wait)
     labels = list(recognizer.labels)
@@ -290,6 +291,9 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         probabilities: dict[str, float] = Field(description="Probability of every label (they sum to 1).")
         transcript: str | None = Field(None, description="What the text model read: the given text, or the ASR transcript.")
         duration: float | None = Field(None, description="Seconds of audio received (the model uses at most its max_seconds).")
+        speech: bool | None = Field(
+            None, description="False when the audio holds no speech (silence, hum, steady noise): the label then means nothing."
+        )
 
     class SegmentResponse(BaseModel):
         start: float = Field(description="Start of the segment in the recording (seconds).")
@@ -418,19 +422,18 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
                 return error(422, "too_long", str(exc))
             except EmovoxError as exc:
                 return error(422, "bad_audio", str(exc))
-            if len(clip) < recognizer.min_samples:
-                ms = SAMPLE_RATE / 1000  # samples per millisecond
-                need = recognizer.min_samples / ms
-                return error(
-                    422, "too_short", f"{len(clip) / ms:.1f} ms of audio is too short; this model needs at least {need:g} ms"
-                )
+            if len(clip) < round(MIN_SECONDS * SAMPLE_RATE):
+                name = os.path.basename(audio.filename or "upload") or "upload"
+                return error(422, "too_short", too_short_message(name, len(clip)))
         try:
             pred = await worker.submit(clip, text)
         except Busy:
             return error(503, "busy", f"{config.max_queue} requests are already waiting; retry shortly", {"Retry-After": "1"})
         except EmovoxError as exc:
             return error(422, "invalid_request", str(exc))
-        return PredictResponse(label=pred.label, probabilities=pred.probabilities, transcript=pred.transcript, duration=duration)
+        return PredictResponse(
+            label=pred.label, probabilities=pred.probabilities, transcript=pred.transcript, duration=duration, speech=pred.speech
+        )
 
     # The form fields depend on what the model reads, so that the schema says exactly what is accepted.
     audio_help = "An audio file (WAV, FLAC, OGG, MP3, ...), any sample rate and channel count, in the form field 'audio'."

@@ -98,6 +98,14 @@ class Fold:
     speaker_independent: bool
     protocol: str
     validation: str
+    #: What the validation part is, for people: the held-out unit ("speaker 08"), "= test" (paper),
+    #: or "10% of training"; the learning curves are measured on it.
+    valid_name: str = ""
+
+    @property
+    def curve_name(self) -> str:
+        """``test speaker 03 / valid speaker 08``: what a fold's learning curve is measured on."""
+        return f"test {self.name} / valid {self.valid_name or '?'}"
 
     def parts(self) -> dict[str, tuple[str, ...]]:
         return {"train": self.train, "valid": self.valid, "test": self.test}
@@ -164,6 +172,7 @@ class Fold:
             "name": self.name,
             "protocol": self.protocol,
             "validation": self.validation,
+            "valid_name": self.valid_name,
             "speaker_independent": self.speaker_independent,
             "train": list(self.train),
             "valid": list(self.valid),
@@ -332,10 +341,12 @@ def _unit_folds(
             valid_units = set(groups[(k + 1) % len(groups)])
             valid = _ids_where(corpus, valid_units, attr)
             train = tuple(u.id for u in corpus if getattr(u, attr) not in valid_units and getattr(u, attr) not in group)
+            valid_name = names[(k + 1) % len(groups)]
         else:
             valid = test
             train = tuple(u.id for u in corpus if getattr(u, attr) not in group)
-        folds.append(Fold(k + 1, names[k], train, valid, test, True, protocol, validation))
+            valid_name = "= test"
+        folds.append(Fold(k + 1, names[k], train, valid, test, True, protocol, validation, valid_name))
     return folds
 
 
@@ -398,7 +409,7 @@ def _stratified_folds(corpus: Corpus, protocol: str, k: int, validation: str, se
         test_set = {ids[i] for i in test_idx}
         test = tuple(i for i in ids if i in test_set)
         train, valid = _carve_valid(corpus, [ids[i] for i in sorted(train_idx)], validation, seed, test, protocol)
-        folds.append(Fold(index, f"fold {index}", train, valid, test, False, protocol, validation))
+        folds.append(Fold(index, f"fold {index}", train, valid, test, False, protocol, validation, _carved_name(validation)))
     return folds
 
 
@@ -436,7 +447,11 @@ def _holdout_folds(corpus: Corpus, protocol: str, fraction: float, validation: s
     ids = [u.id for u in corpus]
     rest, test = _seeded_split(corpus, ids, fraction, seed, protocol, what="test")
     train, valid = _carve_valid(corpus, rest, validation, seed, test, protocol)
-    return [Fold(1, f"holdout {fraction * 100:g}%", train, valid, test, False, protocol, validation)]
+    return [Fold(1, f"holdout {fraction * 100:g}%", train, valid, test, False, protocol, validation, _carved_name(validation))]
+
+
+def _carved_name(validation: str) -> str:
+    return "= test" if validation == "paper" else f"{VALID_FRACTION * 100:g}% of training"
 
 
 def _carve_valid(

@@ -10,11 +10,42 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from emovox import __version__
 from emovox.errors import EmovoxError
 
-app = typer.Typer(
+
+class _FlagsTakeNoValue:
+    """Help shows no ``<bool>`` placeholder after a flag (``--quiet``, ``--help``): a flag takes no value."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""
+        return params
+
+
+class Command(_FlagsTakeNoValue, TyperCommand):
+    pass
+
+
+class Group(_FlagsTakeNoValue, TyperGroup):
+    pass
+
+
+class Typer(typer.Typer):
+    """``typer.Typer`` made of ``Command``s and ``Group``s; every command group of emovox is one."""
+
+    def __init__(self, *args, cls=None, **kwargs):
+        super().__init__(*args, cls=cls or Group, **kwargs)
+
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or Command, **kwargs)
+
+
+app = Typer(
     name="emovox",
     help="Speech emotion recognition from transcripts and audio: train, evaluate, predict, serve.",
     no_args_is_help=True,

@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from emovox.audio import audio_duration
-from emovox.cli import app
+from emovox.cli import Typer, app
 from emovox.corpora import Corpus, load_corpus, write_manifest
 from emovox.errors import AudioError
 
-corpus_app = typer.Typer(name="corpus", help="Inspect corpora and export them as manifests.", no_args_is_help=True)
+corpus_app = Typer(name="corpus", help="Inspect corpora and export them as manifests.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 
 SPEC_HELP = "Corpus spec FORMAT:PATH[?options], e.g. iemocap:/data/IEMOCAP?labels=6 or manifest:train.csv"

@@ -14,9 +14,9 @@ SET_HELP = "Override a config field, e.g. --set train.lr=1e-4 --set model.mode=f
 
 @app.command()
 def cv(
-    config: Path = typer.Argument(..., help="Experiment YAML (see recipes/)."),
-    set_: list[str] = typer.Option(None, "--set", help=SET_HELP),
-    out: Path = typer.Option(None, "--out", help="Run directory (default runs/<name>)."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Experiment YAML (see recipes/)."),
+    set_: list[str] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+    out: Path = typer.Option(None, "--out", metavar="DIR", help="Run directory (default runs/<name>)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     resume: bool = typer.Option(
         True,
@@ -74,18 +74,28 @@ def warn_skipped(skipped: list[dict], where: str) -> None:
 
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="Experiment YAML (see recipes/)."),
-    out: Path = typer.Option(..., "--out", help="Recognizer directory to create."),
-    set_: list[str] = typer.Option(None, "--set", help=SET_HELP),
-    cv_results: Path = typer.Option(None, "--cv-results", help="results.json of a cv run to quote in the model card."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Experiment YAML (see recipes/)."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Recognizer directory to create."),
+    set_: list[str] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+    cv_results: Path = typer.Option(
+        None, "--cv-results", metavar="FILE", help="results.json of a cv run to quote in the model card."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    force: bool = typer.Option(
+        False, "--force",
+        help="Replace the recognizer already in --out, or write into a non-empty folder (nothing else in it is deleted).",
+    ),
 ) -> None:
-    """Train one recognizer on the whole corpus (a held-out speaker group picks the epoch)."""
+    """Train one recognizer on the whole corpus (a held-out speaker group picks the epoch).
+
+    --out must be a new or empty folder (or one left by an interrupted train, which is
+    continued); a folder holding a recognizer or other files is refused unless --force.
+    """
     from emovox.config import load_config
     from emovox.training.final import train_recognizer
 
     cfg = load_config(config, set_)
-    rec = train_recognizer(cfg, out, progress=not quiet, cv_results=cv_results)
+    rec = train_recognizer(cfg, out, progress=not quiet, cv_results=cv_results, force=force)
     t = rec.info["training"]
     typer.echo(
         f"saved {out}: {len(rec.labels)} labels, best epoch {t['best_epoch']}, validation UA {t['best_valid_ua']:.4f}"
@@ -95,29 +105,56 @@ def train(
 
 @app.command()
 def evaluate(
-    model_dir: Path = typer.Argument(..., help="Recognizer directory from `emovox train`."),
-    spec: str = typer.Argument(..., help="Corpus spec FORMAT:PATH."),
-    json_out: Path = typer.Option(None, "--json", help="Write the metrics as JSON here."),
-    on_bad_audio: str = typer.Option(
-        "skip", help="skip (default: leave unusable utterances out, count them here and list them in --json) | error."
+    model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="Recognizer directory from `emovox train`."),
+    spec: str = typer.Argument(..., metavar="SPEC", help="Corpus spec FORMAT:PATH, e.g. emodb:/data/emodb or manifest:test.csv."),
+    json_out: Path = typer.Option(
+        None, "--json", metavar="FILE",
+        help="Write the metrics and every utterance's prediction (id, true, pred, probabilities) as JSON here.",
     ),
+    on_bad_audio: str = typer.Option(
+        "skip", "--on-bad-audio", metavar="skip|error",
+        help="skip (default: leave unusable utterances out, count them here and list them in --json) | error.",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar; the tables and warnings are still printed."),
 ) -> None:
-    """Score a trained recognizer on a corpus: WA, UA, macro-F1 and the confusion matrix."""
+    """Score a trained recognizer on a corpus: WA, UA, macro-F1, per-class scores and the confusion matrix."""
+    import time
+
     from emovox.errors import EmovoxError
 
+    t0 = time.time()
     if on_bad_audio not in ("error", "skip"):
         raise EmovoxError(f"--on-bad-audio {on_bad_audio!r}: use error or skip")
     from emovox.corpora import load_corpus
-    from emovox.metrics import aggregate
     from emovox.recognizer import Recognizer
-    from emovox.reporting import print_summary, write_json
+    from emovox.reporting import print_evaluation, write_json
     from emovox.training.final import evaluate_recognizer
 
-    rec = Recognizer.load(model_dir)
     corpus = load_corpus(spec)
-    metrics, examples, _, skipped = evaluate_recognizer(rec, corpus, on_bad_audio=on_bad_audio)
-    result = aggregate([metrics], labels=rec.labels, fold_names=[spec], protocol="evaluation")
-    print_summary(result, console=Console(), title=f"{model_dir} on {spec}")
+    rec = Recognizer.load(model_dir)
+    metrics, examples, probs, skipped = evaluate_recognizer(rec, corpus, on_bad_audio=on_bad_audio, progress=not quiet)
+    console = Console()
+    print_evaluation(metrics, console=console, title=f"{model_dir} on {spec}")
     if json_out:
-        write_json(json_out, dict(metrics.to_dict(), skipped=[s.to_dict() for s in skipped], utterances=len(examples)))
+        labels = rec.labels
+        predictions = [
+            {
+                "id": e.id,
+                "true": corpus[e.id].label,
+                "pred": labels[int(p.argmax())],
+                "probabilities": {label: round(float(x), 6) for label, x in zip(labels, p, strict=True)},
+            }
+            for e, p in zip(examples, probs, strict=True)
+        ]
+        write_json(
+            json_out,
+            dict(
+                metrics.to_dict(), recognizer=str(model_dir), corpus=spec, utterances=len(examples),
+                skipped=[s.to_dict() for s in skipped], predictions=predictions,
+            ),
+        )
     warn_skipped([s.to_dict() for s in skipped], str(json_out) if json_out else "--json FILE for the list")
+    console.print(
+        f"evaluated {len(examples)} utterance(s) in {time.time() - t0:.1f} s" + (f"; wrote {json_out}" if json_out else ""),
+        highlight=False,
+    )

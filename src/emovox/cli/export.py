@@ -12,30 +12,53 @@ from emovox.cli import app
 
 @app.command()
 def export(
-    model_dir: Path = typer.Argument(..., help="Recognizer directory from `emovox train` (audio recognizers)."),
-    onnx: Path = typer.Option(..., "--onnx", help="Output file (*.onnx)."),
+    model_dir: Path = typer.Argument(
+        ..., metavar="MODEL_DIR", help="Recognizer directory from `emovox train` (audio recognizers)."
+    ),
+    onnx: Path = typer.Option(..., "--onnx", metavar="FILE", help="Output file (*.onnx)."),
     int8: bool = typer.Option(False, "--int8", help="Also write <name>.int8.onnx: dynamic int8 quantisation of the MatMuls."),
     check: list[Path] = typer.Option(
-        None, "--check", help="Audio files or folders to compare torch and ONNX on (default: synthetic clips)."
+        None, "--check", metavar="AUDIO", help="Audio files or folders to compare torch and ONNX on (default: synthetic clips)."
     ),
     tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest accepted probability difference of the float export."),
-    report: Path = typer.Option(None, "--report", help="Write the export report as JSON here."),
+    report: Path = typer.Option(None, "--report", metavar="FILE", help="Write the export report as JSON here."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Export to ONNX with dynamic batch and time axes, and report how closely it agrees with torch."""
+    import time
+
     from rich.console import Console
     from rich.table import Table
 
-    from emovox.audio import load_audio
-    from emovox.cli.predict import expand_inputs
-    from emovox.export import export_onnx
-    from emovox.recognizer import Recognizer
+    from emovox.progress import progress_bar
 
-    rec = Recognizer.load(model_dir)
-    samples = None
-    if check:
-        jobs = expand_inputs(list(check))
-        samples = [load_audio(j.path, j.start, j.end) for j in jobs]
-    result = export_onnx(rec, onnx, int8=int8, samples=samples, tolerance=tolerance)
+    t0 = time.time()
+    stages = ["load", "export", "check", *(("int8", "check int8") if int8 else ())]
+    bar = progress_bar(total=len(stages), desc="export", unit="step", disable=quiet)
+    done: list[str] = []
+
+    def on_stage(name: str) -> None:
+        if done:
+            bar.update(1)
+        done.append(name)
+        bar.set_postfix_str(name)
+
+    try:
+        on_stage("load")
+        from emovox.audio import load_audio
+        from emovox.cli.predict import expand_inputs
+        from emovox.export import export_onnx
+        from emovox.recognizer import Recognizer
+
+        rec = Recognizer.load(model_dir)
+        samples = None
+        if check:
+            jobs = expand_inputs(list(check))
+            samples = [load_audio(j.path, j.start, j.end) for j in jobs]
+        result = export_onnx(rec, onnx, int8=int8, samples=samples, tolerance=tolerance, on_stage=on_stage)
+        bar.update(1)
+    finally:
+        bar.close()
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -50,6 +73,9 @@ def export(
     for name, path, size, agreement in rows:
         table.add_row(name, path, f"{size / 1e6:.1f} MB", f"{agreement.max_abs_diff:.2e}", f"{agreement.label_agreement:.0%}")
     Console().print(table)
-    typer.echo(f"checked on {result.fp32.samples} clips of {', '.join(f'{s:g}' for s in result.sample_seconds)} s")
+    typer.echo(
+        f"checked on {result.fp32.samples} clips of {', '.join(f'{s:g}' for s in result.sample_seconds)} s; "
+        f"{time.time() - t0:.1f} s in all"
+    )
     if result.int8 is not None and result.int8.label_agreement < 1.0:
         typer.echo("note: int8 changes the label of some check clips; compare on your own data with --check", err=True)

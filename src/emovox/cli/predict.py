@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import math
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,9 +13,7 @@ from typing import Any
 
 import typer
 
-from emovox.audio import SAMPLE_RATE
 from emovox.cli import app
-from emovox.corpora.base import files_under
 from emovox.errors import EmovoxError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
@@ -50,7 +47,9 @@ def expand_inputs(inputs: list[Path]) -> list[Job]:
     suffixes = audio_suffixes()
     for p in inputs:
         if p.is_dir():
-            found = [f for f in files_under(p, tuple(suffixes)) if f.is_file()]  # follows symlinked folders
+            found = sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes and not f.name.startswith("._")
+            )
             if not found:
                 raise InputError(f"{p}: the folder holds no audio files ({', '.join(sorted(suffixes))})")
             jobs.extend(Job(str(f), f) for f in found)
@@ -81,9 +80,8 @@ def manifest_jobs(path: Path) -> list[Job]:
         start, end = _seconds(row.get("start"), where, "start"), _seconds(row.get("end"), where, "end")
         name = row.get("id")
         if name is None:
-            name = (
-                f"{audio}@{start or 0:g}-{end if end is not None else 'end'}" if start is not None or end is not None else audio
-            )
+            cut = start is not None or end is not None
+            name = f"{audio}@{start or 0:g}-{end if end is not None else 'end'}" if cut else audio
         text = row.get("text")
         label = row.get("label")
         jobs.append(Job(str(name), audio, start, end, None if text is None else str(text), None if label is None else str(label)))
@@ -104,111 +102,119 @@ def _seconds(value: Any, where: str, column: str) -> float | None:
     return x
 
 
-def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on_bad_audio: str) -> Iterator[dict]:
-    """Predict ``jobs`` a few batches at a time (never all audio in memory); yields one row per job."""
-    from tqdm.auto import tqdm
+#: Exit status of ``predict`` when some inputs could not be predicted (the others were written);
+#: 2 is a usage or input error before anything was predicted, as everywhere in emovox.
+PARTIAL_FAILURE_EXIT = 3
 
-    from emovox.audio import load_audio
+
+def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on_bad_audio: str) -> Iterator[dict]:
+    """Predict ``jobs`` a few batches at a time (never all audio in memory); yields one row per job, in input order.
+
+    A job that cannot be predicted becomes a row with ``label`` None and an ``error`` (``on_bad_audio="skip"``),
+    or raises (``"error"``).
+    """
+    from emovox.audio import check_min_duration, load_audio
     from emovox.errors import AudioError
+    from emovox.progress import progress_bar
 
     chunk = max(1, batch_size) * 4
-    bar = tqdm(total=len(jobs), unit="file", desc="predict", disable=not progress, file=sys.stderr)
-    for first in range(0, len(jobs), chunk):
-        part = jobs[first : first + chunk]
-        clips, texts, keep = [], [], []
-        for job in part:
-            if rec.needs_text and job.text is not None:
-                clips.append(None)  # the model reads the transcript only
-            else:
-                try:
-                    clips.append(load_audio(job.path, job.start, job.end))
-                except AudioError as exc:
-                    if on_bad_audio == "error":
-                        raise
-                    yield {"input": job.name, "error": str(exc)}
-                    continue
-            texts.append(job.text if rec.needs_text else None)
-            keep.append(job)
-        if keep:
-            if all(c is None for c in clips):
-                preds = rec.predict(None, text=texts, batch_size=batch_size)
-            else:
-                preds = _predict_mixed(rec, clips, texts, batch_size, on_bad_audio, keep)
-            for job, pred, clip in zip(keep, preds, clips, strict=True):
-                if isinstance(pred, dict):
-                    yield pred
-                    continue
-                row = replace(pred, source=job.name).to_dict()
-                row = {"input": row.pop("source"), **row}
-                if job.reference is not None:
-                    row["reference"] = job.reference
-                if clip is not None and len(clip) / SAMPLE_RATE > rec.max_seconds + 1e-6:
-                    row["seconds_used"] = rec.max_seconds
-                    row["seconds"] = round(len(clip) / SAMPLE_RATE, 3)
-                yield row
-        bar.update(len(part))
-    bar.close()
+    bar = progress_bar(total=len(jobs), unit="file", desc="predict", disable=not progress)
+    try:
+        for first in range(0, len(jobs), chunk):
+            part = jobs[first : first + chunk]
+            rows: list[dict | None] = [None] * len(part)
+            todo, clips, texts = [], [], []
+            for k, job in enumerate(part):
+                if rec.needs_text and job.text is not None:
+                    clip = None  # the model reads the transcript only: the audio is not decoded
+                else:
+                    try:
+                        clip = check_min_duration(load_audio(job.path, job.start, job.end), job.name)
+                    except AudioError as exc:
+                        if on_bad_audio == "error":
+                            raise
+                        rows[k] = failed_row(job, str(exc))
+                        continue
+                todo.append(k)
+                clips.append(clip)
+                texts.append(job.text if rec.needs_text else None)
+            if todo:
+                preds = _predict_batch(rec, clips, texts, batch_size, on_bad_audio, [part[k] for k in todo])
+                for k, clip, pred in zip(todo, clips, preds, strict=True):
+                    job = part[k]
+                    if isinstance(pred, str):
+                        rows[k] = failed_row(job, pred)
+                        continue
+                    row = {"input": job.name, **replace(pred, source=None).to_dict()}  # with the recognizer's speech flag
+                    if clip is not None:
+                        if len(clip) / 16_000 > rec.max_seconds + 1e-6:
+                            row["seconds"] = round(len(clip) / 16_000, 3)
+                            row["seconds_used"] = rec.max_seconds
+                    if job.reference is not None:
+                        row["reference"] = job.reference
+                    rows[k] = row
+            yield from rows  # type: ignore[misc]
+            bar.update(len(part))
+    finally:
+        bar.close()
 
 
-def _predict_mixed(rec, clips, texts, batch_size, on_bad_audio, jobs) -> list:
-    """Arrays and transcripts together; with ``skip``, a clip the model refuses becomes an error row."""
+def failed_row(job: Job, error: str) -> dict:
+    row = {"input": job.name, "label": None, "probabilities": None, "error": error}
+    if job.reference is not None:
+        row["reference"] = job.reference
+    return row
+
+
+def _predict_batch(rec, clips, texts, batch_size, on_bad_audio, jobs) -> list:
+    """Predictions of arrays and/or transcripts; with ``skip``, an input the model refuses becomes its error message."""
     from emovox.errors import AudioError
 
+    def run(c, t):
+        return rec.predict(None if all(x is None for x in c) else c, text=t, batch_size=batch_size)
+
     if on_bad_audio == "error":
-        return rec.predict(clips, text=texts, batch_size=batch_size)
+        return run(clips, texts)
     try:
-        return rec.predict(clips, text=texts, batch_size=batch_size)
-    except AudioError:
+        return run(clips, texts)
+    except AudioError:  # find which one, keep the others
         out = []
         for job, c, t in zip(jobs, clips, texts, strict=True):
             try:
-                out.append(rec.predict([c], text=[t], batch_size=batch_size)[0])
+                out.append(run([c], [t])[0])
             except AudioError as exc:
-                out.append({"input": job.name, "error": f"{job.name}: {exc}"})
+                out.append(f"{job.name}: {exc}")
         return out
 
 
-def write_rows(rows: list[dict], labels: tuple[str, ...], out: Path | None, fmt: str) -> str:
-    """JSON (a list of objects) or CSV (``input,label,p_<label>...,transcript,reference,error``)."""
+#: Optional columns of the CSV, in this order, after ``input,label,p_<label>...``; ``error`` is always there.
+CSV_EXTRA = ("speech", "transcript", "reference", "seconds", "seconds_used")
+
+
+def format_rows(rows: list[dict], labels: tuple[str, ...], fmt: str) -> str:
+    """JSON (a list of objects) or CSV (``input,label,p_<label>...,[speech,transcript,reference,seconds,seconds_used],error``)."""
     if fmt == "json":
-        text = json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
-    else:
-        buf = io.StringIO()
-        extra = [c for c in ("transcript", "reference", "seconds", "seconds_used", "error") if any(c in r for r in rows)]
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["input", "label", *[f"p_{label}" for label in labels], *extra])
-        for r in rows:
-            probs = r.get("probabilities", {})
-            w.writerow(
-                [r["input"], r.get("label", ""), *[f"{probs[label]:.6f}" if label in probs else "" for label in labels]]
-                + [r.get(c, "") for c in extra]
-            )
-        text = buf.getvalue()
-    if out is not None and str(out) != "-":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-    return text
-
-
-def print_rows(rows: list[dict], labels: tuple[str, ...]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(show_edge=False)
-    table.add_column("input", overflow="fold")
-    table.add_column("label", style="bold")
-    for label in labels:
-        table.add_column(label, justify="right")
-    extra = [c for c in ("reference", "transcript", "error") if any(c in r for r in rows)]
-    for c in extra:
-        table.add_column(c, overflow="fold")
+        return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
+    buf = io.StringIO()
+    extra = [c for c in CSV_EXTRA if any(c in r for r in rows)]
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["input", "label", *[f"p_{label}" for label in labels], *extra, "error"])
     for r in rows:
-        if "error" in r:
-            table.add_row(r["input"], "[red]error[/]", *[""] * len(labels), *[r.get(c, "") for c in extra])
-            continue
-        probs = [f"{r['probabilities'][label]:.3f}" for label in labels]
-        table.add_row(r["input"], r["label"], *probs, *[r.get(c, "") for c in extra])
-    Console().print(table)
+        probs = r.get("probabilities") or {}
+        cells = [r["input"], r.get("label") or "", *[f"{probs[label]:.6f}" if label in probs else "" for label in labels]]
+        cells += [str(r[c]).lower() if isinstance(r.get(c), bool) else r.get(c, "") for c in extra]
+        w.writerow(cells + [r.get("error", "")])
+    return buf.getvalue()
+
+
+def write_rows(rows: list[dict], labels: tuple[str, ...], out: Path | None, fmt: str) -> str:
+    """``format_rows`` written to ``out`` (unless None or '-'); returns the text."""
+    text = format_rows(rows, labels, fmt)
+    if out is not None and str(out) != "-":
+        from emovox.atomic import atomic_write_text
+
+        atomic_write_text(out, text)
+    return text
 
 
 def load_recognizer(model_dir: Path, asr: str | None, asr_language: str | None):
@@ -231,73 +237,123 @@ ASR_LANG_HELP = "Language the ASR transcribes (code or name, e.g. de); default: 
 
 @app.command()
 def predict(
-    model_dir: Path = typer.Argument(..., help="Recognizer directory from `emovox train`."),
+    model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="Recognizer directory from `emovox train`."),
     inputs: list[Path] = typer.Argument(
-        None, help="Audio files, folders of audio files, or manifests (.csv/.tsv/.jsonl with a path column)."
+        None, metavar="INPUT", help="Audio files, folders of audio files, or manifests (.csv/.tsv/.jsonl with a path column)."
     ),
-    text: str = typer.Option(None, "--text", help="Transcript of the one INPUT (or, with no INPUT, the text to classify)."),
-    json_out: Path = typer.Option(None, "--json", help="Write the predictions as JSON here ('-' for stdout)."),
-    csv_out: Path = typer.Option(None, "--csv", help="Write the predictions as CSV here ('-' for stdout)."),
-    asr: str = typer.Option(None, "--asr", help=ASR_HELP),
-    asr_language: str = typer.Option(None, "--asr-language", help=ASR_LANG_HELP),
+    text: str = typer.Option(
+        None, "--text", metavar="TEXT", help="Transcript of the one INPUT (or, with no INPUT, the text to classify)."
+    ),
+    json_out: Path = typer.Option(None, "--json", metavar="FILE", help="Write the predictions as JSON here ('-' for stdout)."),
+    csv_out: Path = typer.Option(
+        None, "--csv", metavar="FILE", help="Write the predictions as CSV here ('-' for stdout); combines with --json."
+    ),
+    asr: str = typer.Option(None, "--asr", metavar="MODEL", help=ASR_HELP),
+    asr_language: str = typer.Option(None, "--asr-language", metavar="LANG", help=ASR_LANG_HELP),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Clips per forward pass."),
-    on_bad_audio: str = typer.Option("error", "--on-bad-audio", help="error | skip (report the file and go on)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no table."),
+    on_bad_audio: str = typer.Option(
+        "skip", "--on-bad-audio", metavar="skip|error",
+        help=f"skip: predict every readable input, report the others (stderr, 'error' column) and exit {PARTIAL_FAILURE_EXIT}; "
+        "error: stop at the first one (exit 2).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar, table or summary; warnings still go to stderr."),
 ) -> None:
-    """Print the label and class probabilities of every input."""
+    """Label and class probabilities of every input, in input order.
+
+    Exit status: 0 when every input was predicted; 3 when some could not be (the others are
+    still written, the failed ones listed on stderr and in the outputs with their reason); 2
+    when nothing was predicted (bad arguments, no recognizer, --on-bad-audio error).
+    """
+    import time
+
+    t0 = time.time()
     if on_bad_audio not in ("error", "skip"):
-        raise EmovoxError(f"--on-bad-audio {on_bad_audio!r}: use error or skip")
-    if json_out is not None and csv_out is not None:
-        raise EmovoxError("choose one of --json and --csv")
+        raise EmovoxError(f"--on-bad-audio {on_bad_audio!r}: use skip or error")
+    if json_out is not None and csv_out is not None and str(json_out) == str(csv_out):
+        raise EmovoxError(f"--json and --csv both name {json_out}; give each its own file (at most one of them '-')")
     inputs = list(inputs or [])
     if not inputs and text is None:
         raise EmovoxError(
             "nothing to predict: give INPUT files/folders/manifests, or --text for a recognizer that reads transcripts"
         )
+    jobs = expand_inputs(inputs) if inputs else [Job("--text", None, text=text)]
     rec = load_recognizer(model_dir, asr, asr_language)
     if text is not None and not rec.needs_text:
         raise EmovoxError(
             f"{model_dir} listens to audio only (modality {rec.modality}); --text is for recognizers that read transcripts"
         )
-    if inputs:
-        jobs = expand_inputs(inputs)
-        if text is not None:
-            if len(jobs) != 1:
-                raise EmovoxError(
-                    f"--text is the transcript of one input, but the inputs hold {len(jobs)} clips; "
-                    "put transcripts in a manifest 'text' column"
-                )
-            jobs = [replace(jobs[0], text=text)]
-    else:
-        jobs = [Job("--text", None, text=text)]
+    if inputs and text is not None:
+        if len(jobs) != 1:
+            raise EmovoxError(
+                f"--text is the transcript of one input, but the inputs hold {len(jobs)} clips; "
+                "put transcripts in a manifest 'text' column"
+            )
+        jobs = [replace(jobs[0], text=text)]
     progress = not quiet and len(jobs) > batch_size
     rows = list(run_predictions(rec, jobs, batch_size=batch_size, progress=progress, on_bad_audio=on_bad_audio))
-    stdout = any(o is not None and str(o) == "-" for o in (json_out, csv_out))
-    if json_out is not None:
-        out = write_rows(rows, rec.labels, json_out, "json")
-    elif csv_out is not None:
-        out = write_rows(rows, rec.labels, csv_out, "csv")
-    if stdout:
-        typer.echo(out, nl=False)
-    elif not quiet:
-        print_rows(rows, rec.labels)
-    cropped = [r for r in rows if "seconds_used" in r]
-    if cropped and not stdout:
-        typer.echo(
-            f"note: {len(cropped)} input(s) longer than {rec.max_seconds:g} s were cropped to their first {rec.max_seconds:g} s, "
-            "as in training; use `emovox timeline` for long recordings",
-            err=True,
+    report_predictions(rows, jobs, rec, json_out=json_out, csv_out=csv_out, quiet=quiet, seconds=time.time() - t0)
+    if any(r.get("error") for r in rows):
+        raise typer.Exit(PARTIAL_FAILURE_EXIT)
+
+
+def report_predictions(
+    rows: list[dict], jobs: list[Job], rec, *, json_out: Path | None, csv_out: Path | None, quiet: bool, seconds: float
+) -> None:
+    """Write the outputs, print the table (unless ``quiet`` or stdout carries data), then the warnings and a summary."""
+    from rich.console import Console
+
+    from emovox.cli.output import (
+        display_names,
+        list_failures,
+        predictions_table,
+        shorten,
+        stderr_console,
+        warn,
+    )
+
+    written = []
+    for out, fmt in ((json_out, "json"), (csv_out, "csv")):
+        if out is None:
+            continue
+        text = write_rows(rows, rec.labels, out, fmt)
+        if str(out) == "-":
+            typer.echo(text, nl=False)
+        else:
+            written.append(str(out))
+    to_stdout = any(o is not None and str(o) == "-" for o in (json_out, csv_out))
+    names, folder = display_names([j.name for j in jobs], [j.path for j in jobs])
+    if not quiet and not to_stdout:
+        console = Console(highlight=False)
+        if folder is not None and len(jobs) > 1:
+            console.print("files in " + shorten(str(folder), console.width - 9, keep_end=True), highlight=False, markup=False)
+        console.print(predictions_table(rows, names, rec.labels, console.width))
+        console.file.flush()  # the table before the warnings, when both streams go to one terminal or log
+    list_failures(rows, names, written)
+    cropped = [n for r, n in zip(rows, names, strict=True) if "seconds_used" in r]
+    if cropped:
+        warn(
+            f"{len(cropped)} input(s) longer than {rec.max_seconds:g} s were cropped to their first {rec.max_seconds:g} s, as in "
+            f"training ({', '.join(cropped[:3])}{', ...' if len(cropped) > 3 else ''}); use `emovox timeline` for long recordings"
         )
-    failed = [r for r in rows if "error" in r]
-    if failed:
-        typer.echo(f"{len(failed)} of {len(rows)} inputs could not be read (see 'error')", err=True)
+    silent = [n for r, n in zip(rows, names, strict=True) if r.get("speech") is False]
+    if silent:
+        warn(
+            f"no speech found in {len(silent)} input(s) ({', '.join(silent[:3])}{', ...' if len(silent) > 3 else ''}): "
+            "silence or steady noise; their labels say nothing about an emotion"
+        )
+    if not quiet:
+        done = sum(1 for r in rows if not r.get("error"))
+        where = f"; wrote {' and '.join(written)}" if written else ""
+        stderr_console().print(f"predicted {done} of {len(rows)} input(s) in {seconds:.1f} s{where}", markup=False)
 
 
 @app.command()
 def timeline(
-    model_dir: Path = typer.Argument(..., help="Recognizer directory from `emovox train`."),
-    audio: Path = typer.Argument(..., help="A long recording (any length: it is streamed, never loaded whole)."),
-    mode: str = typer.Option("vad", "--mode", help="vad (energy-based voice activity) | fixed (overlapping windows)."),
+    model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="Recognizer directory from `emovox train`."),
+    audio: Path = typer.Argument(..., metavar="AUDIO", help="A long recording (any length: it is streamed, never loaded whole)."),
+    mode: str = typer.Option(
+        "vad", "--mode", metavar="vad|fixed", help="vad (energy-based voice activity) | fixed (overlapping windows)."
+    ),
     window: float = typer.Option(4.0, "--window", help="fixed: window length in seconds."),
     overlap: float = typer.Option(1.0, "--overlap", help="fixed: overlap of consecutive windows in seconds."),
     max_segment: float = typer.Option(
@@ -306,45 +362,56 @@ def timeline(
     min_silence: float = typer.Option(0.4, "--min-silence", help="vad: a pause this long (s) ends a segment."),
     min_speech: float = typer.Option(0.3, "--min-speech", help="vad: shorter bursts (s) are ignored."),
     threshold_db: float = typer.Option(None, "--threshold-db", help="vad: fixed energy threshold in dBFS (default: adaptive)."),
-    json_out: Path = typer.Option(None, "--json", help="Write the timeline (start, end, label, probabilities) as JSON here."),
-    plot: Path = typer.Option(None, "--plot", help="Write a PNG plot of the timeline here."),
-    asr: str = typer.Option(None, "--asr", help=ASR_HELP),
-    asr_language: str = typer.Option(None, "--asr-language", help=ASR_LANG_HELP),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
-    quiet: bool = typer.Option(False, "--quiet"),
+    json_out: Path = typer.Option(
+        None, "--json", metavar="FILE", help="Write the timeline (start, end, label, probabilities) as JSON here."
+    ),
+    plot: Path = typer.Option(None, "--plot", metavar="FILE", help="Write a PNG plot of the timeline here."),
+    asr: str = typer.Option(None, "--asr", metavar="MODEL", help=ASR_HELP),
+    asr_language: str = typer.Option(None, "--asr-language", metavar="LANG", help=ASR_LANG_HELP),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Segments per forward pass."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table; warnings still go to stderr."),
 ) -> None:
     """Segment a long recording, predict every segment, and report the timeline."""
     from rich.console import Console
     from rich.table import Table
 
+    from emovox.cli.output import warn
     from emovox.segments import SegmentConfig, plot_timeline, predict_timeline
 
     config = SegmentConfig(
         mode=mode, window=window, overlap=overlap, max_segment=max_segment, min_silence=min_silence,
         min_speech=min_speech, threshold_db=threshold_db,
     )
-    rec = load_recognizer(model_dir, asr, asr_language)
     if not audio.is_file():
         raise InputError(f"{audio}: audio file not found")
+    rec = load_recognizer(model_dir, asr, asr_language)
     tl = predict_timeline(rec, audio, config, batch_size=batch_size, progress=not quiet)
     if json_out is not None:
         tl.write_json(json_out)
     if plot is not None:
         plot_timeline(tl, plot)
-    if quiet:
-        return
-    console = Console()
-    table = Table(show_edge=False, title=f"{audio.name}: {len(tl.entries)} segments over {tl.duration:.1f} s ({mode})")
-    for col in ("start", "end", "label", "p"):
-        table.add_column(col, justify="right" if col != "label" else "left")
-    shown = tl.entries if len(tl.entries) <= 40 else tl.entries[:20] + tl.entries[-20:]
-    for i, e in enumerate(shown):
-        if len(tl.entries) > 40 and i == 20:
-            table.add_row("...", "", f"({len(tl.entries) - 40} more)", "")
-        table.add_row(f"{e.start:.2f}", f"{e.end:.2f}", e.label, f"{e.probabilities[e.label]:.3f}")
-    console.print(table)
-    shares = ", ".join(f"{k} {v:.1f} s" for k, v in tl.label_seconds().items())
-    console.print(f"time per label: {shares}")
-    for what, path in (("timeline", json_out), ("plot", plot)):
-        if path is not None:
-            console.print(f"{what}: {path}")
+    console = Console(highlight=False)
+    if not tl.speech_found:
+        what = "no segment" if not tl.entries else f"{len(tl.entries)} segment(s), none of them speech-like"
+        warn(
+            f"no speech found in {audio.name} ({tl.duration:.1f} s, {mode}: {what}); "
+            "silence or steady noise has no emotion to report"
+        )
+    elif not quiet:
+        flagged = any(e.speech is False for e in tl.entries)
+        table = Table(show_edge=False, title=f"{audio.name}: {len(tl.entries)} segments over {tl.duration:.1f} s ({mode})")
+        for col in ("start", "end", "label", "p", *(("speech",) if flagged else ())):
+            table.add_column(col, justify="left" if col in ("label", "speech") else "right")
+        shown = tl.entries if len(tl.entries) <= 40 else tl.entries[:20] + tl.entries[-20:]
+        for i, e in enumerate(shown):
+            if len(tl.entries) > 40 and i == 20:
+                table.add_row("...", "", f"({len(tl.entries) - 40} more)", "", *(("",) if flagged else ()))
+            cells = [f"{e.start:.2f}", f"{e.end:.2f}", e.label, f"{e.probabilities[e.label]:.3f}"]
+            table.add_row(*cells, *(("[yellow]none[/]" if e.speech is False else "",) if flagged else ()))
+        console.print(table)
+        shares = ", ".join(f"{k} {v:.1f} s" for k, v in tl.label_seconds().items())
+        console.print(f"time per label: {shares}")
+    if not quiet:
+        for what, path in (("timeline", json_out), ("plot", plot)):
+            if path is not None:
+                console.print(f"{what}: {path}", markup=False)

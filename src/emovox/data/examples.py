@@ -33,9 +33,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from emovox.audio import MIN_SECONDS, SAMPLE_RATE, TooShortError, require_min_duration
+from emovox.audio import MIN_SECONDS, SAMPLE_RATE, check_min_duration
 from emovox.corpora.base import Corpus, Utterance
-from emovox.errors import AudioError, CorpusError, EmovoxError
+from emovox.errors import AudioError, CorpusError, EmovoxError, TooShortError
 
 #: Every field an ``Example`` can carry; a model kind reads a subset (``ModelKind.fields``).
 FIELDS = ("audio", "text", "context_audio", "context_text")
@@ -157,7 +157,7 @@ def load_cropped_audio(u: Utterance, max_seconds: float) -> np.ndarray:
     else:
         wav = load_audio(u.audio)
     wav = wav[: int(round(max_seconds * SAMPLE_RATE))]
-    require_min_duration(len(wav), f"{where} (utterance {u.id})", hint="; remove it from the corpus or set on_bad_audio: skip")
+    check_min_duration(wav, f"{where} (utterance {u.id})", hint="; remove it from the corpus or set on_bad_audio: skip")
     return wav
 
 
@@ -199,7 +199,7 @@ def build_examples(
     """
     if on_error not in ("error", "skip"):
         raise EmovoxError(f"on_error {on_error!r}: use 'error' or 'skip'")
-    fields = tuple(fields)
+    fields = (fields,) if isinstance(fields, str) else tuple(fields)
     index = {label: i for i, label in enumerate(corpus.labels)}
     examples: list[Example] = []
     skipped: list[Skipped] = []

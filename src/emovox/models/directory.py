@@ -33,8 +33,9 @@ from emovox.models.base import ModelKind
 SCHEMA_VERSION = 2
 META_FILE = "emovox.json"
 MODALITIES = ("audio", "text", "audio+text")
-#: Folders inside a recognizer directory that are not part of it (a training run's scratch space).
-SCRATCH = ("_training",)
+#: What a recognizer directory owns besides ``emovox.json``: only these are checksummed (and replaced by
+#: ``train --force``); anything else a user keeps in the folder is theirs and never read.
+OWNED = ("weights.safetensors", "README.md", "branches", "adapters", "members")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -46,11 +47,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _files(directory: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in directory.rglob("*")
-        if p.is_file() and p.name != META_FILE and not p.name.startswith(".") and p.relative_to(directory).parts[0] not in SCRATCH
-    )
+    owned = (p for p in directory.rglob("*") if p.is_file() and p.relative_to(directory).parts[0] in OWNED)
+    return sorted(p for p in owned if not p.name.startswith("."))
 
 
 def modality(fields: set[str]) -> str:

@@ -18,6 +18,7 @@ from emovox.corpora.base import Corpus
 from emovox.data.examples import build_examples
 from emovox.errors import EmovoxError
 from emovox.metrics import compute_metrics
+from emovox.models.directory import OWNED
 from emovox.training.data import ExperimentData
 from emovox.training.folds import fit_model
 from emovox.training.runner import corpus_dropped
@@ -57,16 +58,60 @@ def holdout_speakers(corpus: Corpus, seed: int, fraction: float = 0.1) -> tuple[
     return list(rest), list(held_ids)
 
 
+#: What a recognizer directory holds (``emovox.json`` last: its presence means a complete recognizer),
+#: and the work folder of an unfinished ``train_recognizer``.
+RECOGNIZER_ENTRIES = ("emovox.json", *OWNED, "_training")
+
+
+def prepare_model_dir(model_dir: Path, *, force: bool) -> None:
+    """Refuse to train into a folder that holds another recognizer or anything else, unless ``force``.
+
+    Like ``prepare_run_dir``: nothing that is not ours is ever deleted. ``force`` replaces an
+    existing recognizer (its files are deleted now, before training) and writes into a non-empty
+    unrelated folder without touching its other files. A folder holding only ``_training`` is a
+    ``train`` that was interrupted: it is continued.
+    """
+    if model_dir.exists() and not model_dir.is_dir():
+        raise EmovoxError(f"--out {model_dir}: exists and is not a directory; choose another recognizer directory")
+    if not model_dir.is_dir():
+        return
+    if (model_dir / "emovox.json").is_file():
+        if not force:
+            raise EmovoxError(
+                f"--out {model_dir} already holds a recognizer; pass --force to replace it, or choose another --out"
+            )
+        for name in (*RECOGNIZER_ENTRIES, "head.safetensors", "backbone"):  # today's and emovox 0.1's layout
+            if (model_dir / name).is_dir():
+                shutil.rmtree(model_dir / name)
+            else:
+                (model_dir / name).unlink(missing_ok=True)
+        return
+    others = sorted(p.name for p in model_dir.iterdir() if p.name != "_training")
+    if others and not force:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise EmovoxError(
+            f"--out {model_dir} is not empty ({shown}) and holds no recognizer; choose a new or empty folder, "
+            "or pass --force to write the recognizer into it (nothing in it is deleted)"
+        )
+
+
 def train_recognizer(
-    cfg: ExperimentConfig, model_dir: Path, *, progress: bool = True, corpus: Corpus | None = None, cv_results: Path | None = None
+    cfg: ExperimentConfig,
+    model_dir: Path,
+    *,
+    progress: bool = True,
+    corpus: Corpus | None = None,
+    cv_results: Path | None = None,
+    force: bool = False,
 ):
     """Train on the whole corpus (less a held-out speaker group for early stopping) and save a
-    self-contained recognizer directory."""
+    self-contained recognizer directory (refusing to overwrite one unless ``force``)."""
     from emovox.corpora import load_corpus
     from emovox.models import directory as recognizer_dir
 
     set_threads(cfg.train.threads)
     model_dir = Path(model_dir)
+    prepare_model_dir(model_dir, force=force)
     corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
     train_ids, valid_ids = holdout_speakers(corpus, cfg.train.seed)
     data = ExperimentData(cfg, corpus, progress=progress)
@@ -131,7 +176,7 @@ def evaluate_recognizer(recognizer, corpus: Corpus, *, on_bad_audio: str = "skip
     examples, skipped = build_examples(
         corpus, [u.id for u in corpus], recognizer.model.fields(), max_seconds=recognizer.max_seconds, on_error=on_bad_audio
     )
-    probs = recognizer.predict_examples(examples, progress=progress)
+    probs = recognizer.predict_examples(examples, progress=progress, desc="evaluate")
     index = {label: i for i, label in enumerate(recognizer.labels)}
     y_true = [index[corpus[e.id].label] for e in examples]
     metrics = compute_metrics(y_true, probs.argmax(1).tolist(), recognizer.labels)

@@ -117,7 +117,9 @@ def write_results(
             "environment": environment_record(cfg, corpus),
         }
     )
-    reporting.write_report(result, out_dir, title=cfg.name, history=[o.history for o in outcomes])
+    reporting.write_report(
+        result, out_dir, title=cfg.name, history=[o.history for o in outcomes], curve_names=[o.fold.curve_name for o in outcomes]
+    )
     report = out_dir / "report.md"
     sections = [
         report.read_text(encoding="utf-8").rstrip("\n"),

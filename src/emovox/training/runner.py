@@ -72,9 +72,9 @@ def run_cv(
     data = ExperimentData(cfg, corpus, progress=progress)
     prep_seconds = clock.tick()
     outcomes: list[FoldOutcome] = []
-    from tqdm.auto import tqdm
+    from emovox.progress import progress_bar
 
-    for fold in tqdm(folds, desc=cfg.name, unit="fold", disable=not progress):
+    for fold in progress_bar(folds, desc=cfg.name, unit="fold", disable=not progress):
         outcome = train_fold(cfg, data, fold, out_dir / f"fold_{fold.index}", progress=progress)
         outcomes.append(outcome)
         clock.tick()

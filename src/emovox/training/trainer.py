@@ -310,10 +310,14 @@ class Trainer:
                 self._load_best()
                 return result
 
-        from tqdm.auto import tqdm
+        from emovox.progress import progress_bar
 
         valid_targets = [e.target for e in valid]
         finished_early = False
+        # one bar over epochs (a frozen head's epoch takes milliseconds), batches nested below it
+        epochs = progress_bar(
+            total=cfg.max_epochs, initial=start_epoch - 1, desc=self.description, unit="epoch", disable=not self.progress
+        )
         for epoch in range(start_epoch, cfg.max_epochs + 1):
             t0 = time.time()
             self.model.train()
@@ -324,7 +328,7 @@ class Trainer:
                 batches = batches[: cfg.max_steps_per_epoch * cfg.grad_accum]
             total, count = 0.0, 0
             optimizer.zero_grad(set_to_none=True)
-            bar = tqdm(batches, desc=f"{self.description} epoch {epoch}", unit="batch", disable=not self.progress, leave=False)
+            bar = progress_bar(batches, desc=f"epoch {epoch}", unit="batch", disable=not self.progress)
             for step, b in enumerate(bar, 1):
                 batch = [train[i] for i in b]
                 targets = torch.tensor([e.target for e in batch], device=self.device)
@@ -385,8 +389,13 @@ class Trainer:
                         "stopped_early": finished_early,
                     },
                 )
+            epochs.update(1)
+            epochs.set_postfix(
+                loss=f"{record['train_loss']:.4f}", valid_ua=f"{v_ua:.4f}" if valid else "-", best=result.best_epoch
+            )
             if finished_early:
                 break
+        epochs.close()
         result.stopped_early = finished_early
         self._load_best()
         return result
