@@ -11,8 +11,9 @@ from helpers import make_tone_manifest, tone
 from sklearn.linear_model import LogisticRegression
 
 from emovox.config import config_from_dict
+from emovox.metrics import expected_calibration_error
 from emovox.models.logistic import fit_logistic
-from emovox.training.calibration import expected_calibration_error, fit_temperature
+from emovox.models.temperature import fit_temperature
 
 
 def blobs(n: int, classes: int = 4, dim: int = 20, seed: int = 0, noise: float = 0.5):
@@ -39,17 +40,39 @@ def test_logistic_equals_scikit_learn_and_chooses_C_on_validation_only():
     x, y = blobs(120, classes=3, noise=2.0)
     xv, yv = blobs(60, classes=3, noise=2.0, seed=3)
     fit = fit_logistic(x, y, 3, Cs=[0.001, 0.02, 1.0], x_valid=xv, y_valid=yv)
-    ref = LogisticRegression(C=fit.C, max_iter=5000, tol=1e-6).fit(x, y)
-    np.testing.assert_allclose(fit.coef, ref.coef_, rtol=1e-6, atol=1e-8)
-    assert set(fit.valid_ua) == {0.001, 0.02, 1.0} and fit.valid_ua[fit.C] == max(fit.valid_ua.values())
+    ref = LogisticRegression(C=fit.C, solver="newton-cg", max_iter=10000, tol=1e-10).fit(x, y)
+    np.testing.assert_allclose(fit.coef, ref.coef_, atol=1e-6)
+    assert set(fit.scores) == {"layers#0/C=0.001", "layers#0/C=0.02", "layers#0/C=1"}
+    assert fit.scores[f"layers#0/C={fit.C:g}"] == max(fit.scores.values()) and fit.temperature > 0
     with pytest.raises(ValueError, match="validation"):
         fit_logistic(x, y, 3, Cs=[0.01, 0.1])
+
+
+def test_rows_space_fits_equal_full_fits_and_inner_selection_uses_speakers_only():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((60, 400))  # more features than rows: fitted in the rows' span
+    y = np.arange(60) % 3
+    x[:, :5] += 2.0 * np.eye(3)[y] @ rng.standard_normal((3, 5))
+    groups = [f"s{i % 6}" for i in range(60)]
+    fit = fit_logistic(x, y, 3, Cs=[0.01, 0.1, 1.0], groups=groups, column_sets=[range(400), range(5)], select="inner-logloss")
+    cols = list(range(400)) if fit.columns == 0 else list(range(5))
+    ref = LogisticRegression(C=fit.C, solver="newton-cg", max_iter=10000, tol=1e-10).fit(x[:, cols], y)
+    np.testing.assert_allclose(fit.coef[:, cols], ref.coef_, atol=1e-5)
+    assert np.all(fit.coef[:, [c for c in range(400) if c not in cols]] == 0) and len(fit.scores) == 6
+    # the five informative columns win: the 395 noise columns only add variance
+    assert fit.columns == 1
+    # refit: the chosen model is fitted on the given data instead
+    more = rng.standard_normal((30, 400))
+    refit = fit_logistic(x, y, 3, Cs=[0.1], groups=groups, select="inner-logloss", refit=(np.vstack([x, more]), np.r_[y, y[:30]]))
+    assert not np.allclose(refit.coef, fit_logistic(x, y, 3, Cs=[0.1]).coef)
+    with pytest.raises(ValueError, match="speaker"):
+        fit_logistic(x, y, 3, Cs=[0.1, 1.0], select="inner-logloss")
 
 
 def test_two_classes_become_two_rows_with_the_same_probabilities():
     x, y = blobs(80, classes=2)
     fit = fit_logistic(x, y, 2)
-    ref = LogisticRegression(C=fit.C, max_iter=5000, tol=1e-6).fit(x, y)
+    ref = LogisticRegression(C=fit.C, solver="newton-cg", max_iter=10000, tol=1e-10).fit(x, y)
     ours = torch.softmax(torch.from_numpy(x @ fit.coef.T + fit.intercept), -1).numpy()
     np.testing.assert_allclose(ours, ref.predict_proba(x), atol=1e-6)
 
@@ -82,6 +105,7 @@ def test_a_logistic_recognizer_round_trips_through_save_load_and_onnx(tmp_path):
     trained = train_recognizer(cfg, tmp_path / "rec", progress=False)
     info = json.loads((tmp_path / "rec" / "emovox.json").read_text())
     assert info["training"]["choices"]["C"] in (0.01, 0.1, 1.0) and info["training"]["calibration"]["temperature"] > 0
+    assert info["training"]["calibration"]["fitted_on"] == "held-out predictions of the chosen candidate"
     assert not list((tmp_path / "rec").rglob("*.pkl")) and not list((tmp_path / "rec").rglob("*.joblib"))
     rec = Recognizer.load(tmp_path / "rec")
     clips = [tone(520, 0.5), tone(180, 0.6), tone(300, 0.45)]

@@ -302,3 +302,19 @@ def _to_index(value: str | int, index: dict[str, int], labels: tuple[str, ...], 
             return int(value)
         raise LabelMismatchError(f"{what} class index {value} is out of range for {len(labels)} labels {list(labels)}")
     raise LabelMismatchError(f"{what} {value!r} is neither a label name nor a class index")
+
+
+def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:
+    """ECE with equal-width confidence bins: sum over bins of |accuracy - confidence| weighted by size."""
+    probs = np.asarray(probs)
+    if len(probs) == 0:
+        return float("nan")
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == np.asarray(targets)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (confidence > lo) & (confidence <= hi)
+        if inside.any():
+            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(ece)

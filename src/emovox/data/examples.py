@@ -28,7 +28,7 @@ module, reading only that part from disk (an hour-long recording is never decode
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -65,19 +65,11 @@ class Example:
     context_text: str | None = None
     length: float = 0.0
     cached: Mapping[str, Any] = field(default_factory=dict)
+    speaker: str | None = None  # who spoke it: inner cross-validation groups by speaker
 
     def with_cached(self, name: str, value: Any) -> Example:
         """A copy with ``value`` cached under ``name`` (examples are immutable and shared by folds)."""
-        return Example(
-            self.id,
-            self.target,
-            self.audio,
-            self.text,
-            self.context_audio,
-            self.context_text,
-            self.length,
-            {**self.cached, name: value},
-        )
+        return replace(self, cached={**self.cached, name: value})
 
 
 def example_length(audio: np.ndarray | None, text: str | None) -> float:
@@ -181,7 +173,7 @@ def load_example(corpus: Corpus, u: Utterance, target: int, fields: Iterable[str
     text = utterance_text(u) if "text" in fields else None
     context_audio = _context(corpus, u, "audio", max_seconds) if "context_audio" in fields else None
     context_text = _context(corpus, u, "text", max_seconds) if "context_text" in fields else None
-    return Example(u.id, target, audio, text, context_audio, context_text, example_length(audio, text))
+    return Example(u.id, target, audio, text, context_audio, context_text, example_length(audio, text), speaker=u.speaker)
 
 
 def build_examples(

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
 import torch
 from pydantic import Field
 
+from emovox.errors import ConfigError
 from emovox.models.base import WEIGHTS_FILE, KindConfig, ModelKind, check_tensors, read_weights
 from emovox.models.branch import BackboneStore, Branch, BranchConfig, default_branch_name, non_backbone_state
 from emovox.models.heads import ClassifierHead, LayerReducer
+from emovox.models.logistic import Select
 
 
 class ClassifierConfig(BranchConfig, KindConfig):
@@ -37,7 +39,21 @@ class ClassifierConfig(BranchConfig, KindConfig):
     C: list[float] = Field(
         [0.02],
         min_length=1,
-        description="logistic: regularisation strengths to choose from on the validation part (one value: no choice).",
+        description="logistic: regularisation strengths to choose from (one value: no choice).",
+    )
+    layer_sets: list[list[int]] | None = Field(
+        None,
+        description="logistic: candidate sets of hidden states (indices into `layers`, e.g. [[0, 1, 2, 3, 4, 5, 6], "
+        "[2, 3, 4, 5]]) chosen jointly with C; default: every selected layer.",
+    )
+    select: Select = Field(
+        "valid-ua",
+        description="logistic: how C (and the layer set) is chosen: valid-ua / valid-logloss on the fold's validation "
+        "part, or inner-logloss: leave-one-speaker-out inside the training part (steadier; never sees validation or test).",
+    )
+    refit: bool = Field(
+        False,
+        description="logistic: after choosing, fit once more on training + validation data (the test part stays unseen).",
     )
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
@@ -102,14 +118,38 @@ class ClassifierModel(ModelKind):
             return None
         from emovox.models.logistic import fit_logistic
 
-        rows = with_views(self.branch, train) if self.branch.augments(self.augment) else train
+        cfg = self.config
+        views = self.branch.augments(self.augment)
+        rows = with_views(self.branch, train) if views else train
         x, y = embeddings(self, rows), [e.target for e in rows]
         xv, yv = (embeddings(self, valid), [e.target for e in valid]) if valid else (None, None)
-        fit = fit_logistic(x, y, len(self.labels), Cs=self.config.C, x_valid=xv, y_valid=yv)
+        refit = None
+        if cfg.refit and valid:
+            # statistics of the data the final model is fitted on; the choice was made on training-part statistics
+            self.fit_statistics([*train, *valid])
+            everything = with_views(self.branch, [*train, *valid]) if views else [*train, *valid]
+            refit = (embeddings(self, everything), [e.target for e in everything])
+        width = self.branch.width
+        sets = None
+        if cfg.layer_sets:
+            position = {layer: i for i, layer in enumerate(self.branch.layer_index)}
+            unknown = sorted({k for s in cfg.layer_sets for k in s} - set(position))
+            if unknown or cfg.combine != "concat":
+                raise ConfigError(f"layer_sets need combine: concat and layers among {self.branch.layer_index}; got {unknown}")
+            sets = [[position[k] * width + j for k in s for j in range(width)] for s in cfg.layer_sets]
+        fit = fit_logistic(
+            x, y, len(self.labels), Cs=cfg.C, x_valid=xv, y_valid=yv, groups=[e.speaker or e.id for e in rows],
+            column_sets=sets, select=cfg.select, refit=refit,
+        )
         with torch.no_grad():
             self.head.linear.weight.copy_(torch.from_numpy(fit.coef))
             self.head.linear.bias.copy_(torch.from_numpy(fit.intercept))
-        return {"C": fit.C, "valid_ua_by_C": {str(c): round(v, 6) for c, v in fit.valid_ua.items()}}
+        choices = {"C": fit.C, "select": cfg.select, "scores": fit.scores, "refit": refit is not None}
+        if cfg.layer_sets:
+            choices["layers"] = cfg.layer_sets[fit.columns]
+        if fit.temperature is not None:  # from held-out predictions of the chosen candidate
+            choices["temperature"] = round(fit.temperature, 6)
+        return choices
 
     def backbone_parameters(self):
         return list(self.branch.backbone.parameters())

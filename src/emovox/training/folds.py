@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from emovox.atomic import atomic_write_json
 from emovox.data.examples import Example, Skipped
@@ -174,7 +175,11 @@ def fit_model(model, trainer: Trainer, train: list[Example], valid: list[Example
 
             v = trainer.predict_logits(valid)
             fit.best_valid_ua = float(compute_metrics([e.target for e in valid], v.argmax(1).tolist(), model.labels).ua)
-    if calibrate_on_valid:
+    if choices is not None and "temperature" in choices:  # the kind fitted it on held-out predictions itself
+        with torch.no_grad():
+            model.temperature.fill_(choices["temperature"])
+        fit.calibration = {"temperature": choices["temperature"], "fitted_on": "held-out predictions of the chosen candidate"}
+    elif calibrate_on_valid:
         fit.calibration = calibrate(model, trainer, valid)
     return fit
 
