@@ -5,10 +5,12 @@ model; scikit-learn fits it exactly. What it needs chosen, the regularisation st
 optionally which hidden layers it reads, is chosen on data the test part never touches:
 
 - ``valid-ua`` / ``valid-logloss``: the fold's validation part (a held-out speaker group);
-- ``inner-logloss``: leave-one-speaker-out *inside* the training part, scored by the pooled
-  out-of-fold log-loss. On EmoDB one validation speaker (35-71 utterances) is a noisy judge that
-  flips between choices from fold to fold; eight inner folds and a continuous score are steady,
-  and the out-of-fold probabilities also give an honest temperature for calibration.
+- ``inner-logloss``: cross-validation over speaker groups *inside* the training part (the sorted
+  speakers dealt into ``inner_groups`` groups), scored by the pooled out-of-fold log-loss. On
+  EmoDB one validation speaker (35-71 utterances) is a noisy judge that flips between choices from
+  fold to fold; four inner groups and a continuous score are steady (and 3x cheaper than inner
+  leave-one-speaker-out, for the same outcome), and the out-of-fold probabilities give an honest
+  temperature for calibration.
 
 ``refit`` then fits the chosen model once more on training + validation data: nine speakers
 instead of eight, worth one to two points of UA on EmoDB, and still blind to the test speaker.
@@ -103,6 +105,17 @@ def _path(x: np.ndarray, y: np.ndarray, Cs: Sequence[float], evals: Sequence[np.
     return out
 
 
+def speaker_groups(speakers: Sequence[str], k: int) -> np.ndarray:
+    """Inner cross-validation groups: the sorted speakers dealt into ``k`` groups (speakers[i::k]),
+    so every speaker's utterances stay together and no group is one speaker's few clips."""
+    from emovox.splits import natural_sorted
+
+    names = natural_sorted(set(speakers))
+    k = max(2, min(k, len(names)))
+    group = {s: i % k for i, s in enumerate(names)}
+    return np.array([group[s] for s in speakers])
+
+
 def _log_loss(logits: np.ndarray, y: np.ndarray) -> float:
     z = logits - logits.max(1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(1, keepdims=True))
@@ -129,6 +142,7 @@ def fit_logistic(
     column_sets: Sequence[Sequence[int]] | None = None,
     select: Select = "valid-ua",
     refit: tuple[np.ndarray, Sequence[int]] | None = None,
+    inner_groups: int = 4,
     tol: float = 1e-8,
 ) -> LogisticFit:
     """Choose (column set, C) as ``select`` says, then fit it on ``x`` (or on ``refit``'s data).
@@ -151,7 +165,7 @@ def fit_logistic(
         if select == "inner-logloss":
             if groups is None or len(set(groups)) < 2:
                 raise ValueError("inner-logloss needs the speaker of every training example, and two or more speakers")
-            g = np.asarray(groups)
+            g = speaker_groups(groups, inner_groups)
             for i, cols in enumerate(sets):
                 oof = np.zeros((len(Cs), len(y), num_classes))
                 for name in sorted(set(g)):
