@@ -47,9 +47,9 @@ def expand_inputs(inputs: list[Path]) -> list[Job]:
     suffixes = audio_suffixes()
     for p in inputs:
         if p.is_dir():
-            found = sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes and not f.name.startswith("._")
-            )
+            from emovox.corpora.base import files_under
+
+            found = [f for f in files_under(p, tuple(suffixes)) if f.is_file()]  # follows linked folders
             if not found:
                 raise InputError(f"{p}: the folder holds no audio files ({', '.join(sorted(suffixes))})")
             jobs.extend(Job(str(f), f) for f in found)
