@@ -99,8 +99,10 @@ def test_padded_batch_equals_items_alone(family):
     assert torch.allclose(batch, alone, atol=1e-5)
 
 
-def test_loss_is_the_answer_words_next_token_ce():
-    model = LLMClassifier.build(tiny_cfg("gemma3"), LABELS, seed=0).eval()
+@pytest.mark.parametrize("eos", [False, True])
+def test_loss_is_the_answer_words_next_token_ce(eos):
+    prompt = PromptConfig(template="Text: {text}", chat="never", answer_eos=eos)
+    model = LLMClassifier.build(tiny_cfg("gemma3", prompt=prompt), LABELS, seed=0).eval()
     items = keyword_task(3, seed=0)
     targets = torch.tensor([e.target for e in items])
     with torch.no_grad():
@@ -109,7 +111,7 @@ def test_loss_is_the_answer_words_next_token_ce():
     total = 0.0
     for e in items:
         prompt = model.encoder.prompt_ids(e.text)
-        answer = list(model.encoder.verbalizer.token_ids[e.target])
+        answer = list(model.encoder.verbalizer.token_ids[e.target]) + ([model.tokenizer.eos_token_id] if eos else [])
         with torch.no_grad():
             logits = model.lm(input_ids=torch.tensor([prompt + answer])).logits[0]
         rows = logits[len(prompt) - 1: len(prompt) - 1 + len(answer)]

@@ -12,6 +12,8 @@ How an answer is read:
 - words are matched against a lexicon of emotion words per canonical label in English,
   Spanish, German, French and Italian (nouns, adjectives, adverbs, participles), plus the
   label words and label names in use;
+- a word repeated without spaces (``joyjoyjoy``, what a model trained without an end token
+  generates) is read once;
 - plurals and inflections are reduced before lookup: English plural/comparative/superlative and
   -ly ("happier", "fears"), Spanish gender and number ("enojadas"), German adjective endings
   ("traurige");
@@ -97,8 +99,18 @@ def normalize(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
+def _period(token: str) -> str:
+    """``angerangeranger`` -> ``anger``: a model trained without an end token repeats its word."""
+    for p in range(3, len(token) // 2 + 1):
+        if len(token) % p == 0 and token == token[:p] * (len(token) // p):
+            return token[:p]
+    return token
+
+
 def _variants(token: str) -> Iterable[str]:
-    """The token and its plausible base forms (plural, comparative, gender, German endings)."""
+    """The token and its plausible base forms (repetition, plural, comparative, gender, German endings)."""
+    yield token
+    token = _period(token)
     yield token
     n = len(token)
     rules = []

@@ -72,6 +72,10 @@ class PromptConfig(BaseModel):
     system: str | None = Field(None, description="System message for chat templates (default: the template's own).")
     answer_prefix: str = Field("", description="Written where the answer starts, e.g. 'emotion ='.")
     plain_answer_prefix: str = Field("Answer:", description="Ends the plain frame when answer_prefix is empty.")
+    answer_eos: bool = Field(
+        False, description="End training answers with the tokenizer's end token (the paper does not), so that a "
+        "trained model asked to generate stops after the word instead of repeating it.",
+    )
 
     def chosen_template(self) -> str:
         if self.language in self.templates:

@@ -116,7 +116,17 @@ class PromptEncoder:
         return {"input_ids": ids, "attention_mask": mask}
 
     def answers(self, targets: Sequence[int]) -> list[tuple[int, ...]]:
-        return [self.verbalizer.token_ids[int(t)] for t in targets]
+        return training_answers(self.verbalizer, targets, self.tokenizer, self.prompt.answer_eos)
+
+
+def training_answers(verbalizer: Verbalizer, targets: Sequence[int], tokenizer, eos: bool) -> list[tuple[int, ...]]:
+    """The token ids the model learns to say for each target: its label word, then (``eos``) the end token.
+
+    The paper appends the label as the model turn's first word; ending the turn too teaches a
+    model that generates (zero-shot parsing after LoRA) to stop instead of repeating the word.
+    """
+    end = (tokenizer.eos_token_id,) if eos and tokenizer.eos_token_id is not None else ()
+    return [tuple(verbalizer.token_ids[int(t)]) + end for t in targets]
 
 
 def lm_logits(model, *, mask: torch.Tensor, keep: int, input_ids: torch.Tensor | None = None,
