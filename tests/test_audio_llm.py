@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from llm_fixtures import accuracy, class_logits, example, train_steps
 
 from emovox.llm.audio_llm import AudioLLM, AudioLLMConfig, pool_frames
 from emovox.llm.lora import LoRAConfig, base_state_dict
 from emovox.llm.prompts import PromptConfig
-from llm_fixtures import accuracy, class_logits, example, train_steps
 
 LABELS = ["angry", "happy", "neutral"]
 PITCH_HZ = [220.0, 600.0, 1500.0]  # the tone's pitch decides the label
@@ -52,7 +52,7 @@ def _one_thread():
 def test_projector_learns_tone_pitch_with_the_llm_frozen():
     model = build("gemma3")  # the paper's Whisper-Gemma, with its prompt (Figure 2) in Gemma's chat frame
     train, test = model.prepare(tones(30, 0)), model.prepare(tones(30, 1))
-    assert {name for g in model.param_groups(None) for name, p in model.named_parameters() if any(p is q for q in g["params"])} == {
+    assert {name for g in model.param_groups(1e-3, None) for name, p in model.named_parameters() if any(p is q for q in g["params"])} == {
         "projector.linear.weight", "projector.linear.bias"}
     llm_before = {k: v.clone() for k, v in model.lm.state_dict().items()}
     audio_before = {k: v.clone() for k, v in model.audio.state_dict().items()}
@@ -107,7 +107,7 @@ def test_saved_and_reloaded_predicts_the_same(tmp_path):
     train = model.prepare(tones(8, 0))
     base_before = {k: v.clone() for k, v in base_state_dict(model.lm).items()}
     train_steps(model, train, steps=4, lr=3e-3)
-    assert any("lora_" in n for g in model.param_groups(None) for n, p in model.named_parameters()
+    assert any("lora_" in n for g in model.param_groups(1e-3, None) for n, p in model.named_parameters()
                if any(p is q for q in g["params"]))
     assert all(torch.equal(base_before[k], v) for k, v in base_state_dict(model.lm).items())  # LoRA: base untouched
     clips = tones(4, 3)
@@ -117,7 +117,7 @@ def test_saved_and_reloaded_predicts_the_same(tmp_path):
                  "adapters/llm/adapter_model.safetensors", "llm.json"):
         assert (tmp_path / part).is_file(), part
     assert not list(tmp_path.rglob("*.bin"))
-    loaded = AudioLLM.load(tmp_path, model.cfg, LABELS)
+    loaded = AudioLLM.load(tmp_path, model.config, LABELS)
     assert torch.allclose(class_logits(loaded, clips), before, atol=1e-5)
 
 

@@ -6,13 +6,13 @@ import random
 
 import pytest
 import torch
+from llm_fixtures import accuracy, class_logits, example, train_steps
 
 from emovox.data.examples import MissingTranscriptError
-from emovox.errors import LLMError
+from emovox.errors import LLMError, RecognizerError
 from emovox.llm.classifier import LLMClassifier, LLMClassifierConfig
 from emovox.llm.lora import LoRAConfig, base_state_dict
 from emovox.llm.prompts import PromptConfig
-from llm_fixtures import accuracy, class_logits, example, train_steps
 
 LABELS = ["angry", "happy", "neutral"]
 KEYWORDS = ["apple", "river", "window"]  # not emotion words: the mapping must be learnt
@@ -61,7 +61,7 @@ def test_lora_learns_keyword_task(family):
     # the trained model also *says* the label word: generation + answer parsing get it right
     answers = model.zero_shot_answers(test)
     assert answers.unparsed <= 3
-    assert sum(p == e.target for p, e in zip(answers.predictions, test)) >= 0.8 * len(test)
+    assert sum(p == e.target for p, e in zip(answers.predictions, test, strict=True)) >= 0.8 * len(test)
 
 
 def test_adapter_saved_and_reloaded_predicts_the_same(tmp_path):
@@ -74,7 +74,7 @@ def test_adapter_saved_and_reloaded_predicts_the_same(tmp_path):
     assert (tmp_path / "adapters" / "llm" / "adapter_config.json").is_file()
     assert (tmp_path / "branches" / "llm" / "model.safetensors").is_file()  # a tiny base travels with it
     assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.pt"))
-    loaded = LLMClassifier.load(tmp_path, model.cfg, LABELS)
+    loaded = LLMClassifier.load(tmp_path, model.config, LABELS)
     assert torch.allclose(class_logits(loaded, train), before, atol=1e-5)
     # the adapter changed the model: the base alone scores differently
     fresh = LLMClassifier.build(tiny_cfg("llama", prompt=PromptConfig()), LABELS, seed=0)
@@ -85,7 +85,7 @@ def test_reload_refuses_other_label_words(tmp_path):
     model = LLMClassifier.build(tiny_cfg("llama"), LABELS, seed=0)
     model.save(tmp_path)
     other = tiny_cfg("llama", label_words={"happy": "glad"})
-    with pytest.raises(LLMError, match=r"trained with the label words \['anger', 'joy', 'neutral'\]"):
+    with pytest.raises(RecognizerError, match=r"trained with the label words \['anger', 'joy', 'neutral'\]"):
         LLMClassifier.load(tmp_path, other, LABELS)
 
 
@@ -128,13 +128,13 @@ def test_loss_is_the_answer_words_next_token_ce(eos):
 
 def test_zero_shot_mode_trains_nothing_and_counts_fallbacks():
     model = LLMClassifier.build(tiny_cfg("llama", mode="zero-shot"), LABELS, seed=0)
-    assert model.param_groups(None) == []
+    assert model.param_groups(1e-3, None) == []
     assert not any(p.requires_grad for p in model.parameters())
     items = keyword_task(4, seed=0)
     result = model.zero_shot_answers(items)
     assert len(result.answers) == 4
     # a random model babbles: whatever it said, unparsable answers fell back to neutral and were counted
-    for answer, parsed, prediction in zip(result.answers, result.parsed, result.predictions):
+    for parsed, prediction in zip(result.parsed, result.predictions, strict=True):
         assert prediction == (LABELS.index(parsed.label) if parsed.label else LABELS.index("neutral"))
     assert result.summary()["unparsed"] == sum(p.label is None for p in result.parsed)
     with pytest.raises(LLMError, match="fallback"):

@@ -120,9 +120,9 @@ def tiny_lm_config(family: str, tokenizer, *, hidden: int = 32, layers: int = 2)
     if family == "llama":
         return tf.LlamaConfig(**common)
     if family == "gemma3":
+        layer_types = (["sliding_attention", "full_attention"] + ["full_attention"] * layers)[:layers]
         return tf.Gemma3TextConfig(head_dim=hidden // 2, sliding_window=16, query_pre_attn_scalar=hidden // 2,
-                                   layer_types=["sliding_attention", "full_attention"][:layers] + ["full_attention"] * (layers - 2),
-                                   **common)
+                                   layer_types=layer_types, **common)
     if family == "qwen2":
         return tf.Qwen2Config(**common)
     raise LLMError(f"no tiny causal LM for family '{family}'; choose one of {', '.join(TINY_FAMILIES)}")
@@ -157,7 +157,8 @@ def load_causal_lm(source: str, *, gguf_file: str | None = None, cache_dir: Path
     if source.startswith("tiny:"):
         return build_tiny_lm(source.split(":", 1)[1])
     directory = resolve_gguf(source, gguf_file, cache_dir=cache_dir)
-    where = str(directory) if directory is not None else str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source
+    local = Path(source).expanduser()
+    where = str(directory) if directory is not None else str(local) if local.is_dir() else source
     try:
         with _QuietTransformers():
             tokenizer = AutoTokenizer.from_pretrained(where)

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 #: Canonical label -> emotion words (already normalised: lower case, no accents).
 LEXICON: dict[str, tuple[str, ...]] = {

@@ -26,33 +26,42 @@ during training) and keep the result in ``Example.cached[audio_key]``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from types import SimpleNamespace
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from emovox.errors import LLMError
-from emovox.llm.classifier import LLM_FILE, check_verbalizer, load_base, read_sidecar, save_base_lm
-from emovox.llm.lora import LoRAConfig, add_lora, load_adapter, lora_parameters, save_adapter
+from emovox.llm.classifier import (
+    LLM_FILE,
+    check_verbalizer,
+    load_base,
+    load_own_weights,
+    read_sidecar,
+    save_base_lm,
+    save_own_weights,
+)
+from emovox.llm.lora import LoRAConfig, add_lora, load_adapter, save_adapter
 from emovox.llm.prompts import PAPER_AUDIO_PROMPT, PromptConfig
 from emovox.llm.scoring import PromptEncoder, lm_logits, transcript
+from emovox.models.base import KindConfig, ModelKind
 
 #: The paper's best Whisper-Gemma setting (Table 2): batch 4, lr 1e-3.
 PAPER_TRAIN: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "batch_size": 4, "class_weights": "inverse"}
-WEIGHTS_FILE = "weights.safetensors"
 
 
 def _audio_prompt() -> PromptConfig:
     return PromptConfig(template=PAPER_AUDIO_PROMPT, answer_prefix="emotion =")
 
 
-class AudioLLMConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AudioLLMConfig(KindConfig):
+    """``model.kind: audio-llm``."""
 
     kind: Literal["audio-llm"] = "audio-llm"
     llm: str = Field("smollm2-135m-instruct", description="Packaged GGUF name, .gguf file, model directory, or tiny:FAMILY.")
@@ -103,87 +112,104 @@ class AudioProjector(nn.Module):
         return self.linear(self.norm(x))
 
 
-class AudioLLM(nn.Module):
+class AudioLLM(ModelKind):
     kind: ClassVar[str] = "audio-llm"
-    Config: ClassVar[type[BaseModel]] = AudioLLMConfig
+    Config: ClassVar[type[KindConfig]] = AudioLLMConfig
     PAPER_TRAIN: ClassVar[dict[str, Any]] = PAPER_TRAIN
 
-    def __init__(self, cfg: AudioLLMConfig, labels: Sequence[str], lm, audio, *, seed: int = 0,
+    def __init__(self, config: AudioLLMConfig, labels: Sequence[str], lm, audio, *, seed: int = 0,
                  adapter_dir: Path | None = None):
-        super().__init__()
+        super().__init__(config, labels)
         if audio.spec.family != "whisper":
-            raise LLMError(f"audio-llm needs a Whisper encoder, but '{cfg.audio}' is a {audio.spec.family} model")
-        self.cfg = cfg
-        self.labels = list(labels)
+            raise LLMError(f"audio-llm needs a Whisper encoder, but '{config.audio}' is a {audio.spec.family} model")
+        self.seed = seed
         self.source, self.dequantized = lm.source, lm.dequantized
         self.tokenizer = lm.tokenizer
-        self.encoder = PromptEncoder(lm.tokenizer, cfg.prompt, self.labels, overrides=cfg.label_words, audio=True,
-                                     max_text_tokens=cfg.max_text_tokens)
+        self.encoder = PromptEncoder(lm.tokenizer, config.prompt, self.labels, overrides=config.label_words, audio=True,
+                                     max_text_tokens=config.max_text_tokens)
         self.audio = audio
         self.audio.freeze()
         for p in lm.model.parameters():
             p.requires_grad_(False)
-        if cfg.lora is not None:
-            self.lm = load_adapter(lm.model, adapter_dir, trainable=True) if adapter_dir else add_lora(lm.model, cfg.lora, seed=seed)
+        if config.lora is not None:
+            self.lm = (load_adapter(lm.model, adapter_dir, trainable=True) if adapter_dir
+                       else add_lora(lm.model, config.lora, seed=seed))
         else:
             self.lm = lm.model
         embed = lm.model.get_input_embeddings()
         with torch.no_grad():  # the scale the LLM's own inputs have (Gemma scales its embeddings)
             sample = torch.arange(min(embed.num_embeddings, 4096), device=embed.weight.device)
             target_std = float(embed(sample).float().std())
-        in_dim = audio.hidden_size * (cfg.frames_per_token if cfg.pooling == "stack" else 1)
+        in_dim = audio.hidden_size * (config.frames_per_token if config.pooling == "stack" else 1)
         self.projector = AudioProjector(in_dim, embed.embedding_dim, target_std=target_std, seed=seed)
-        self.audio_key = f"audio-llm:{audio.spec.name}:{cfg.pooling}{cfg.frames_per_token}"
+        self.audio_key = f"audio-llm:{audio.spec.name}:{config.pooling}{config.frames_per_token}"
 
     # -- the kind interface ----------------------------------------------------------------------
     @classmethod
-    def build(cls, cfg: AudioLLMConfig, labels: Sequence[str], *, seed: int) -> "AudioLLM":
-        from emovox.backbones import load_backbone
+    def build(cls, config: AudioLLMConfig, labels: Sequence[str], *, seed: int = 0, backbones=None) -> AudioLLM:
         from emovox.llm.classifier import _load_lm
+        from emovox.models.branch import BackboneStore
 
-        audio = load_backbone(cfg.audio, tiny=cfg.audio_tiny, max_seconds=cfg.max_seconds, seed=seed)
-        return cls(cfg, labels, _load_lm(cfg.llm, cfg.gguf_file, seed), audio, seed=seed)
+        # the frozen encoder is shared by every fold of a run (BackboneStore keys it like a frozen branch)
+        spec = SimpleNamespace(backbone=config.audio, tiny=config.audio_tiny, max_tokens=100,
+                               max_seconds=config.max_seconds, mode="frozen")
+        audio = (backbones or BackboneStore()).get(spec, seed)
+        return cls(config, labels, _load_lm(config.llm, config.gguf_file, seed), audio, seed=seed)
 
     def fields(self) -> set[str]:
-        return {"audio", "text"} if self.cfg.prompt.reads_text() else {"audio"}
+        return {"audio", "text"} if self.config.prompt.reads_text() else {"audio"}
 
-    def train(self, mode: bool = True) -> "AudioLLM":
+    def max_seconds(self) -> float:
+        return self.config.max_seconds
+
+    def train(self, mode: bool = True) -> AudioLLM:
         super().train(mode)
         self.audio.eval()  # frozen: no dropout, no layer drop, ever
-        if self.cfg.lora is None:
+        if self.config.lora is None:
             self.lm.eval()
         return self
 
-    def param_groups(self, train_cfg: Any = None) -> list[dict]:
-        lr = getattr(train_cfg, "lr", None) or PAPER_TRAIN["lr"]
-        groups = [{"params": list(self.projector.parameters()), "lr": lr}]
-        if self.cfg.lora is not None:
-            groups.append({"params": lora_parameters(self.lm), "lr": lr})
-        return groups
+    def compute_size(self) -> int:
+        """What runs in a training step on cached audio tokens: projector and LLM (not the encoder)."""
+        encoder = {id(p) for p in self.audio.parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in encoder)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "llm": self.source, "dequantized_gguf": self.dequantized, "audio": self.audio.spec.name,
+                "audio_tokens_per_second": 50 / self.config.frames_per_token,
+                "label_words": dict(zip(self.labels, self.encoder.words, strict=True)),
+                "trains": "projector" + (" and LoRA adapters" if self.config.lora is not None else "")}
 
     @torch.inference_mode()
     def audio_tokens(self, clips: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """The pooled frozen-encoder tokens of each clip, ``[n_i, D]`` (what the projector reads)."""
         enc = self.audio(self.audio.preprocess(list(clips)))
-        pooled, lengths = pool_frames(enc.hidden, enc.mask, self.cfg.frames_per_token, self.cfg.pooling)
+        pooled, lengths = pool_frames(enc.hidden, enc.mask, self.config.frames_per_token, self.config.pooling)
         return [pooled[i, : int(n)].float().cpu() for i, n in enumerate(lengths)]
 
-    def prepare(self, examples: Sequence, *, cache=None, progress: bool = False, batch_size: int = 8) -> list:
-        """Run the frozen encoder once per utterance; the tokens go into ``Example.cached``."""
-        from tqdm.auto import tqdm
+    def _cache_key(self) -> str:
+        from emovox.cache import backbone_identity, cache_key
 
-        order = sorted(range(len(examples)), key=lambda i: len(examples[i].audio))
-        out = list(examples)
-        for start in tqdm(range(0, len(order), batch_size), desc="audio-llm: Whisper frames", disable=not progress):
-            index = order[start:start + batch_size]
-            tokens = self.audio_tokens([examples[i].audio for i in index])
-            for i, t in zip(index, tokens):
-                e = examples[i]
-                out[i] = dataclasses.replace(e, cached={**dict(e.cached or {}), self.audio_key: t.numpy()})
-        return out
+        ident = backbone_identity(self.audio, tiny=self.config.audio_tiny, seed=self.seed)
+        ident.update(kept=f"last layer, {self.config.pooling} of {self.config.frames_per_token} frames")
+        return cache_key(f"audio-llm-{self.audio.spec.name}", ident)
 
-    def collate(self, batch: list) -> dict:
-        reads_text = self.cfg.prompt.reads_text()
+    def prepare(self, examples: Sequence, *, cache=None, progress: bool = False) -> list:
+        """Run the frozen encoder once per utterance (or read it from ``cache``); tokens go into ``Example.cached``."""
+        from emovox.cache import fill
+
+        width = self.projector.linear.in_features
+        out = fill(
+            [e.audio for e in examples], [len(e.audio) / 16000 for e in examples],
+            lambda clips: [{"tokens": t} for t in self.audio_tokens(clips)],
+            cache=cache, model_key=self._cache_key() if cache is not None else None,
+            expect=lambda clip: {"tokens": (None, width)}, batch_size=8, progress=progress,
+            description=f"audio-llm: {self.audio.spec.name} frames",
+        )
+        return [_with_cached(e, self.audio_key, o["tokens"].numpy()) for e, o in zip(examples, out, strict=True)]
+
+    def collate(self, batch: list, *, augment: bool = False) -> dict:
+        reads_text = self.config.prompt.reads_text()
         parts = [self.encoder.prompt_parts(transcript(e) if reads_text else None) for e in batch]
         inputs: dict[str, Any] = {
             "prefix_ids": _right_pad([p[0] for p in parts], self.encoder.pad_id),
@@ -207,7 +233,7 @@ class AudioLLM(nn.Module):
             return inputs["audio_tokens"], inputs["audio_len"]
         with torch.no_grad():
             enc = self.audio({k[len("whisper_"):]: v for k, v in inputs.items() if k.startswith("whisper_")})
-            return pool_frames(enc.hidden, enc.mask, self.cfg.frames_per_token, self.cfg.pooling)
+            return pool_frames(enc.hidden, enc.mask, self.config.frames_per_token, self.config.pooling)
 
     def embed(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The prompt as LLM input embeddings with the projected audio at the placeholder, left-padded."""
@@ -227,51 +253,52 @@ class AudioLLM(nn.Module):
             mask[i, longest - r.shape[0]:] = 1
         return embeds, mask
 
-    def forward(self, inputs: dict) -> torch.Tensor:
+    def logits(self, inputs: dict) -> torch.Tensor:
         embeds, mask = self.embed(inputs)
         logits = lm_logits(self.lm, inputs_embeds=embeds, mask=mask, keep=1)[:, -1]
         return logits[:, self.encoder.verbalizer.first_ids].float()
 
-    def loss(self, inputs: dict, targets: torch.Tensor, class_weight: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class-weighted cross-entropy over the label words' logits (the paper's Whisper-Gemma loss)."""
-        logits = self(inputs)
-        weight = class_weight.to(logits.device) if class_weight is not None else None
-        return nn.functional.cross_entropy(logits, targets.to(logits.device), weight=weight), logits
+    # the default loss (class-weighted cross-entropy over these logits) is the paper's Whisper-Gemma loss
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        from safetensors.torch import save_file
+        from emovox.atomic import atomic_write_json
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({f"projector.{k}": v.detach().contiguous().cpu() for k, v in self.projector.state_dict().items()},
-                  str(directory / WEIGHTS_FILE))
         self.audio.save(directory / "branches" / "audio")
-        if self.cfg.lora is not None:
+        if self.config.lora is not None:
             save_adapter(self.lm, directory / "adapters" / "llm")
-        if self.cfg.save_base or self.source.startswith("tiny:"):
+        if self.config.save_base or self.source.startswith("tiny:"):
             save_base_lm(self.lm, self.tokenizer, directory / "branches" / "llm")
+        save_own_weights(self, directory, {f"projector.{k}": v for k, v in self.projector.state_dict().items()})
         sidecar = {"format": 1, "kind": self.kind, "source": self.source, "dequantized": self.dequantized,
                    "chat": self.encoder.chat, "verbalizer": self.encoder.verbalizer.to_dict()}
-        (directory / LLM_FILE).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(directory / LLM_FILE, sidecar)
 
     @classmethod
-    def load(cls, directory: Path, config: AudioLLMConfig, labels: Sequence[str]) -> "AudioLLM":
-        from safetensors.torch import load_file
-
-        from emovox.backbones import load_backbone
+    def load(cls, directory: Path, config: AudioLLMConfig, labels: Sequence[str]) -> AudioLLM:
+        from emovox.models.registry import load_branch_backbone
 
         directory = Path(directory)
         sidecar = read_sidecar(directory)
         lm = load_base(directory, config.llm, config.gguf_file, sidecar)
-        audio = load_backbone(directory / "branches" / "audio")
+        limits = SimpleNamespace(max_tokens=100, max_seconds=config.max_seconds)
+        audio = load_branch_backbone(directory / "branches" / "audio", limits)
         adapter = directory / "adapters" / "llm" if config.lora is not None else None
         model = cls(config, labels, lm, audio, adapter_dir=adapter)
         check_verbalizer(directory, sidecar, model.encoder.verbalizer.to_dict())
-        tensors = load_file(str(directory / WEIGHTS_FILE))
+        expected = {f"projector.{k}": v for k, v in model.projector.state_dict().items()}
+        tensors = load_own_weights(model, directory, expected)
         model.projector.load_state_dict({k[len("projector."):]: v for k, v in tensors.items()})
         return model.eval()
+
+
+def _with_cached(example, key: str, value):
+    """A copy of ``example`` with ``value`` in ``cached[key]`` (``Example.with_cached`` where it exists)."""
+    if hasattr(example, "with_cached"):
+        return example.with_cached(key, value)
+    return dataclasses.replace(example, cached={**dict(example.cached or {}), key: value})
 
 
 def _right_pad(seqs: list[list[int]], pad_id: int) -> torch.Tensor:

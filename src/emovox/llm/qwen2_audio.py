@@ -16,23 +16,23 @@ use ``tiny: true``, a random model of the same classes with 4 s inputs.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
+from pydantic import Field
 
 from emovox.audio import SAMPLE_RATE
-from emovox.errors import LLMError
+from emovox.errors import LLMError, RecognizerError
 from emovox.llm.answers import AnswerParser, ZeroShotAnswers, map_answers
-from emovox.llm.classifier import LLM_FILE, ZeroShotConfig, check_verbalizer, read_sidecar
-from emovox.llm.lora import LoRAConfig, add_lora, base_state_dict, load_adapter, lora_parameters, save_adapter
+from emovox.llm.classifier import LLM_FILE, ZeroShotConfig, check_verbalizer, load_own_weights, read_sidecar, save_own_weights
+from emovox.llm.lora import LoRAConfig, add_lora, base_state_dict, load_adapter, save_adapter
 from emovox.llm.prompts import PAPER_QWEN_AUDIO_PROMPT, PromptConfig, answer_separator
 from emovox.llm.scoring import answer_loss_and_scores, append_answers, position_ids, training_answers, transcript
 from emovox.llm.verbalizers import build_verbalizer, label_words
+from emovox.models.base import KindConfig, ModelKind
 
 #: Section 4.2, Task 2.
 PAPER_TRAIN: dict[str, Any] = {"optimizer": "adam", "lr": 1e-4, "batch_size": 3, "max_epochs": 6,
@@ -51,8 +51,8 @@ def _paper_lora() -> LoRAConfig:
     return LoRAConfig(rank=64, alpha=1024, dropout=0.05, target_modules=LANGUAGE_MODEL_QV)
 
 
-class Qwen2AudioLoRAConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Qwen2AudioLoRAConfig(KindConfig):
+    """``model.kind: qwen2-audio-lora``."""
 
     kind: Literal["qwen2-audio-lora"] = "qwen2-audio-lora"
     model: str = Field("Qwen/Qwen2-Audio-7B-Instruct", description="Hub id or local directory of a Qwen2-Audio model.")
@@ -109,51 +109,63 @@ def _load_pretrained(source: str):
     return model.eval(), processor
 
 
-class Qwen2AudioLoRA(nn.Module):
+class Qwen2AudioLoRA(ModelKind):
     kind: ClassVar[str] = "qwen2-audio-lora"
-    Config: ClassVar[type[BaseModel]] = Qwen2AudioLoRAConfig
+    Config: ClassVar[type[KindConfig]] = Qwen2AudioLoRAConfig
     PAPER_TRAIN: ClassVar[dict[str, Any]] = PAPER_TRAIN
 
-    def __init__(self, cfg: Qwen2AudioLoRAConfig, labels: Sequence[str], model, processor, *, seed: int = 0,
+    def __init__(self, config: Qwen2AudioLoRAConfig, labels: Sequence[str], model, processor, *, seed: int = 0,
                  adapter_dir: Path | None = None, source: str = ""):
-        super().__init__()
-        cfg.prompt.check(audio=False)
-        if cfg.mode == "zero-shot" and cfg.zero_shot.fallback not in labels:
-            raise LLMError(f"zero_shot.fallback '{cfg.zero_shot.fallback}' is not a label of {list(labels)}; set it")
-        self.cfg = cfg
-        self.labels = list(labels)
+        super().__init__(config, labels)
+        config.prompt.check(audio=False)
+        if config.mode == "zero-shot" and config.zero_shot.fallback not in self.labels:
+            raise LLMError(f"zero_shot.fallback '{config.zero_shot.fallback}' is not a label of {list(self.labels)}; set it")
+        self.seed = seed
         self.source = source
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
-        self.words = label_words(self.labels, cfg.prompt.language, cfg.label_words)
+        self.words = label_words(self.labels, config.prompt.language, config.label_words)
         self.verbalizer = build_verbalizer(self.labels, self.words, self.tokenizer, answer_separator(self._render("x")))
         self.pad_id = int(self.tokenizer.pad_token_id)
         for p in model.parameters():  # audio encoder, projector and LM all frozen; adapters only
             p.requires_grad_(False)
-        if cfg.mode == "lora":
-            self.lm = load_adapter(model, adapter_dir, trainable=True) if adapter_dir else add_lora(model, cfg.lora, seed=seed)
+        if config.mode == "lora":
+            self.lm = (load_adapter(model, adapter_dir, trainable=True) if adapter_dir
+                       else add_lora(model, config.lora, seed=seed))
         else:
             self.lm = model
-        self.parser = AnswerParser(self.labels, {l: [w] for l, w in zip(self.labels, self.words)})
+        self.parser = AnswerParser(self.labels, {label: [w] for label, w in zip(self.labels, self.words, strict=True)})
 
     @classmethod
-    def build(cls, cfg: Qwen2AudioLoRAConfig, labels: Sequence[str], *, seed: int) -> "Qwen2AudioLoRA":
-        model, processor = build_tiny_qwen2_audio(seed) if cfg.tiny else _load_pretrained(cfg.model)
-        return cls(cfg, labels, model, processor, seed=seed, source="tiny" if cfg.tiny else cfg.model)
+    def build(cls, config: Qwen2AudioLoRAConfig, labels: Sequence[str], *, seed: int = 0, backbones=None) -> Qwen2AudioLoRA:
+        model, processor = build_tiny_qwen2_audio(seed) if config.tiny else _load_pretrained(config.model)
+        return cls(config, labels, model, processor, seed=seed, source="tiny" if config.tiny else config.model)
 
     def fields(self) -> set[str]:
-        return {"audio", "text"} if self.cfg.prompt.reads_text() else {"audio"}
+        return {"audio", "text"} if self.config.prompt.reads_text() else {"audio"}
+
+    def max_seconds(self) -> float:
+        """The processor pads or cuts every clip to its window (30 s; the tiny model's 4 s)."""
+        return float(self.processor.feature_extractor.chunk_length)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.source, "label_words": dict(zip(self.labels, self.words, strict=True)),
+                "trains": "LoRA adapters on the language model" if self.config.mode == "lora" else "nothing"}
+
+    def fit_direct(self, train, valid) -> dict | None:
+        return {"mode": "zero-shot", "fitted": "nothing"} if self.config.mode == "zero-shot" else None
 
     def _render(self, text: str | None) -> str:
-        body = self.cfg.prompt.chosen_template().format(labels=", ".join(self.words), text=text or "")
+        prompt = self.config.prompt
+        body = prompt.chosen_template().format(labels=", ".join(self.words), text=text or "")
         content = [{"type": "audio", "audio_url": "clip"}, {"type": "text", "text": body}]
-        messages = ([{"role": "system", "content": self.cfg.prompt.system}] if self.cfg.prompt.system else []) + [
+        messages = ([{"role": "system", "content": prompt.system}] if prompt.system else []) + [
             {"role": "user", "content": content}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + self.cfg.prompt.answer_prefix
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prompt.answer_prefix
 
-    def collate(self, batch: list) -> dict:
-        reads_text = self.cfg.prompt.reads_text()
+    def collate(self, batch: list, *, augment: bool = False) -> dict:
+        reads_text = self.config.prompt.reads_text()
         texts = [self._render(transcript(e) if reads_text else None) for e in batch]
         clips = []
         for e in batch:
@@ -163,69 +175,67 @@ class Qwen2AudioLoRA(nn.Module):
         out = self.processor(text=texts, audio=clips, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
         return {k: out[k] for k in ("input_ids", "attention_mask", "input_features", "feature_attention_mask")}
 
-    def _logits(self, inputs: dict, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _lm_logits(self, inputs: dict, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.lm(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
                        input_features=inputs["input_features"], feature_attention_mask=inputs["feature_attention_mask"],
                        use_cache=False).logits
 
-    def forward(self, inputs: dict) -> torch.Tensor:
-        logits = self._logits(inputs, inputs["input_ids"], inputs["attention_mask"])[:, -1]
+    def logits(self, inputs: dict) -> torch.Tensor:
+        logits = self._lm_logits(inputs, inputs["input_ids"], inputs["attention_mask"])[:, -1]
         return logits[:, self.verbalizer.first_ids].float()
 
-    def loss(self, inputs: dict, targets: torch.Tensor, class_weight: torch.Tensor | None = None
+    def loss(self, inputs: dict, targets: torch.Tensor, weight: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-token CE on the target's label word, as the text system (rows weighted by class if given)."""
-        answers = training_answers(self.verbalizer, targets.tolist(), self.tokenizer, self.cfg.prompt.answer_eos)
+        answers = training_answers(self.verbalizer, targets.tolist(), self.tokenizer, self.config.prompt.answer_eos)
         ids, mask = append_answers(inputs["input_ids"].cpu(), inputs["attention_mask"].cpu(), answers, self.pad_id)
         device = inputs["input_ids"].device
         keep = max(len(a) for a in answers) + 1
-        logits = self._logits(inputs, ids.to(device), mask.to(device))[:, -keep:]
-        weights = class_weight.to(device)[targets.to(device)] if class_weight is not None else None
-        return answer_loss_and_scores(logits, answers, self.verbalizer.first_ids, weights)
-
-    def param_groups(self, train_cfg: Any = None) -> list[dict]:
-        if self.cfg.mode != "lora":
-            return []
-        lr = getattr(train_cfg, "lr", None) or PAPER_TRAIN["lr"]
-        return [{"params": lora_parameters(self.lm), "lr": lr}]
+        logits = self._lm_logits(inputs, ids.to(device), mask.to(device))[:, -keep:]
+        rows = weight.to(device)[targets.to(device)] if weight is not None else None
+        loss, scores = answer_loss_and_scores(logits, answers, self.verbalizer.first_ids, rows)
+        return loss, scores / self.temperature
 
     @torch.inference_mode()
     def zero_shot_answers(self, examples: Sequence, *, batch_size: int = 4) -> ZeroShotAnswers:
         answers: list[str] = []
         for start in range(0, len(examples), batch_size):
             inputs = self.collate(list(examples[start:start + batch_size]))
-            generated = self.lm.generate(**inputs, max_new_tokens=self.cfg.zero_shot.max_new_tokens, do_sample=False,
+            generated = self.lm.generate(**inputs, max_new_tokens=self.config.zero_shot.max_new_tokens, do_sample=False,
                                          pad_token_id=self.pad_id)
             answers += [a.strip() for a in self.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:],
                                                                       skip_special_tokens=True)]
-        return map_answers(answers, self.parser, self.cfg.zero_shot.fallback)
+        return map_answers(answers, self.parser, self.config.zero_shot.fallback)
 
     def save(self, directory: Path) -> None:
+        from emovox.atomic import atomic_write_json
         from emovox.backbones import _QuietTransformers
 
         directory = Path(directory)
-        if self.cfg.mode == "lora":
+        if self.config.mode == "lora":
             save_adapter(self.lm, directory / "adapters" / "llm")
-        if self.cfg.save_base or self.cfg.tiny:
+        if self.config.save_base or self.config.tiny:
             base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
             with _QuietTransformers():
                 base.save_pretrained(str(directory / "branches" / BASE_DIR), state_dict=base_state_dict(self.lm))
                 self.processor.save_pretrained(str(directory / "branches" / BASE_DIR))
-        sidecar = {"format": 1, "kind": self.kind, "source": self.source, "verbalizer": self.verbalizer.to_dict()}
-        (directory / LLM_FILE).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+        save_own_weights(self, directory)
+        atomic_write_json(directory / LLM_FILE, {"format": 1, "kind": self.kind, "source": self.source,
+                                                 "verbalizer": self.verbalizer.to_dict()})
 
     @classmethod
-    def load(cls, directory: Path, config: Qwen2AudioLoRAConfig, labels: Sequence[str]) -> "Qwen2AudioLoRA":
+    def load(cls, directory: Path, config: Qwen2AudioLoRAConfig, labels: Sequence[str]) -> Qwen2AudioLoRA:
         directory = Path(directory)
         sidecar = read_sidecar(directory)
         saved = directory / "branches" / BASE_DIR
         if (saved / "config.json").is_file():
             model, processor = _load_pretrained(str(saved))
         elif config.tiny:
-            raise LLMError(f"{directory}: a tiny-model recognizer must hold its base model in branches/{BASE_DIR}/")
+            raise RecognizerError(f"{directory}: a tiny-model recognizer must hold its base model in branches/{BASE_DIR}/")
         else:
             model, processor = _load_pretrained(config.model)
         adapter = directory / "adapters" / "llm" if config.mode == "lora" else None
         out = cls(config, labels, model, processor, adapter_dir=adapter, source=sidecar.get("source", config.model))
         check_verbalizer(directory, sidecar, out.verbalizer.to_dict())
+        load_own_weights(out, directory)
         return out.eval()

@@ -13,7 +13,7 @@ the logits at the last prompt position do not depend on the tokens after it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -13,8 +13,8 @@ them, and a label set with labels outside the table must name its words there.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from emovox.errors import LLMError
 
@@ -59,7 +59,7 @@ def label_words(labels: Sequence[str], language: str = "en", overrides: Mapping[
             )
         words.append(str(word).strip())
     seen: dict[str, str] = {}
-    for label, word in zip(labels, words):
+    for label, word in zip(labels, words, strict=True):
         if word.lower() in seen:
             raise LLMError(f"labels '{seen[word.lower()]}' and '{label}' have the same label word '{word}'")
         seen[word.lower()] = label
@@ -87,7 +87,7 @@ class Verbalizer:
 def build_verbalizer(labels: Sequence[str], words: Sequence[str], tokenizer, separator: str) -> Verbalizer:
     """Tokenise each label word as it follows the prompt and check the first tokens are distinct."""
     token_ids = []
-    for label, word in zip(labels, words):
+    for label, word in zip(labels, words, strict=True):
         ids = tokenizer(separator + word, add_special_tokens=False)["input_ids"]
         if not ids:
             raise LLMError(f"label word {word!r} (label '{label}') encodes to no tokens")
