@@ -27,7 +27,9 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,6 +206,9 @@ def convert_gguf(path: str | Path, *, cache_dir: Path | None = None, sha256: str
 
     from emovox.backbones import _QuietTransformers, describe
 
+    started = time.time()
+    print(f"emovox: converting {path.name} ({path.stat().st_size / 1e6:.0f} MB) to a safetensors model, once "
+          f"(can take minutes) -> {target}", file=sys.stderr)
     try:
         with _QuietTransformers(), _shared_gguf_parsing():
             tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -241,6 +246,8 @@ def convert_gguf(path: str | Path, *, cache_dir: Path | None = None, sha256: str
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    print(f"emovox: {path.name} converted in {time.time() - started:.0f} s ({sidecar['architecture']}, "
+          f"{sidecar['parameters'] / 1e6:.1f}M parameters, dequantised)", file=sys.stderr)
     return target
 
 
