@@ -12,11 +12,12 @@ import torch
 
 pytest.importorskip("gguf", reason="the GGUF reader is the `llm` extra: pip install 'emovox[llm]'")
 
+from llm_fixtures import write_llama_gguf  # noqa: E402
+
 from emovox.backbones import gguf as emovox_gguf  # noqa: E402
 from emovox.backbones.gguf import GGUF_SIDECAR, PackagedGGUF, convert_gguf, resolve_gguf  # noqa: E402
 from emovox.backbones.llm import build_tiny_lm, load_causal_lm  # noqa: E402
 from emovox.errors import LLMError  # noqa: E402
-from llm_fixtures import write_llama_gguf  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -89,7 +89,11 @@ def test_zero_shot_mode_runs_without_gradient_steps(manifest, tmp_path):
     assert 0.0 <= results["pooled"]["ua"] <= 1.0
 
 
-def test_audio_llm_cross_validation_writes_every_file(manifest, tmp_path):
+def test_audio_llm_cross_validation_and_recognizer(manifest, tmp_path):
+    from helpers import tone
+
+    from emovox.recognizer import Recognizer
+    from emovox.training.final import train_recognizer
     from emovox.training.runner import run_cv
 
     model = {"kind": "audio-llm", "llm": "tiny:gemma3", "audio_tiny": True, "label_words": {"low": "sadness", "high": "joy"}}
@@ -98,3 +102,12 @@ def test_audio_llm_cross_validation_writes_every_file(manifest, tmp_path):
     assert len(results["folds"]) == 4 and set(results["pooled"]) >= {"wa", "ua", "macro_f1"}
     # the frozen Whisper ran once per utterance, into the feature cache
     assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 48
+
+    out = tmp_path / "recognizer"
+    train_recognizer(cfg, out, progress=False)
+    meta = json.loads((out / "emovox.json").read_text())
+    assert meta["kind"] == "audio-llm" and meta["modality"] == "audio+text"
+    assert {"branches/audio/model.safetensors", "branches/llm/model.safetensors", "weights.safetensors"} <= set(meta["files"])
+    rec = Recognizer.load(out)
+    prediction = rec.predict(tone(520.0, 0.6), text="high words number 1")
+    assert prediction.label in ("high", "low") and abs(sum(prediction.probabilities.values()) - 1) < 1e-5

@@ -12,11 +12,11 @@ import json
 
 import pytest
 import torch
+from llm_fixtures import class_logits, example
 
 from emovox.backbones.gguf import GGUF_SIDECAR, file_sha256, packaged_available, packaged_gguf
 from emovox.labels import MELD_LABELS
 from emovox.llm.classifier import LLMClassifier, LLMClassifierConfig
-from llm_fixtures import class_logits, example
 
 pytestmark = pytest.mark.skipif(
     not packaged_available("smollm2-135m-instruct"),
