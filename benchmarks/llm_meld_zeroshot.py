@@ -97,10 +97,10 @@ def main() -> None:
     print(json.dumps(results, indent=2, ensure_ascii=False))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    g, s = results["generate_and_parse"], results["logit_selector"]
+    g, s, m = results["generate_and_parse"], results["logit_selector"], results["majority_neutral"]
     print(f"generate_weighted_f1={g['weighted_f1']['value']} generate_macro_f1={g['macro_f1']['value']} "
           f"unparsed={g['unparsed']}/{len(examples)} selector_weighted_f1={s['weighted_f1']['value']} "
-          f"selector_macro_f1={s['macro_f1']['value']} majority_weighted_f1={results['majority_neutral']['weighted_f1']['value']}")
+          f"selector_macro_f1={s['macro_f1']['value']} majority_weighted_f1={m['weighted_f1']['value']}")
 
 
 if __name__ == "__main__":
