@@ -10,8 +10,10 @@ files, converted once into emovox's model cache), in float32 and in bfloat16:
 - generation: greedy decoding of 16 new tokens after one prompt (zero-shot answers), tokens/s;
 - one LoRA training step (r = 8 on q/v, batch 4, next-token loss on the label word, backward,
   Adam step), seconds per step (the issue quoted ~4.6 s for SmolLM2, fp32);
-- bf16 is ``torch.autocast("cpu", dtype=torch.bfloat16)`` around the step/forward; whether the
-  CPU runs bf16 natively (AVX512-BF16 / AMX) or emulates it is printed from ``/proc/cpuinfo``.
+- bf16: training steps under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (bf16 matmuls, fp32
+  weights and adapters); scoring and generation with the weights converted to bf16 once (autocast
+  re-casts every weight at every call, which swamps single-token decoding); whether the CPU runs
+  bf16 natively (AVX512-BF16 / AMX) or emulates it is printed from ``/proc/cpuinfo``.
 
 and, for the ``audio-llm`` kind, the audio tokens each EmoDB clip adds to the prompt (Whisper's
 50 frames per second pooled by 10): computed for every clip from its length and checked against
@@ -84,7 +86,6 @@ def precision_context(precision: str):
 
 
 def bench_model(name: str, repeats: int) -> list[dict]:
-    sys.path.insert(0, str(REPO / "tests"))
     from emovox.data.examples import Example
     from emovox.llm.classifier import LLMClassifier, LLMClassifierConfig
 
@@ -106,22 +107,30 @@ def bench_model(name: str, repeats: int) -> list[dict]:
     def generate():
         model.lm.generate(**single, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=model.encoder.pad_id)
 
+    def step(precision: str):
+        model.train()
+        with precision_context(precision):
+            loss, _ = model.loss(inputs, targets, None)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def infer() -> tuple[float, float]:
+        with torch.inference_mode():
+            model.eval()
+            return timed(lambda: model(inputs), repeats), timed(generate, repeats)
+
+    measured = {}
+    # training: fp32, then bf16 autocast (mixed precision: bf16 matmuls, fp32 master weights and adapters)
+    measured["fp32"] = {"step": timed(lambda: step("fp32"), repeats), "infer": infer()}
+    measured["bf16"] = {"step": timed(lambda: step("bf16"), repeats)}
+    # inference in bf16: the weights converted once (autocast would re-cast every weight at every call,
+    # which dominates single-token decoding)
+    model.to(torch.bfloat16)
+    measured["bf16"]["infer"] = infer()
     rows = []
     for precision in ("fp32", "bf16"):
-        with torch.inference_mode(), precision_context(precision):
-            model.eval()
-            score_s = timed(lambda: model(inputs), repeats)
-            gen_s = timed(generate, repeats)
-
-        def step(precision=precision):
-            model.train()
-            with precision_context(precision):
-                loss, _ = model.loss(inputs, targets, None)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-        step_s = timed(step, repeats)
+        (score_s, gen_s), step_s = measured[precision]["infer"], measured[precision]["step"]
         row = {"model": name, "precision": precision, "score_tokens_per_s": prompt_tokens / score_s,
                "score_s_per_batch4": score_s, "prompt_tokens_batch4": prompt_tokens,
                "generate_tokens_per_s": new / gen_s, "lora_step_s_batch4": step_s}
