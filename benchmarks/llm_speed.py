@@ -35,7 +35,6 @@ import csv
 import math
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
