@@ -1,13 +1,13 @@
 """``llm-classifier``: a causal LM that names the emotion, adapted with LoRA (the paper's text system).
 
 The prompt (``emovox.llm.prompts``) asks for the speaker's emotion; the class distribution is
-the softmax over the label words' first-token logits at the answer position (``forward``),
-and training is the paper's next-token cross-entropy on the label word appended as the
-answer (``loss``), with LoRA adapters the only trainable weights. Paper defaults: Adam,
-lr 1e-4, batch 4, 6 epochs, linear decay to 0 (``PAPER_TRAIN``; AdamW with weight decay 0 is
-Adam).
+the softmax over the label words' first-token logits at the answer position (``logits``; the
+paper's "logit selector"), and training is the paper's next-token cross-entropy on the label
+word appended as the answer (``loss``), with LoRA adapters the only trainable weights. Paper
+defaults: Adam, lr 1e-4, batch 4, 6 epochs, linear decay to 0 (``PAPER_TRAIN``; the generic
+trainer's AdamW with ``weight_decay: 0`` is Adam; its learning rate is constant).
 
-``mode: zero-shot`` trains nothing: ``forward`` still gives the logit-selector distribution
+``mode: zero-shot`` trains nothing: ``logits`` still gives the logit-selector distribution
 of the untouched model, and ``zero_shot_answers`` does what the paper did with Qwen-Audio:
 generate a short free answer, map it to a label (``emovox.llm.answers``) and fall back to
 ``zero_shot.fallback`` (neutral) when nothing is recognisable, counting those answers.

@@ -83,6 +83,3 @@ def base_state_dict(model) -> dict[str, torch.Tensor]:
         state[name.replace(".base_layer.", ".")] = tensor
     return state
 
-
-def lora_parameters(model) -> list[torch.nn.Parameter]:
-    return [p for n, p in model.named_parameters() if "lora_" in n and p.requires_grad]
