@@ -81,6 +81,18 @@ def test_adapter_saved_and_reloaded_predicts_the_same(tmp_path):
     assert not torch.allclose(class_logits(fresh, train), before, atol=1e-3)
 
 
+def test_adapters_are_read_from_safetensors_only(tmp_path):
+    model = LLMClassifier.build(tiny_cfg("llama"), LABELS, seed=0)
+    model.save(tmp_path)
+    (tmp_path / "adapters" / "llm" / "adapter_model.bin").write_bytes(b"not opened")
+    with pytest.raises(RecognizerError, match="pickled weights"):
+        LLMClassifier.load(tmp_path, model.config, LABELS)
+    (tmp_path / "adapters" / "llm" / "adapter_model.bin").unlink()
+    (tmp_path / "adapters" / "llm" / "adapter_model.safetensors").unlink()
+    with pytest.raises(RecognizerError, match="LoRA adapter missing"):
+        LLMClassifier.load(tmp_path, model.config, LABELS)
+
+
 def test_reload_refuses_other_label_words(tmp_path):
     model = LLMClassifier.build(tiny_cfg("llama"), LABELS, seed=0)
     model.save(tmp_path)

@@ -212,7 +212,7 @@ def convert_gguf(path: str | Path, *, cache_dir: Path | None = None, sha256: str
     try:
         with _QuietTransformers(), _shared_gguf_parsing():
             tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, use_safetensors=True)
     except Exception as exc:  # unsupported architecture or quantisation, damaged file
         raise LLMError(
             f"transformers cannot load '{path}' as a causal LM ({describe(exc)}); "

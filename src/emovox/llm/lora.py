@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from emovox.errors import LLMError
+from emovox.errors import LLMError, RecognizerError
 
 
 class LoRAConfig(BaseModel):
@@ -63,14 +63,42 @@ def save_adapter(peft_model, directory: Path) -> None:
 
 
 def load_adapter(model, directory: Path, *, trainable: bool = False):
-    from peft import PeftModel
+    """``model`` with the adapters saved in ``directory``, read from safetensors only.
+
+    The adapter is rebuilt from its ``adapter_config.json`` and filled with peft's own
+    ``set_peft_model_state_dict``; ``PeftModel.from_pretrained`` is not used because it falls back
+    to unpickling ``adapter_model.bin`` when the safetensors file is missing.
+    """
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
 
     directory = Path(directory)
-    if not (directory / "adapter_model.safetensors").is_file():
-        raise LLMError(f"{directory}: no adapter_model.safetensors (LoRA adapter missing or not saved as safetensors)")
-    with warnings.catch_warnings():
+    weights = directory / "adapter_model.safetensors"
+    pickles = sorted(p.name for p in directory.glob("*") if p.suffix.lower() in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
+    if pickles:
+        raise RecognizerError(f"{directory}: holds pickled weights {pickles}; emovox never loads pickles (they can run code)")
+    if not weights.is_file() or not (directory / "adapter_config.json").is_file():
+        raise RecognizerError(f"{directory}: no adapter_model.safetensors and adapter_config.json (LoRA adapter missing)")
+    try:
+        config = LoraConfig.from_pretrained(str(directory))
+        tensors = load_file(str(weights))
+    except Exception as exc:  # damaged JSON or safetensors
+        raise RecognizerError(f"{directory}: unreadable LoRA adapter ({type(exc).__name__}: {exc})") from None
+    config.inference_mode = not trainable
+    with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+        wrapped = get_peft_model(model, config)
+    result = set_peft_model_state_dict(wrapped, tensors)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    missing = [k for k in getattr(result, "missing_keys", []) or [] if "lora_" in k]
+    if unexpected or missing:
+        raise RecognizerError(
+            f"{weights}: the adapter does not fit this base model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    if not trainable:
+        for p in wrapped.parameters():
+            p.requires_grad_(False)
+    return wrapped
 
 
 def base_state_dict(model) -> dict[str, torch.Tensor]:
