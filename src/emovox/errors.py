@@ -40,5 +40,9 @@ class RecognizerError(EmovoxError):
     """A recognizer directory is missing, incomplete, of an unknown schema or inconsistent."""
 
 
+class LLMError(EmovoxError):
+    """An LLM set-up is unusable: GGUF file, prompt template, label words or answer parsing."""
+
+
 class EmovoxWarning(UserWarning):
     """Something worth a user's attention that does not stop the work (shown once on stderr by the CLI)."""
