@@ -21,6 +21,10 @@ from emovox.models.base import KindConfig, ModelKind
 KINDS: dict[str, str] = {
     "classifier": "emovox.models.classifier:ClassifierModel",
     "fusion": "emovox.models.fusion:FusionModel",
+    # the LLM route (EmoSPeech paper): emovox.llm sits above models in the layering, so only its path is named here
+    "llm-classifier": "emovox.llm.classifier:LLMClassifier",
+    "audio-llm": "emovox.llm.audio_llm:AudioLLM",
+    "qwen2-audio-lora": "emovox.llm.qwen2_audio:Qwen2AudioLoRA",
 }
 
 DEFAULT_KIND = "classifier"
