@@ -49,7 +49,10 @@ def _files(directory: Path) -> list[Path]:
     return sorted(
         p
         for p in directory.rglob("*")
-        if p.is_file() and p.name != META_FILE and not p.name.startswith(".") and p.relative_to(directory).parts[0] not in SCRATCH
+        if p.is_file()
+        and p.relative_to(directory) != Path(META_FILE)  # a member recognizer's emovox.json is checked like any file
+        and not p.name.startswith(".")
+        and p.relative_to(directory).parts[0] not in SCRATCH
     )
 
 

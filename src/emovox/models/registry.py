@@ -21,6 +21,7 @@ from emovox.models.base import KindConfig, ModelKind
 KINDS: dict[str, str] = {
     "classifier": "emovox.models.classifier:ClassifierModel",
     "fusion": "emovox.models.fusion:FusionModel",
+    "late-fusion": "emovox.models.late_fusion:LateFusionModel",
 }
 
 DEFAULT_KIND = "classifier"
