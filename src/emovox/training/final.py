@@ -121,6 +121,7 @@ def train_recognizer(
     if missing:
         raise EmovoxError(f"{cfg.corpus}: classes {missing} have no training utterances; remove them from the label set")
     model = data.build_model()
+    model.use_fold(None, corpus)
     work = model_dir / "_training"
     trainer = Trainer(model, None, cfg.train, len(labels), run_dir=work, progress=progress, description="all data")
     fit = fit_model(model, trainer, train, valid)

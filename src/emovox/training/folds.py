@@ -83,6 +83,7 @@ def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir
             "(fix the corpus or choose another protocol)"
         )
     trainer, fit = fit_fold_model(cfg, data, fold, fold_dir, train, valid, progress=progress)
+    record_fold_model(fold_dir, trainer, fit)
     probs = trainer.predict_proba(test)
     ids, y = [e.id for e in test], [e.target for e in test]
     write_predictions(fold_dir / "predictions.csv", [(i, fold.name, t, p) for i, t, p in zip(ids, y, probs, strict=True)], labels)
@@ -130,6 +131,7 @@ def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progr
     for i, point_cfg in enumerate(points):
         run_dir = fold_dir if len(points) == 1 else fold_dir / "search" / f"point_{i + 1}"
         model = data.build_model(point_cfg)
+        model.use_fold(fold, data.corpus)
         trainer = Trainer(
             model,
             None,
@@ -150,6 +152,15 @@ def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progr
     i, trainer, fit = best
     fit.choices = {**fit.choices, "search": {"chosen": describe(_point_of(cfg, i)), "valid_ua": scores}}
     return trainer, fit
+
+
+def record_fold_model(fold_dir: Path, trainer: Trainer, fit) -> None:
+    """``fold_k/model.json``: how to rebuild the model this fold tested (late fusion combines runs fold by fold)."""
+    from emovox.models.fold_model import BEST_WEIGHTS, write_fold_model
+
+    best = trainer.run_dir / BEST_WEIGHTS if trainer.run_dir is not None else None
+    trained = bool(fit.history) and best is not None and best.is_file()  # else fitted in closed form
+    write_fold_model(fold_dir, trainer.model, best if trained else None)
 
 
 def _point_of(cfg, i: int) -> dict:

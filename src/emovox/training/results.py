@@ -58,6 +58,8 @@ def model_summary(cfg: ExperimentConfig) -> dict:
     """The model part of results.json: kind, and the backbone(s) and mode(s) in a line each."""
     m = json.loads(cfg.model.model_dump_json())
     branches = m.get("branches") or ([m] if "backbone" in m else [])
+    if m.get("members"):  # late fusion: the members' folders, frozen
+        return {"kind": m["kind"], "backbone": " + ".join(Path(x).name for x in m["members"]), "mode": "frozen members"}
     return {
         "kind": m["kind"],
         "backbone": " + ".join(b["backbone"] for b in branches) if branches else None,
