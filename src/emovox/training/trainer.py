@@ -288,13 +288,16 @@ class Trainer:
             return None
         failures = []
         for path in candidates:
+            reading = path
             try:
                 state = json.loads(path.read_text())
-                model_tensors = load_tensors(self.run_dir / state["model_file"])
-                opt_tensors = load_tensors(self.run_dir / state["optimizer_file"])
+                reading = self.run_dir / state["model_file"]
+                model_tensors = load_tensors(reading)
+                reading = self.run_dir / state["optimizer_file"]
+                opt_tensors = load_tensors(reading)
                 break
             except Exception as exc:  # hand-edited, damaged or copied between machines: say which and what to do
-                failures.append(f"{path.name}: {type(exc).__name__}: {exc}")
+                failures.append(f"{reading.name}: {type(exc).__name__}: {exc}")
         else:
             raise EmovoxError(
                 f"{current}: cannot resume from this checkpoint ({'; '.join(failures)}); delete "
