@@ -8,6 +8,7 @@ The runs are real ``run_cv`` runs of a tiny frozen probe on the tone corpus (sec
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -21,6 +22,7 @@ from emovox.training.runner import run_cv
 from emovox.training.tracking import TrackingError
 
 LR = 0.003  # slow enough that validation scores change between epochs
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # this module's own MLflow readers: nothing leaves the machine
 
 
 def has(module: str) -> bool:
@@ -162,11 +164,13 @@ def test_mlflow_holds_a_run_per_fold_under_the_experiment(tracked_run):
 
 
 @needs_mlflow
-def test_mlflow_tracking_uri_from_the_config(tmp_path):
+def test_mlflow_tracking_uri_from_the_config(tmp_path, monkeypatch):
     store = tmp_path / "elsewhere.db"
     data = tracked_config(tmp_path, ["mlflow"], max_epochs=1, mlflow_tracking_uri=f"sqlite:///{store}")
     data["folds"] = [1]
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
     run_cv(config_from_dict(data), tmp_path / "run", progress=False)
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"  # MLflow's usage telemetry is off unless the user opts in
     assert store.is_file() and not (tmp_path / "run" / "mlflow.db").exists()
     from mlflow.tracking import MlflowClient
 
@@ -245,3 +249,30 @@ def test_resuming_with_other_tracking_settings_is_the_same_run(tmp_path):
     data["train"].update(checkpoint_every_steps=3, keep_checkpoints=2)
     again = run_cv(config_from_dict(data), tmp_path / "run", progress=False)
     assert again["pooled"] == first["pooled"]
+
+
+@pytest.mark.skipif(not available(), reason="neither tensorboard nor mlflow is installed (pip install 'emovox[tracking]')")
+def test_emovox_train_tracks_the_final_model_beside_it(tmp_path):
+    """``emovox train``: TensorBoard in MODEL_DIR/tensorboard/all_data (kept with the recognizer), one MLflow
+    run in MODEL_DIR/mlflow.db (not one of the recognizer's files: it still loads and verifies)."""
+    from emovox import Recognizer
+    from emovox.training.final import train_recognizer
+
+    data = tracked_config(tmp_path, available(), max_epochs=2)
+    model_dir = tmp_path / "recognizer"
+    train_recognizer(config_from_dict(data), model_dir, progress=False)
+    meta = json.loads((model_dir / "emovox.json").read_text())
+    history = meta["training"]["history"]
+    steps, losses = steps_and_losses(history)
+    if "tensorboard" in available():
+        got, _ = scalars(model_dir / "tensorboard" / "all_data")
+        assert got["train/loss"] == list(zip(steps, f32(losses), strict=True))
+        assert got["valid/ua"] == list(zip([h["steps"] for h in history], f32([h["valid_ua"] for h in history]), strict=True))
+        assert any(f.startswith("tensorboard/") for f in meta["files"])  # part of the recognizer, like a hub's runs/
+    if "mlflow" in available():
+        client, runs = mlflow_runs(model_dir, data["name"])
+        assert list(runs) == ["all_data"] and "mlflow.parentRunId" not in runs["all_data"].data.tags
+        assert history_of(client, runs["all_data"].info.run_id, "train/loss") == list(zip(steps, losses, strict=True))
+        assert runs["all_data"].info.status == "FINISHED"
+        assert not any(f.startswith("mlflow") for f in meta["files"])
+    assert set(Recognizer.load(model_dir).labels) == {"low", "high"}

@@ -33,8 +33,9 @@ from emovox.models.base import ModelKind
 SCHEMA_VERSION = 2
 META_FILE = "emovox.json"
 MODALITIES = ("audio", "text", "audio+text")
-#: Folders inside a recognizer directory that are not part of it (a training run's scratch space).
-SCRATCH = ("_training",)
+#: Paths inside a recognizer directory that are not part of it: a training run's scratch space, and the
+#: MLflow store ``train.report_to: [mlflow]`` keeps there by default (a database MLflow may still write to).
+SCRATCH = ("_training", "mlflow.db", "mlflow-artifacts")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -206,6 +206,9 @@ def mlflow_store(cfg: ExperimentConfig, run_root: Path) -> tuple[str, Path | Non
 
 
 def _mlflow_client(uri: str):
+    # MLflow 3 sends usage telemetry to its vendor unless told not to; emovox sends nothing anywhere the
+    # user did not ask for (set MLFLOW_DISABLE_TELEMETRY=false yourself to opt in)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:
@@ -331,9 +334,10 @@ def _parent_run(cfg: ExperimentConfig, run_root: Path) -> _MLflowRun:
 class MLflowTracker(Tracker):
     """A fold's MLflow run; metrics are sent in batches (at checkpoints, every 30 s, every 1000 values)."""
 
-    def __init__(self, cfg: ExperimentConfig, run_root: Path, name: str, state_dir: Path):
-        parent = _parent_run(cfg, run_root)
-        tags = {"mlflow.parentRunId": parent.run_id, "emovox.run_dir": str(run_root.resolve()), "emovox.fold": name}
+    def __init__(self, cfg: ExperimentConfig, run_root: Path, name: str, state_dir: Path, *, nested: bool = True):
+        tags = {"emovox.run_dir": str(run_root.resolve()), "emovox.fold": name}
+        if nested:
+            tags["mlflow.parentRunId"] = _parent_run(cfg, run_root).run_id
         uri, artifacts = mlflow_store(cfg, run_root)
         self.run = _MLflowRun(uri, cfg.name, artifacts, state_dir / TRACKING_FILE, name, tags, flatten_config(cfg))
 
@@ -351,18 +355,19 @@ class MLflowTracker(Tracker):
 # --- entry points ----------------------------------------------------------------------------------
 
 
-def open_tracker(cfg: ExperimentConfig, *, run_root: Path, name: str, state_dir: Path) -> Tracker:
+def open_tracker(cfg: ExperimentConfig, *, run_root: Path, name: str, state_dir: Path, nested: bool = True) -> Tracker:
     """The tracker of one trained model (a fold, or a search point of a fold) named ``name`` (``fold_3``).
 
     ``run_root`` is the run directory (TensorBoard's ``tensorboard/`` and the default MLflow store
     go there); ``state_dir`` is where the model's checkpoints are (its MLflow run id is kept beside them).
+    ``nested=False`` (a final model, ``emovox train``): one MLflow run without a cross-validation parent.
     """
     trackers: list[Tracker] = []
     for kind in cfg.train.report_to:
         if kind == "tensorboard":
             trackers.append(TensorBoardTracker(run_root / TENSORBOARD_DIR / name, flatten_config(cfg)))
         elif kind == "mlflow":
-            trackers.append(MLflowTracker(cfg, run_root, name, state_dir))
+            trackers.append(MLflowTracker(cfg, run_root, name, state_dir, nested=nested))
     if not trackers:
         return Tracker()
     return trackers[0] if len(trackers) == 1 else Trackers(trackers)
