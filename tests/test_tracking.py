@@ -19,7 +19,7 @@ from emovox.config import config_from_dict
 from emovox.errors import ConfigError
 from emovox.training import trainer as trainer_module
 from emovox.training.runner import run_cv
-from emovox.training.tracking import TrackingError
+from emovox.training.tracking import Tracker, TrackingError
 
 LR = 0.003  # slow enough that validation scores change between epochs
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # this module's own MLflow readers: nothing leaves the machine
@@ -276,3 +276,56 @@ def test_emovox_train_tracks_the_final_model_beside_it(tmp_path):
         assert runs["all_data"].info.status == "FINISHED"
         assert not any(f.startswith("mlflow") for f in meta["files"])
     assert set(Recognizer.load(model_dir).labels) == {"low", "high"}
+
+
+class Recording(Tracker):
+    """A tracker that keeps what the trainer reports (the interface is the only thing tested here)."""
+
+    def __init__(self):
+        self.points, self.flushes = [], 0
+
+    def log(self, step, values):
+        super().log(step, values)
+        self.points.append((step, dict(values)))
+
+    def flush(self):
+        self.flushes += 1
+
+
+def test_the_trainer_reports_each_step_and_epoch_and_names_learning_rates_by_group():
+    """What the trainer hands any tracker: the loss of every optimizer step (averaged over the batches it
+    accumulated), each group's learning rate by name, and the epoch's validation scores at its last step."""
+    import torch
+    from torch import nn
+
+    from emovox.config import TrainConfig
+    from emovox.data.examples import Example
+    from emovox.training.trainer import Trainer
+
+    class TwoRates(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, inputs):
+            return self.head(torch.relu(self.body(inputs["x"])))
+
+        def param_groups(self, lr, head_lr):
+            return [{"params": self.body.parameters(), "lr": lr, "name": "backbone"},
+                    {"params": self.head.parameters(), "lr": head_lr, "name": "head"}]
+
+    g = torch.Generator().manual_seed(0)
+    examples = [Example(f"u{i}", i % 2, length=1.0, cached={"x": torch.randn(4, generator=g) + 2 * (i % 2)}) for i in range(20)]
+    tracker = Recording()
+    cfg = TrainConfig(lr=1e-3, head_lr=0.05, batch_size=4, grad_accum=2, max_epochs=2, patience=2)
+    collate = lambda batch: {"x": torch.stack([e.cached["x"] for e in batch])}  # noqa: E731
+    fit = Trainer(TwoRates(), collate, cfg, 2, progress=False, tracker=tracker).fit(examples[:12], examples[12:])
+    steps = [(s, v) for s, v in tracker.points if "train/loss" in v]
+    assert [s for s, _ in steps] == [1, 2, 3, 4]  # 3 batches an epoch, 2 per step: steps of 2 and 1 batches
+    assert [v["train/loss"] for _, v in steps] == [x for h in fit.history for x in h["step_loss"]]
+    assert all(v["train/lr/backbone"] == 1e-3 and v["train/lr/head"] == 0.05 for _, v in steps)
+    epochs = [(s, v) for s, v in tracker.points if "valid/ua" in v]
+    assert [(s, v["epoch"], v["valid/ua"], v["valid/macro_f1"]) for s, v in epochs] == [
+        (h["steps"], h["epoch"], h["valid_ua"], h["valid_macro_f1"]) for h in fit.history
+    ]
+    assert tracker.flushes >= 2  # before each epoch's checkpoint would be committed

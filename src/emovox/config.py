@@ -45,7 +45,7 @@ class TrainConfig(_Strict):
         None,
         gt=0,
         description="Also write a resume checkpoint every N optimizer steps inside an epoch, so a crashed run "
-        "resumes from there and not only from the last epoch end (the RAVDESS paper: 500). Default: epoch ends only.",
+        "resumes from there and not only from the last epoch end (the RAVDESS paper: 100). Default: epoch ends only.",
     )
     keep_checkpoints: int = Field(
         1,
