@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVOX_SHARED", REPO.parent / "shared"))
 EMODB = SHARED / "data" / "emodb"
 WHISPER_BASE = SHARED / "models" / "whisper-base"
+MELD = SHARED / "data" / "meld"
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +32,13 @@ def whisper_base_dir() -> Path:
     if not (WHISPER_BASE / "config.json").is_file():
         pytest.skip(f"Whisper-base not found at {WHISPER_BASE} (set EMOVOX_SHARED to the shared/ folder)")
     return WHISPER_BASE
+
+
+@pytest.fixture(scope="session")
+def meld_dir() -> Path:
+    if not (MELD / "train_sent_emo.csv").is_file():
+        pytest.skip(f"MELD transcripts not found at {MELD} (set EMOVOX_SHARED to the shared/ folder)")
+    return MELD
 
 
 # --- tiny trained recognizers, each built once per session on first use ----------------------------

@@ -263,3 +263,36 @@ def make_manifest(root: Path, fmt: str = "csv") -> Path:
     else:
         raise ValueError(f"fmt must be csv or jsonl, not {fmt!r}")
     return out
+
+
+#: A tiny MELD release: (split, Dialogue_ID, Utterance_ID, speaker, emotion, utterance). Rows are
+#: written in this order: train dialogue 0 is out of Utterance_ID order in the file and skips
+#: utterance 2, every split has a dialogue 0 (ids must still be unique), and the test split's
+#: apostrophe is written as the bare cp1252 byte 0x92 that real copies of MELD contain.
+MELD_ROWS: tuple[tuple[str, int, int, str, str, str], ...] = (
+    ("train", 0, 1, "Ross", "joy", "We were on a break!"),
+    ("train", 0, 0, "Rachel", "anger", "You slept with her?"),
+    ("train", 0, 3, "Rachel", "sadness", "I can not believe it."),
+    ("train", 1, 0, "Joey", "neutral", "How you doin?"),
+    ("train", 1, 1, "Phoebe", "surprise", "Oh my God."),
+    ("dev", 0, 0, "Monica", "disgust", "That is gross."),
+    ("dev", 0, 1, "Chandler", "fear", "Could this BE any scarier?"),
+    ("test", 0, 0, "Chandler", "neutral", "I\x92m fine."),
+    ("test", 0, 1, "Joey", "joy", "Pizza!"),
+)
+
+
+def make_meld_tree(root: Path, rows: tuple[tuple[str, int, int, str, str, str], ...] = MELD_ROWS) -> Path:
+    """Write ``{train,dev,test}_sent_emo.csv`` with MELD's columns; returns the folder."""
+    root = Path(root) / "meld"
+    root.mkdir(parents=True, exist_ok=True)
+    header = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime\n"
+    for split in ("train", "dev", "test"):
+        lines = [header.encode()]
+        for n, (_s, dia, utt, speaker, emotion, text) in enumerate(r for r in rows if r[0] == split):
+            cells = [str(n + 1), '"' + text.replace('"', '""') + '"', speaker, emotion, "neutral", str(dia), str(utt), "1", "1",
+                     '"00:00:01,000"', '"00:00:02,000"']  # fmt: skip
+            # U+0092 in MELD_ROWS stands for the bare byte 0x92, which is not valid UTF-8
+            lines.append(",".join(cells).encode("utf-8").replace("\x92".encode(), b"\x92") + b"\n")
+        (root / f"{split}_sent_emo.csv").write_bytes(b"".join(lines))
+    return root

@@ -17,7 +17,7 @@ from sklearn.metrics import (
 )
 
 import emovox.metrics
-from emovox.metrics import CVResult, LabelMismatchError, Metrics, aggregate, compute_metrics
+from emovox.metrics import CVResult, LabelMismatchError, Metrics, aggregate, compute_metrics, headline_scores
 
 LABELS = ("angry", "happy", "neutral", "sad", "fearful", "calm")
 
@@ -51,6 +51,7 @@ def test_metrics_equal_scikit_learn_on_random_data() -> None:
             assert m.wa == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
             assert m.ua == pytest.approx(balanced_accuracy_score(y_true, y_pred), abs=1e-12)
             assert m.macro_f1 == pytest.approx(f1_score(y_true, y_pred, average="macro"), abs=1e-12)
+            assert m.weighted_f1 == pytest.approx(f1_score(y_true, y_pred, average="weighted"), abs=1e-12)
             p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(labels), zero_division=0)
             cm_norm = confusion_matrix(y_true, y_pred, labels=list(labels), normalize="true")
         assert m.n == len(y_true)
@@ -71,6 +72,7 @@ def test_definitions_on_a_hand_computed_case() -> None:
     assert m.wa == pytest.approx(1 / 3)
     assert m.ua == pytest.approx((1 / 2 + 0) / 2)  # over classes in the truth: a, b
     assert m.macro_f1 == pytest.approx((1 / 2 + 0 + 0) / 3)  # over a, b, c (truth or prediction), not d
+    assert m.weighted_f1 == pytest.approx((2 * 1 / 2 + 1 * 0) / 3)  # by true count: a twice, b once; c weighs 0
     assert m.per_class["d"].support == 0 and m.per_class["d"].f1 == 0.0
     assert m.confusion == [[1, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
     assert m.confusion_normalized[0] == [0.5, 0.0, 0.5, 0.0]
@@ -110,7 +112,7 @@ def test_aggregate_mean_std_and_pooled() -> None:
         all_true += y_true
         all_pred += y_pred
     result = aggregate(folds, all_true, all_pred, labels, fold_names=[f"Session{k}" for k in range(1, 6)], protocol="loso")
-    for key in ("wa", "ua", "macro_f1"):
+    for key in ("wa", "ua", "macro_f1", "weighted_f1"):
         values = [getattr(m, key) for m in folds]
         assert getattr(result.mean, key) == pytest.approx(np.mean(values))
         assert getattr(result.std, key) == pytest.approx(np.std(values, ddof=0))
@@ -118,6 +120,7 @@ def test_aggregate_mean_std_and_pooled() -> None:
     assert result.pooled.wa == pytest.approx(accuracy_score(all_true, all_pred))
     assert result.pooled.ua == pytest.approx(balanced_accuracy_score(all_true, all_pred))
     assert result.pooled.macro_f1 == pytest.approx(f1_score(all_true, all_pred, average="macro"))
+    assert result.pooled.weighted_f1 == pytest.approx(f1_score(all_true, all_pred, average="weighted"))
     # pooled UA is not the mean of fold UAs: both are reported because they differ
     assert result.pooled.ua != pytest.approx(result.mean.ua, abs=1e-9)
     # without the pooled lists, pooling sums the fold confusion matrices: same result
@@ -140,6 +143,31 @@ def test_aggregate_refuses_inconsistent_inputs() -> None:
         aggregate([f1], fold_names=["x", "y"])
     single = aggregate([f1])
     assert single.std.wa == 0.0 and single.mean.wa == f1.wa and single.fold_names == ["fold 1"]
+
+
+def test_headline_scores_of_a_stack_equal_each_matrix_alone() -> None:
+    """The bootstrap scores thousands of confusion matrices at once; each equals scikit-learn's."""
+    rng = np.random.default_rng(3)
+    labels = LABELS[:4]
+    cases = []
+    for _ in range(20):
+        y_true = [str(x) for x in rng.choice(labels[: rng.integers(1, 5)], size=25)]
+        y_pred = [t if rng.random() < 0.5 else str(rng.choice(labels)) for t in y_true]
+        cases.append((y_true, y_pred))
+    stack = np.stack([confusion_matrix(t, p, labels=list(labels)) for t, p in cases])
+    scores = headline_scores(stack)
+    assert set(scores) == set(emovox.metrics.HEADLINE)
+    for i, (t, p) in enumerate(cases):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = {
+                "wa": accuracy_score(t, p),
+                "ua": balanced_accuracy_score(t, p),
+                "macro_f1": f1_score(t, p, average="macro"),
+                "weighted_f1": f1_score(t, p, average="weighted"),
+            }
+        for key, value in expected.items():
+            assert scores[key][i] == pytest.approx(value, abs=1e-12), key
 
 
 def test_metrics_from_dict_recomputes_from_counts() -> None:

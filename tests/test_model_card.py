@@ -58,7 +58,7 @@ def test_card_of_a_trained_recognizer_parses_as_a_hub_model_card(audio_recognize
     assert "No cross-validated evaluation" in text and "not a test score" in text
     # size on disk: the actual bytes of every weight file, and their total
     files = sorted(audio_recognizer_dir.rglob("*.safetensors"))
-    assert {f.relative_to(audio_recognizer_dir).as_posix() for f in files} == {"head.safetensors", "backbone/model.safetensors"}
+    assert {f.relative_to(audio_recognizer_dir).as_posix() for f in files} == {"weights.safetensors", "branches/audio/model.safetensors"}
     for f in files:
         assert f"| `{f.relative_to(audio_recognizer_dir).as_posix()}` | {f.stat().st_size:,} |" in text
     assert f"{sum(f.stat().st_size for f in files):,} bytes" in text

@@ -63,8 +63,9 @@ def test_folds_and_per_class_markdown() -> None:
     result = exact_result()
     text = report_markdown(result, "EmoDB")
     assert "# EmoDB" in text
-    assert "| 1 | speakers 01,02 | 2 | 50.00 | 50.00 | 33.33 |" in text  # F1: angry 2/3, sad 0 -> 1/3
-    assert "| 2 | speakers 03,04 | 2 | 100.00 | 100.00 | 100.00 |" in text
+    # F1: angry 2/3, sad 0 -> macro 1/3; weighted by true count (angry 1, sad 1) -> also 1/3
+    assert "| 1 | speakers 01,02 | 2 | 50.00 | 50.00 | 33.33 | 33.33 |" in text
+    assert "| 2 | speakers 03,04 | 2 | 100.00 | 100.00 | 100.00 | 100.00 |" in text
     assert "| mean ± std |  |  | 75.00 ± 25.00 | 75.00 ± 25.00 | 66.67 ± 33.33 |" in text
     # pooled: truth angry sad happy sad, pred angry angry happy sad -> WA 3/4
     assert f"| pooled | all folds | 4 | 75.00 | {100 * (1 + 1 + 0.5) / 3:.2f} |" in text
@@ -83,9 +84,11 @@ def test_csv_parses_back_to_the_same_numbers() -> None:
     assert [r["fold"] for r in rows] == ["1", "2", "3", "4", "5", "mean", "std", "pooled"]
     for row, m in zip(rows, result.folds, strict=False):  # then mean, std, pooled
         assert (float(row["wa"]), float(row["ua"]), float(row["macro_f1"])) == (m.wa, m.ua, m.macro_f1)
+        assert float(row["weighted_f1"]) == m.weighted_f1
         assert int(row["n"]) == m.n
     assert float(rows[5]["ua"]) == result.mean.ua and float(rows[6]["ua"]) == result.std.ua
     assert float(rows[7]["macro_f1"]) == result.pooled.macro_f1
+    assert float(rows[7]["weighted_f1"]) == result.pooled.weighted_f1
 
     classes = list(csv.DictReader(io.StringIO(per_class_csv(result.pooled))))
     assert [c["label"] for c in classes] == list(LABELS)
@@ -94,6 +97,7 @@ def test_csv_parses_back_to_the_same_numbers() -> None:
         assert (float(c["precision"]), float(c["recall"]), float(c["f1"]), int(c["support"])) == (
             s.precision, s.recall, s.f1, s.support,
         )
+
 
 
 def test_write_json_round_trips(tmp_path) -> None:
@@ -144,6 +148,7 @@ def test_print_summary_shows_folds_mean_pooled_and_confusion() -> None:
     text = console.export_text()
     assert "speakers 01,02" in text and "speakers 03,04" in text
     assert "75.00 ± 25.00" in text
+    assert "Weighted-F1" in text
     assert "pooled" in text
     assert "NOT speaker-independent" not in text
     sad_row = next(line for line in text.splitlines() if line.strip(" │|").startswith("sad") and "%" in line)

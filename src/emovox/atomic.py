@@ -11,10 +11,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import save_file
+if TYPE_CHECKING:  # torch is imported where tensors are saved: reading runs (compare, vote, ci) must not pay for it
+    import torch
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -35,6 +35,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' ``save_file``, imported on first use (a module attribute, so tests can make it fail)."""
+    from safetensors.torch import save_file as _save_file
+
+    _save_file(tensors, str(path), metadata=metadata)
 
 
 def atomic_save_tensors(

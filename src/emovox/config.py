@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
+from emovox.data.augment import AugmentConfig
 from emovox.errors import ConfigError
 from emovox.models.base import KindConfig
 
@@ -41,6 +42,11 @@ class TrainConfig(_Strict):
     length_grouping: bool = Field(True, description="Batch clips of similar length together (less padding).")
     max_steps_per_epoch: int | None = Field(None, gt=0, description="Cap steps per epoch (smoke tests).")
     threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: all available cores.")
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig,
+        description="Training-time augmentation (length: random crops and silence padding, on by default; speed, "
+        "noise, SpecAugment optional). Deterministic under the seed; evaluation never augments.",
+    )
     checkpoint_every_steps: int | None = Field(
         None,
         gt=0,

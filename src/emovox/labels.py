@@ -78,3 +78,15 @@ MEACORPUS_CODES: dict[str, str] = {
     "fear": FEARFUL,
 }
 MEACORPUS_LABELS: tuple[str, ...] = (ANGRY, DISGUSTED, FEARFUL, HAPPY, NEUTRAL, SAD)
+
+#: MELD's emotion words -> canonical names.
+MELD_CODES: dict[str, str] = {
+    "neutral": NEUTRAL,
+    "joy": HAPPY,
+    "surprise": SURPRISED,
+    "anger": ANGRY,
+    "sadness": SAD,
+    "disgust": DISGUSTED,
+    "fear": FEARFUL,
+}
+MELD_LABELS: tuple[str, ...] = (ANGRY, DISGUSTED, FEARFUL, HAPPY, NEUTRAL, SAD, SURPRISED)

@@ -18,6 +18,10 @@ ordered label set ``L`` (rows = truth, columns = prediction, ``n = sum(C)``):
   exactly ``sklearn.metrics.f1_score(y_true, y_pred, average="macro")`` with its default labels.
   A class that is predicted but never true counts as F1 = 0 (it only produced errors); a class
   in neither is left out (nothing to score). This is the EmoSPeech challenge's figure of merit.
+- **weighted-F1** ``= sum_i support_i F1_i / n``: per-class F1 weighted by the true count, so a
+  class absent from the truth weighs nothing. Exactly ``sklearn.metrics.f1_score(y_true, y_pred,
+  average="weighted")``. The MELD literature's figure of merit: on an imbalanced corpus (MELD is
+  47 % neutral) it is dominated by the frequent classes, which is why UA and macro-F1 stay beside it.
 - **confusion**: ``C`` as counts, and row-normalised (``C[i, :] / support_i``, a zero row for an
   absent class), as the papers' normalised confusion matrices.
 
@@ -55,7 +59,7 @@ from emovox.errors import EmovoxError
 STD_DDOF = 0
 
 #: The headline metrics, in report column order.
-HEADLINE = ("wa", "ua", "macro_f1")
+HEADLINE = ("wa", "ua", "macro_f1", "weighted_f1")
 
 
 class LabelMismatchError(EmovoxError):
@@ -77,9 +81,10 @@ class Scores:
     wa: float
     ua: float
     macro_f1: float
+    weighted_f1: float
 
     def to_dict(self) -> dict[str, float]:
-        return {"wa": self.wa, "ua": self.ua, "macro_f1": self.macro_f1}
+        return {k: getattr(self, k) for k in HEADLINE}
 
 
 @dataclass(frozen=True)
@@ -91,12 +96,13 @@ class Metrics:
     wa: float
     ua: float
     macro_f1: float
+    weighted_f1: float
     per_class: dict[str, ClassScores]
     confusion: list[list[int]]
 
     @property
     def scores(self) -> Scores:
-        return Scores(self.wa, self.ua, self.macro_f1)
+        return Scores(**{k: getattr(self, k) for k in HEADLINE})
 
     @property
     def confusion_normalized(self) -> list[list[float]]:
@@ -107,7 +113,7 @@ class Metrics:
 
     @classmethod
     def from_confusion(cls, confusion: Any, labels: Sequence[str]) -> Metrics:
-        """The single implementation of the definitions in the module docstring."""
+        """All metrics of one confusion matrix (the formulas live in ``headline_scores``)."""
         c = np.asarray(confusion, dtype=np.int64)
         labels = tuple(labels)
         if c.shape != (len(labels), len(labels)):
@@ -115,27 +121,13 @@ class Metrics:
         n = int(c.sum())
         if n == 0:
             raise LabelMismatchError("cannot compute metrics on zero utterances; the evaluated set is empty")
-        tp = np.diag(c).astype(float)
-        support = c.sum(axis=1)
-        predicted = c.sum(axis=0)
-        recall = _safe_div(tp, support)
-        precision = _safe_div(tp, predicted)
-        f1 = _safe_div(2 * tp, support + predicted)
-        in_truth = support > 0
-        in_either = in_truth | (predicted > 0)
+        precision, recall, f1, support = _per_class(c)
         per_class = {
             label: ClassScores(float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
             for i, label in enumerate(labels)
         }
-        return cls(
-            labels=labels,
-            n=n,
-            wa=float(tp.sum() / n),
-            ua=float(recall[in_truth].mean()),
-            macro_f1=float(f1[in_either].mean()),
-            per_class=per_class,
-            confusion=c.tolist(),
-        )
+        headline = headline_scores(c)
+        return cls(labels=labels, n=n, **{k: float(v) for k, v in headline.items()}, per_class=per_class, confusion=c.tolist())
 
     def to_dict(self) -> dict:
         return {
@@ -144,6 +136,7 @@ class Metrics:
             "wa": self.wa,
             "ua": self.ua,
             "macro_f1": self.macro_f1,
+            "weighted_f1": self.weighted_f1,
             "per_class": {k: vars(v).copy() for k, v in self.per_class.items()},
             "confusion": self.confusion,
             "confusion_normalized": self.confusion_normalized,
@@ -261,6 +254,36 @@ def aggregate(
         protocol=protocol,
         speaker_independent=speaker_independent,
     )
+
+
+def headline_scores(confusions: Any) -> dict[str, np.ndarray]:
+    """WA, UA, macro-F1 and weighted-F1 of one confusion matrix ``[C, C]`` or a stack ``[..., C, C]``.
+
+    The single implementation of the headline definitions (module docstring): ``Metrics`` and the
+    bootstrap (thousands of resampled confusion matrices at once, ``emovox.stats``) both call it,
+    so a confidence interval is always an interval of the very number that is reported. Every
+    matrix must hold at least one utterance.
+    """
+    c = np.asarray(confusions, dtype=np.float64)
+    precision, recall, f1, support = _per_class(c)
+    del precision
+    n = support.sum(axis=-1)
+    in_truth = support > 0
+    in_either = in_truth | (c.sum(axis=-2) > 0)
+    return {
+        "wa": np.trace(c, axis1=-2, axis2=-1) / n,
+        "ua": (recall * in_truth).sum(axis=-1) / in_truth.sum(axis=-1),
+        "macro_f1": (f1 * in_either).sum(axis=-1) / in_either.sum(axis=-1),
+        "weighted_f1": (f1 * support).sum(axis=-1) / n,
+    }
+
+
+def _per_class(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall, F1 and support per class (last axis) of ``[..., C, C]`` confusion counts."""
+    tp = np.diagonal(c, axis1=-2, axis2=-1).astype(float)
+    support = c.sum(axis=-1)
+    predicted = c.sum(axis=-2)
+    return _safe_div(tp, predicted), _safe_div(tp, support), _safe_div(2 * tp, support + predicted), support
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:

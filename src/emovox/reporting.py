@@ -30,7 +30,7 @@ from emovox.metrics import HEADLINE, CVResult, Metrics
 NOT_SPEAKER_INDEPENDENT = "NOT speaker-independent"
 
 #: Column titles of the headline metrics, as in the papers' tables.
-METRIC_TITLES = {"wa": "WA (%)", "ua": "UA (%)", "macro_f1": "Macro-F1 (%)"}
+METRIC_TITLES = {"wa": "WA (%)", "ua": "UA (%)", "macro_f1": "Macro-F1 (%)", "weighted_f1": "Weighted-F1 (%)"}
 
 
 # --- formatting ---------------------------------------------------------------------------
@@ -60,6 +60,10 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+#: Public name for other modules' report sections (votes, confidence intervals).
+markdown_table = _md_table
 
 
 # --- markdown -------------------------------------------------------------------------------
@@ -103,7 +107,8 @@ def report_markdown(result: CVResult, title: str = "Results") -> str:
         parts.append(f"> ⚠ {note}\n")
     parts.append(
         f"Protocol: `{result.protocol or 'unknown'}`, {len(result.folds)} fold(s), {result.pooled.n} test utterances. "
-        "WA = accuracy, UA = mean per-class recall, Macro-F1 as scikit-learn; mean ± std is over folds "
+        "WA = accuracy, UA = mean per-class recall, Macro-F1 and Weighted-F1 (support-weighted) as scikit-learn; "
+        "mean ± std is over folds "
         "(population std), pooled is over all folds' predictions together.\n"
     )
     parts.append("## Folds\n\n" + folds_markdown(result))
@@ -111,6 +116,25 @@ def report_markdown(result: CVResult, title: str = "Results") -> str:
     parts.append("## Confusion matrix (pooled, counts)\n\n" + confusion_markdown(result.pooled))
     parts.append("## Confusion matrix (pooled, % of true class)\n\n" + confusion_markdown(result.pooled, normalized=True))
     return "\n".join(parts)
+
+
+def ci_markdown(block: Mapping[str, Any]) -> str:
+    """The report section for a ``confidence_intervals`` block (``emovox.stats.add_confidence_intervals``)."""
+    units = [u for u in ("utterance", "speaker") if u in block]
+    level = f"{100 * block['level']:g} %"
+    header = ["Metric", "pooled (%)", *(f"{level} CI, {u}s (n={block[u]['n_units']})" for u in units)]
+    rows = [
+        [METRIC_TITLES[k].replace(" (%)", ""), fmt_pct(block[units[0]][k]["value"]),
+         *(f"[{fmt_pct(block[u][k]['low'])}, {fmt_pct(block[u][k]['high'])}]" for u in units)]
+        for k in HEADLINE
+    ]  # fmt: skip
+    return (
+        "## Confidence intervals\n\n"
+        + _md_table(header, rows)
+        + f"\nPercentile bootstrap of the pooled test predictions, {block['n_boot']} resamples, seed {block['seed']}"
+        + (" (speakers: each drawn with all its utterances)" if "speaker" in units else "")
+        + ".\n"
+    )
 
 
 # --- CSV ------------------------------------------------------------------------------------

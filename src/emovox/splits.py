@@ -26,6 +26,14 @@ Protocols (the ``protocol`` string):
     One fold: scikit-learn ``train_test_split(test_size=FRACTION, stratify=labels,
     random_state=seed)``, as the RAVDESS voting paper's 80:20 split. NOT speaker-independent,
     and its test set covers only FRACTION of the corpus.
+``official``
+    One fold: the corpus's own published split, read from ``Utterance.session``: ``train``
+    trains, ``dev`` (or ``valid``/``validation``) validates, ``test`` tests (MELD: 9,989 / 1,109 /
+    2,610). Corpora whose sessions are not exactly these three parts (IEMOCAP's Session1-5, or
+    none) are refused. NOT speaker-independent: the official splits of MELD share their main
+    characters, and the protocol promises nothing about speakers. Validation is always the
+    official dev part (``paper`` is refused: it would select on the test part the corpus's
+    authors kept apart).
 
 Validation (the data early stopping and model selection look at):
 
@@ -67,8 +75,11 @@ VALIDATIONS = ("paper", "strict")
 
 _PROTOCOL_HELP = (
     "use one of: leave-one-session-out, leave-one-speaker-out, speaker-groups:K, "
-    "speaker-groups:K:shuffle, stratified:K, holdout:FRACTION (e.g. holdout:0.2)"
+    "speaker-groups:K:shuffle, stratified:K, holdout:FRACTION (e.g. holdout:0.2), official"
 )
+
+#: ``Utterance.session`` values of the ``official`` protocol's parts (first name = canonical).
+OFFICIAL_PARTS: dict[str, tuple[str, ...]] = {"train": ("train",), "valid": ("dev", "valid", "validation"), "test": ("test",)}
 
 
 @dataclass(frozen=True)
@@ -187,6 +198,8 @@ def make_folds(corpus: Corpus, protocol: str, validation: str = "strict", seed: 
         folds = _speaker_group_folds(corpus, protocol, int(arg), validation, seed, shuffle)
     elif kind == "stratified":
         folds = _stratified_folds(corpus, protocol, int(arg), validation, seed)
+    elif kind == "official":
+        folds = _official_folds(corpus, protocol, validation)
     else:
         folds = _holdout_folds(corpus, protocol, float(arg), validation, seed)
     check_folds(folds, corpus)
@@ -196,13 +209,13 @@ def make_folds(corpus: Corpus, protocol: str, validation: str = "strict", seed: 
 def check_folds(folds: Sequence[Fold], corpus: Corpus) -> None:
     """Prove each fold (``Fold.check``) and, for cross-validation, that test folds partition the corpus.
 
-    A holdout protocol (one fold, test is a fraction) is exempt from the partition check.
+    A holdout or official protocol (one fold, test is a part) is exempt from the partition check.
     """
     if not folds:
         raise SplitError(f"{corpus.spec or corpus.name}: the protocol produced no folds")
     for fold in folds:
         fold.check(corpus)
-    if len(folds) == 1 and folds[0].protocol.startswith("holdout"):
+    if len(folds) == 1 and folds[0].protocol.startswith(("holdout", "official")):
         return
     seen: dict[str, int] = {}
     for fold in folds:
@@ -270,7 +283,7 @@ def write_folds(folds: Sequence[Fold], corpus: Corpus, out_dir: str | Path) -> l
 def _parse_protocol(protocol: str) -> tuple[str, str, bool]:
     parts = protocol.strip().split(":")
     kind = parts[0]
-    if kind in ("leave-one-session-out", "leave-one-speaker-out"):
+    if kind in ("leave-one-session-out", "leave-one-speaker-out", "official"):
         if len(parts) != 1:
             raise SplitError(f"protocol {protocol!r} takes no argument; {_PROTOCOL_HELP}")
         return kind, "", False
@@ -387,6 +400,36 @@ def _stratified_folds(corpus: Corpus, protocol: str, k: int, validation: str, se
         train, valid = _carve_valid(corpus, [ids[i] for i in sorted(train_idx)], validation, seed, test, protocol)
         folds.append(Fold(index, f"fold {index}", train, valid, test, False, protocol, validation))
     return folds
+
+
+def _official_folds(corpus: Corpus, protocol: str, validation: str) -> list[Fold]:
+    where = corpus.spec or corpus.name
+    if validation != "strict":
+        raise SplitError(
+            f"{where}, {protocol}: the official split validates on its dev part; validation {validation!r} would select "
+            "on the test part, so it is refused (use --validation strict)"
+        )
+    part_of = {name: part for part, names in OFFICIAL_PARTS.items() for name in names}
+    sessions = corpus.sessions
+    unknown = [s for s in sessions if s.lower() not in part_of]
+    missing_session = next((u.id for u in corpus if u.session is None), None)
+    if unknown or missing_session is not None or not sessions:
+        found = f"its sessions are {sessions}" if sessions else "it has no sessions"
+        if missing_session is not None and sessions:
+            found += f" and utterance {missing_session!r} has none"
+        raise SplitError(
+            f"{where}: the official protocol needs a published train/dev/test split in Utterance.session "
+            f"(train; dev, valid or validation; test), but {found}; choose another protocol"
+        )
+    part_of_utt = {u.id: part_of[str(u.session).lower()] for u in corpus}
+    parts = {part: tuple(u.id for u in corpus if part_of_utt[u.id] == part) for part in OFFICIAL_PARTS}
+    empty = [OFFICIAL_PARTS[p][0] for p, ids in parts.items() if not ids]
+    if empty:
+        raise SplitError(
+            f"{where}: the official protocol needs all three parts, but {', '.join(empty)} is empty "
+            "(a spec option such as splits= may have left it out)"
+        )
+    return [Fold(1, "official train/dev/test", parts["train"], parts["valid"], parts["test"], False, protocol, validation)]
 
 
 def _holdout_folds(corpus: Corpus, protocol: str, fraction: float, validation: str, seed: int) -> list[Fold]:

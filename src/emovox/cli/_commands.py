@@ -12,3 +12,5 @@ from emovox.cli import profile  # noqa: F401
 from emovox.cli import predict  # noqa: F401
 from emovox.cli import serve  # noqa: F401
 from emovox.cli import export  # noqa: F401
+from emovox.cli import stats  # noqa: F401
+from emovox.cli import vote  # noqa: F401

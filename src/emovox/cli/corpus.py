@@ -27,11 +27,19 @@ SPEC_HELP = "Corpus spec FORMAT:PATH[?options], e.g. iemocap:/data/IEMOCAP?label
 
 
 def corpus_summary(corpus: Corpus) -> dict[str, Any]:
-    """Counts and durations of a corpus; durations come from file headers (no decoding)."""
+    """Counts and durations of a corpus; durations come from file headers (no decoding).
+
+    Text-only corpora (MELD) have no audio: their utterances are counted under ``without_audio``
+    and have no duration, rather than being reported as unreadable files.
+    """
     durations: list[float] = []
     unreadable: list[str] = []
+    without_audio = 0
     file_durations: dict[Path, float] = {}
     for u in corpus.utterances:
+        if u.audio is None:
+            without_audio += 1
+            continue
         if u.cut and u.start is not None and u.end is not None:
             durations.append(u.end - u.start)
             continue
@@ -59,6 +67,7 @@ def corpus_summary(corpus: Corpus) -> dict[str, Any]:
         "total_duration_s": round(total_s, 3),
         "mean_duration_s": round(total_s / len(durations), 3) if durations else None,
         "missing_transcripts": sum(1 for u in corpus.utterances if u.text is None),
+        "without_audio": without_audio,
         "unreadable_audio": unreadable,
     }
 
@@ -103,9 +112,10 @@ def _print_table(summary: dict[str, Any]) -> None:
         ("speakers", summary["speakers"]),
         ("sessions", summary["sessions"]),
         ("dialogues", summary["dialogues"]),
-        ("total duration", f"{summary['total_duration_s'] / 3600:.2f} h"),
+        ("total duration", f"{summary['total_duration_s'] / 3600:.2f} h" if mean is not None else "-"),
         ("mean duration", f"{mean:.2f} s" if mean is not None else "-"),
         ("missing transcripts", summary["missing_transcripts"]),
+        ("without audio (text only)", summary["without_audio"]),
         ("unreadable audio", len(summary["unreadable_audio"])),
     ):
         overview.add_row(what, str(value))

@@ -16,7 +16,8 @@ def splits_command(
         ...,
         "--protocol",
         "-p",
-        help="leave-one-session-out | leave-one-speaker-out | speaker-groups:K[:shuffle] | stratified:K | holdout:FRACTION",
+        help="leave-one-session-out | leave-one-speaker-out | speaker-groups:K[:shuffle] | stratified:K | "
+        "holdout:FRACTION | official",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write fold_k/{train,valid,test}.jsonl and folds.json into."),
     validation: str = typer.Option(

@@ -23,6 +23,13 @@ ones. Formats and their options:
     name instead of ``<id><ext>``), ``speaker_col=`` (none in the release: every speaker is
     ``unknown``), ``audio_ext=auto|.wav|...``, ``labels=a,b,...``, ``on_missing_audio=error|skip``.
 
+``meld:PATH`` -- MELD transcripts, text only (PATH holds ``train_sent_emo.csv``, ``dev_sent_emo.csv``,
+    ``test_sent_emo.csv``). Ids ``train/dia12_utt3``; ``session`` is the official split (train, dev,
+    test: the ``official`` protocol), ``dialogue``/``turn`` order each dialogue so ``Corpus.previous``
+    is the context; no audio. ``splits=train,dev,test`` (default all) reads only these splits;
+    ``labels=a,b,...`` as above (emovox names, or MELD's: joy, surprise, anger, sadness, disgust,
+    fear, neutral). Example: ``meld:/data/MELD?labels=neutral,joy,sadness,anger``.
+
 ``manifest:PATH`` -- a CSV, TSV or JSONL table with ``path,label`` and optional ``id,
     corpus_label, text, speaker, session, dialogue, turn, start, end, cut``; relative paths are
     relative to the manifest. ``labels=a,b,...`` fixes the label order (default: sorted) and
@@ -34,7 +41,7 @@ utterance, so speaker-independent splits refuse them instead of leaking speakers
 
 from __future__ import annotations
 
-from emovox.corpora import emodb, iemocap, manifest, meacorpus, ravdess
+from emovox.corpora import emodb, iemocap, manifest, meacorpus, meld, ravdess
 from emovox.corpora.base import Corpus, Utterance
 from emovox.corpora.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
 from emovox.corpora.spec import UNKNOWN_SPEAKER, CorpusSpec, Option, Reader, parse_spec, resolve_options
@@ -42,7 +49,7 @@ from emovox.errors import CorpusError
 
 #: Every corpus format, by the name used before the colon of a spec.
 READERS: dict[str, Reader] = {
-    r.name: r for r in (iemocap.READER, ravdess.READER, emodb.READER, meacorpus.READER, manifest.READER)
+    r.name: r for r in (iemocap.READER, ravdess.READER, emodb.READER, meacorpus.READER, meld.READER, manifest.READER)
 }
 
 

@@ -114,7 +114,10 @@ def write_manifest(corpus: Corpus, out: Path, *, relative: bool = False) -> Path
 
 def _record(u: Utterance, base: Path, relative: bool) -> dict[str, Any]:
     if u.audio is None:
-        raise CorpusError(f"utterance {u.id!r} has no audio file; a manifest needs a path for every utterance")
+        raise CorpusError(
+            f"utterance {u.id!r} has no audio file; a manifest needs a path for every utterance, so a text-only "
+            "corpus (e.g. meld:) cannot be exported as one"
+        )
     audio = os.path.abspath(u.audio)
     return {
         "id": u.id,

@@ -53,6 +53,9 @@ class ModelKind(nn.Module):
 
     kind: ClassVar[str]
     Config: ClassVar[type[KindConfig]]
+    #: ``train.augment`` of the run (an ``AugmentConfig``), set by the runner; None: no augmentation
+    augment = None
+    seed: int = 0
 
     def __init__(self, config: KindConfig, labels: Sequence[str]):
         super().__init__()
@@ -100,6 +103,7 @@ class ModelKind(nn.Module):
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the trainer before each training epoch (deterministic per-epoch augmentation)."""
+        self.epoch = epoch
 
     def collate(self, batch: list[Example], *, augment: bool = False) -> dict:
         raise NotImplementedError

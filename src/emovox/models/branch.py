@@ -260,49 +260,57 @@ class Branch(nn.Module):
             ident.update(layers=None, bottom=self.cut)
         return name, ident
 
-    def precompute(self, examples: list, *, cache, seed: int, progress: bool = True) -> list:
-        """Examples with this branch's frozen prefix in ``cached[slot]`` (None where there is no input)."""
-        from emovox.accel import onednn_linears
-        from emovox.cache import cache_key, fill
+    def augments(self, augment) -> bool:
+        """Whether this branch sees augmented waveforms: its own utterance's audio, augmentation on."""
+        return augment is not None and augment.active and self.modality == "audio" and self.cfg.input == "utterance"
+
+    def precompute(self, examples: list, *, cache, seed: int, progress: bool = True, augment=None) -> list:
+        """Examples with this branch's frozen prefix in ``cached[slot]`` (None where there is no input).
+
+        With waveform augmentation on, ``augment.variants`` augmented copies of every clip are computed
+        too (``cached[slot]["variants"]``, one row per copy): each training epoch then reads one view of
+        each clip, the original or a copy (``collate``), without ever running the frozen part again.
+        """
+        from emovox.cache import cache_key
 
         mode = self.cache_mode
-        if mode is None or all(self.slot in e.cached for e in examples):
+        variants = augment.variants if self.augments(augment) else 0
+        done = all(self.slot in e.cached and (e.cached[self.slot] is None or not variants or "variants" in e.cached[self.slot])
+                   for e in examples)
+        if mode is None or done:
             return examples
         present = [i for i, e in enumerate(examples) if self.item(e) is not None]
         items = [self.item(examples[i]) for i in present]
-        lengths = [_length(x) for x in items]
-        name, ident = self.cache_identity(tiny=self.cfg.tiny, seed=seed)
-        key = cache_key(name, ident)
-        hidden = self.backbone.hidden_size
-        if mode == "pooled":
-            pooled = extract_pooled(
-                self.backbone,
-                items,
-                pooling=self.pooling,
-                cache=cache,
-                model_key=key,
-                progress=progress,
-                description=f"frozen features ({self.name})",
-            )
-            rows = [{"pooled": p} for p in pooled]
-        else:
-            expect = lambda item: {"frames": (None, hidden), "lower": (self.cut + 1, self.width)}  # noqa: E731
-            self.backbone.eval()
-            with torch.inference_mode(), onednn_linears(self.backbone):  # float32 GEMMs on oneDNN: see emovox.accel
-                rows = fill(
-                    items,
-                    lengths,
-                    self._bottom_rows,
-                    cache=cache,
-                    model_key=key,
-                    expect=expect,
-                    progress=progress,
-                    description=f"frozen bottom layers ({self.name})",
-                )
+        key = cache_key(*self.cache_identity(tiny=self.cfg.tiny, seed=seed))
+        rows = self._prefix_rows(items, cache, key, progress, f"({self.name})")
+        if variants:
+            from emovox.data.augment import augment_audio, rng_for
+
+            copies = [augment_audio(x, rng_for(seed, examples[i].id, 1_000_000 + k), augment)
+                      for i, x in zip(present, items, strict=True) for k in range(variants)]
+            extra = self._prefix_rows(copies, cache, key, progress, f"({self.name}, {variants} augmented copies per clip)")
+            for j, row in enumerate(rows):
+                row["variants"] = extra[j * variants : (j + 1) * variants]
         out = [e.with_cached(self.slot, None) for e in examples]
         for i, row in zip(present, rows, strict=True):
             out[i] = examples[i].with_cached(self.slot, row)
         return out
+
+    def _prefix_rows(self, items: list, cache, key: str, progress: bool, what: str) -> list[dict]:
+        """The frozen prefix of every item (cached on disk by content)."""
+        from emovox.accel import onednn_linears
+        from emovox.cache import fill
+
+        if self.cache_mode == "pooled":
+            pooled = extract_pooled(self.backbone, items, pooling=self.pooling, cache=cache, model_key=key,
+                                    progress=progress, description=f"frozen features {what}")
+            return [{"pooled": p} for p in pooled]
+        hidden = self.backbone.hidden_size
+        expect = lambda item: {"frames": (None, hidden), "lower": (self.cut + 1, self.width)}  # noqa: E731
+        self.backbone.eval()
+        with torch.inference_mode(), onednn_linears(self.backbone):  # float32 GEMMs on oneDNN: see emovox.accel
+            return fill(items, [_length(x) for x in items], self._bottom_rows, cache=cache, model_key=key, expect=expect,
+                        progress=progress, description=f"frozen bottom layers {what}")
 
     def _bottom_rows(self, items: list) -> list[dict]:
         enc = self.backbone(self.backbone.preprocess(items), all_layers=True)
@@ -311,8 +319,15 @@ class Branch(nn.Module):
         return [{"frames": frames[i, : int(enc.mask[i].sum())], "lower": lower[i]} for i in range(len(items))]
 
     # -- batches ---------------------------------------------------------------------------------
-    def collate(self, batch: Sequence) -> dict:
-        """Inputs for the rows that have one (``present``); cached prefixes when every row has them."""
+    def collate(self, batch: Sequence, *, augment=None, epoch: int = 0, seed: int = 0) -> dict:
+        """Inputs for the rows that have one (``present``); cached prefixes when every row has them.
+
+        ``augment`` (training batches only): cached rows read one of their views, the original or an
+        augmented copy, chosen per (seed, epoch, utterance); live audio is augmented on the fly.
+        """
+        from emovox.data.augment import augment_audio, rng_for
+
+        augmenting = self.augments(augment)
         present = [self.item(e) is not None for e in batch]
         if self.no_input is None and not all(present):
             missing = next(e.id for e, p in zip(batch, present, strict=True) if not p)
@@ -323,12 +338,24 @@ class Branch(nn.Module):
             return out
         cached = [e.cached.get(self.slot) for e in rows] if self.cache_mode else []
         if cached and all(c is not None for c in cached):
+            if augmenting:
+                cached = [_view(c, rng_for(seed, e.id, epoch)) for c, e in zip(cached, rows, strict=True)]
             if self.cache_mode == "pooled":
                 out["pooled"] = torch.stack([c["pooled"] for c in cached])
             else:
                 out.update(_frames_collate(cached))
-        else:
-            out["inputs"] = self.backbone.preprocess([self.item(e) for e in rows])
+            return out
+        items = [self.item(e) for e in rows]
+        if augmenting:
+            items = [augment_audio(x, rng_for(seed, e.id, epoch), augment) for x, e in zip(items, rows, strict=True)]
+        out["inputs"] = self.backbone.preprocess(items)
+        if augmenting and augment.specaugment and "input_features" in out["inputs"]:
+            from emovox.data.augment import spec_augment
+
+            lengths = out["inputs"]["attention_mask"].sum(-1)
+            out["inputs"]["input_features"] = spec_augment(
+                out["inputs"]["input_features"], rng_for(seed, rows[0].id, 7_000_000 + epoch), lengths=lengths
+            )
         return out
 
     def forward(self, inputs: dict) -> torch.Tensor:
@@ -397,6 +424,13 @@ class Branch(nn.Module):
             "pooling": self.pooling,
             "layers": self.layer_index,
         }
+
+
+def _view(row: dict, rng) -> dict:
+    """One view of a cached row: the original (index 0) or one of its augmented copies."""
+    copies = row.get("variants") or []
+    j = int(rng.integers(0, len(copies) + 1))
+    return row if j == 0 else copies[j - 1]
 
 
 def _length(item) -> float:

@@ -74,10 +74,11 @@ class ClassifierModel(ModelKind):
         return self.config.max_seconds
 
     def prepare(self, examples, *, cache, progress: bool = True):
-        return self.branch.precompute(examples, cache=cache, seed=_seed(self), progress=progress)
+        return self.branch.precompute(examples, cache=cache, seed=self.seed, progress=progress, augment=self.augment)
 
     def collate(self, batch, *, augment: bool = False) -> dict:
-        return {self.branch.name: self.branch.collate(batch)}
+        aug = self.augment if augment else None
+        return {self.branch.name: self.branch.collate(batch, augment=aug, epoch=getattr(self, "epoch", 0), seed=self.seed)}
 
     @torch.no_grad()
     def fit_statistics(self, train) -> None:
@@ -101,7 +102,8 @@ class ClassifierModel(ModelKind):
             return None
         from emovox.models.logistic import fit_logistic
 
-        x, y = embeddings(self, train), [e.target for e in train]
+        rows = with_views(self.branch, train) if self.branch.augments(self.augment) else train
+        x, y = embeddings(self, rows), [e.target for e in rows]
         xv, yv = (embeddings(self, valid), [e.target for e in valid]) if valid else (None, None)
         fit = fit_logistic(x, y, len(self.labels), Cs=self.config.C, x_valid=xv, y_valid=yv)
         with torch.no_grad():
@@ -142,10 +144,6 @@ class ClassifierModel(ModelKind):
         return {"kind": self.kind, "branches": [self.branch.describe()], "head": self.config.head}
 
 
-def _seed(model: ModelKind) -> int:
-    return int(getattr(model, "seed", 0))
-
-
 def _saved_branch_name(directory: Path) -> str:
     names = (
         sorted(p.name for p in (Path(directory) / "branches").iterdir() if p.is_dir())
@@ -165,6 +163,18 @@ def load_weights(model: ModelKind, path: Path, what: str) -> None:
     expected = non_backbone_state(model)
     check_tensors(path, tensors, expected, what)
     model.load_state_dict(tensors, strict=False)
+
+
+def with_views(branch: Branch, examples) -> list:
+    """``examples`` plus one example per cached augmented copy (a closed-form fit sees every view at once)."""
+    from dataclasses import replace
+
+    out = list(examples)
+    for e in examples:
+        row = e.cached.get(branch.slot)
+        for k, copy in enumerate((row or {}).get("variants") or []):
+            out.append(replace(e, id=f"{e.id}#aug{k + 1}", cached={**e.cached, branch.slot: copy}))
+    return out
 
 
 @torch.no_grad()

@@ -76,7 +76,7 @@ class FusionModel(ModelKind):
 
     def prepare(self, examples, *, cache, progress: bool = True):
         for b in self.branches:
-            examples = b.precompute(examples, cache=cache, seed=getattr(self, "seed", 0), progress=progress)
+            examples = b.precompute(examples, cache=cache, seed=self.seed, progress=progress, augment=self.augment)
         return examples
 
     @torch.no_grad()
@@ -86,7 +86,9 @@ class FusionModel(ModelKind):
                 r.fit_statistics(branch_states(self, b, train))
 
     def collate(self, batch, *, augment: bool = False) -> dict:
-        return {b.name: b.collate(batch) for b in self.branches}
+        aug = self.augment if augment else None
+        epoch = getattr(self, "epoch", 0)
+        return {b.name: b.collate(batch, augment=aug, epoch=epoch, seed=self.seed) for b in self.branches}
 
     def embed(self, inputs: dict) -> torch.Tensor:
         return torch.cat(

@@ -55,7 +55,9 @@ class ExperimentData:
     def build_model(self, cfg: ExperimentConfig | None = None) -> ModelKind:
         """A fresh model of ``cfg``'s kind (default: the run's config): new head, seeded; frozen backbones shared."""
         cfg = cfg or self.cfg
-        return registry.build(cfg.model, self.corpus.labels, seed=cfg.train.seed, backbones=self.backbones)
+        model = registry.build(cfg.model, self.corpus.labels, seed=cfg.train.seed, backbones=self.backbones)
+        model.augment = cfg.train.augment
+        return model
 
     def select(self, ids: Sequence[str]) -> list[Example]:
         return [self.examples[i] for i in ids if i in self.examples]

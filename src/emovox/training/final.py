@@ -116,8 +116,12 @@ def train_recognizer(
             "folds": len(r["folds"]),
             "mean": r["mean"],
             "std": r["std"],
-            "pooled": {k: r["pooled"][k] for k in ("wa", "ua", "macro_f1")},
+            "pooled": {k: r["pooled"][k] for k in ("wa", "ua", "macro_f1", "weighted_f1") if k in r["pooled"]},
         }
+        ci = (r.get("confidence_intervals") or {}).get("utterance")
+        if ci:  # the model card shows them
+            info["cross_validation"]["ci"] = {k: [v["low"], v["high"]] for k, v in ci.items() if isinstance(v, dict)}
+            info["cross_validation"]["ci_level"] = r["confidence_intervals"]["level"]
     recognizer_dir.save(model_dir, model.eval(), labels, info)
     shutil.rmtree(work, ignore_errors=True)
     return TrainedRecognizer(model_dir, model, tuple(labels), info)

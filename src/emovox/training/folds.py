@@ -24,9 +24,9 @@ from emovox.atomic import atomic_write_json
 from emovox.data.examples import Example, Skipped
 from emovox.errors import EmovoxError
 from emovox.metrics import Metrics, compute_metrics
+from emovox.predictions import read_predictions, write_predictions
 from emovox.splits import Fold
 from emovox.training.checkpoint import remove_stale_temporaries
-from emovox.training.results import read_predictions, write_predictions
 from emovox.training.tracking import open_tracker
 from emovox.training.trainer import Trainer, clear_resume_state
 

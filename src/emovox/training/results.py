@@ -1,15 +1,14 @@
 """What a finished run leaves behind: per-utterance predictions, results.json, report.md.
 
-Predictions keep every class probability (``id,fold,true,pred,p_<label>...``), for the test part
-of each fold (``predictions.csv``) and for its validation part (``valid_predictions.csv``): votes,
-late fusion and confidence intervals are computed from these files, and choosing an ensemble on
-validation predictions is what keeps the test fold unseen.
+Predictions keep every class probability (``id,fold,true,pred,p_<label>...``, written by
+``emovox.predictions``), for the test part of each fold (``predictions.csv``) and for its
+validation part (``valid_predictions.csv``): votes, late fusion and confidence intervals are
+computed from these files, and choosing an ensemble on validation predictions is what keeps the
+test fold unseen.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import platform
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from emovox.atomic import atomic_write_json, atomic_write_text
 from emovox.corpora.base import Corpus
 from emovox.data.examples import Skipped
 from emovox.metrics import aggregate
+from emovox.predictions import write_predictions
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
@@ -32,27 +32,6 @@ if TYPE_CHECKING:
     from emovox.training.folds import FoldOutcome
 
 RESULTS_SCHEMA = 1
-
-
-def write_predictions(path: Path, rows, labels: Sequence[str]) -> None:
-    """One row per utterance: id, fold, true and predicted label, and every class probability."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "fold", "true", "pred", *(f"p_{label}" for label in labels)])
-    for uid, fold, t, p in rows:
-        w.writerow([uid, fold, labels[t], labels[int(np.argmax(p))], *(f"{x:.6f}" for x in p)])
-    atomic_write_text(path, buf.getvalue())
-
-
-def read_predictions(path: Path, labels: Sequence[str]) -> tuple[list[str], list[int], np.ndarray]:
-    index = {label: i for i, label in enumerate(labels)}
-    ids, y, probs = [], [], []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            ids.append(row["id"])
-            y.append(index[row["true"]])
-            probs.append([float(row[f"p_{label}"]) for label in labels])
-    return ids, y, np.asarray(probs, dtype=np.float32).reshape(len(ids), len(labels))
 
 
 def environment_record(cfg: ExperimentConfig, corpus: Corpus) -> dict:
@@ -112,7 +91,13 @@ def write_results(
         protocol=cfg.protocol,
         speaker_independent=all(f.speaker_independent for f in folds),
     )
+    from emovox.stats import add_confidence_intervals
+
     payload = result.to_dict()
+    payload["label_set"] = list(labels)
+    speaker_independent = all(f.speaker_independent for f in folds)
+    speakers = [corpus[uid].speaker for o in outcomes for uid in o.ids] if speaker_independent else None
+    add_confidence_intervals(payload, pooled_true, pooled_pred, speakers=speakers, seed=cfg.train.seed)
     payload.update(
         {
             "schema": RESULTS_SCHEMA,
@@ -134,7 +119,12 @@ def write_results(
     )
     reporting.write_report(result, out_dir, title=cfg.name, history=[o.history for o in outcomes])
     report = out_dir / "report.md"
-    sections = [report.read_text(encoding="utf-8").rstrip("\n"), baseline_markdown(payload), skipped_markdown(skipped, cfg)]
+    sections = [
+        report.read_text(encoding="utf-8").rstrip("\n"),
+        reporting.ci_markdown(payload["confidence_intervals"]),
+        baseline_markdown(payload),
+        skipped_markdown(skipped, cfg),
+    ]
     atomic_write_text(report, "\n\n".join(x for x in sections if x))
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
     atomic_write_json(out_dir / "results.json", payload)  # a superset of the report's results.json

@@ -1,0 +1,445 @@
+"""Voting ensembles over the saved predictions of several runs (the RAVDESS voting paper).
+
+Members are finished run directories of the same corpus and protocol: the same folds, the same
+test (and validation) utterances with the same truth, the same label set; anything else is
+refused, naming the runs, the fold and the difference. Nothing is retrained: a vote reads each
+run's ``fold_k/predictions.csv`` and, when it has to choose, ``fold_k/valid_predictions.csv``.
+
+Methods:
+
+``hard`` (the paper's)
+    Each member votes for its predicted label (its ``pred`` column); the label with most votes
+    wins. **Tie rule**: among the labels with the most votes, the one with the largest sum of
+    the members' probabilities for it (sums within 1e-9 count as equal); if still tied, the
+    label voted by the first member, in the order the runs were given, among those still tied.
+    The vote's "probabilities" are the vote shares (votes / members).
+``soft``
+    The mean of the members' probabilities; the prediction is its argmax (an exact tie goes to
+    the label first in label-set order).
+``weighted``
+    A weighted mean of the members' probabilities, weights on the grid ``{0, 1/G, ..., 1}``
+    summing to 1 (G = ``grid``, default 10), plus the equal weights, which are tried first.
+
+Choosing: with ``k`` every ``k``-subset of the members is a candidate (in
+``itertools.combinations`` order); ``weighted`` adds its weight grid per subset. Each fold picks
+the candidate with the best ``metric`` (default UA) on **its own validation predictions**; the
+first best in enumeration order wins ties. The test predictions are only combined afterwards,
+so the choice never reads a test label. ``choose_on="test"`` picks on the fold's test
+predictions instead, as the paper did ("we tested all possible five model voting ensembles and
+report ... the most promising"): available to reproduce it, and marked OPTIMISTIC in every
+output. Runs validated with ``paper`` validation (their validation part is the test part) are
+marked the same way. With neither ``k`` nor ``weighted`` there is nothing to choose and no
+validation predictions are needed.
+
+The output (``write_vote``) is itself a run directory (``predictions.csv``, ``fold_k/``,
+``results.json``, ``report.md``, plus ``candidates.csv``, every candidate's selection score), so a
+vote is compared (``emovox compare``), given confidence intervals or voted on again like any run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emovox.atomic import atomic_write_text
+from emovox.errors import EmovoxError
+from emovox.metrics import HEADLINE, CVResult, aggregate, compute_metrics, headline_scores
+from emovox.predictions import PREDICTIONS, VALID_PREDICTIONS, PredictionTable, Run, load_run, write_predictions
+
+METHODS = ("hard", "soft", "weighted")
+CHOOSE_ON = ("valid", "test")
+TIE_TOLERANCE = 1e-9
+OPTIMISTIC = "OPTIMISTIC: members/weights were chosen on the test predictions, so the test score is biased upwards"
+
+
+class VoteError(EmovoxError):
+    """Runs cannot be voted together (different folds, utterances, truth or labels) or a bad option."""
+
+
+# --- combining one set of predictions -------------------------------------------------------
+
+
+def hard_vote(preds: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Majority vote of ``preds`` ``[M, N]`` with the module's tie rule; returns (labels ``[N]``, vote shares ``[N, C]``)."""
+    m, n = preds.shape
+    c = probs.shape[-1]
+    rows = np.arange(n)
+    votes = np.zeros((n, c))
+    for member in preds:
+        np.add.at(votes, (rows, member), 1.0)
+    tied = votes == votes.max(axis=1, keepdims=True)
+    summed = np.where(tied, probs.sum(axis=0), -np.inf)
+    tied &= summed >= summed.max(axis=1, keepdims=True) - TIE_TOLERANCE
+    out = tied.argmax(axis=1)
+    open_ = tied.sum(axis=1) > 1
+    for member in preds:  # still tied: the first member's label among the tied ones
+        hit = open_ & tied[rows, member]
+        out[hit] = member[hit]
+        open_ &= ~hit
+    return out, votes / m
+
+
+def soft_vote(probs: np.ndarray, weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(Weighted) mean of ``probs`` ``[M, N, C]``; returns (argmax labels ``[N]``, mean probabilities ``[N, C]``)."""
+    w = np.full(len(probs), 1.0 / len(probs)) if weights is None else np.asarray(weights, dtype=np.float64)
+    mean = np.tensordot(w, probs, axes=1)
+    return mean.argmax(axis=1), mean
+
+
+def combine(
+    method: str, tables: Sequence[PredictionTable], weights: Sequence[float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vote aligned prediction tables (same ids in the same order) by ``method``."""
+    probs = np.stack([t.probs for t in tables])
+    if method == "hard":
+        return hard_vote(np.stack([t.pred for t in tables]), probs)
+    return soft_vote(probs, weights if method == "weighted" else None)
+
+
+def weight_grid(k: int, grid: int) -> Iterator[tuple[float, ...]]:
+    """Equal weights first, then every ``(a_1/G, ..., a_k/G)`` with whole ``a_i >= 0`` summing to G."""
+    equal = tuple([1.0 / k] * k)
+    yield equal
+    for cut in itertools.combinations(range(grid + k - 1), k - 1):  # stars and bars
+        parts = np.diff([-1, *cut, grid + k - 1]) - 1
+        w = tuple(float(x) / grid for x in parts)
+        if not np.allclose(w, equal):
+            yield w
+
+
+# --- choosing and voting whole runs ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    members: tuple[int, ...]
+    weights: tuple[float, ...] | None
+    score: float
+
+
+@dataclass
+class FoldVote:
+    index: int
+    name: str
+    chosen: Candidate
+    candidates: list[Candidate]
+    test: PredictionTable
+    valid: PredictionTable | None
+
+
+@dataclass
+class Vote:
+    method: str
+    runs: list[Run]
+    k: int | None
+    choose_on: str
+    metric: str
+    optimistic: bool
+    folds: list[FoldVote]
+    result: CVResult
+    member_scores: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.runs[0].labels
+
+
+def vote_runs(
+    run_dirs: Sequence[Path | str],
+    *,
+    method: str = "hard",
+    k: int | None = None,
+    choose_on: str = "valid",
+    metric: str = "ua",
+    grid: int = 10,
+    progress: bool = False,
+) -> Vote:
+    """Vote the runs fold by fold (see the module docstring); nothing is written."""
+    if method not in METHODS:
+        raise VoteError(f"unknown voting method {method!r}; choose one of {', '.join(METHODS)}")
+    if choose_on not in CHOOSE_ON:
+        raise VoteError(f"--choose-on must be valid or test, not {choose_on!r}")
+    if metric not in HEADLINE:
+        raise VoteError(f"unknown metric {metric!r}; choose one of {', '.join(HEADLINE)}")
+    if grid < 1:
+        raise VoteError(f"the weight grid needs at least 1 step, got {grid}")
+    if len(run_dirs) < 2:
+        raise VoteError("a vote needs at least two runs")
+    if len({Path(d).resolve() for d in run_dirs}) != len(run_dirs):
+        raise VoteError("a run is given twice; give each run directory once")
+    runs = [load_run(Path(d)) for d in run_dirs]
+    if k is not None and not 1 <= k <= len(runs):
+        raise VoteError(f"--k {k}: choose between 1 and the number of runs ({len(runs)})")
+    chooses = (k is not None and k < len(runs)) or method == "weighted"
+    need_valid = chooses and choose_on == "valid"
+    folds_of = _aligned_folds(runs, need_valid)
+
+    from tqdm.auto import tqdm
+
+    fold_votes: list[FoldVote] = []
+    optimistic = chooses and choose_on == "test"
+    for index, members in tqdm(folds_of.items(), desc="vote", unit="fold", disable=not progress):
+        tests = [f.test for f in members]
+        valids = [f.valid for f in members] if all(f.valid is not None for f in members) else None
+        if chooses:
+            selection = tests if choose_on == "test" else valids
+            if choose_on == "valid" and set(valids[0].ids) & set(tests[0].ids):  # type: ignore[index]
+                optimistic = True  # "paper" validation: the validation part is (or overlaps) the test part
+            candidates = _score_candidates(method, selection, k or len(runs), metric, grid)  # type: ignore[arg-type]
+            chosen = max(candidates, key=lambda c: c.score)  # first best in enumeration order
+        else:
+            candidates, chosen = [], Candidate(tuple(range(len(runs))), None, float("nan"))
+        test = _voted_table(method, tests, chosen)
+        valid = _voted_table(method, valids, chosen) if valids is not None else None
+        fold_votes.append(FoldVote(index, members[0].name, chosen, candidates, test, valid))
+
+    labels = runs[0].labels
+    per_fold = [compute_metrics(f.test.true, f.test.pred, labels) for f in fold_votes]
+    speaker_flags = {r.speaker_independent for r in runs}
+    result = aggregate(
+        per_fold,
+        labels=labels,
+        fold_names=[f.name for f in fold_votes],
+        protocol=runs[0].protocol,
+        speaker_independent=False if False in speaker_flags else (True if speaker_flags == {True} else None),
+    )
+    member_scores = []
+    for i in range(len(runs)):
+        true = np.concatenate([folds_of[f.index][i].test.true for f in fold_votes])
+        pred = np.concatenate([folds_of[f.index][i].test.pred for f in fold_votes])
+        member_scores.append(compute_metrics(true, pred, labels).scores.to_dict())
+    return Vote(method, runs, k, choose_on, metric, optimistic, fold_votes, result, member_scores)
+
+
+def _aligned_folds(runs: list[Run], need_valid: bool) -> dict[int, list]:
+    """Fold index -> each run's ``RunFold``, tables reordered to the first run's ids; refuses mismatches."""
+    first = runs[0]
+    for r in runs[1:]:
+        if r.labels != first.labels:
+            raise VoteError(
+                f"runs disagree on the label set: {first.path} has {list(first.labels)}, {r.path} has {list(r.labels)}"
+            )
+    folds = [r.folds(need_valid=need_valid) for r in runs]
+    indices = [[f.index for f in fs] for fs in folds]
+    if not indices[0]:
+        raise VoteError(f"{first.path}: no fold_k/{PREDICTIONS}; vote over finished runs of emovox cv")
+    for r, idx in zip(runs[1:], indices[1:], strict=True):
+        if idx != indices[0]:
+            raise VoteError(f"{r.path} has folds {idx} but {first.path} has {indices[0]}; vote over runs of the same protocol")
+    out: dict[int, list] = {}
+    for n, index in enumerate(indices[0]):
+        members = [fs[n] for fs in folds]
+        ref = members[0]
+        aligned = [ref]
+        for r, f in zip(runs[1:], members[1:], strict=True):
+            test = _align(ref.test, f.test, first, r, index, "test")
+            valid = None
+            if ref.valid is not None and f.valid is not None:
+                valid = _align(ref.valid, f.valid, first, r, index, "validation")
+            aligned.append(type(f)(f.index, test, valid))
+        out[index] = aligned
+    return out
+
+
+def _align(ref: PredictionTable, other: PredictionTable, ref_run: Run, run: Run, fold: int, part: str) -> PredictionTable:
+    only_ref = sorted(set(ref.ids) - set(other.ids))
+    only_other = sorted(set(other.ids) - set(ref.ids))
+    if only_ref or only_other:
+        raise VoteError(
+            f"fold {fold}: the {part} utterances of {run.path} differ from those of {ref_run.path}: "
+            f"{len(only_ref)} only in the first (e.g. {only_ref[:3]}), {len(only_other)} only in the second "
+            f"(e.g. {only_other[:3]}); vote over runs of the same corpus, protocol and seed"
+        )
+    aligned = other.subset(ref.ids)
+    differ = np.flatnonzero(aligned.true != ref.true)
+    if differ.size:
+        i = int(differ[0])
+        raise VoteError(
+            f"fold {fold}: utterance {ref.ids[i]!r} is {ref.labels[ref.true[i]]!r} in {ref_run.path} but "
+            f"{ref.labels[aligned.true[i]]!r} in {run.path} ({differ.size} {part} utterance(s) disagree); the runs "
+            "were made on different corpora or label mappings"
+        )
+    return aligned
+
+
+def _score(true: np.ndarray, pred: np.ndarray, n_classes: int, metric: str) -> float:
+    confusion = np.bincount(true * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    return float(headline_scores(confusion)[metric])
+
+
+def _score_candidates(method: str, tables: list[PredictionTable], k: int, metric: str, grid: int) -> list[Candidate]:
+    c = len(tables[0].labels)
+    truth = tables[0].true
+    out = []
+    for subset in itertools.combinations(range(len(tables)), k):
+        chosen = [tables[i] for i in subset]
+        for weights in weight_grid(k, grid) if method == "weighted" else [None]:
+            pred, _ = combine(method, chosen, weights)
+            out.append(Candidate(subset, weights, _score(truth, pred, c, metric)))
+    return out
+
+
+def _voted_table(method: str, tables: list[PredictionTable], chosen: Candidate) -> PredictionTable:
+    pred, probs = combine(method, [tables[i] for i in chosen.members], chosen.weights)
+    ref = tables[0]
+    return PredictionTable(ref.path, ref.labels, ref.ids, ref.folds, ref.true, pred, probs)
+
+
+# --- the vote as a run directory --------------------------------------------------------------
+
+
+def describe(vote: Vote) -> dict:
+    """The ``vote`` block of the output's ``results.json``: what was voted and what each fold chose."""
+    names = [str(r.path) for r in vote.runs]
+    return {
+        "method": vote.method,
+        "tie_rule": "most votes; then largest summed probability; then the first member's label"
+        if vote.method == "hard"
+        else None,
+        "members": names,
+        "k": vote.k,
+        "choose_on": vote.choose_on,
+        "select_metric": vote.metric,
+        "optimistic": vote.optimistic,
+        "member_test_scores": {n: s for n, s in zip(names, vote.member_scores, strict=True)},
+        "folds": [
+            {
+                "fold": f.index,
+                "name": f.name,
+                "members": [names[i] for i in f.chosen.members],
+                "weights": list(f.chosen.weights) if f.chosen.weights is not None else None,
+                "selection_score": None if np.isnan(f.chosen.score) else f.chosen.score,
+            }
+            for f in vote.folds
+        ],
+    }
+
+
+def write_vote(vote: Vote, out_dir: Path, *, title: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Write the vote as a run directory; returns its ``results.json`` content (with confidence intervals)."""
+    from emovox import reporting
+    from emovox.stats import add_confidence_intervals
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise VoteError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "vote.json").is_file():
+        raise VoteError(f"--out {out}: not empty and not an earlier vote; choose another directory")
+    out.mkdir(parents=True, exist_ok=True)
+    keep = {f"fold_{f.index}" for f in vote.folds}
+    for stale in out.glob("fold_*"):  # an earlier vote with more folds
+        if stale.is_dir() and stale.name not in keep:
+            shutil.rmtree(stale)
+    labels = vote.labels
+    for f in vote.folds:
+        fold_dir = out / f"fold_{f.index}"
+        fold_dir.mkdir(exist_ok=True)
+        _write_table(fold_dir / PREDICTIONS, f.test)
+        if f.valid is not None:
+            _write_table(fold_dir / VALID_PREDICTIONS, f.valid)
+        elif (fold_dir / VALID_PREDICTIONS).exists():
+            (fold_dir / VALID_PREDICTIONS).unlink()
+    tables = [f.test for f in vote.folds]
+    rows = [(uid, name, t, p) for tb in tables for uid, name, t, p in zip(tb.ids, tb.folds, tb.true, tb.probs, strict=True)]
+    write_predictions(out / PREDICTIONS, rows, labels, preds=np.concatenate([t.pred for t in tables]).tolist())
+    splits = vote.runs[0].path / "splits"
+    if splits.is_dir():
+        shutil.rmtree(out / "splits", ignore_errors=True)
+        shutil.copytree(splits, out / "splits")
+    title = title or f"{vote.method} vote of {len(vote.runs)} runs"
+    reporting.write_report(vote.result, out, title=title)
+
+    payload = vote.result.to_dict()
+    payload.update({"name": title, "label_set": list(labels), "vote": describe(vote)})
+    speakers = None
+    if vote.result.speaker_independent and splits.is_dir():
+        known = vote.runs[0].speakers()
+        ids = [i for t in tables for i in t.ids]
+        if all(i in known for i in ids):
+            speakers = [known[i] for i in ids]
+    add_confidence_intervals(
+        payload,
+        np.concatenate([t.true for t in tables]),
+        np.concatenate([t.pred for t in tables]),
+        speakers=speakers,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "vote.json", json.dumps(describe(vote), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "candidates.csv", candidates_csv(vote))
+    report = out / "report.md"
+    text = (
+        report.read_text(encoding="utf-8").rstrip("\n")
+        + "\n\n"
+        + vote_markdown(vote)
+        + "\n"
+        + reporting.ci_markdown(payload["confidence_intervals"])
+    )
+    atomic_write_text(report, text)
+    return payload
+
+
+def _write_table(path: Path, t: PredictionTable) -> None:
+    write_predictions(path, zip(t.ids, t.folds, t.true, t.probs, strict=True), t.labels, preds=t.pred.tolist())
+
+
+def candidates_csv(vote: Vote) -> str:
+    """One row per fold and candidate: members, weights, its selection score and whether it was chosen."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["fold", "members", "weights", f"{vote.metric}_on_{vote.choose_on}", "chosen"])
+    for f in vote.folds:
+        for c in f.candidates:
+            w.writerow([
+                f.index,
+                ";".join(str(vote.runs[i].path) for i in c.members),
+                ";".join(f"{x:.4f}" for x in c.weights) if c.weights is not None else "",
+                repr(c.score),
+                c == f.chosen,
+            ])  # fmt: skip
+    return buf.getvalue()
+
+
+def vote_markdown(vote: Vote) -> str:
+    """The report's "Vote" section: method, tie rule, members with their own scores, each fold's choice."""
+    from emovox.reporting import METRIC_TITLES, fmt_pct, markdown_table
+
+    lines = ["## Vote", ""]
+    if vote.optimistic:
+        lines += [f"> ⚠ **{OPTIMISTIC}** (the paper's way; not an honest estimate).", ""]
+    method = {
+        "hard": "hard majority vote (ties: largest summed probability, then the first member's label)",
+        "soft": "soft vote (mean probabilities)",
+        "weighted": "weighted soft vote (weights on a grid, chosen per fold)",
+    }[vote.method]
+    choice = "nothing to choose: every member votes"
+    if vote.folds and vote.folds[0].candidates:
+        choice = f"each fold chose the best {METRIC_TITLES[vote.metric].replace(' (%)', '')} on its {vote.choose_on} predictions"
+        if vote.k is not None:
+            choice += f" among every {vote.k}-subset of the members"
+    lines += [f"Method: {method}; {choice}.", ""]
+    header = ["Member", *(METRIC_TITLES[m] for m in HEADLINE)]
+    rows = [[f"`{r.path}`", *(fmt_pct(s[m]) for m in HEADLINE)] for r, s in zip(vote.runs, vote.member_scores, strict=True)]
+    rows.append(["**vote**", *(fmt_pct(getattr(vote.result.pooled, m)) for m in HEADLINE)])
+    lines += ["Pooled test scores of each member and of the vote:", "", markdown_table(header, rows)]
+    if vote.folds and vote.folds[0].candidates:
+        rows = [
+            [f.index, f.name, ", ".join(f"`{vote.runs[i].path.name}`" for i in f.chosen.members),
+             ", ".join(f"{w:.2f}" for w in f.chosen.weights) if f.chosen.weights is not None else "", fmt_pct(f.chosen.score)]
+            for f in vote.folds
+        ]  # fmt: skip
+        lines += [
+            "Chosen per fold:",
+            "",
+            markdown_table(["Fold", "Name", "Members", "Weights", f"{vote.metric} on {vote.choose_on} (%)"], rows),
+        ]
+    return "\n".join(lines)
