@@ -17,6 +17,7 @@ from helpers import tiny_config, tone_rows, write_manifest
 
 from emovox.config import config_from_dict
 from emovox.errors import ConfigError
+from emovox.metrics import HEADLINE
 from emovox.training import trainer as trainer_module
 from emovox.training.runner import run_cv
 from emovox.training.tracking import Tracker, TrackingError
@@ -92,7 +93,7 @@ def check_tensorboard(log_dir, fold: dict, cfg: dict) -> None:
     ends = [h["steps"] for h in history]
     for tag, key in (("valid/ua", "valid_ua"), ("valid/wa", "valid_wa"), ("valid/macro_f1", "valid_macro_f1"), ("epoch", "epoch")):
         assert got[tag] == list(zip(ends, f32([h[key] for h in history]), strict=True)), tag
-    for k in ("wa", "ua", "macro_f1"):
+    for k in HEADLINE:
         assert got[f"test/{k}"] == [(ends[-1], f32([fold["test"][k]])[0])]
     assert got["best_epoch"] == [(ends[-1], float(fold["best_epoch"]))]
     # the config as hparams (TensorBoard's HParams tab)
@@ -112,7 +113,7 @@ def test_tensorboard_holds_the_runs_curves_and_test_metrics(tracked_run):
     assert sorted(p.name for p in (run / "tensorboard").iterdir()) == ["fold_1", "fold_2"]
     for k in (1, 2):
         fold = done(run, k)
-        assert fold["test"] == {m: results["folds"][k - 1][m] for m in ("wa", "ua", "macro_f1")}
+        assert fold["test"] == {m: results["folds"][k - 1][m] for m in HEADLINE}
         check_tensorboard(run / "tensorboard" / f"fold_{k}", fold, cfg)
     # validation UA changed during training: the curves are not constant
     assert len({h["valid_ua"] for k in (1, 2) for h in done(run, k)["history"]}) > 1
@@ -140,7 +141,7 @@ def check_mlflow_fold(client, r, fold: dict, cfg: dict) -> None:
     ends = [h["steps"] for h in history]
     for tag, key in (("valid/ua", "valid_ua"), ("valid/wa", "valid_wa"), ("valid/macro_f1", "valid_macro_f1"), ("valid/loss", "valid_loss")):
         assert history_of(client, r.info.run_id, tag) == list(zip(ends, [h[key] for h in history], strict=True)), tag
-    for k in ("wa", "ua", "macro_f1"):
+    for k in HEADLINE:
         assert history_of(client, r.info.run_id, f"test/{k}") == [(ends[-1], fold["test"][k])]
     assert r.data.params["train.lr"] == str(cfg["train"]["lr"])
     assert r.data.params["model.backbone"] == cfg["model"]["backbone"]
@@ -158,7 +159,7 @@ def test_mlflow_holds_a_run_per_fold_under_the_experiment(tracked_run):
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
         check_mlflow_fold(client, r, done(run, k), cfg)
     for part in ("mean", "std", "pooled"):
-        for k in ("wa", "ua", "macro_f1"):
+        for k in HEADLINE:
             assert parent.data.metrics[f"{part}/{k}"] == results[part][k]
     assert parent.info.status == "FINISHED" and parent.data.params["name"] == cfg["name"]
 

@@ -13,7 +13,8 @@ lengths line up and TensorBoard's restart purge treats every tag alike:
   (``train/lr/<group>`` when the model kind trains parameter groups at different rates);
 - every epoch end: ``epoch``, ``train/epoch_loss``, ``valid/loss``, ``valid/wa``, ``valid/ua``,
   ``valid/macro_f1``;
-- once the fold is tested (at its last step): ``test/wa``, ``test/ua``, ``test/macro_f1``, ``best_epoch``;
+- once the fold is tested (at its last step): ``test/wa``, ``test/ua``, ``test/macro_f1``, ``test/weighted_f1``
+  (every headline metric of ``emovox.metrics``) and ``best_epoch``;
 - the whole config flattened to dotted keys (``train.lr``): MLflow parameters, TensorBoard hparams.
 
 One tracked run per fold (``fold_k``; ``fold_k/point_i`` for each point of a search): TensorBoard
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from emovox.atomic import atomic_write_json
 from emovox.errors import EmovoxError
+from emovox.metrics import HEADLINE
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
@@ -53,7 +55,7 @@ MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlflow-artifacts"
 INSTALL_HINT = "pip install 'emovox[tracking]'"
 #: The metrics a fold reports once tested (their TensorBoard tags are declared in the hparams experiment).
-TEST_TAGS = ("test/wa", "test/ua", "test/macro_f1")
+TEST_TAGS = tuple(f"test/{k}" for k in HEADLINE)
 #: Epoch-record keys -> tag.
 EPOCH_TAGS = {
     "epoch": "epoch",
@@ -378,6 +380,7 @@ def log_run_results(cfg: ExperimentConfig, run_root: Path, results: dict) -> Non
     if "mlflow" not in cfg.train.report_to:
         return
     parent = _parent_run(cfg, run_root)
-    values = {f"{part}/{k}": float(results[part][k]) for part in ("mean", "std", "pooled") for k in ("wa", "ua", "macro_f1")}
+    parts = ("mean", "std", "pooled")
+    values = {f"{part}/{k}": float(results[part][k]) for part in parts for k in HEADLINE if k in results[part]}
     parent.log(len(results["folds"]), values)  # step = folds aggregated (a run extended by more folds logs again)
     parent.close()
