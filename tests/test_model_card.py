@@ -34,7 +34,8 @@ def tone_config(root: Path) -> dict:
 def cv_recognizer(tmp_path_factory) -> tuple[Path, dict]:
     """A recognizer trained with the results.json of a real cross-validation run quoted in its card."""
     from emovox.config import config_from_dict
-    from emovox.training.runner import run_cv, train_recognizer
+    from emovox.training.final import train_recognizer
+    from emovox.training.runner import run_cv
 
     root = tmp_path_factory.mktemp("card")
     cfg = config_from_dict(tone_config(root))

@@ -492,7 +492,9 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
                             f"{name}: {seconds:.1f} s of audio is longer than this server's timeline limit of "
                             f"{config.max_timeline_seconds:g} s"
                         )
-                    return recognizer.predict_timeline(tmp, mode=mode)
+                    from emovox.segments import predict_timeline
+
+                    return predict_timeline(recognizer, tmp, mode=mode)
                 except EmovoxError as exc:
                     raise type(exc)(str(exc).replace(tmp, name)) from None
                 finally:

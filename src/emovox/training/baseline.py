@@ -4,7 +4,8 @@ A recipe earns its complexity only if it beats what a few lines of scikit-learn 
 backbone: every hidden state of the frozen backbone pooled over time (the family's pooling: the
 mean for speech encoders), concatenated, standardised with training-part statistics, and a
 multinomial logistic regression whose regularisation strength is chosen on the validation part
-(``emovox.models.logistic``). For a recipe with several branches the baseline reads the first
+(``emovox.models.logistic``), on the clips as they are (no augmentation). For a recipe with several
+branches the baseline reads the first
 branch that reads the utterance itself. It is cheap (seconds on cached features) and on by
 default; ``baseline: false`` turns it off.
 """
@@ -35,6 +36,7 @@ def baseline_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
         return None
     b = utterance[0]
     data = json.loads(cfg.model_dump_json())
+    data["train"]["augment"] = {"length": False}  # the reference is fitted on the clips as they are
     data.update(
         name=f"{cfg.name} (baseline)",
         search=None,
