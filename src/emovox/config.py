@@ -47,6 +47,42 @@ class TrainConfig(_Strict):
         description="Training-time augmentation (length: random crops and silence padding, on by default; speed, "
         "noise, SpecAugment optional). Deterministic under the seed; evaluation never augments.",
     )
+    checkpoint_every_steps: int | None = Field(
+        None,
+        gt=0,
+        description="Also write a resume checkpoint every N optimizer steps inside an epoch, so a crashed run "
+        "resumes from there and not only from the last epoch end (the RAVDESS paper: 100). Default: epoch ends only.",
+    )
+    keep_checkpoints: int = Field(
+        1,
+        gt=0,
+        description="Resume checkpoints kept (the newest K, step or epoch-end); resuming falls back to an older "
+        "one when the newest cannot be read (the RAVDESS paper kept 2).",
+    )
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list,
+        description="Experiment trackers that receive the training curves, the config and each fold's test "
+        "metrics (pip install 'emovox[tracking]'): TensorBoard event files in RUN/tensorboard/fold_k, and/or "
+        "an MLflow run per fold (experiment = config name). Default: none.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="Where MLflow runs go; default $MLFLOW_TRACKING_URI, else an SQLite store in the run "
+        "directory (sqlite:///RUN/mlflow.db).",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        """``report_to: tensorboard`` (one tracker) or ``none`` read as YAML scalars."""
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("", "none")):
+            return []
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("report_to")
+    @classmethod
+    def _no_repeats(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
 
 
 class ExperimentConfig(_Strict):

@@ -139,13 +139,15 @@ class ModelKind(nn.Module):
         return []
 
     def param_groups(self, lr: float, head_lr: float | None) -> list[dict]:
-        """Optimizer groups: pretrained weights at ``lr``, new parts at ``head_lr`` (default ``lr``)."""
+        """Optimizer groups: pretrained weights at ``lr``, new parts at ``head_lr`` (default ``lr``); the
+        ``name`` of each group labels its learning-rate curve in experiment trackers (``train/lr/head``)."""
         pretrained = {id(p) for p in self.backbone_parameters()}
         backbone = [p for p in self.parameters() if p.requires_grad and id(p) in pretrained]
         head = [p for p in self.parameters() if p.requires_grad and id(p) not in pretrained]
         if head_lr is None:
             return [g for g in ({"params": backbone + head},) if g["params"]]
-        return [g for g in ({"params": backbone, "lr": lr}, {"params": head, "lr": head_lr}) if g["params"]]
+        groups = ({"params": backbone, "lr": lr, "name": "backbone"}, {"params": head, "lr": head_lr, "name": "head"})
+        return [g for g in groups if g["params"]]
 
     def compute_size(self) -> int:
         """Parameters that take part in a training step (a frozen, cached backbone does not)."""

@@ -34,8 +34,10 @@ SCHEMA_VERSION = 2
 META_FILE = "emovox.json"
 MODALITIES = ("audio", "text", "audio+text")
 #: What a recognizer directory owns besides ``emovox.json``: only these are checksummed (and replaced by
-#: ``train --force``); anything else a user keeps in the folder is theirs and never read.
-OWNED = ("weights.safetensors", "README.md", "branches", "adapters", "members")
+#: ``train --force``); anything else a user keeps in the folder is theirs and never read. ``tensorboard/`` holds the
+#: final model's training curves (``train.report_to``), kept with it as a hub model keeps ``runs/``; an MLflow store
+#: beside it is not part of the recognizer (a database MLflow may still write to).
+OWNED = ("weights.safetensors", "README.md", "branches", "adapters", "members", "tensorboard")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -22,6 +22,7 @@ from emovox.models.directory import OWNED
 from emovox.training.data import ExperimentData
 from emovox.training.folds import fit_model
 from emovox.training.runner import corpus_dropped
+from emovox.training.tracking import open_tracker
 from emovox.training.trainer import Trainer, set_threads
 
 
@@ -123,8 +124,18 @@ def train_recognizer(
     model = data.build_model()
     model.use_fold(None, corpus)
     work = model_dir / "_training"
-    trainer = Trainer(model, None, cfg.train, len(labels), run_dir=work, progress=progress, description="all data")
-    fit = fit_model(model, trainer, train, valid)
+    # train.report_to: TensorBoard in MODEL_DIR/tensorboard/all_data (kept with the recognizer, as model hubs
+    # show it), MLflow's default store in MODEL_DIR/mlflow.db (not part of the recognizer's files)
+    tracker = open_tracker(cfg, run_root=model_dir, name="all_data", state_dir=work, nested=False)
+    trainer = Trainer(
+        model, None, cfg.train, len(labels), run_dir=work, progress=progress, description="all data", tracker=tracker
+    )
+    try:
+        fit = fit_model(model, trainer, train, valid)
+    except BaseException:
+        tracker.close(failed=True)
+        raise
+    tracker.close()
     info = {
         "name": cfg.name,
         "emovox_version": __version__,

@@ -28,6 +28,7 @@ from emovox.metrics import Metrics, compute_metrics
 from emovox.predictions import read_predictions, write_predictions
 from emovox.splits import Fold
 from emovox.training.checkpoint import remove_stale_temporaries
+from emovox.training.tracking import open_tracker
 from emovox.training.trainer import Trainer, clear_resume_state
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir
         )
     seconds = previous + time.time() - t0
     metrics = compute_metrics(y, probs.argmax(1).tolist(), labels)
+    trainer.tracker.log_test(metrics.scores.to_dict(), fit.best_epoch)
+    trainer.tracker.flush()
     atomic_write_json(
         done,
         {
@@ -105,6 +108,7 @@ def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir
             "best_valid_ua": fit.best_valid_ua,
             "stopped_early": fit.stopped_early,
             "resumed_from_epoch": fit.resumed_from_epoch,
+            "resumed_from_step": fit.resumed_from_step,
             "history": fit.history,
             "choices": fit.choices,
             "calibration": fit.calibration,
@@ -114,6 +118,7 @@ def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir
         },
     )
     clear_resume_state(fold_dir)  # the fold is finished: only the best weights matter now
+    trainer.tracker.close()
     return FoldOutcome(fold, ids, y, probs, fit.history, seconds, metrics, skipped, fit.best_epoch, fit.choices, fit.calibration)
 
 
@@ -132,6 +137,8 @@ def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progr
         run_dir = fold_dir if len(points) == 1 else fold_dir / "search" / f"point_{i + 1}"
         model = data.build_model(point_cfg)
         model.use_fold(fold, data.corpus)
+        name = fold_dir.name if len(points) == 1 else f"{fold_dir.name}/point_{i + 1}"
+        tracker = open_tracker(point_cfg, run_root=fold_dir.parent, name=name, state_dir=run_dir)
         trainer = Trainer(
             model,
             None,
@@ -141,14 +148,22 @@ def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progr
             progress=progress,
             description=f"fold {fold.index}" + (f" point {i + 1}/{len(points)}" if len(points) > 1 else ""),
             allow_absent_classes=cfg.on_missing_class == "drop",
+            tracker=tracker,
         )
-        fit = fit_model(model, trainer, train, valid, calibrate_on_valid=fold.validation == "strict")
+        try:
+            fit = fit_model(model, trainer, train, valid, calibrate_on_valid=fold.validation == "strict")
+        except BaseException:
+            tracker.close(failed=True)
+            raise
         if len(points) == 1:
             return trainer, fit
-        name = describe(_point_of(cfg, i))
-        scores[name] = round(fit.best_valid_ua, 6)
+        scores[describe(_point_of(cfg, i))] = round(fit.best_valid_ua, 6)
         if best is None or fit.best_valid_ua > best[2].best_valid_ua:
+            if best is not None:
+                best[1].tracker.close()  # a point not chosen is never tested
             best = (i, trainer, fit)
+        else:
+            tracker.close()
     i, trainer, fit = best
     fit.choices = {**fit.choices, "search": {"chosen": describe(_point_of(cfg, i)), "valid_ua": scores}}
     return trainer, fit

@@ -29,6 +29,7 @@ from emovox.training.checkpoint import remove_stale_temporaries
 from emovox.training.data import ExperimentData
 from emovox.training.folds import FoldOutcome, train_fold
 from emovox.training.results import write_results
+from emovox.training.tracking import log_run_results
 from emovox.training.trainer import set_threads
 
 #: Wall time of every invocation that worked on a run directory (so a resumed run reports its whole cost).
@@ -87,9 +88,11 @@ def run_cv(
         baseline = run_baseline(cfg, corpus, folds, out_dir / "baseline", progress=progress)
         clock.tick()
     skipped = corpus_dropped(corpus) + list(data.skipped) + [x for o in outcomes for x in o.skipped]
-    return write_results(
+    payload = write_results(
         cfg, corpus, folds, outcomes, skipped, out_dir, seconds=clock.total(), prep_seconds=prep_seconds, baseline=baseline
     )
+    log_run_results(cfg, out_dir, payload)
+    return payload
 
 
 class _Clock:
@@ -154,11 +157,23 @@ def check_same_run(out_dir: Path, cfg: ExperimentConfig, corpus: Corpus) -> None
     current = {"config": json.loads(cfg.model_dump_json()), "corpus_fingerprint": corpus.fingerprint()}
     if record.is_file():
         previous = json.loads(record.read_text())
-        keep = lambda d: {k: v for k, v in d["config"].items() if k not in {"folds"}}  # noqa: E731
-        if keep(previous) != keep(current) or previous["corpus_fingerprint"] != current["corpus_fingerprint"]:
+        same_config = _results_config(previous["config"]) == _results_config(current["config"])
+        if not same_config or previous["corpus_fingerprint"] != current["corpus_fingerprint"]:
             raise EmovoxError(
                 f"{out_dir} holds a run of a different config or corpus; choose another --out, or pass --fresh "
                 "to delete that run and start this one"
             )
     else:
         atomic_write_json(record, current)
+
+
+#: Fields that change how a run is recorded or checkpointed, never its numbers: a run may be resumed with others.
+BOOKKEEPING = {"train": ("report_to", "mlflow_tracking_uri", "checkpoint_every_steps", "keep_checkpoints")}
+
+
+def _results_config(config: dict) -> dict:
+    """The part of a config that decides the run's results (which folds run is not part of it either)."""
+    out = {k: v for k, v in config.items() if k != "folds"}
+    for section, fields in BOOKKEEPING.items():
+        out[section] = {k: v for k, v in out.get(section, {}).items() if k not in fields}
+    return out

@@ -1,19 +1,27 @@
 """Train one classifier on one fold: weighted cross-entropy, early stopping on validation UA,
-checkpoints every epoch so a killed run resumes exactly where it was.
+checkpoints every epoch (and every ``checkpoint_every_steps`` optimizer steps) so a killed run
+resumes exactly where it was.
 
 Why these choices: the IEMOCAP paper trains with AdamW (lr 1e-5, batch 12), class-weighted
 cross-entropy (inverse frequency, so UA is not sacrificed to the majority class) and stops
 after 3 epochs without validation-UA gain (20 at most). Resuming restores model, optimizer,
-scheduler, RNG and early-stopping state at the last finished epoch, and batch order is a pure
+scheduler, RNG and early-stopping state at the last checkpoint, and batch order is a pure
 function of (seed, epoch), so an interrupted run ends with the same numbers as one that was not.
+A step checkpoint (mid-epoch) also records how many of the epoch's batches were done and the
+epoch's running loss, and the resumed run skips those batches of the same order. (Augmentation
+must therefore draw from the checkpointed RNGs, or be a function of epoch and example, never
+from a generator advanced batch by batch since ``set_epoch``.)
 
-Checkpoint layout in ``run_dir``: ``last_model.eNNN.safetensors`` and
-``last_optimizer.eNNN.safetensors`` (epoch NNN; the optimizer file also holds torch's RNG) and
-``last_state.json`` (epoch, history, early stopping, scheduler, Python/numpy RNG, and the names
-of those two files), written in that order, each atomically. The JSON is the commit point: a
-process killed after the tensors of epoch N were written but before the JSON still resumes from
-epoch N-1 with epoch N-1's tensors (the files of one epoch are never overwritten by the next),
-and the older files are deleted only after the JSON naming the newer ones is in place.
+Checkpoint layout in ``run_dir``: ``last_model.TAG.safetensors`` and
+``last_optimizer.TAG.safetensors`` (TAG ``eNNN`` at the end of epoch NNN, ``eNNN.sSSSSSSS`` at
+global optimizer step S inside epoch NNN; the optimizer file also holds torch's RNG) and
+``last_state.json`` (epoch, step, history, early stopping, scheduler, Python/numpy RNG, and the
+names of those two files), written in that order, each atomically. The JSON is the commit point:
+a process killed after the tensors of a checkpoint were written but before the JSON still resumes
+from the previous checkpoint with that checkpoint's tensors (the files of one checkpoint are never
+overwritten by the next), and older files are deleted only after the JSON naming the newer ones
+is in place. With ``keep_checkpoints: K > 1`` the K-1 checkpoints before the newest are kept too,
+each with its state as ``last_state.TAG.json``, and resuming falls back to the newest readable one.
 """
 
 from __future__ import annotations
@@ -44,11 +52,12 @@ from emovox.training.checkpoint import (
     optimizer_to_flat,
     remove_stale_temporaries,
 )
+from emovox.training.tracking import Tracker
 
-#: The file whose presence means "this run can resume"; written last at every epoch.
+#: The file whose presence means "this run can resume"; written last at every checkpoint.
 STATE_FILE = "last_state.json"
-#: Per-epoch tensors that ``STATE_FILE`` names (``*`` is the epoch).
-RESUME_GLOBS = ("last_model.e*.safetensors", "last_optimizer.e*.safetensors")
+#: Per-checkpoint files that a state names (``*`` is the checkpoint's tag), and older kept states.
+RESUME_GLOBS = ("last_model.e*.safetensors", "last_optimizer.e*.safetensors", "last_state.e*.json")
 
 Collate = Callable[[list[Example]], dict]
 
@@ -103,6 +112,7 @@ class FitResult:
     best_valid_ua: float = -1.0
     stopped_early: bool = False
     resumed_from_epoch: int = 0
+    resumed_from_step: int = 0  # optimizer steps done before this process (0: trained from scratch)
     choices: dict = field(default_factory=dict)  # what was chosen on validation besides the epoch
     calibration: dict = field(default_factory=dict)
 
@@ -162,8 +172,10 @@ class Trainer:
         description: str = "train",
         device: str | None = None,
         allow_absent_classes: bool = False,
+        tracker: Tracker | None = None,
     ):
         self.model = model
+        self.tracker = tracker if tracker is not None else Tracker()
         self.allow_absent_classes = allow_absent_classes
         if collate is None:
             self.collate = model.collate
@@ -211,9 +223,12 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _save_last(self, optimizer, scheduler, state: dict) -> None:
+        """Commit a resume checkpoint: ``state`` has ``epoch`` (the last finished one), ``global_step``
+        and, mid-epoch, ``in_epoch`` (the unfinished epoch's progress)."""
         assert self.run_dir is not None
-        epoch = int(state["epoch"])
-        model_file, optimizer_file = f"last_model.e{epoch:03d}.safetensors", f"last_optimizer.e{epoch:03d}.safetensors"
+        part = state.get("in_epoch")
+        tag = f"e{part['epoch']:03d}.s{state['global_step']:07d}" if part else f"e{int(state['epoch']):03d}"
+        model_file, optimizer_file = f"last_model.{tag}.safetensors", f"last_optimizer.{tag}.safetensors"
         atomic_save_tensors(self.run_dir / model_file, trainable_state(self.model))
         opt_tensors, opt_plain = optimizer_to_flat(optimizer.state_dict())
         opt_tensors["__torch_rng__"] = torch.get_rng_state()
@@ -221,6 +236,7 @@ class Trainer:
         np_state = np.random.get_state()
         state = dict(
             state,
+            tag=tag,
             model_file=model_file,
             optimizer_file=optimizer_file,
             optimizer=opt_plain,
@@ -228,26 +244,82 @@ class Trainer:
             python_rng=list(_jsonable(random.getstate())),
             numpy_rng=[np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         )
+        keep_older = self.cfg.keep_checkpoints - 1
+        if keep_older:
+            self._archive_current_state()
         # the JSON goes last: its presence means the two tensor files it names are complete
         atomic_write_json(self.run_dir / STATE_FILE, state)
-        clear_resume_state(self.run_dir, keep={model_file, optimizer_file, STATE_FILE})
+        keep = {model_file, optimizer_file, STATE_FILE}
+        for name, old in self._older_states()[:keep_older]:
+            keep |= {name, old["model_file"], old["optimizer_file"]}
+        clear_resume_state(self.run_dir, keep=keep)
+
+    def _archive_current_state(self) -> None:
+        """Before a new checkpoint is committed, keep the current one's state as ``last_state.TAG.json``."""
+        assert self.run_dir is not None
+        try:
+            data = json.loads((self.run_dir / STATE_FILE).read_text())
+            archive = self.run_dir / f"last_state.{_tag_of(data)}.json"
+        except (OSError, ValueError, KeyError):
+            return  # none yet, or unreadable: nothing worth keeping
+        if not archive.is_file():
+            atomic_write_json(archive, data)
+
+    def _older_states(self) -> list[tuple[str, dict]]:
+        """The kept states older than ``last_state.json`` (``last_state.TAG.json``), newest first."""
+        assert self.run_dir is not None
+        states = []
+        for p in self.run_dir.glob("last_state.e*.json"):
+            try:
+                data = json.loads(p.read_text())
+                states.append((_position(data), p.name, data))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return [(name, data) for _, name, data in sorted(states, key=lambda x: x[0], reverse=True)]
 
     def _try_resume(self, optimizer, scheduler) -> dict | None:
         if self.run_dir is None:
             return None
         remove_stale_temporaries(self.run_dir)
-        path = self.run_dir / STATE_FILE
-        if not path.is_file():
+        current = self.run_dir / STATE_FILE
+        candidates = [current] if current.is_file() else []
+        candidates += [self.run_dir / name for name, _ in self._older_states()]
+        if not candidates:
             return None
-        try:
-            state = json.loads(path.read_text())
-            model_tensors = load_tensors(self.run_dir / state["model_file"])
-            opt_tensors = load_tensors(self.run_dir / state["optimizer_file"])
-        except Exception as exc:  # hand-edited or copied between machines: say which and what to do
+        failures = []
+        for path in candidates:
+            reading = path
+            try:
+                state = json.loads(path.read_text())
+                reading = self.run_dir / state["model_file"]
+                model_tensors = load_tensors(reading)
+                reading = self.run_dir / state["optimizer_file"]
+                opt_tensors = load_tensors(reading)
+                break
+            except Exception as exc:  # hand-edited, damaged or copied between machines: say which and what to do
+                failures.append(f"{reading.name}: {type(exc).__name__}: {exc}")
+        else:
             raise EmovoxError(
-                f"{path}: cannot resume from this checkpoint ({type(exc).__name__}: {exc}); delete "
+                f"{current}: cannot resume from this checkpoint ({'; '.join(failures)}); delete "
                 f"{self.run_dir} (or run with --fresh) to train this part again"
             ) from None
+        if failures:  # an older kept checkpoint (keep_checkpoints > 1) becomes the newest
+            import warnings
+
+            from emovox.errors import EmovoxWarning
+
+            warnings.warn(
+                f"{self.run_dir}: the newest checkpoint cannot be read ({'; '.join(failures)}); resuming from the "
+                f"older kept checkpoint {_tag_of(state)} instead (the run still ends with the same numbers)",
+                EmovoxWarning,
+                stacklevel=2,
+            )
+            atomic_write_json(current, state)
+            keep = {STATE_FILE, state["model_file"], state["optimizer_file"]}
+            for name, old in self._older_states():
+                if _position(old) < _position(state):
+                    keep |= {name, old["model_file"], old["optimizer_file"]}
+            clear_resume_state(self.run_dir, keep=keep)
         load_trainable_state(self.model, model_tensors)
         torch.set_rng_state(opt_tensors.pop("__torch_rng__"))
         optimizer.load_state_dict(optimizer_from_flat(opt_tensors, state["optimizer"]))
@@ -297,7 +369,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # constant, as the paper
 
         result = FitResult()
-        start_epoch, bad_epochs = 1, 0
+        start_epoch, bad_epochs, global_step, partial = 1, 0, 0, None
         resumed = self._try_resume(optimizer, scheduler)
         if resumed is not None:
             result.history = resumed["history"]
@@ -305,10 +377,14 @@ class Trainer:
             bad_epochs = resumed["bad_epochs"]
             start_epoch = resumed["epoch"] + 1
             result.resumed_from_epoch = resumed["epoch"]
+            global_step = result.resumed_from_step = int(resumed.get("global_step", 0))
+            partial = resumed.get("in_epoch")  # a step checkpoint: the unfinished epoch's progress
             if resumed.get("finished"):
                 result.stopped_early = resumed.get("stopped_early", False)
+                self.tracker.resume(global_step)
                 self._load_best()
                 return result
+        self.tracker.resume(global_step)
 
         from emovox.progress import progress_bar
 
@@ -326,10 +402,18 @@ class Trainer:
             batches = self._batches(train, cfg.batch_size, shuffle=True, epoch=epoch)
             if cfg.max_steps_per_epoch:
                 batches = batches[: cfg.max_steps_per_epoch * cfg.grad_accum]
-            total, count = 0.0, 0
+            first, total, count, step_losses, earlier_seconds = 0, 0.0, 0, [], 0.0
+            if partial is not None:  # skip the batches the interrupted process had trained on
+                first, total, count = partial["batches_done"], partial["total"], partial["count"]
+                step_losses, earlier_seconds = list(partial["step_loss"]), partial["seconds"]
+                partial = None
+            step_total, step_count = 0.0, 0
             optimizer.zero_grad(set_to_none=True)
-            bar = progress_bar(batches, desc=f"epoch {epoch}", unit="batch", disable=not self.progress)
-            for step, b in enumerate(bar, 1):
+            bar = progress_bar(
+                total=len(batches), initial=first, desc=f"{self.description} epoch {epoch}", unit="batch",
+                disable=not self.progress, leave=False,
+            )
+            for step, b in enumerate(batches[first:], first + 1):
                 batch = [train[i] for i in b]
                 targets = torch.tensor([e.target for e in batch], device=self.device)
                 with self._autocast():
@@ -337,14 +421,28 @@ class Trainer:
                 if not torch.isfinite(loss):
                     raise EmovoxError(f"{self.description}: loss became {loss.item()} at epoch {epoch}; lower train.lr")
                 (loss / cfg.grad_accum).backward()
+                batch_loss = loss.item() * len(b)
+                total, count = total + batch_loss, count + len(b)
+                step_total, step_count = step_total + batch_loss, step_count + len(b)
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / count:.4f}")
                 if step % cfg.grad_accum == 0 or step == len(batches):
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                total += loss.item() * len(b)
-                count += len(b)
-                bar.set_postfix(loss=f"{total / count:.4f}")
+                    global_step += 1
+                    step_losses.append(step_total / step_count)
+                    step_total, step_count = 0.0, 0
+                    self.tracker.log_step(global_step, step_losses[-1], _learning_rates(optimizer))
+                    every = cfg.checkpoint_every_steps
+                    if self.run_dir is not None and every and global_step % every == 0 and step < len(batches):
+                        self.tracker.flush()
+                        progress = {"epoch": epoch, "batches_done": step, "total": total, "count": count}
+                        progress.update(step_loss=step_losses, seconds=earlier_seconds + time.time() - t0)
+                        state = {"epoch": epoch - 1, "global_step": global_step, "history": result.history, "in_epoch": progress}
+                        state.update(best_epoch=result.best_epoch, best_valid_ua=result.best_valid_ua, bad_epochs=bad_epochs)
+                        self._save_last(optimizer, scheduler, dict(state, finished=False, stopped_early=False))
             bar.close()
 
             valid_logits = self.predict_logits(valid) if valid else np.zeros((0, self.num_classes))
@@ -353,18 +451,23 @@ class Trainer:
                     torch.from_numpy(valid_logits).to(self.device), torch.tensor(valid_targets, device=self.device)
                 ).item()
                 m = compute_metrics(valid_targets, valid_logits.argmax(1).tolist(), [str(i) for i in range(self.num_classes)])
-                v_ua, v_wa = float(m.ua), float(m.wa)
+                v_ua, v_wa, v_f1 = float(m.ua), float(m.wa), float(m.macro_f1)
             else:
-                vl, v_ua, v_wa = float("nan"), -(total / max(count, 1)), float("nan")  # no validation: lowest loss wins
+                # no validation: the lowest training loss wins
+                vl, v_ua, v_wa, v_f1 = float("nan"), -(total / max(count, 1)), float("nan"), float("nan")
             record = {
                 "epoch": epoch,
                 "train_loss": total / max(count, 1),
                 "valid_loss": vl,
                 "valid_ua": v_ua if valid else None,
                 "valid_wa": v_wa if valid else None,
-                "seconds": round(time.time() - t0, 3),
+                "valid_macro_f1": v_f1 if valid else None,
+                "steps": global_step,
+                "step_loss": step_losses,
+                "seconds": round(earlier_seconds + time.time() - t0, 3),
             }
             result.history.append(record)
+            self.tracker.log_epoch(global_step, record)
             if v_ua > result.best_valid_ua:
                 result.best_valid_ua, result.best_epoch, bad_epochs = v_ua, epoch, 0
                 if self.run_dir is not None:
@@ -375,12 +478,14 @@ class Trainer:
                 bad_epochs += 1
             finished_early = bad_epochs >= cfg.patience
             done = finished_early or epoch == cfg.max_epochs
+            self.tracker.flush()
             if self.run_dir is not None:
                 self._save_last(
                     optimizer,
                     scheduler,
                     {
                         "epoch": epoch,
+                        "global_step": global_step,
                         "history": result.history,
                         "best_epoch": result.best_epoch,
                         "best_valid_ua": result.best_valid_ua,
@@ -415,6 +520,21 @@ def clear_resume_state(run_dir: Path, keep: set[str] | frozenset[str] = frozense
         for p in run_dir.glob(pattern):
             if p.name not in keep:
                 p.unlink(missing_ok=True)
+
+
+def _learning_rates(optimizer) -> dict[str, float]:
+    """Each parameter group's current learning rate, by the group's ``name`` (its index when unnamed)."""
+    return {str(g.get("name", i)): float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
+
+
+def _tag_of(state: dict) -> str:
+    """A checkpoint's tag (states written before tags were recorded: from the model file's name)."""
+    return state.get("tag") or state["model_file"][len("last_model.") : -len(".safetensors")]
+
+
+def _position(state: dict) -> tuple[int, int]:
+    """Order of checkpoints: optimizer steps done, then finished epochs."""
+    return int(state.get("global_step", 0)), int(state["epoch"])
 
 
 def _jsonable(state):
