@@ -25,6 +25,7 @@ from emovox.data.examples import Example, Skipped
 from emovox.errors import EmovoxError
 from emovox.metrics import Metrics, compute_metrics
 from emovox.splits import Fold
+from emovox.training import distributed
 from emovox.training.checkpoint import remove_stale_temporaries
 from emovox.training.results import read_predictions, write_predictions
 from emovox.training.trainer import Trainer, clear_resume_state
@@ -49,27 +50,41 @@ class FoldOutcome:
     calibration: dict = field(default_factory=dict)
 
 
+def read_fold(fold: Fold, fold_dir: Path, labels: Sequence[str]) -> FoldOutcome | None:
+    """The outcome of a finished fold (``done.json`` and its predictions), or None while it is not finished.
+
+    Reads files only: collecting a run's results never loads audio, a backbone or a model.
+    """
+    done = fold_dir / "done.json"
+    if not done.is_file():
+        return None
+    info = json.loads(done.read_text())
+    ids, y, probs = read_predictions(fold_dir / "predictions.csv", labels)
+    skipped = [Skipped.from_dict(d) for d in info.get("skipped", [])]
+    return FoldOutcome(
+        fold,
+        ids,
+        y,
+        probs,
+        info["history"],
+        info["seconds"],
+        compute_metrics(y, probs.argmax(1).tolist(), labels),
+        skipped,
+        info.get("best_epoch", 0),
+        info.get("choices", {}),
+        info.get("calibration", {}),
+    )
+
+
 def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir: Path, *, progress: bool = True) -> FoldOutcome:
     labels = data.corpus.labels
     done = fold_dir / "done.json"
-    if done.is_file():
-        info = json.loads(done.read_text())
-        ids, y, probs = read_predictions(fold_dir / "predictions.csv", labels)
-        skipped = [Skipped.from_dict(d) for d in info.get("skipped", [])]
-        return FoldOutcome(
-            fold,
-            ids,
-            y,
-            probs,
-            info["history"],
-            info["seconds"],
-            compute_metrics(y, probs.argmax(1).tolist(), labels),
-            skipped,
-            info.get("best_epoch", 0),
-            info.get("choices", {}),
-            info.get("calibration", {}),
-        )
-    remove_stale_temporaries(fold_dir)
+    finished = read_fold(fold, fold_dir, labels)
+    if finished is not None:
+        return finished
+    main = distributed.is_main()  # under torchrun / accelerate launch only the main process writes
+    if main:
+        remove_stale_temporaries(fold_dir)
     t0 = time.time()
     previous = _previous_seconds(fold_dir)
     train, valid, test = data.select(fold.train), data.select(fold.valid), data.select(fold.test)
@@ -84,9 +99,12 @@ def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir
     trainer, fit = fit_fold_model(cfg, data, fold, fold_dir, train, valid, progress=progress)
     probs = trainer.predict_proba(test)
     ids, y = [e.id for e in test], [e.target for e in test]
-    write_predictions(fold_dir / "predictions.csv", [(i, fold.name, t, p) for i, t, p in zip(ids, y, probs, strict=True)], labels)
+    if main:
+        rows = [(i, fold.name, t, p) for i, t, p in zip(ids, y, probs, strict=True)]
+        write_predictions(fold_dir / "predictions.csv", rows, labels)
     if valid and fold.validation == "strict":
         valid_probs = trainer.predict_proba(valid)
+    if main and valid and fold.validation == "strict":
         write_predictions(
             fold_dir / "valid_predictions.csv",
             [(e.id, fold.name, e.target, p) for e, p in zip(valid, valid_probs, strict=True)],
@@ -94,6 +112,17 @@ def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir
         )
     seconds = previous + time.time() - t0
     metrics = compute_metrics(y, probs.argmax(1).tolist(), labels)
+    record = distributed.describe()  # None in one process: its done.json is what it always was
+    if record is not None:
+        from emovox.training.trainer import trainable_state
+
+        record["weights_sha256"] = distributed.weights_digests(trainable_state(trainer.model))
+    outcome = FoldOutcome(
+        fold, ids, y, probs, fit.history, seconds, metrics, skipped, fit.best_epoch, fit.choices, fit.calibration
+    )
+    if not main:
+        distributed.barrier()  # the main process writes the fold's files; wait until they are there
+        return outcome
     atomic_write_json(
         done,
         {
@@ -109,10 +138,12 @@ def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir
             "seconds": round(seconds, 2),
             "test": metrics.scores.to_dict(),
             "skipped": [x.to_dict() for x in skipped],
+            **({"processes": record} if record is not None else {}),
         },
     )
     clear_resume_state(fold_dir)  # the fold is finished: only the best weights matter now
-    return FoldOutcome(fold, ids, y, probs, fit.history, seconds, metrics, skipped, fit.best_epoch, fit.choices, fit.calibration)
+    distributed.barrier()
+    return outcome
 
 
 def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progress: bool = True):

@@ -97,6 +97,7 @@ def write_results(
     seconds: float,
     prep_seconds: float,
     baseline: dict | None = None,
+    missing: Sequence[str] = (),
 ) -> dict:
     from emovox import reporting
 
@@ -129,18 +130,34 @@ def write_results(
             "temperatures": [o.calibration.get("temperature") for o in outcomes],
             "skipped": [s.to_dict() for s in skipped],
             "baseline": baseline,
+            "missing": list(missing),
             "environment": environment_record(cfg, corpus),
         }
     )
     reporting.write_report(result, out_dir, title=cfg.name, history=[o.history for o in outcomes])
     report = out_dir / "report.md"
-    sections = [report.read_text(encoding="utf-8").rstrip("\n"), baseline_markdown(payload), skipped_markdown(skipped, cfg)]
+    sections = [
+        missing_markdown(missing),
+        report.read_text(encoding="utf-8").rstrip("\n"),
+        baseline_markdown(payload),
+        skipped_markdown(skipped, cfg),
+    ]
     atomic_write_text(report, "\n\n".join(x for x in sections if x))
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
     atomic_write_json(out_dir / "results.json", payload)  # a superset of the report's results.json
     rows = [(uid, o.fold.name, t, p) for o in outcomes for uid, t, p in zip(o.ids, o.y_true, o.probs, strict=True)]
     write_predictions(out_dir / "predictions.csv", rows, labels)
     return payload
+
+
+def missing_markdown(missing: Sequence[str]) -> str:
+    """A warning atop the report of an incomplete run (``emovox cv --collect`` before every fold job finished)."""
+    if not missing:
+        return ""
+    return (
+        f"> **INCOMPLETE**: {len(missing)} part(s) of this run are not finished and are not in these numbers: "
+        f"{', '.join(missing)}. Run them (`emovox cv CONFIG --fold K`) and collect again (`emovox cv CONFIG --collect`)."
+    )
 
 
 def skipped_markdown(skipped: Sequence[Skipped], cfg: ExperimentConfig) -> str:

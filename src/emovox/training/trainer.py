@@ -36,6 +36,7 @@ from emovox.data.batching import length_grouped_batches, plain_batches
 from emovox.data.examples import Example
 from emovox.errors import EmovoxError
 from emovox.metrics import compute_metrics
+from emovox.training import distributed
 from emovox.training.checkpoint import (
     atomic_save_tensors,
     atomic_write_json,
@@ -173,9 +174,9 @@ class Trainer:
         self.cfg = cfg
         self.num_classes = num_classes
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.progress = progress
+        self.progress = progress and distributed.is_main()  # several processes: one progress bar
         self.description = description
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device or distributed.default_device())
         self.model.to(self.device)
 
     # -- batching --------------------------------------------------------------------------
@@ -199,11 +200,12 @@ class Trainer:
         """Logits in the order of ``examples`` (batches are length-sorted internally)."""
         self.model.eval()
         out = np.zeros((len(examples), self.num_classes), dtype=np.float32)
+        mine = distributed.predict_share(self._batches(examples, batch_size or self.cfg.batch_size, shuffle=False))
         with torch.inference_mode(), self._autocast():
-            for b in self._batches(examples, batch_size or self.cfg.batch_size, shuffle=False):
+            for b in mine:
                 logits = self.model(self._to_device(self.collate([examples[i] for i in b])))
                 out[b] = logits.float().cpu().numpy()
-        return out
+        return distributed.gather_rows(out, mine, [e.id for e in examples])
 
     def predict_proba(self, examples: Sequence[Example]) -> np.ndarray:
         logits = self.predict_logits(examples)
@@ -235,7 +237,8 @@ class Trainer:
     def _try_resume(self, optimizer, scheduler) -> dict | None:
         if self.run_dir is None:
             return None
-        remove_stale_temporaries(self.run_dir)
+        if distributed.is_main():
+            remove_stale_temporaries(self.run_dir)
         path = self.run_dir / STATE_FILE
         if not path.is_file():
             return None
@@ -314,6 +317,7 @@ class Trainer:
 
         valid_targets = [e.target for e in valid]
         finished_early = False
+        train_loss = distributed.training_loss(self.model, self._loss)  # self._loss itself in one process
         for epoch in range(start_epoch, cfg.max_epochs + 1):
             t0 = time.time()
             self.model.train()
@@ -321,27 +325,30 @@ class Trainer:
                 self.model.set_epoch(epoch)
             batches = self._batches(train, cfg.batch_size, shuffle=True, epoch=epoch)
             if cfg.max_steps_per_epoch:
-                batches = batches[: cfg.max_steps_per_epoch * cfg.grad_accum]
+                batches = batches[: cfg.max_steps_per_epoch * cfg.grad_accum * distributed.world()]
+            steps = distributed.share(batches)  # this process's batches (all of them in one process)
             total, count = 0.0, 0
             optimizer.zero_grad(set_to_none=True)
-            bar = tqdm(batches, desc=f"{self.description} epoch {epoch}", unit="batch", disable=not self.progress, leave=False)
-            for step, b in enumerate(bar, 1):
+            bar = tqdm(steps, desc=f"{self.description} epoch {epoch}", unit="batch", disable=not self.progress, leave=False)
+            for step, (b, counts) in enumerate(bar, 1):
                 batch = [train[i] for i in b]
                 targets = torch.tensor([e.target for e in batch], device=self.device)
                 with self._autocast():
-                    loss, _ = self._loss(self._to_device(self.train_collate(batch)), targets, weights)
+                    loss, _ = train_loss(self._to_device(self.train_collate(batch)), targets, weights)
                 if not torch.isfinite(loss):
                     raise EmovoxError(f"{self.description}: loss became {loss.item()} at epoch {epoch}; lower train.lr")
-                (loss / cfg.grad_accum).backward()
-                if step % cfg.grad_accum == 0 or step == len(batches):
+                ((loss if counts else loss * 0.0) / cfg.grad_accum).backward()
+                if step % cfg.grad_accum == 0 or step == len(steps):
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                total += loss.item() * len(b)
-                count += len(b)
-                bar.set_postfix(loss=f"{total / count:.4f}")
+                if counts:
+                    total += loss.item() * len(b)
+                    count += len(b)
+                    bar.set_postfix(loss=f"{total / count:.4f}")
             bar.close()
+            total, count = distributed.sum_across([total, count])
 
             valid_logits = self.predict_logits(valid) if valid else np.zeros((0, self.num_classes))
             if valid:
@@ -363,7 +370,9 @@ class Trainer:
             result.history.append(record)
             if v_ua > result.best_valid_ua:
                 result.best_valid_ua, result.best_epoch, bad_epochs = v_ua, epoch, 0
-                if self.run_dir is not None:
+                if self.run_dir is not None and not distributed.is_main():
+                    pass  # the main process writes the checkpoint; this one reads it back after the barrier below
+                elif self.run_dir is not None:
                     atomic_save_tensors(self.run_dir / "best_model.safetensors", trainable_state(self.model))
                 else:
                     self._best_in_memory = {k: v.detach().clone() for k, v in trainable_state(self.model).items()}
@@ -371,7 +380,7 @@ class Trainer:
                 bad_epochs += 1
             finished_early = bad_epochs >= cfg.patience
             done = finished_early or epoch == cfg.max_epochs
-            if self.run_dir is not None:
+            if self.run_dir is not None and distributed.is_main():
                 self._save_last(
                     optimizer,
                     scheduler,
@@ -385,6 +394,7 @@ class Trainer:
                         "stopped_early": finished_early,
                     },
                 )
+            distributed.barrier()
             if finished_early:
                 break
         result.stopped_early = finished_early
