@@ -150,3 +150,20 @@ def test_submitit_local_executor_runs_the_jobs_and_collects(study_dir, tmp_path,
     assert payload["missing"] == []
     logs = list((out / "submitit").glob("*_log.out"))
     assert len(logs) == 2  # one job per fold, each with its log
+
+
+def test_a_fold_another_process_is_training_is_refused(study_dir, tmp_path):
+    import fcntl
+
+    from emovox.training.runner import run_fold_jobs
+
+    cfg = config_from_dict(yaml.safe_load((study_dir / "exp.yaml").read_text()))
+    fold_dir = tmp_path / "run" / "fold_2"
+    fold_dir.mkdir(parents=True)
+    with open(fold_dir / ".lock", "a+") as held:  # what a running job for fold 2 holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(EmovoxError, match="another process is training it"):
+            run_fold_jobs(cfg, tmp_path / "run", [2], progress=False)
+    assert not (fold_dir / "done.json").exists()
+    run_fold_jobs(cfg, tmp_path / "run", [2], progress=False)  # released: the fold trains
+    assert (fold_dir / "done.json").is_file()

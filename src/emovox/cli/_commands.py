@@ -8,8 +8,10 @@ One line per command module; add yours here.
 from emovox.cli import splits  # noqa: F401
 from emovox.cli import experiment  # noqa: F401
 from emovox.cli import study  # noqa: F401
+from emovox.cli import extract  # noqa: F401
 from emovox.cli import corpus  # noqa: F401
 from emovox.cli import profile  # noqa: F401
 from emovox.cli import predict  # noqa: F401
 from emovox.cli import serve  # noqa: F401
 from emovox.cli import export  # noqa: F401
+from emovox.cli import parts  # noqa: F401

@@ -243,6 +243,12 @@ def predict(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Clips per forward pass."),
     on_bad_audio: str = typer.Option("error", "--on-bad-audio", help="error | skip (report the file and go on)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no table."),
+    shard: str = typer.Option(None, "--shard", help="i/n: predict only shard i of n of the inputs (1-based); needs --out."),
+    out: Path = typer.Option(None, "--out", help="Write the predictions as parquet (rows keyed by id and input index)."),
+    ray: bool = typer.Option(False, "--ray", help="Predict on Ray Data (actor pool); needs --out and the ray extra."),
+    ray_address: str = typer.Option(None, "--ray-address", help="--ray: a running Ray cluster (default: start one here)."),
+    ray_actors: int = typer.Option(1, "--ray-actors", min=1, help="--ray: actors, one CPU each; leave a CPU for Ray's reader."),
+    ray_cpus: int = typer.Option(None, "--ray-cpus", min=1, help="--ray without --ray-address: CPUs of the local Ray instance."),
 ) -> None:
     """Print the label and class probabilities of every input."""
     if on_bad_audio not in ("error", "skip"):
@@ -270,6 +276,20 @@ def predict(
             jobs = [replace(jobs[0], text=text)]
     else:
         jobs = [Job("--text", None, text=text)]
+    if shard is not None or out is not None or ray:
+        if out is None:
+            raise EmovoxError("--shard and --ray write parquet parts: give --out part-i.parquet (then `emovox merge`)")
+        from emovox.cli.parts import predict_parts
+        from emovox.data.shards import Shard
+
+        part = Shard.parse(shard)
+        rows = predict_parts(
+            rec, model_dir, jobs, shard=part, out=out, batch_size=batch_size, on_bad_audio=on_bad_audio, progress=not quiet,
+            rows_of=run_predictions, job_type=Job, ray=ray, ray_address=ray_address, ray_actors=ray_actors, ray_cpus=ray_cpus,
+        )  # fmt: skip
+        failed = sum("error" in r for r in rows)
+        typer.echo(f"shard {part}: {len(rows)} of {len(jobs)} inputs -> {out}" + (f" ({failed} unreadable)" if failed else ""))
+        return
     progress = not quiet and len(jobs) > batch_size
     rows = list(run_predictions(rec, jobs, batch_size=batch_size, progress=progress, on_bad_audio=on_bad_audio))
     stdout = any(o is not None and str(o) == "-" for o in (json_out, csv_out))

@@ -91,9 +91,25 @@ def processes() -> Processes:
                 kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
             )
             _current = Processes(accelerator)
+            if not accelerator.is_main_process:
+                _quiet()
         else:
             _current = Processes(None)
     return _current
+
+
+def _quiet() -> None:
+    """Logs come from the main process: the others keep their errors (which stop the launch) and drop
+    warnings and library chatter, which would only repeat the main process's once per rank."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - a dependency
+        pass
 
 
 def is_main() -> bool:

@@ -11,6 +11,7 @@ so its other predictions are scored over the full label set).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -77,11 +78,45 @@ def read_fold(fold: Fold, fold_dir: Path, labels: Sequence[str]) -> FoldOutcome 
 
 
 def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir: Path, *, progress: bool = True) -> FoldOutcome:
-    labels = data.corpus.labels
-    done = fold_dir / "done.json"
-    finished = read_fold(fold, fold_dir, labels)
+    """The fold's outcome: read back when it is finished, else trained (resuming from its last epoch)."""
+    finished = read_fold(fold, fold_dir, data.corpus.labels)
     if finished is not None:
         return finished
+    with fold_lock(fold_dir, fold) if distributed.is_main() else contextlib.nullcontext():
+        return _train_fold(cfg, data, fold, fold_dir, progress=progress)
+
+
+@contextlib.contextmanager
+def fold_lock(fold_dir: Path, fold: Fold):
+    """Refuse a second process training the same fold at the same time (a job submitted twice): it
+    would overwrite the first one's checkpoints. An advisory ``flock`` on ``fold_dir/.lock``, released
+    when the process ends however it ends; where the filesystem has no locks this guards nothing."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    with open(fold_dir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EmovoxError(
+                f"fold {fold.index} ({fold.name}): another process is training it right now ({fold_dir}); "
+                "let that one finish, a second job for the same fold would overwrite its checkpoints"
+            ) from None
+        except OSError:  # a filesystem without locks
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir: Path, *, progress: bool = True) -> FoldOutcome:
+    labels = data.corpus.labels
+    done = fold_dir / "done.json"
     main = distributed.is_main()  # under torchrun / accelerate launch only the main process writes
     if main:
         remove_stale_temporaries(fold_dir)
