@@ -86,3 +86,26 @@ def test_two_gloo_processes_train_exactly_as_one_process_with_twice_the_accumula
         # the collected metrics equal the single process's
         a, b = collect_cv(config_from_dict({**cfg, "folds": [1]}), out).payload, collect_cv(config_from_dict(single_cfg), single).payload
         assert a["pooled"] == b["pooled"] and a["folds"] == b["folds"]
+
+
+def test_emovox_train_under_torchrun_saves_one_recognizer_equal_to_one_process(setup, tmp_path):
+    import numpy as np
+
+    from emovox.recognizer import Recognizer
+    from emovox.training.final import train_recognizer
+
+    root, cfg = setup
+    train_recognizer(config_from_dict({**cfg, "train": {**cfg["train"], "grad_accum": 2}}), tmp_path / "single", progress=False)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    cmd = [*launcher, "-m", "emovox", "train", str(root / "ddp.yaml"), "--out", str(tmp_path / "ddp"), "--quiet"]
+    r = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-5000:]
+    assert r.stdout.count("saved ") == 1, r.stdout  # the main process reports, once
+    assert not (tmp_path / "ddp" / "_training").exists() and not list((tmp_path / "ddp").rglob("*.tmp"))
+    clips = sorted((root / "corpus" / "wav").glob("*.wav"))
+    a = Recognizer.load(tmp_path / "ddp").predict([str(c) for c in clips])
+    b = Recognizer.load(tmp_path / "single").predict([str(c) for c in clips])
+    assert [p.label for p in a] == [p.label for p in b]
+    np.testing.assert_array_equal(
+        [list(p.probabilities.values()) for p in a], [list(p.probabilities.values()) for p in b]
+    )

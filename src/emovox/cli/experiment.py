@@ -182,10 +182,17 @@ def train(
 ) -> None:
     """Train one recognizer on the whole corpus (a held-out speaker group picks the epoch)."""
     from emovox.config import load_config
+    from emovox.training import distributed
     from emovox.training.final import train_recognizer
 
     cfg = load_config(config, set_)
-    rec = train_recognizer(cfg, out, progress=not quiet, cv_results=cv_results)
+    try:
+        rec = train_recognizer(cfg, out, progress=not quiet, cv_results=cv_results)
+        main = distributed.is_main()
+    finally:
+        distributed.end()
+    if not main:  # several processes trained one recognizer: the main one reports
+        return
     t = rec.info["training"]
     typer.echo(
         f"saved {out}: {len(rec.labels)} labels, best epoch {t['best_epoch']}, validation UA {t['best_valid_ua']:.4f}"

@@ -137,7 +137,9 @@ def main_process_first() -> Iterator[None]:
 
 
 def end() -> None:
-    """Leave the process group cleanly (Accelerate's ``end_training``); nothing in a single process."""
+    """Leave the process group cleanly (Accelerate's ``end_training``); nothing in a single process.
+
+    Call it last: afterwards this process no longer knows its rank (ask ``is_main()`` before)."""
     global _current
     if _current is not None and _current.accelerator is not None:
         _current.accelerator.end_training()

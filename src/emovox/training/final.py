@@ -69,7 +69,10 @@ def train_recognizer(
     model_dir = Path(model_dir)
     corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
     train_ids, valid_ids = holdout_speakers(corpus, cfg.train.seed)
-    data = ExperimentData(cfg, corpus, progress=progress)
+    from emovox.training import distributed
+
+    with distributed.main_process_first():
+        data = ExperimentData(cfg, corpus, progress=progress and distributed.is_main())
     train, valid = data.select(train_ids), data.select(valid_ids)
     labels = corpus.labels
     missing = sorted({*labels} - {labels[e.target] for e in train})
@@ -107,8 +110,12 @@ def train_recognizer(
             "std": r["std"],
             "pooled": {k: r["pooled"][k] for k in ("wa", "ua", "macro_f1")},
         }
-    recognizer_dir.save(model_dir, model.eval(), labels, info)
-    shutil.rmtree(work, ignore_errors=True)
+    from emovox.training import distributed
+
+    if distributed.is_main():  # several processes trained one model: one of them saves it
+        recognizer_dir.save(model_dir, model.eval(), labels, info)
+        shutil.rmtree(work, ignore_errors=True)
+    distributed.barrier()
     return TrainedRecognizer(model_dir, model, tuple(labels), info)
 
 
