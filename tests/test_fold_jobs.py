@@ -167,3 +167,31 @@ def test_a_fold_another_process_is_training_is_refused(study_dir, tmp_path):
     assert not (fold_dir / "done.json").exists()
     run_fold_jobs(cfg, tmp_path / "run", [2], progress=False)  # released: the fold trains
     assert (fold_dir / "done.json").is_file()
+
+
+def test_grid_points_as_jobs_then_the_fold_reads_them_back(study_dir, tmp_path):
+    from emovox.training.runner import run_cv
+
+    data = yaml.safe_load((study_dir / "exp.yaml").read_text())
+    data.update(baseline=False, search={"train.lr": [0.01, 0.05]}, folds=[1])
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "grid-run"
+    r = cv(str(config), "--out", str(out), "--list-jobs", "--points")
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.stdout.splitlines() if x.startswith("emovox ")]
+    assert [shlex.split(x)[-4:] for x in lines] == [["--fold", "1", "--point", "1"], ["--fold", "1", "--point", "2"]]
+    for line in lines:
+        r = cv(*shlex.split(line)[2:], "--quiet")
+        assert r.exit_code == 0, r.output
+    assert not (out / "fold_1" / "done.json").exists()
+    stamps = {j: (out / "fold_1" / "search" / f"point_{j}" / "best_model.safetensors").stat().st_mtime_ns for j in (1, 2)}
+    r = cv(str(config), "--out", str(out), "--fold", "1", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert {j: (out / "fold_1" / "search" / f"point_{j}" / "best_model.safetensors").stat().st_mtime_ns for j in (1, 2)} == stamps
+    sequential = run_cv(config_from_dict(data), tmp_path / "seq", progress=False)
+    done = json.loads((out / "fold_1" / "done.json").read_text())
+    assert done["choices"]["search"] == sequential["choices"][0]["search"]
+    assert (out / "fold_1" / "predictions.csv").read_text() == (tmp_path / "seq" / "fold_1" / "predictions.csv").read_text()
+    r = cv(str(config), "--out", str(out), "--fold", "1", "--point", "3")
+    assert isinstance(r.exception, EmovoxError) and "points 1..2" in str(r.exception)

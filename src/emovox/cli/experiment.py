@@ -38,7 +38,13 @@ def cv(
     collect: bool = typer.Option(
         False, "--collect", help="Aggregate the finished folds into results.json (trains nothing); names the missing ones."
     ),
+    point: int = typer.Option(
+        None, "--point", min=1, help="With --fold: fit only grid point J of the config's search (then run the fold itself)."
+    ),
     list_jobs: bool = typer.Option(False, "--list-jobs", help="Print one `emovox cv ... --fold K` command per fold and exit."),
+    points: bool = typer.Option(
+        False, "--points", help="With --list-jobs: one job per fold and search grid point (run them before the fold jobs)."
+    ),
     executor: str = typer.Option(
         None, "--executor", help="Run the fold jobs through submitit: local (subprocesses here) or slurm (a job array)."
     ),
@@ -66,6 +72,10 @@ def cv(
         raise EmovoxError(f"{' and '.join(modes)} are different steps; pass one of them")
     if fresh and (fold or collect or executor):
         raise EmovoxError("--fresh would delete the other folds' work; delete the run directory yourself, then start the jobs")
+    if point is not None and not fold:
+        raise EmovoxError("--point J needs --fold K: a grid point is fitted within one fold")
+    if points and not list_jobs:
+        raise EmovoxError("--points modifies --list-jobs; pass both")
     cfg = load_config(config, set_)
     out = out or Path("runs") / cfg.name
     try:
@@ -73,14 +83,15 @@ def cv(
             from emovox.cli import jobs as job_tools
 
             folds = fold or fold_indices(cfg)
-            listed = job_tools.fold_jobs(config, set_ or [], out, folds, name=cfg.name)
+            listed = job_tools.fold_jobs(config, set_ or [], out, folds, name=cfg.name, points=grid_size(cfg) if points else 0)
             if list_jobs:
                 for job in listed:
                     typer.echo(job.command())
-                collect_job = job_tools.Job("collect", [*listed[0].args[:-2], "--collect"]) if listed else None
-                Console(stderr=True).print(
-                    f"{len(listed)} fold job(s); when they have ended: {collect_job.command() if collect_job else ''}"
-                )
+                base = ["cv", str(config), *[a for x in (set_ or []) for a in ("--set", x)], "--out", str(out)]
+                then = job_tools.Job("collect", [*base, "--collect"]).command()
+                if points:
+                    then = f"the fold jobs ({job_tools.Job('list', [*base, '--list-jobs']).command()}), then {then}"
+                Console(stderr=True).print(f"{len(listed)} job(s); when they have ended: {then}")
                 return
             wait = wait or executor == "local"
             failed = job_tools.submit(
@@ -95,8 +106,10 @@ def cv(
         if fold and not executor:
             from emovox.training.runner import run_fold_jobs
 
-            outcomes = run_fold_jobs(cfg, out, fold, progress=not quiet)
-            if distributed.is_main():
+            outcomes = run_fold_jobs(cfg, out, fold, progress=not quiet, point=point)
+            if point is not None and distributed.is_main():
+                typer.echo(f"grid point {point} of fold(s) {', '.join(map(str, fold))} fitted; then run each fold: --fold K")
+            elif distributed.is_main():
                 for o in outcomes:
                     m = o.metrics
                     typer.echo(f"fold {o.fold.index} ({o.fold.name}): UA {m.ua:.4f}, WA {m.wa:.4f} on {len(o.ids)} utterances")
@@ -126,6 +139,12 @@ def cv(
             print_cv_summary(cfg, payload, out)
     finally:
         distributed.end()
+
+
+def grid_size(cfg) -> int:
+    from emovox.training.search import grid_points
+
+    return len(grid_points(cfg.search))
 
 
 def fold_indices(cfg) -> list[int]:

@@ -32,10 +32,20 @@ class Job:
         return shlex.join(["emovox", *self.args])
 
 
-def fold_jobs(config: Path, overrides: Sequence[str], out: Path, folds: Sequence[int], *, name: str = "") -> list[Job]:
-    """``emovox cv CONFIG [--set ...] --out OUT --fold K`` for every fold ``K``."""
+def fold_jobs(
+    config: Path, overrides: Sequence[str], out: Path, folds: Sequence[int], *, name: str = "", points: int = 0
+) -> list[Job]:
+    """``emovox cv CONFIG [--set ...] --out OUT --fold K`` for every fold ``K`` (with ``points``: ``--point J``
+    for every grid point ``J`` of every fold, the stage before the fold jobs)."""
     base = ["cv", str(config), *[a for s in overrides for a in ("--set", s)], "--out", str(out)]
-    return [Job(f"{name or config.stem}/fold_{k}", [*base, "--fold", str(k)]) for k in folds]
+    name = name or config.stem
+    if points > 1:
+        return [
+            Job(f"{name}/fold_{k}/point_{j}", [*base, "--fold", str(k), "--point", str(j)])
+            for k in folds
+            for j in range(1, points + 1)
+        ]
+    return [Job(f"{name}/fold_{k}", [*base, "--fold", str(k)]) for k in folds]
 
 
 def parse_params(pairs: Sequence[str] | None) -> dict:

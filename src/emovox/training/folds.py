@@ -122,15 +122,7 @@ def _train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_di
         remove_stale_temporaries(fold_dir)
     t0 = time.time()
     previous = _previous_seconds(fold_dir)
-    train, valid, test = data.select(fold.train), data.select(fold.valid), data.select(fold.test)
-    if not train:
-        raise EmovoxError(f"fold {fold.index} ({fold.name}): no usable training utterance (see the skipped utterances)")
-    valid, test, skipped = apply_missing_class_policy(cfg, fold, labels, train, valid, test)
-    if not test:
-        raise EmovoxError(
-            f"fold {fold.index} ({fold.name}): no usable test utterance is left; every one was skipped "
-            "(fix the corpus or choose another protocol)"
-        )
+    train, valid, test, skipped = fold_parts(cfg, data, fold)
     trainer, fit = fit_fold_model(cfg, data, fold, fold_dir, train, valid, progress=progress)
     probs = trainer.predict_proba(test)
     ids, y = [e.id for e in test], [e.target for e in test]
@@ -181,8 +173,45 @@ def _train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_di
     return outcome
 
 
-def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progress: bool = True):
-    """The fold's model, fitted on ``train``: the config's, or the best on ``valid`` of its search grid."""
+def train_point(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir: Path, point: int, *, progress: bool = True):
+    """``emovox cv CFG --fold K --point J``: fit grid point ``J`` of fold ``K`` only, in ``fold_K/search/point_J``.
+
+    The unit of work of a search: the fold's own job (``--fold K``) later finds the point finished
+    (its trainer resumes a finished run: the best weights are read back, nothing is retrained),
+    chooses the best point on validation and tests only that one. Returns the point's validation UA.
+    """
+    points = data.points
+    if len(points) == 1:
+        raise EmovoxError("--point: this config has no search grid (no `search:`); run the fold itself with --fold K")
+    if not 1 <= point <= len(points):
+        raise EmovoxError(f"--point {point}: this config's search grid has points 1..{len(points)}")
+    if fold.validation != "strict":
+        raise EmovoxError("search chooses on the validation part; use `validation: strict`")
+    point_dir = fold_dir / "search" / f"point_{point}"
+    with fold_lock(point_dir, fold) if distributed.is_main() else contextlib.nullcontext():
+        train, valid, _, _ = fold_parts(cfg, data, fold)
+        _, fit = fit_fold_model(cfg, data, fold, fold_dir, train, valid, progress=progress, only_point=point)
+    return fit.best_valid_ua
+
+
+def fold_parts(cfg: ExperimentConfig, data: ExperimentData, fold: Fold):
+    """The fold's usable ``train, valid, test`` examples and what the missing-class policy left out."""
+    labels = data.corpus.labels
+    train, valid, test = data.select(fold.train), data.select(fold.valid), data.select(fold.test)
+    if not train:
+        raise EmovoxError(f"fold {fold.index} ({fold.name}): no usable training utterance (see the skipped utterances)")
+    valid, test, skipped = apply_missing_class_policy(cfg, fold, labels, train, valid, test)
+    if not test:
+        raise EmovoxError(
+            f"fold {fold.index} ({fold.name}): no usable test utterance is left; every one was skipped "
+            "(fix the corpus or choose another protocol)"
+        )
+    return train, valid, test, skipped
+
+
+def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progress: bool = True, only_point: int | None = None):
+    """The fold's model, fitted on ``train``: the config's, or the best on ``valid`` of its search grid
+    (``only_point``: fit that grid point alone and return it, for ``train_point``)."""
     from emovox.training.search import describe
 
     points = data.points
@@ -193,6 +222,8 @@ def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progr
     best = None
     scores: dict[str, float] = {}
     for i, point_cfg in enumerate(points):
+        if only_point is not None and i != only_point - 1:
+            continue
         run_dir = fold_dir if len(points) == 1 else fold_dir / "search" / f"point_{i + 1}"
         model = data.build_model(point_cfg)
         trainer = Trainer(
@@ -205,8 +236,11 @@ def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progr
             description=f"fold {fold.index}" + (f" point {i + 1}/{len(points)}" if len(points) > 1 else ""),
             allow_absent_classes=cfg.on_missing_class == "drop",
         )
-        fit = fit_model(model, trainer, train, valid, calibrate_on_valid=fold.validation == "strict")
-        if len(points) == 1:
+        # a grid point may have its own job (train_point): never fit it twice at once
+        lock = len(points) > 1 and only_point is None and distributed.is_main()
+        with fold_lock(run_dir, fold) if lock else contextlib.nullcontext():
+            fit = fit_model(model, trainer, train, valid, calibrate_on_valid=fold.validation == "strict")
+        if len(points) == 1 or only_point is not None:
             return trainer, fit
         name = describe(_point_of(cfg, i))
         scores[name] = round(fit.best_valid_ua, 6)

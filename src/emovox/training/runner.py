@@ -81,13 +81,21 @@ def run_cv(
 
 
 def run_fold_jobs(
-    cfg: ExperimentConfig, out_dir: Path, indices: Sequence[int], *, progress: bool = True, corpus: Corpus | None = None
+    cfg: ExperimentConfig,
+    out_dir: Path,
+    indices: Sequence[int],
+    *,
+    progress: bool = True,
+    corpus: Corpus | None = None,
+    point: int | None = None,
 ) -> list[FoldOutcome]:
     """``emovox cv CFG --fold K``: train only folds ``indices`` (and their baseline folds) into the run directory.
 
     Writes its own ``fold_K/`` (and ``baseline/fold_K/``) and nothing another fold job writes,
     except files every job writes alike (``run.json``, the splits, ``skipped.json``), atomically.
     No results: ``collect_cv`` aggregates whatever is finished. Concurrent jobs never race.
+    With ``point`` (``--point J``), only grid point J of each fold is fitted (``train_point``);
+    the fold jobs then read the finished points back. Returns no outcomes then.
     """
     set_threads(cfg.train.threads)
     out_dir = Path(out_dir)
@@ -95,8 +103,9 @@ def run_fold_jobs(
     folds = select_folds(all_folds, sorted(set(indices)), what="--fold")
     if cfg.folds is not None and not {f.index for f in folds} <= set(cfg.folds):
         raise EmovoxError(f"--fold {sorted(set(indices))}: the config selects folds {cfg.folds}; run one of those")
-    job = "fold_" + "+".join(str(f.index) for f in folds)
-    return train_folds(cfg, corpus, folds, out_dir, clock=_Clock(out_dir / JOBS_DIR / f"{job}.json"), progress=progress)
+    job = "fold_" + "+".join(str(f.index) for f in folds) + (f".point_{point}" if point is not None else "")
+    clock = _Clock(out_dir / JOBS_DIR / f"{job}.json")
+    return train_folds(cfg, corpus, folds, out_dir, clock=clock, progress=progress, point=point)
 
 
 def open_run(cfg: ExperimentConfig, out_dir: Path, *, corpus: Corpus | None, resume: bool, fresh: bool):
@@ -141,8 +150,10 @@ def train_folds(
     clock: _Clock,
     progress: bool = True,
     on_fold: Callable[[FoldOutcome], None] | None = None,
+    point: int | None = None,
 ) -> list[FoldOutcome]:
-    """Train (or read back) ``folds``, then the baseline on the same folds; records timing and unusable data."""
+    """Train (or read back) ``folds``, then the baseline on the same folds; records timing and unusable data
+    (``point``: only that grid point of each fold, and no baseline, which belongs to the fold's own job)."""
     from tqdm.auto import tqdm
 
     from emovox.training import distributed
@@ -155,6 +166,14 @@ def train_folds(
         atomic_write_json(out_dir / SKIPPED_FILE, {"skipped": [x.to_dict() for x in data.skipped]})
         clock.tick(prep=True)
     outcomes: list[FoldOutcome] = []
+    if point is not None:
+        from emovox.training.folds import train_point
+
+        for fold in folds:
+            train_point(cfg, data, fold, out_dir / f"fold_{fold.index}", point, progress=progress)
+            if main:
+                clock.tick()
+        return outcomes
     for fold in tqdm(folds, desc=cfg.name, unit="fold", disable=not progress):
         outcome = train_fold(cfg, data, fold, out_dir / f"fold_{fold.index}", progress=progress)
         outcomes.append(outcome)
