@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -113,7 +114,8 @@ def cv(
                 for o in outcomes:
                     m = o.metrics
                     typer.echo(f"fold {o.fold.index} ({o.fold.name}): UA {m.ua:.4f}, WA {m.wa:.4f} on {len(o.ids)} utterances")
-                typer.echo(f"when every fold has ended: emovox cv {config} --out {out} --collect")
+                sets = "".join(f" --set {shlex.quote(x)}" for x in set_ or [])
+                typer.echo(f"when every fold has ended: emovox cv {config}{sets} --out {out} --collect")
             return
         if collect:
             from emovox.training.runner import collect_cv
