@@ -117,6 +117,7 @@ class FeatureCache:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.damaged: list[tuple[Path, str]] = []
+        self.hits = self.writes = 0  # entries read back / computed and stored, for summaries (emovox extract)
 
     def _path(self, model_key: str, key: str) -> Path:
         return self.root / model_key / key[:2] / f"{key}.safetensors"
@@ -135,6 +136,7 @@ class FeatureCache:
         else:
             why = check_entry(tensors, expect) if expect is not None else None
             if why is None:
+                self.hits += 1
                 return tensors
         self.damaged.append((path, why))
         path.unlink(missing_ok=True)
@@ -142,6 +144,7 @@ class FeatureCache:
 
     def put(self, model_key: str, key: str, tensors: Mapping[str, torch.Tensor]) -> None:
         atomic_save_tensors(self._path(model_key, key), {k: v.contiguous() for k, v in tensors.items()}, durable=False)
+        self.writes += 1
 
     def warn_damaged(self) -> None:
         """One warning for every damaged entry found since the last call."""

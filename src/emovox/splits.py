@@ -259,7 +259,7 @@ def write_folds(folds: Sequence[Fold], corpus: Corpus, out_dir: str | Path) -> l
     written: list[Path] = []
     for fold in folds:
         fold_dir = out / f"fold_{fold.index}"
-        fold_dir.mkdir(exist_ok=True)
+        fold_dir.mkdir(parents=True, exist_ok=True)
         for part, ids in fold.parts().items():
             lines = "".join(json.dumps(corpus[i].to_dict(), ensure_ascii=False) + "\n" for i in ids)
             path = fold_dir / f"{part}.jsonl"
@@ -491,15 +491,24 @@ def _remove_stale_folds(out: Path, keep: set[int]) -> None:
     """Delete ``fold_k`` directories of an earlier run with more folds, so the directory shows one protocol.
 
     Only directories holding nothing but our three JSONL files are removed; anything else is
-    the user's and stops the write.
+    the user's and stops the write. Another process may be removing the same directory at the
+    same moment (fold jobs of one run start together), so a file or directory that vanishes
+    under us is not an error.
     """
     ours = {"train.jsonl", "valid.jsonl", "test.jsonl"}
     for d in out.glob("fold_*"):
         suffix = d.name[len("fold_"):]
         if not d.is_dir() or not suffix.isdigit() or int(suffix) in keep:
             continue
-        if {p.name for p in d.iterdir()} - ours:
+        try:
+            names = {p.name for p in d.iterdir()}
+        except FileNotFoundError:
+            continue
+        if names - ours:
             raise SplitError(f"{d} is left from an earlier split and holds other files; remove it or choose another --out")
-        for p in d.iterdir():
-            p.unlink()
-        d.rmdir()
+        for name in names:
+            (d / name).unlink(missing_ok=True)
+        try:
+            d.rmdir()
+        except (FileNotFoundError, OSError):
+            pass  # removed by another process, or refilled by one that writes this fold: either way not ours to fight over

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -10,6 +11,10 @@ from rich.console import Console
 from emovox.cli import app
 
 SET_HELP = "Override a config field, e.g. --set train.lr=1e-4 --set model.mode=frozen (repeatable)."
+
+
+#: Exit code of ``emovox cv --collect`` (and ``study --collect``) when some folds are not finished yet.
+EXIT_INCOMPLETE = 3
 
 
 @app.command()
@@ -25,23 +30,139 @@ def cv(
         "fold resumes from its last epoch checkpoint. --no-resume refuses a directory that holds a run.",
     ),
     fresh: bool = typer.Option(False, "--fresh", help="Delete the run already in --out and start over."),
+    fold: list[int] = typer.Option(
+        None,
+        "--fold",
+        help="Train only fold K (repeatable; 1-based, as fold_K/) and write nothing another fold's job writes; "
+        "then --collect. For SLURM arrays: --fold $SLURM_ARRAY_TASK_ID.",
+    ),
+    collect: bool = typer.Option(
+        False, "--collect", help="Aggregate the finished folds into results.json (trains nothing); names the missing ones."
+    ),
+    point: int = typer.Option(
+        None, "--point", min=1, help="With --fold: fit only grid point J of the config's search (then run the fold itself)."
+    ),
+    list_jobs: bool = typer.Option(False, "--list-jobs", help="Print one `emovox cv ... --fold K` command per fold and exit."),
+    points: bool = typer.Option(
+        False, "--points", help="With --list-jobs: one job per fold and search grid point (run them before the fold jobs)."
+    ),
+    executor: str = typer.Option(
+        None, "--executor", help="Run the fold jobs through submitit: local (subprocesses here) or slurm (a job array)."
+    ),
+    executor_param: list[str] = typer.Option(
+        None, "--executor-param", help="submitit parameter key=value, e.g. timeout_min=600, slurm_partition=gpu (repeatable)."
+    ),
+    wait: bool = typer.Option(
+        False, "--wait", help="--executor slurm: wait for the jobs and collect (local always waits)."
+    ),
 ) -> None:
     """Cross-validate a config over every fold of its protocol.
 
     Restartable: a run killed at any point (even mid-epoch) continues where it stopped when the
-    same command is run again, and ends with the same numbers as an uninterrupted run.
+    same command is run again, and ends with the same numbers as an uninterrupted run. On a
+    cluster every fold is a job: --list-jobs, --fold K, then --collect (or --executor).
     """
     from emovox.config import load_config
     from emovox.errors import EmovoxError
-    from emovox.metrics import CVResult
-    from emovox.reporting import print_summary
-    from emovox.training.runner import run_cv
+    from emovox.training import distributed
 
     if fresh and not resume:
         raise EmovoxError("--fresh and --no-resume contradict each other; pass one of them")
+    modes = [m for m, on in (("--fold", bool(fold)), ("--collect", collect), ("--list-jobs", list_jobs)) if on]
+    if len(modes) > 1 and not (executor and modes == ["--fold"]):
+        raise EmovoxError(f"{' and '.join(modes)} are different steps; pass one of them")
+    if fresh and (fold or collect or executor):
+        raise EmovoxError("--fresh would delete the other folds' work; delete the run directory yourself, then start the jobs")
+    if point is not None and not fold:
+        raise EmovoxError("--point J needs --fold K: a grid point is fitted within one fold")
+    if points and not list_jobs:
+        raise EmovoxError("--points modifies --list-jobs; pass both")
     cfg = load_config(config, set_)
     out = out or Path("runs") / cfg.name
-    payload = run_cv(cfg, out, progress=not quiet, resume=resume, fresh=fresh)
+    try:
+        if list_jobs or executor:
+            from emovox.cli import jobs as job_tools
+
+            folds = fold or fold_indices(cfg)
+            listed = job_tools.fold_jobs(config, set_ or [], out, folds, name=cfg.name, points=grid_size(cfg) if points else 0)
+            if list_jobs:
+                for job in listed:
+                    typer.echo(job.command())
+                base = ["cv", str(config), *[a for x in (set_ or []) for a in ("--set", x)], "--out", str(out)]
+                then = job_tools.Job("collect", [*base, "--collect"]).command()
+                if points:
+                    then = f"the fold jobs ({job_tools.Job('list', [*base, '--list-jobs']).command()}), then {then}"
+                Console(stderr=True).print(f"{len(listed)} job(s); when they have ended: {then}")
+                return
+            wait = wait or executor == "local"
+            failed = job_tools.submit(
+                listed, executor, out / "submitit", job_tools.parse_params(executor_param), wait=wait
+            )
+            if not wait:
+                typer.echo(f"submitted {len(listed)} job(s); when they have ended: emovox cv {config} --out {out} --collect")
+                return
+            for f in failed:
+                Console(stderr=True).print(f"[bold red]failed:[/] {f}")
+            collect = True
+        if fold and not executor:
+            from emovox.training.runner import run_fold_jobs
+
+            outcomes = run_fold_jobs(cfg, out, fold, progress=not quiet, point=point)
+            if point is not None and distributed.is_main():
+                typer.echo(f"grid point {point} of fold(s) {', '.join(map(str, fold))} fitted; then run each fold: --fold K")
+            elif distributed.is_main():
+                for o in outcomes:
+                    m = o.metrics
+                    typer.echo(f"fold {o.fold.index} ({o.fold.name}): UA {m.ua:.4f}, WA {m.wa:.4f} on {len(o.ids)} utterances")
+                sets = "".join(f" --set {shlex.quote(x)}" for x in set_ or [])
+                typer.echo(f"when every fold has ended: emovox cv {config}{sets} --out {out} --collect")
+            return
+        if collect:
+            from emovox.training.runner import collect_cv
+
+            collected = collect_cv(cfg, out)
+            if collected.payload is None:
+                raise EmovoxError(
+                    f"{out}: no fold is finished yet; missing {', '.join(collected.missing)}. "
+                    f"Run them with `emovox cv {config} --out {out} --fold K` (--list-jobs prints every command)"
+                )
+            print_cv_summary(cfg, collected.payload, out)
+            if collected.missing:
+                Console(stderr=True).print(
+                    f"[bold yellow]incomplete:[/] {len(collected.missing)} missing: {', '.join(collected.missing)}; "
+                    f"results.json and report.md cover the {len(collected.done)} finished fold(s) only"
+                )
+                raise typer.Exit(EXIT_INCOMPLETE)
+            return
+        from emovox.training.runner import run_cv
+
+        payload = run_cv(cfg, out, progress=not quiet, resume=resume, fresh=fresh)
+        if payload is not None:  # None on the other processes of a multi-process run
+            print_cv_summary(cfg, payload, out)
+    finally:
+        distributed.end()
+
+
+def grid_size(cfg) -> int:
+    from emovox.training.search import grid_points
+
+    return len(grid_points(cfg.search))
+
+
+def fold_indices(cfg) -> list[int]:
+    """The folds a config runs: its ``folds``, or every fold of its protocol on its corpus."""
+    if cfg.folds is not None:
+        return sorted(set(cfg.folds))
+    from emovox.corpora import load_corpus
+    from emovox.splits import make_folds
+
+    return [f.index for f in make_folds(load_corpus(cfg.corpus), cfg.protocol, cfg.validation, seed=cfg.train.seed)]
+
+
+def print_cv_summary(cfg, payload: dict, out: Path) -> None:
+    from emovox.metrics import CVResult
+    from emovox.reporting import print_summary
+
     result = CVResult.from_dict(payload)
     console = Console()
     print_summary(result, console=console, title=f"{cfg.name} ({payload['kind']}: {payload['backbone']}, {payload['mode']})")
@@ -92,10 +213,17 @@ def train(
     continued); a folder holding a recognizer or other files is refused unless --force.
     """
     from emovox.config import load_config
+    from emovox.training import distributed
     from emovox.training.final import train_recognizer
 
     cfg = load_config(config, set_)
-    rec = train_recognizer(cfg, out, progress=not quiet, cv_results=cv_results, force=force)
+    try:
+        rec = train_recognizer(cfg, out, progress=not quiet, cv_results=cv_results, force=force)
+        main = distributed.is_main()
+    finally:
+        distributed.end()
+    if not main:  # several processes trained one recognizer: the main one reports
+        return
     t = rec.info["training"]
     typer.echo(
         f"saved {out}: {len(rec.labels)} labels, best epoch {t['best_epoch']}, validation UA {t['best_valid_ua']:.4f}"

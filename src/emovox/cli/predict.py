@@ -257,6 +257,12 @@ def predict(
         "error: stop at the first one (exit 2).",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar, table or summary; warnings still go to stderr."),
+    shard: str = typer.Option(None, "--shard", help="i/n: predict only shard i of n of the inputs (1-based); needs --out."),
+    out: Path = typer.Option(None, "--out", help="Write the predictions as parquet (rows keyed by id and input index)."),
+    ray: bool = typer.Option(False, "--ray", help="Predict on Ray Data (actor pool); needs --out and the ray extra."),
+    ray_address: str = typer.Option(None, "--ray-address", help="--ray: a running Ray cluster (default: start one here)."),
+    ray_actors: int = typer.Option(1, "--ray-actors", min=1, help="--ray: actors, one CPU each; leave a CPU for Ray's reader."),
+    ray_cpus: int = typer.Option(None, "--ray-cpus", min=1, help="--ray without --ray-address: CPUs of the local Ray instance."),
 ) -> None:
     """Label and class probabilities of every input, in input order.
 
@@ -289,6 +295,20 @@ def predict(
                 "put transcripts in a manifest 'text' column"
             )
         jobs = [replace(jobs[0], text=text)]
+    if shard is not None or out is not None or ray:
+        if out is None:
+            raise EmovoxError("--shard and --ray write parquet parts: give --out part-i.parquet (then `emovox merge`)")
+        from emovox.cli.parts import predict_parts
+        from emovox.data.shards import Shard
+
+        part = Shard.parse(shard)
+        rows = predict_parts(
+            rec, model_dir, jobs, shard=part, out=out, batch_size=batch_size, on_bad_audio=on_bad_audio, progress=not quiet,
+            rows_of=run_predictions, job_type=Job, ray=ray, ray_address=ray_address, ray_actors=ray_actors, ray_cpus=ray_cpus,
+        )  # fmt: skip
+        failed = sum("error" in r for r in rows)
+        typer.echo(f"shard {part}: {len(rows)} of {len(jobs)} inputs -> {out}" + (f" ({failed} unreadable)" if failed else ""))
+        return
     progress = not quiet and len(jobs) > batch_size
     rows = list(run_predictions(rec, jobs, batch_size=batch_size, progress=progress, on_bad_audio=on_bad_audio))
     report_predictions(rows, jobs, rec, json_out=json_out, csv_out=csv_out, quiet=quiet, seconds=time.time() - t0)

@@ -72,14 +72,38 @@ def run_baseline(
     cfg: ExperimentConfig, corpus: Corpus, folds: list[Fold], out_dir: Path, *, progress: bool = True
 ) -> dict | None:
     """Fit the baseline on ``folds`` (in ``out_dir``, resumable like any run); its summary for results.json."""
+    outcomes = train_baseline_folds(cfg, corpus, folds, out_dir, progress=progress)
+    return None if outcomes is None else summarize(cfg, corpus, outcomes, out_dir)
+
+
+def train_baseline_folds(cfg: ExperimentConfig, corpus: Corpus, folds: list[Fold], out_dir: Path, *, progress: bool = True):
+    """Train (or read back) the baseline on ``folds`` only: a fold job fits the baseline of its own fold."""
     from emovox.training.data import ExperimentData
+    from emovox.training.distributed import main_process_first
     from emovox.training.folds import train_fold
 
     bcfg = baseline_config(cfg)
     if bcfg is None:
         return None
-    data = ExperimentData(bcfg, corpus, progress=progress)
-    outcomes = [train_fold(bcfg, data, fold, out_dir / f"fold_{fold.index}", progress=False) for fold in folds]
+    with main_process_first():
+        data = ExperimentData(bcfg, corpus, progress=progress)
+    return [train_fold(bcfg, data, fold, out_dir / f"fold_{fold.index}", progress=False) for fold in folds]
+
+
+def read_baseline_folds(cfg: ExperimentConfig, corpus: Corpus, folds: list[Fold], out_dir: Path) -> tuple[list, list[Fold]]:
+    """The finished baseline folds among ``folds`` and the unfinished ones (files only, nothing is trained)."""
+    from emovox.training.folds import read_fold
+
+    done, missing = [], []
+    for fold in folds:
+        outcome = read_fold(fold, out_dir / f"fold_{fold.index}", corpus.labels)
+        (missing if outcome is None else done).append(fold if outcome is None else outcome)
+    return done, missing
+
+
+def summarize(cfg: ExperimentConfig, corpus: Corpus, outcomes: list, out_dir: Path) -> dict:
+    """The baseline's part of results.json, over the folds in ``outcomes``."""
+    bcfg = baseline_config(cfg)
     result = aggregate(
         [o.metrics for o in outcomes],
         [t for o in outcomes for t in o.y_true],

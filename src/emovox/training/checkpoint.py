@@ -18,12 +18,26 @@ from safetensors.torch import load_file
 from emovox.atomic import atomic_save_tensors, atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 
 
-def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete the ``.NAME.*.tmp`` files that a process killed mid-write left in ``directory``."""
+def remove_stale_temporaries(directory: Path, *, older_than: float | None = None) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files that a process killed mid-write left in ``directory``.
+
+    In a directory that several processes write at once (a run directory shared by fold jobs),
+    a fresh temporary may be another process's write in flight: ``older_than`` (seconds) spares
+    those, so only files nobody has touched for that long are removed.
+    """
+    import time
+
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    stale = [p for p in directory.glob(".*.tmp") if p.is_file()]
+    now = time.time()
+    stale = []
+    for p in directory.glob(".*.tmp"):
+        try:
+            if p.is_file() and (older_than is None or now - p.stat().st_mtime > older_than):
+                stale.append(p)
+        except FileNotFoundError:  # renamed into place by its writer meanwhile
+            continue
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -115,7 +115,10 @@ def train_recognizer(
     prepare_model_dir(model_dir, force=force)
     corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
     train_ids, valid_ids = holdout_speakers(corpus, cfg.train.seed)
-    data = ExperimentData(cfg, corpus, progress=progress)
+    from emovox.training import distributed
+
+    with distributed.main_process_first():
+        data = ExperimentData(cfg, corpus, progress=progress and distributed.is_main())
     train, valid = data.select(train_ids), data.select(valid_ids)
     labels = corpus.labels
     missing = sorted({*labels} - {labels[e.target] for e in train})
@@ -168,8 +171,12 @@ def train_recognizer(
         if ci:  # the model card shows them
             info["cross_validation"]["ci"] = {k: [v["low"], v["high"]] for k, v in ci.items() if isinstance(v, dict)}
             info["cross_validation"]["ci_level"] = r["confidence_intervals"]["level"]
-    recognizer_dir.save(model_dir, model.eval(), labels, info)
-    shutil.rmtree(work, ignore_errors=True)
+    from emovox.training import distributed
+
+    if distributed.is_main():  # several processes trained one model: one of them saves it
+        recognizer_dir.save(model_dir, model.eval(), labels, info)
+        shutil.rmtree(work, ignore_errors=True)
+    distributed.barrier()
     return TrainedRecognizer(model_dir, model, tuple(labels), info)
 
 

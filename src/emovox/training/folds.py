@@ -11,6 +11,7 @@ so its other predictions are scored over the full label set).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from emovox.errors import EmovoxError
 from emovox.metrics import Metrics, compute_metrics
 from emovox.predictions import read_predictions, write_predictions
 from emovox.splits import Fold
+from emovox.training import distributed
 from emovox.training.checkpoint import remove_stale_temporaries
 from emovox.training.tracking import open_tracker
 from emovox.training.trainer import Trainer, clear_resume_state
@@ -51,45 +53,88 @@ class FoldOutcome:
     calibration: dict = field(default_factory=dict)
 
 
+def read_fold(fold: Fold, fold_dir: Path, labels: Sequence[str]) -> FoldOutcome | None:
+    """The outcome of a finished fold (``done.json`` and its predictions), or None while it is not finished.
+
+    Reads files only: collecting a run's results never loads audio, a backbone or a model.
+    """
+    done = fold_dir / "done.json"
+    if not done.is_file():
+        return None
+    info = json.loads(done.read_text())
+    ids, y, probs = read_predictions(fold_dir / "predictions.csv", labels)
+    skipped = [Skipped.from_dict(d) for d in info.get("skipped", [])]
+    return FoldOutcome(
+        fold,
+        ids,
+        y,
+        probs,
+        info["history"],
+        info["seconds"],
+        compute_metrics(y, probs.argmax(1).tolist(), labels),
+        skipped,
+        info.get("best_epoch", 0),
+        info.get("choices", {}),
+        info.get("calibration", {}),
+    )
+
+
 def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir: Path, *, progress: bool = True) -> FoldOutcome:
+    """The fold's outcome: read back when it is finished, else trained (resuming from its last epoch)."""
+    finished = read_fold(fold, fold_dir, data.corpus.labels)
+    if finished is not None:
+        return finished
+    with fold_lock(fold_dir, fold) if distributed.is_main() else contextlib.nullcontext():
+        return _train_fold(cfg, data, fold, fold_dir, progress=progress)
+
+
+@contextlib.contextmanager
+def fold_lock(fold_dir: Path, fold: Fold):
+    """Refuse a second process training the same fold at the same time (a job submitted twice): it
+    would overwrite the first one's checkpoints. An advisory ``flock`` on ``fold_dir/.lock``, released
+    when the process ends however it ends; where the filesystem has no locks this guards nothing."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    with open(fold_dir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EmovoxError(
+                f"fold {fold.index} ({fold.name}): another process is training it right now ({fold_dir}); "
+                "let that one finish, a second job for the same fold would overwrite its checkpoints"
+            ) from None
+        except OSError:  # a filesystem without locks
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir: Path, *, progress: bool = True) -> FoldOutcome:
     labels = data.corpus.labels
     done = fold_dir / "done.json"
-    if done.is_file():
-        info = json.loads(done.read_text())
-        ids, y, probs = read_predictions(fold_dir / "predictions.csv", labels)
-        skipped = [Skipped.from_dict(d) for d in info.get("skipped", [])]
-        return FoldOutcome(
-            fold,
-            ids,
-            y,
-            probs,
-            info["history"],
-            info["seconds"],
-            compute_metrics(y, probs.argmax(1).tolist(), labels),
-            skipped,
-            info.get("best_epoch", 0),
-            info.get("choices", {}),
-            info.get("calibration", {}),
-        )
-    remove_stale_temporaries(fold_dir)
+    main = distributed.is_main()  # under torchrun / accelerate launch only the main process writes
+    if main:
+        remove_stale_temporaries(fold_dir)
     t0 = time.time()
     previous = _previous_seconds(fold_dir)
-    train, valid, test = data.select(fold.train), data.select(fold.valid), data.select(fold.test)
-    if not train:
-        raise EmovoxError(f"fold {fold.index} ({fold.name}): no usable training utterance (see the skipped utterances)")
-    valid, test, skipped = apply_missing_class_policy(cfg, fold, labels, train, valid, test)
-    if not test:
-        raise EmovoxError(
-            f"fold {fold.index} ({fold.name}): no usable test utterance is left; every one was skipped "
-            "(fix the corpus or choose another protocol)"
-        )
+    train, valid, test, skipped = fold_parts(cfg, data, fold)
     trainer, fit = fit_fold_model(cfg, data, fold, fold_dir, train, valid, progress=progress)
     record_fold_model(fold_dir, trainer, fit)
     probs = trainer.predict_proba(test)
     ids, y = [e.id for e in test], [e.target for e in test]
-    write_predictions(fold_dir / "predictions.csv", [(i, fold.name, t, p) for i, t, p in zip(ids, y, probs, strict=True)], labels)
+    if main:
+        rows = [(i, fold.name, t, p) for i, t, p in zip(ids, y, probs, strict=True)]
+        write_predictions(fold_dir / "predictions.csv", rows, labels)
     if valid and fold.validation == "strict":
         valid_probs = trainer.predict_proba(valid)
+    if main and valid and fold.validation == "strict":
         write_predictions(
             fold_dir / "valid_predictions.csv",
             [(e.id, fold.name, e.target, p) for e, p in zip(valid, valid_probs, strict=True)],
@@ -99,6 +144,18 @@ def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir
     metrics = compute_metrics(y, probs.argmax(1).tolist(), labels)
     trainer.tracker.log_test(metrics.scores.to_dict(), fit.best_epoch)
     trainer.tracker.flush()
+    record = distributed.describe()  # None in one process: its done.json is what it always was
+    if record is not None:
+        from emovox.training.trainer import trainable_state
+
+        record["weights_sha256"] = distributed.weights_digests(trainable_state(trainer.model))
+    outcome = FoldOutcome(
+        fold, ids, y, probs, fit.history, seconds, metrics, skipped, fit.best_epoch, fit.choices, fit.calibration
+    )
+    if not main:
+        distributed.barrier()  # the main process writes the fold's files; wait until they are there
+        trainer.tracker.close()
+        return outcome
     atomic_write_json(
         done,
         {
@@ -115,15 +172,54 @@ def train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir
             "seconds": round(seconds, 2),
             "test": metrics.scores.to_dict(),
             "skipped": [x.to_dict() for x in skipped],
+            **({"processes": record} if record is not None else {}),
         },
     )
     clear_resume_state(fold_dir)  # the fold is finished: only the best weights matter now
     trainer.tracker.close()
-    return FoldOutcome(fold, ids, y, probs, fit.history, seconds, metrics, skipped, fit.best_epoch, fit.choices, fit.calibration)
+    distributed.barrier()
+    return outcome
 
 
-def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progress: bool = True):
-    """The fold's model, fitted on ``train``: the config's, or the best on ``valid`` of its search grid."""
+def train_point(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_dir: Path, point: int, *, progress: bool = True):
+    """``emovox cv CFG --fold K --point J``: fit grid point ``J`` of fold ``K`` only, in ``fold_K/search/point_J``.
+
+    The unit of work of a search: the fold's own job (``--fold K``) later finds the point finished
+    (its trainer resumes a finished run: the best weights are read back, nothing is retrained),
+    chooses the best point on validation and tests only that one. Returns the point's validation UA.
+    """
+    points = data.points
+    if len(points) == 1:
+        raise EmovoxError("--point: this config has no search grid (no `search:`); run the fold itself with --fold K")
+    if not 1 <= point <= len(points):
+        raise EmovoxError(f"--point {point}: this config's search grid has points 1..{len(points)}")
+    if fold.validation != "strict":
+        raise EmovoxError("search chooses on the validation part; use `validation: strict`")
+    point_dir = fold_dir / "search" / f"point_{point}"
+    with fold_lock(point_dir, fold) if distributed.is_main() else contextlib.nullcontext():
+        train, valid, _, _ = fold_parts(cfg, data, fold)
+        _, fit = fit_fold_model(cfg, data, fold, fold_dir, train, valid, progress=progress, only_point=point)
+    return fit.best_valid_ua
+
+
+def fold_parts(cfg: ExperimentConfig, data: ExperimentData, fold: Fold):
+    """The fold's usable ``train, valid, test`` examples and what the missing-class policy left out."""
+    labels = data.corpus.labels
+    train, valid, test = data.select(fold.train), data.select(fold.valid), data.select(fold.test)
+    if not train:
+        raise EmovoxError(f"fold {fold.index} ({fold.name}): no usable training utterance (see the skipped utterances)")
+    valid, test, skipped = apply_missing_class_policy(cfg, fold, labels, train, valid, test)
+    if not test:
+        raise EmovoxError(
+            f"fold {fold.index} ({fold.name}): no usable test utterance is left; every one was skipped "
+            "(fix the corpus or choose another protocol)"
+        )
+    return train, valid, test, skipped
+
+
+def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progress: bool = True, only_point: int | None = None):
+    """The fold's model, fitted on ``train``: the config's, or the best on ``valid`` of its search grid
+    (``only_point``: fit that grid point alone and return it, for ``train_point``)."""
     from emovox.training.search import describe
 
     points = data.points
@@ -134,6 +230,8 @@ def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progr
     best = None
     scores: dict[str, float] = {}
     for i, point_cfg in enumerate(points):
+        if only_point is not None and i != only_point - 1:
+            continue
         run_dir = fold_dir if len(points) == 1 else fold_dir / "search" / f"point_{i + 1}"
         model = data.build_model(point_cfg)
         model.use_fold(fold, data.corpus)
@@ -150,12 +248,15 @@ def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progr
             allow_absent_classes=cfg.on_missing_class == "drop",
             tracker=tracker,
         )
+        # a grid point may have its own job (train_point): never fit it twice at once
+        lock = len(points) > 1 and only_point is None and distributed.is_main()
         try:
-            fit = fit_model(model, trainer, train, valid, calibrate_on_valid=fold.validation == "strict")
+            with fold_lock(run_dir, fold) if lock else contextlib.nullcontext():
+                fit = fit_model(model, trainer, train, valid, calibrate_on_valid=fold.validation == "strict")
         except BaseException:
             tracker.close(failed=True)
             raise
-        if len(points) == 1:
+        if len(points) == 1 or only_point is not None:
             return trainer, fit
         scores[describe(_point_of(cfg, i))] = round(fit.best_valid_ua, 6)
         if best is None or fit.best_valid_ua > best[2].best_valid_ua:

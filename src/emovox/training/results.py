@@ -78,6 +78,7 @@ def write_results(
     seconds: float,
     prep_seconds: float,
     baseline: dict | None = None,
+    missing: Sequence[str] = (),
 ) -> dict:
     from emovox import reporting
 
@@ -116,6 +117,7 @@ def write_results(
             "temperatures": [o.calibration.get("temperature") for o in outcomes],
             "skipped": [s.to_dict() for s in skipped],
             "baseline": baseline,
+            "missing": list(missing),
             "environment": environment_record(cfg, corpus),
         }
     )
@@ -124,6 +126,7 @@ def write_results(
     )
     report = out_dir / "report.md"
     sections = [
+        missing_markdown(missing),
         report.read_text(encoding="utf-8").rstrip("\n"),
         reporting.ci_markdown(payload["confidence_intervals"]),
         baseline_markdown(payload),
@@ -135,6 +138,16 @@ def write_results(
     rows = [(uid, o.fold.name, t, p) for o in outcomes for uid, t, p in zip(o.ids, o.y_true, o.probs, strict=True)]
     write_predictions(out_dir / "predictions.csv", rows, labels)
     return payload
+
+
+def missing_markdown(missing: Sequence[str]) -> str:
+    """A warning atop the report of an incomplete run (``emovox cv --collect`` before every fold job finished)."""
+    if not missing:
+        return ""
+    return (
+        f"> **INCOMPLETE**: {len(missing)} part(s) of this run are not finished and are not in these numbers: "
+        f"{', '.join(missing)}. Run them (`emovox cv CONFIG --fold K`) and collect again (`emovox cv CONFIG --collect`)."
+    )
 
 
 def skipped_markdown(skipped: Sequence[Skipped], cfg: ExperimentConfig) -> str:

@@ -364,6 +364,10 @@ def open_tracker(cfg: ExperimentConfig, *, run_root: Path, name: str, state_dir:
     go there); ``state_dir`` is where the model's checkpoints are (its MLflow run id is kept beside them).
     ``nested=False`` (a final model, ``emovox train``): one MLflow run without a cross-validation parent.
     """
+    from emovox.training import distributed
+
+    if not distributed.is_main():  # several processes train one model: the main one reports it
+        return Tracker()
     trackers: list[Tracker] = []
     for kind in cfg.train.report_to:
         if kind == "tensorboard":

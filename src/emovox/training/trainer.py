@@ -44,6 +44,7 @@ from emovox.data.batching import length_grouped_batches, plain_batches
 from emovox.data.examples import Example
 from emovox.errors import EmovoxError
 from emovox.metrics import compute_metrics
+from emovox.training import distributed
 from emovox.training.checkpoint import (
     atomic_save_tensors,
     atomic_write_json,
@@ -185,9 +186,9 @@ class Trainer:
         self.cfg = cfg
         self.num_classes = num_classes
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.progress = progress
+        self.progress = progress and distributed.is_main()  # several processes: one progress bar
         self.description = description
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device or distributed.default_device())
         self.model.to(self.device)
 
     # -- batching --------------------------------------------------------------------------
@@ -211,11 +212,12 @@ class Trainer:
         """Logits in the order of ``examples`` (batches are length-sorted internally)."""
         self.model.eval()
         out = np.zeros((len(examples), self.num_classes), dtype=np.float32)
+        mine = distributed.predict_share(self._batches(examples, batch_size or self.cfg.batch_size, shuffle=False))
         with torch.inference_mode(), self._autocast():
-            for b in self._batches(examples, batch_size or self.cfg.batch_size, shuffle=False):
+            for b in mine:
                 logits = self.model(self._to_device(self.collate([examples[i] for i in b])))
                 out[b] = logits.float().cpu().numpy()
-        return out
+        return distributed.gather_rows(out, mine, [e.id for e in examples])
 
     def predict_proba(self, examples: Sequence[Example]) -> np.ndarray:
         logits = self.predict_logits(examples)
@@ -280,7 +282,8 @@ class Trainer:
     def _try_resume(self, optimizer, scheduler) -> dict | None:
         if self.run_dir is None:
             return None
-        remove_stale_temporaries(self.run_dir)
+        if distributed.is_main():
+            remove_stale_temporaries(self.run_dir)
         current = self.run_dir / STATE_FILE
         candidates = [current] if current.is_file() else []
         candidates += [self.run_dir / name for name, _ in self._older_states()]
@@ -303,7 +306,7 @@ class Trainer:
                 f"{current}: cannot resume from this checkpoint ({'; '.join(failures)}); delete "
                 f"{self.run_dir} (or run with --fresh) to train this part again"
             ) from None
-        if failures:  # an older kept checkpoint (keep_checkpoints > 1) becomes the newest
+        if failures and distributed.is_main():  # an older kept checkpoint (keep_checkpoints > 1) becomes the newest
             import warnings
 
             from emovox.errors import EmovoxWarning
@@ -394,6 +397,7 @@ class Trainer:
         epochs = progress_bar(
             total=cfg.max_epochs, initial=start_epoch - 1, desc=self.description, unit="epoch", disable=not self.progress
         )
+        train_loss = distributed.training_loss(self.model, self._loss)  # self._loss itself in one process
         for epoch in range(start_epoch, cfg.max_epochs + 1):
             t0 = time.time()
             self.model.train()
@@ -401,7 +405,8 @@ class Trainer:
                 self.model.set_epoch(epoch)
             batches = self._batches(train, cfg.batch_size, shuffle=True, epoch=epoch)
             if cfg.max_steps_per_epoch:
-                batches = batches[: cfg.max_steps_per_epoch * cfg.grad_accum]
+                batches = batches[: cfg.max_steps_per_epoch * cfg.grad_accum * distributed.world()]
+            steps = distributed.share(batches)  # this process's batches (all of them in one process)
             first, total, count, step_losses, earlier_seconds = 0, 0.0, 0, [], 0.0
             if partial is not None:  # skip the batches the interrupted process had trained on
                 first, total, count = partial["batches_done"], partial["total"], partial["count"]
@@ -410,33 +415,39 @@ class Trainer:
             step_total, step_count = 0.0, 0
             optimizer.zero_grad(set_to_none=True)
             bar = progress_bar(
-                total=len(batches), initial=first, desc=f"{self.description} epoch {epoch}", unit="batch",
+                total=len(steps), initial=first, desc=f"{self.description} epoch {epoch}", unit="batch",
                 disable=not self.progress, leave=False,
             )
-            for step, b in enumerate(batches[first:], first + 1):
+            for step, (b, counts) in enumerate(steps[first:], first + 1):
                 batch = [train[i] for i in b]
                 targets = torch.tensor([e.target for e in batch], device=self.device)
                 with self._autocast():
-                    loss, _ = self._loss(self._to_device(self.train_collate(batch)), targets, weights)
+                    loss, _ = train_loss(self._to_device(self.train_collate(batch)), targets, weights)
                 if not torch.isfinite(loss):
                     raise EmovoxError(f"{self.description}: loss became {loss.item()} at epoch {epoch}; lower train.lr")
-                (loss / cfg.grad_accum).backward()
-                batch_loss = loss.item() * len(b)
-                total, count = total + batch_loss, count + len(b)
-                step_total, step_count = step_total + batch_loss, step_count + len(b)
+                ((loss if counts else loss * 0.0) / cfg.grad_accum).backward()
+                if counts:  # a zero-weighted stand-in batch (several processes, uneven shares) is not counted
+                    batch_loss = loss.item() * len(b)
+                    total, count = total + batch_loss, count + len(b)
+                    step_total, step_count = step_total + batch_loss, step_count + len(b)
                 bar.update(1)
-                bar.set_postfix(loss=f"{total / count:.4f}")
-                if step % cfg.grad_accum == 0 or step == len(batches):
+                if count:
+                    bar.set_postfix(loss=f"{total / count:.4f}")
+                if step % cfg.grad_accum == 0 or step == len(steps):
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     global_step += 1
-                    step_losses.append(step_total / step_count)
+                    if step_count:
+                        step_losses.append(step_total / step_count)
+                        self.tracker.log_step(global_step, step_losses[-1], _learning_rates(optimizer))
                     step_total, step_count = 0.0, 0
-                    self.tracker.log_step(global_step, step_losses[-1], _learning_rates(optimizer))
                     every = cfg.checkpoint_every_steps
-                    if self.run_dir is not None and every and global_step % every == 0 and step < len(batches):
+                    if (
+                        self.run_dir is not None and every and global_step % every == 0 and step < len(steps)
+                        and distributed.is_main()
+                    ):  # fmt: skip
                         self.tracker.flush()
                         progress = {"epoch": epoch, "batches_done": step, "total": total, "count": count}
                         progress.update(step_loss=step_losses, seconds=earlier_seconds + time.time() - t0)
@@ -444,6 +455,7 @@ class Trainer:
                         state.update(best_epoch=result.best_epoch, best_valid_ua=result.best_valid_ua, bad_epochs=bad_epochs)
                         self._save_last(optimizer, scheduler, dict(state, finished=False, stopped_early=False))
             bar.close()
+            total, count = distributed.sum_across([total, count])
 
             valid_logits = self.predict_logits(valid) if valid else np.zeros((0, self.num_classes))
             if valid:
@@ -470,7 +482,9 @@ class Trainer:
             self.tracker.log_epoch(global_step, record)
             if v_ua > result.best_valid_ua:
                 result.best_valid_ua, result.best_epoch, bad_epochs = v_ua, epoch, 0
-                if self.run_dir is not None:
+                if self.run_dir is not None and not distributed.is_main():
+                    pass  # the main process writes the checkpoint; this one reads it back after the barrier below
+                elif self.run_dir is not None:
                     atomic_save_tensors(self.run_dir / "best_model.safetensors", trainable_state(self.model))
                 else:
                     self._best_in_memory = {k: v.detach().clone() for k, v in trainable_state(self.model).items()}
@@ -479,7 +493,7 @@ class Trainer:
             finished_early = bad_epochs >= cfg.patience
             done = finished_early or epoch == cfg.max_epochs
             self.tracker.flush()
-            if self.run_dir is not None:
+            if self.run_dir is not None and distributed.is_main():
                 self._save_last(
                     optimizer,
                     scheduler,
@@ -498,6 +512,7 @@ class Trainer:
             epochs.set_postfix(
                 loss=f"{record['train_loss']:.4f}", valid_ua=f"{v_ua:.4f}" if valid else "-", best=result.best_epoch
             )
+            distributed.barrier()
             if finished_early:
                 break
         epochs.close()
