@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import tone
+import yaml
+from helpers import REPO, tone
 
 from emovox.data.augment import AugmentConfig, augment_audio, rng_for, spec_augment
 from emovox.data.examples import Example
@@ -119,7 +120,11 @@ def uniform(clip: np.ndarray, seconds: float = 2.0) -> np.ndarray:
 @pytest.mark.slow
 def test_a_recognizer_trained_on_one_clip_length_works_on_every_length(whisper_base_dir, emodb_dir, tmp_path):
     """Issue 9: trained on EmoDB cut to 2.0 s, it still works on the original clips; labels survive +-0.1 s of
-    silence and 90 % crops; accuracy at 4 s of padding stays within 10 points of the original clips'."""
+    silence and 90 % crops; accuracy at 4 s of padding stays within 10 points of the original clips'.
+
+    Measured (seed 0): originals 0.886; agreement 0.929 / 0.929 / 0.921; 4 s padding 0.921. The same head
+    forced onto all 7 layers at C = 1 agrees only 0.87 / 0.87 / 0.77: the embedding layers carry Whisper's
+    positions, whose mean depends on the length, and the recipe's inner selection prefers the middle layers."""
     import soundfile as sf
 
     from emovox.config import config_from_dict
@@ -138,12 +143,12 @@ def test_a_recognizer_trained_on_one_clip_length_works_on_every_length(whisper_b
             sf.write(str(path), uniform(clip), SR)
             rows.append(f"{path},{u.label},{u.speaker}")
     (tmp_path / "u2.csv").write_text("\n".join(rows) + "\n")
+    # the recognizer the README's main recipe trains (issue 9 was found with it), on the uniform-length copy
+    recipe = yaml.safe_load((REPO / "recipes" / "emodb-whisper-base-frozen.yaml").read_text())
+    recipe["model"]["backbone"] = str(whisper_base_dir)
     cfg = config_from_dict({
-        "name": "uniform-2s", "corpus": f"manifest:{tmp_path / 'u2.csv'}?labels={','.join(corpus.labels)}",
-        "protocol": "leave-one-speaker-out", "cache_dir": str(tmp_path / "cache"),
-        "model": {"backbone": str(whisper_base_dir), "mode": "frozen", "layers": "all", "combine": "concat",
-                  "head": "logistic", "C": [1.0]},
-        "train": {"threads": 1},  # train.augment keeps its defaults: length augmentation on
+        **recipe, "name": "uniform-2s", "corpus": f"manifest:{tmp_path / 'u2.csv'}?labels={','.join(corpus.labels)}",
+        "cache_dir": str(tmp_path / "cache"),  # train.augment keeps its defaults: length augmentation on
     })
     with pytest.warns(Warning, match="all .* clips last 2.00 s"):
         train_recognizer(cfg, tmp_path / "rec", progress=False)
