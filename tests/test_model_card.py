@@ -113,3 +113,17 @@ def test_corpus_language_base_model_and_confidence_intervals():
     assert "| UA (macro recall) | 0.8200 ± 0.0700 | 0.8437 | 0.8100 - 0.8700 |" in parsed.text
     assert "| WA (accuracy) | 0.8500 ± 0.0500 | 0.8523 | - |" in parsed.text
     assert "Size on disk" not in text  # nothing measured without a directory
+
+
+def test_a_logistic_head_is_described_by_its_choices_not_by_epochs():
+    """A logistic head has no epochs: the card says what was chosen, how, and that it was refitted."""
+    training = {
+        "corpus": "emodb:/data/emodb", "best_epoch": 0, "best_valid_ua": 1.0, "validation": "held-out speakers",
+        "choices": {"C": 0.3, "select": "inner-logloss", "layers": [2, 3, 4, 5], "refit": True, "temperature": 1.05},
+        "config": {"train": {"seed": 0, "lr": 1e-5}},
+    }
+    text = model_card({"name": "x", "modality": "audio", "model": {"backbone": "whisper-base"}, "training": training},
+                      ["angry", "neutral"])
+    assert "C = 0.3, layers [2, 3, 4, 5]" in text and "log-loss over speaker groups" in text
+    assert "refitted on all the training data" in text and "temperature 1.050" in text
+    assert "Best epoch" not in text and "lr 1e-05" not in text

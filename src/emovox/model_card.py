@@ -139,13 +139,27 @@ def _body(info: dict, labels: Sequence[str], directory: Path | None) -> str:
         "## Training",
         "",
     ]
-    settings = [f"{k} {train_cfg[k]}" for k in ("lr", "batch_size", "max_epochs", "patience", "seed") if k in train_cfg]
-    lines += [
-        f"One model on the whole corpus less the early-stopping hold-out ({t.get('validation', '?')}). "
-        f"Best epoch {t.get('best_epoch', '?')}, chosen on validation UA {_num(t.get('best_valid_ua'))} "
-        "(a model-selection figure, not a test score)."
-        + (f" Settings: {', '.join(settings)}." if settings else ""),
-    ]
+    choices = t.get("choices") or {}
+    if "select" in choices:  # a head fitted directly (logistic): no epochs, its choices were made by `select`
+        how = {"inner-logloss": "held-out log-loss over speaker groups inside the training data",
+               "valid-logloss": "log-loss on the held-out speakers", "valid-ua": "UA on the held-out speakers"}
+        chosen = [f"C = {choices['C']:g}"] if "C" in choices else []
+        chosen += [f"layers {choices['layers']}"] if "layers" in choices else []
+        lines += [
+            f"A logistic-regression head fitted by scikit-learn, no epochs ({', '.join(chosen) or 'fixed settings'}), chosen by "
+            f"{how.get(choices['select'], choices['select'])}"
+            + ("; then refitted on all the training data" if choices.get("refit") else "")
+            + (f"; temperature {choices['temperature']:.3f} from held-out predictions" if "temperature" in choices else "")
+            + f". Seed {train_cfg.get('seed', 0)}."
+        ]
+    else:
+        settings = [f"{k} {train_cfg[k]}" for k in ("lr", "batch_size", "max_epochs", "patience", "seed") if k in train_cfg]
+        lines += [
+            f"One model on the whole corpus less the early-stopping hold-out ({t.get('validation', '?')}). "
+            f"Best epoch {t.get('best_epoch', '?')}, chosen on validation UA {_num(t.get('best_valid_ua'))} "
+            "(a model-selection figure, not a test score)."
+            + (f" Settings: {', '.join(settings)}." if settings else ""),
+        ]
     skipped = t.get("skipped") or []
     if skipped:
         lines.append(f"{len(skipped)} utterance(s) could not be used and were left out (listed in `emovox.json`).")
