@@ -118,3 +118,29 @@ def test_a_logistic_recognizer_round_trips_through_save_load_and_onnx(tmp_path):
     assert [p.label for p in rec.predict(clips[:2])] == ["high", "low"]
     report = export_onnx(rec, tmp_path / "m.onnx", samples=clips)
     assert report.fp32.max_abs_diff < 1e-4 and report.fp32.label_agreement == 1.0
+
+
+def test_frozen_features_are_extracted_with_their_own_thread_count(tmp_path, monkeypatch):
+    """``train.extract_threads`` applies while features are extracted; the head then trains on ``train.threads``."""
+    import torch
+    from helpers import make_tone_manifest, tiny_config
+
+    from emovox.config import config_from_dict
+    from emovox.corpora import load_corpus
+    from emovox.models.classifier import ClassifierModel
+    from emovox.training.data import ExperimentData
+
+    seen = []
+    prepare = ClassifierModel.prepare
+
+    def recording(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return prepare(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClassifierModel, "prepare", recording)
+    manifest = make_tone_manifest(tmp_path / "corpus", speakers=2, per_class=2)
+    cfg = config_from_dict(tiny_config(manifest, tmp_path / "cache", model={"head": "logistic"},
+                                       train={"threads": 1, "extract_threads": 2}))
+    before = torch.get_num_threads()
+    ExperimentData(cfg, load_corpus(cfg.corpus), progress=False)
+    assert seen == [2] and torch.get_num_threads() == before

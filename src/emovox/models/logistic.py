@@ -18,7 +18,7 @@ The fitted coefficients become an ordinary linear layer, so a ``logistic`` recog
 safetensors and runs in predict/serve/ONNX unchanged.
 
 Speed: with more features than utterances (7 x 512 Whisper states, a few hundred clips) an L2
-model's optimum lies in the span of the training rows, so fits run on ``X V`` (``X = U S V^T``), a
+model's optimum lies in the span of the training rows, so fits run on ``X V`` (``X = U S V^T``, V from the Gram matrix), a
 few hundred columns instead of thousands, with the same optimum; the C path is warm-started; and
 every fit runs on one BLAS thread (on a busy machine a second thread only spin-waits: measured 20x
 slower). The solver runs to convergence: scikit-learn's default tolerance stops early enough to cost
@@ -69,9 +69,18 @@ class _RowSpace:
         if x.shape[0] >= x.shape[1]:
             self.v = None
             return
+        # V from the n x n Gram matrix (X X^T = U S^2 U^T, V = X^T U / S): 3-4x faster than an SVD of
+        # the n x d matrix. Directions below 1e-6 of the largest singular value carry no weight in an
+        # L2 fit (their weight is proportional to their singular value) and are dropped.
+        x64 = np.asarray(x, dtype=np.float64)
         with threadpool_limits(1):
-            _, s, vt = np.linalg.svd(x, full_matrices=False)
-        self.v = vt[s > s[0] * 1e-10].T if len(s) and s[0] > 0 else vt.T
+            evals, u = np.linalg.eigh(x64 @ x64.T)
+        if not len(evals) or evals[-1] <= 0:
+            self.v = np.zeros((x.shape[1], 0))
+            return
+        keep = evals > evals[-1] * 1e-12
+        s = np.sqrt(evals[keep])
+        self.v = x64.T @ (u[:, keep] / s)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return x if self.v is None else x @ self.v

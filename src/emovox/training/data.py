@@ -8,6 +8,8 @@ folds' models; trainable ones are loaded fresh for each fold.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -48,8 +50,9 @@ class ExperimentData:
         )
         warn_uniform_durations(examples, corpus)
         cache = FeatureCache(cfg.cache_dir)
-        for model in prototypes:  # grid points that precompute the same thing share it (Branch.slot)
-            examples = model.prepare(examples, cache=cache, progress=progress)
+        with _threads(cfg.train.extract_threads or cfg.train.threads):
+            for model in prototypes:  # grid points that precompute the same thing share it (Branch.slot)
+                examples = model.prepare(examples, cache=cache, progress=progress)
         self.examples = {e.id: e for e in examples}
 
     def build_model(self, cfg: ExperimentConfig | None = None) -> ModelKind:
@@ -81,3 +84,18 @@ def warn_uniform_durations(examples: Sequence[Example], corpus: Corpus) -> None:
         EmovoxWarning,
         stacklevel=2,
     )
+
+
+@contextlib.contextmanager
+def _threads(threads: int | None):
+    """torch threads for the block (default: every core this process may use), then back to the run's setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
