@@ -38,6 +38,11 @@ import numpy as np
 #: encoder, standardised, multinomial logistic regression with C = 0.02).
 DEFAULT_C = 0.02
 
+#: Solver tolerance of the inner fits that only rank candidates (the chosen one is refitted at ``tol``).
+#: On EmoDB's main recipe 1e-5 makes every fold's choices (C, layers) and temperatures equal to 1e-6's
+#: at 25 % less time; 1e-4 changed the C of three folds (measured, not shipped).
+INNER_TOL = 1e-5
+
 Select = Literal["valid-ua", "valid-logloss", "inner-logloss"]
 
 
@@ -179,7 +184,7 @@ def fit_logistic(
                 oof = np.zeros((len(Cs), len(y), num_classes))
                 for name in sorted(set(g)):
                     out = g == name
-                    for k, (logits,) in enumerate(_path(x[~out][:, cols], y[~out], Cs, [x[out][:, cols]], num_classes, 1e-6)):
+                    for k, (logits,) in enumerate(_path(x[~out][:, cols], y[~out], Cs, [x[out][:, cols]], num_classes, INNER_TOL)):
                         oof[k, out] = logits
                 for k, c in enumerate(Cs):
                     held[(i, c)] = (oof[k], y)
