@@ -184,7 +184,8 @@ def fit_logistic(
                 oof = np.zeros((len(Cs), len(y), num_classes))
                 for name in sorted(set(g)):
                     out = g == name
-                    for k, (logits,) in enumerate(_path(x[~out][:, cols], y[~out], Cs, [x[out][:, cols]], num_classes, INNER_TOL)):
+                    path = _path(x[~out][:, cols], y[~out], Cs, [x[out][:, cols]], num_classes, INNER_TOL)
+                    for k, (logits,) in enumerate(path):
                         oof[k, out] = logits
                 for k, c in enumerate(Cs):
                     held[(i, c)] = (oof[k], y)
