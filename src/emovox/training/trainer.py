@@ -84,18 +84,12 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Everything needed to restore the model's learnt state: trainable parameters and buffers.
 
     Frozen backbone weights are left out (they are reloaded from the backbone itself); tensors
-    shared between names (tied embeddings) are cloned so safetensors accepts them.
+    shared between names (tied embeddings) are cloned so safetensors accepts them. One definition
+    with the fold-model reader (``emovox.models.fold_model.learnt_state``), which must match it.
     """
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for name, t in model.state_dict().items():
-        if name in frozen:
-            continue
-        ptr = t.data_ptr()
-        out[name] = t.clone() if ptr in seen else t
-        seen.add(ptr)
-    return out
+    from emovox.models.fold_model import learnt_state
+
+    return learnt_state(model)
 
 
 def load_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
