@@ -14,7 +14,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from helpers import tone, write_wav
+from torch import nn
+
+from emovox.data.examples import Example
 
 SR = 16_000
 
@@ -114,3 +118,25 @@ def sparse_long_wav(path: Path, seconds: float, sr: int = SR) -> Path:
         f.seek(len(header) + data_bytes - 1)
         f.write(b"\0")
     return path
+
+
+# --- a toy model for the trainer's checkpoint tests --------------------------------------------
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+
+    def forward(self, inputs):
+        return self.body(inputs["x"])
+
+
+def collate(batch):
+    return {"x": torch.stack([e.cached["x"] for e in batch])}
+
+
+def blobs(n: int, seed: int) -> list[Example]:
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(3, 8, generator=torch.Generator().manual_seed(7)) * 2
+    return [Example(f"u{seed}_{i}", i % 3, length=float(i % 5), cached={"x": centers[i % 3] + torch.randn(8, generator=g)}) for i in range(n)]

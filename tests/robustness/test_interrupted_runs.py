@@ -20,14 +20,12 @@ import pytest
 import torch
 import yaml
 from helpers import tiny_config, tone_rows, write_manifest
-from robustness_helpers import EMOVOX
-from torch import nn
+from robustness_helpers import EMOVOX, Net, blobs, collate
 from typer.testing import CliRunner
 
 from emovox import atomic as checkpoint  # the atomic writers (re-exported by training.checkpoint)
 from emovox.cli import app
 from emovox.config import TrainConfig, config_from_dict
-from emovox.data.examples import Example
 from emovox.errors import EmovoxError
 from emovox.training.checkpoint import load_tensors
 from emovox.training.runner import run_cv
@@ -123,25 +121,6 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 # --- a crash between the files of one checkpoint -------------------------------------------------
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
-
-    def forward(self, inputs):
-        return self.body(inputs["x"])
-
-
-def collate(batch):
-    return {"x": torch.stack([e.cached["x"] for e in batch])}
-
-
-def blobs(n: int, seed: int) -> list[Example]:
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(3, 8, generator=torch.Generator().manual_seed(7)) * 2
-    return [Example(f"u{seed}_{i}", i % 3, length=float(i % 5), cached={"x": centers[i % 3] + torch.randn(8, generator=g)}) for i in range(n)]
 
 
 def fresh_trainer(run_dir) -> Trainer:
