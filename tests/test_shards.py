@@ -57,10 +57,11 @@ def test_extract_shards_fill_exactly_the_cache_one_unsharded_extraction_fills(tm
     config.write_text(yaml.safe_dump(tiny_config(manifest, tmp_path / "unused", baseline=True)))
     whole = tmp_path / "whole"
     r = invoke("extract", str(config), "--set", f"cache_dir={whole}", "--chunk", "5", "--quiet")
-    # the baseline reads the same frozen layers as this probe: its 24 entries are the recipe's, read back
-    assert "24 utterances in 5 chunk(s); 24 feature entries computed, 24 already cached" in r.output
+    # 24 clips and one length-augmented training copy of each (train.augment's default); the baseline reads
+    # the same frozen layers of the clips as this probe: its 24 entries are the recipe's, read back
+    assert "24 utterances in 5 chunk(s); 48 feature entries computed, 24 already cached" in r.output
     expected = cache_entries(whole)
-    assert len(expected) == 24
+    assert len(expected) == 48
     union: dict[str, dict[str, torch.Tensor]] = {}
     for i in (1, 2, 3):
         part = tmp_path / f"part{i}"
@@ -77,6 +78,9 @@ def test_extract_shards_fill_exactly_the_cache_one_unsharded_extraction_fills(tm
     # a shard run again reads what is cached and computes nothing
     r = invoke("extract", str(config), "--set", f"cache_dir={whole}", "--chunk", "5", "--shard", "2/3", "--quiet")
     assert "0 feature entries computed" in r.output
+    # and so does the run itself: extraction cached everything its folds and baseline read
+    invoke("cv", str(config), "--set", f"cache_dir={whole}", "--out", str(tmp_path / "run"), "--quiet")
+    assert cache_entries(whole).keys() == expected.keys()
 
 
 @pytest.fixture(scope="module")
