@@ -91,6 +91,22 @@ def test_concurrent_fold_jobs_then_collect_equal_a_sequential_run(study_dir, tmp
     )
 
 
+def test_cv_with_jobs_equals_one_process(study_dir, tmp_path):
+    """``emovox cv --jobs 2``: extraction shards and folds in two spawned workers write what one process writes."""
+    from emovox.training.runner import run_cv
+
+    config = study_dir / "exp.yaml"
+    cache = tmp_path / "fresh-cache"  # cold: the workers extract too
+    r = cv(str(config), "--out", str(tmp_path / "parallel"), "--quiet", "--jobs", "2", "--set", f"cache_dir={cache}")
+    assert r.exit_code == 0, r.output
+    parallel = json.loads((tmp_path / "parallel" / "results.json").read_text())
+    payload = run_cv(config_from_dict(yaml.safe_load(config.read_text())), tmp_path / "sequential", progress=False)
+    assert comparable(parallel) == comparable(payload)
+    assert len(parallel["folds"]) == 4 and parallel["baseline"]["folds"]
+    assert (tmp_path / "parallel" / "predictions.csv").read_text() == (tmp_path / "sequential" / "predictions.csv").read_text()
+    assert list(cache.rglob("*.safetensors"))  # the workers filled the run's cache
+
+
 def test_collect_names_what_is_missing(study_dir, tmp_path):
     config = study_dir / "exp.yaml"
     out = tmp_path / "partial"

@@ -55,6 +55,11 @@ def cv(
     wait: bool = typer.Option(
         False, "--wait", help="--executor slurm: wait for the jobs and collect (local always waits)."
     ),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", min=1,
+        help="Local worker processes (one torch thread each) for the feature extraction and the folds; "
+        "same files and results as one process. On a small machine, the number of cores.",
+    ),
 ) -> None:
     """Cross-validate a config over every fold of its protocol.
 
@@ -136,7 +141,7 @@ def cv(
             return
         from emovox.training.runner import run_cv
 
-        payload = run_cv(cfg, out, progress=not quiet, resume=resume, fresh=fresh)
+        payload = run_cv(cfg, out, progress=not quiet, resume=resume, fresh=fresh, jobs=jobs)
         if payload is not None:  # None on the other processes of a multi-process run
             print_cv_summary(cfg, payload, out)
     finally:

@@ -73,7 +73,29 @@ UNIFORM_SPREAD_S = 0.05
 def warn_uniform_durations(examples: Sequence[Example], corpus: Corpus) -> None:
     """Warn when every clip lasts (nearly) the same: many public corpus copies are cut to one length,
     and a model trained only on that length can learn it and fail on any other."""
-    seconds = np.array([len(e.audio) / 16_000 for e in examples if e.audio is not None])
+    _warn_if_uniform(np.array([len(e.audio) / 16_000 for e in examples if e.audio is not None]), corpus)
+
+
+def warn_uniform_durations_of(cfg: ExperimentConfig, corpus: Corpus) -> None:
+    """The same warning from the files' headers, before any audio is decoded (``emovox cv --jobs``)."""
+    import soundfile as sf
+
+    limit = getattr(cfg.model, "max_seconds", None) or float("inf")  # a run crops clips to this length
+    seconds = []
+    for u in corpus:
+        if u.audio is None:
+            continue
+        if u.end is not None:
+            seconds.append(min(u.end - (u.start or 0.0), limit))
+            continue
+        try:
+            seconds.append(min(sf.info(str(u.audio)).duration, limit))
+        except Exception:  # unreadable: the run skips and lists it
+            continue
+    _warn_if_uniform(np.array(seconds), corpus)
+
+
+def _warn_if_uniform(seconds: np.ndarray, corpus: Corpus) -> None:
     if len(seconds) < 10 or float(seconds.max() - seconds.min()) >= UNIFORM_SPREAD_S:
         return
     warnings.warn(
@@ -82,7 +104,7 @@ def warn_uniform_durations(examples: Sequence[Example], corpus: Corpus) -> None:
         "train.augment.length on (random crops and silence padding while training) and test the recognizer on "
         "clips of other lengths before trusting it.",
         EmovoxWarning,
-        stacklevel=2,
+        stacklevel=3,
     )
 
 

@@ -57,8 +57,12 @@ def run_cv(
     on_fold: Callable[[FoldOutcome], None] | None = None,
     resume: bool = True,
     fresh: bool = False,
+    jobs: int = 1,
 ) -> dict:
     """Train and test every fold (``cfg.folds``: those only); returns the ``results.json`` content.
+
+    ``jobs`` > 1: extraction shards and folds run in that many local processes (``emovox.training.parallel``);
+    same files, same results.
 
     A run directory that already holds this run is continued (``resume``, the default):
     finished folds are kept and an interrupted fold resumes from its last epoch. With
@@ -70,8 +74,17 @@ def run_cv(
     out_dir = Path(out_dir)
     corpus, all_folds = open_run(cfg, out_dir, corpus=corpus, resume=resume, fresh=fresh)
     folds = select_folds(all_folds, cfg.folds)
-    train_folds(cfg, corpus, folds, out_dir, clock=_Clock(out_dir / TIMING_FILE), progress=progress, on_fold=on_fold)
     from emovox.training import distributed
+
+    if jobs > 1 and len(folds) > 1 and distributed.world() == 1:
+        from emovox.training.parallel import train_folds_parallel
+
+        clock = _Clock(out_dir / TIMING_FILE)
+        train_folds_parallel(
+            cfg, corpus, folds, out_dir, jobs=jobs, clock=clock, skipped_file=out_dir / SKIPPED_FILE, progress=progress
+        )
+    else:
+        train_folds(cfg, corpus, folds, out_dir, clock=_Clock(out_dir / TIMING_FILE), progress=progress, on_fold=on_fold)
 
     if not distributed.is_main():
         return None  # several processes trained together: the main one writes the results
