@@ -144,3 +144,20 @@ def test_frozen_features_are_extracted_with_their_own_thread_count(tmp_path, mon
     before = torch.get_num_threads()
     ExperimentData(cfg, load_corpus(cfg.corpus), progress=False)
     assert seen == [2] and torch.get_num_threads() == before
+
+
+def test_emovox_train_reports_what_the_logistic_head_chose(tmp_path):
+    """No epochs to report: the summary line names the chosen C and how it was chosen."""
+    import yaml
+    from helpers import make_tone_manifest, tiny_config
+    from typer.testing import CliRunner
+
+    from emovox.cli import app
+
+    manifest = make_tone_manifest(tmp_path / "corpus", speakers=4, per_class=3)
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(manifest, tmp_path / "cache", model={"head": "logistic", "C": [0.1, 1.0],
+                                                                                     "select": "inner-logloss"})))
+    r = CliRunner().invoke(app, ["train", str(config), "--out", str(tmp_path / "rec"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "logistic head (C = " in r.stdout and "chosen by inner-logloss" in r.stdout and "best epoch" not in r.stdout

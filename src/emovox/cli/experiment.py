@@ -230,9 +230,16 @@ def train(
     if not main:  # several processes trained one recognizer: the main one reports
         return
     t = rec.info["training"]
-    typer.echo(
-        f"saved {out}: {len(rec.labels)} labels, best epoch {t['best_epoch']}, validation UA {t['best_valid_ua']:.4f}"
-    )
+    choices = t.get("choices") or {}
+    if "select" in choices:  # a logistic head: no epochs; say what was chosen and how
+        chosen = [f"C = {choices['C']:g}"] if "C" in choices else []
+        chosen += [f"layers {choices['layers']}"] if "layers" in choices else []
+        how = f"chosen by {choices['select']}" + (", refitted on all training data" if choices.get("refit") else "")
+        typer.echo(f"saved {out}: {len(rec.labels)} labels, logistic head ({', '.join(chosen) or 'fixed settings'}; {how})")
+    else:
+        typer.echo(
+            f"saved {out}: {len(rec.labels)} labels, best epoch {t['best_epoch']}, validation UA {t['best_valid_ua']:.4f}"
+        )
     warn_skipped(t.get("skipped", []), f"{out}/emovox.json ('training' -> 'skipped')")
 
 
