@@ -74,9 +74,12 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Everything needed to restore the model's learnt state: trainable parameters and buffers.
 
     Frozen backbone weights are left out (they are reloaded from the backbone itself); tensors
-    shared between names (tied embeddings) are cloned so safetensors accepts them.
+    shared between names (tied embeddings) are cloned so safetensors accepts them. A frozen
+    parameter is frozen under every name it has: ``named_parameters()`` lists a tied weight once
+    (SmolLM2's ``embed_tokens``), but ``state_dict()`` also holds it as ``lm_head.weight``, which
+    would otherwise put the whole frozen output matrix (113 MB) into every LoRA checkpoint.
     """
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    frozen = frozen_names(model)
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for name, t in model.state_dict().items():
@@ -88,9 +91,14 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def frozen_names(model: nn.Module) -> set[str]:
+    """Names of the frozen parameters, tied (shared) ones under each of their names."""
+    return {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
 def load_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     missing, unexpected = model.load_state_dict(tensors, strict=False)
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    frozen = frozen_names(model)
     really_missing = [k for k in missing if k not in frozen]
     if really_missing or unexpected:
         raise EmovoxError(f"checkpoint does not fit the model: missing {really_missing[:5]}, unexpected {list(unexpected)[:5]}")
