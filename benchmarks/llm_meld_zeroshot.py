@@ -17,6 +17,12 @@ reference on the same sample. SmolLM2's weights are dequantised from a 4-bit GGU
 they are a slightly lossy copy of the original model.
 
     python benchmarks/llm_meld_zeroshot.py [--n 200] [--seed 0] [--threads 1] [--out results.json]
+
+``--runs RUN_DIR...`` loads no model: it scores finished runs (their ``predictions.csv``, which
+must cover these test utterances, e.g. a LoRA run on the official test split) on the same seeded
+sample, so that trained systems can be set beside the zero-shot figures on identical utterances.
+
+    python benchmarks/llm_meld_zeroshot.py --n 200 --runs runs/meld-smollm2-lora
 """
 
 from __future__ import annotations
@@ -45,6 +51,25 @@ def scores(y_true, y_pred, labels, seed: int) -> dict:
             for k in ("weighted_f1", "macro_f1", "wa", "ua")}
 
 
+def score_runs(runs: list[Path], utterances: list, labels: list[str], seed: int) -> None:
+    """Each run's saved test predictions restricted to the sample, with the same metrics and intervals."""
+    from emovox.predictions import load_predictions
+
+    for run in runs:
+        table = load_predictions(run / "predictions.csv", labels)
+        row = {uid: i for i, uid in enumerate(table.ids)}
+        absent = [u.id for u in utterances if u.id not in row]
+        if absent:
+            raise SystemExit(f"{run}: {len(absent)} sampled utterances have no prediction (e.g. {absent[:3]})")
+        idx = [row[u.id] for u in utterances]
+        truth, pred = table.true[idx].tolist(), table.pred[idx].tolist()
+        if truth != [labels.index(u.label) for u in utterances]:
+            raise SystemExit(f"{run}: its true labels differ from the corpus's on the sample")
+        result = {"run": str(run), "n": len(idx), "seed": seed, **scores(truth, pred, labels, seed),
+                  "predicted": dict(Counter(labels[p] for p in pred))}
+        print(json.dumps(result, ensure_ascii=False))
+
+
 def main() -> None:
     from emovox.corpora import load_corpus
     from emovox.data.examples import Example
@@ -57,6 +82,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--runs", type=Path, nargs="+", default=None,
+                        help="score these runs' saved test predictions on the sample instead of running the LLM")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -68,6 +95,9 @@ def main() -> None:
     print(f"MELD test: {len(corpus)} utterances; sample of {len(examples)} (seed {args.seed}): "
           f"{dict(Counter(u.label for u in utterances))}; load average {os.getloadavg()[0]:.2f}", flush=True)
 
+    if args.runs:
+        score_runs(args.runs, utterances, labels, args.seed)
+        return
     model = LLMClassifier.build(LLMClassifierConfig(llm=args.llm, mode="zero-shot"), labels, seed=0).eval()
     t0 = time.perf_counter()
     zero_shot = model.zero_shot_answers(examples, batch_size=args.batch_size)

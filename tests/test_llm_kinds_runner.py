@@ -105,3 +105,28 @@ def test_audio_llm_cross_validation_and_recognizer(manifest, tmp_path):
     rec = Recognizer.load(out)
     prediction = rec.predict(tone(520.0, 0.6), text="high words number 1")
     assert prediction.label in ("high", "low") and abs(sum(prediction.probabilities.values()) - 1) < 1e-5
+
+
+def test_checkpoints_leave_out_a_frozen_tied_output_layer():
+    """SmolLM2 ties lm_head to embed_tokens: the frozen matrix must not enter every LoRA checkpoint."""
+    import torch
+    from torch import nn
+
+    from emovox.training.trainer import load_trainable_state, trainable_state
+
+    class TiedLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(50, 8)
+            self.head = nn.Linear(8, 50, bias=False)
+            self.head.weight = self.embed.weight  # tied, as tie_word_embeddings=True
+            self.embed.weight.requires_grad_(False)
+            self.adapter = nn.Linear(8, 8)
+
+    model = TiedLM()
+    assert "head.weight" in model.state_dict() and "head.weight" not in dict(model.named_parameters())
+    state = trainable_state(model)
+    assert set(state) == {"adapter.weight", "adapter.bias"}
+    other = TiedLM()
+    load_trainable_state(other, {k: v.clone() for k, v in state.items()})  # a frozen tied name is not "missing"
+    assert torch.equal(other.adapter.weight, model.adapter.weight)

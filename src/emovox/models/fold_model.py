@@ -30,9 +30,17 @@ FOLD_WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "best_model.safetensors"
 
 
+def frozen_names(model: torch.nn.Module) -> set[str]:
+    """Names of the frozen parameters, tied (shared) ones under each of their names: ``named_parameters()``
+    lists a tied weight once (SmolLM2's ``embed_tokens``), but ``state_dict()`` also holds it as
+    ``lm_head.weight``, which would otherwise put the whole frozen output matrix (113 MB) into every
+    LoRA checkpoint."""
+    return {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
 def learnt_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Everything but frozen parameters (the trainer's checkpoint content), shared tensors cloned."""
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    frozen = frozen_names(model)
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for name, t in model.state_dict().items():

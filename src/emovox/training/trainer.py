@@ -92,9 +92,15 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return learnt_state(model)
 
 
+def frozen_names(model: nn.Module) -> set[str]:
+    from emovox.models.fold_model import frozen_names as names
+
+    return names(model)
+
+
 def load_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     missing, unexpected = model.load_state_dict(tensors, strict=False)
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    frozen = frozen_names(model)
     really_missing = [k for k in missing if k not in frozen]
     if really_missing or unexpected:
         raise EmovoxError(f"checkpoint does not fit the model: missing {really_missing[:5]}, unexpected {list(unexpected)[:5]}")
