@@ -124,6 +124,44 @@ def test_fusion_of_audio_and_text_beats_each_modality_alone(halves):
     assert fused["pooled"]["ua"] >= 0.9 and fused["pooled"]["ua"] >= max(audio, text) + 0.25
 
 
+def test_an_audio_and_text_recognizer_predicts_from_the_cli_with_the_manifests_transcripts(halves, tmp_path):
+    """Both inputs reach a fusion recognizer from `emovox predict`: the audio is decoded even though a transcript is given."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from emovox.cli import app
+    from emovox.recognizer import Recognizer
+    from emovox.training.final import train_recognizer
+
+    cfg = experiment(halves["spec"], halves["cache"], {"kind": "fusion", "projection": 16, "branches": [AUDIO, TEXT]})
+    train_recognizer(config_from_dict(cfg), tmp_path / "rec", progress=False)
+    rec = Recognizer.load(tmp_path / "rec")
+    assert rec.needs_audio and rec.needs_text
+    manifest = Path(halves["spec"].split(":", 1)[1])
+    with manifest.open() as fh:
+        rows = list(csv.DictReader(fh))[:6]
+    r = CliRunner().invoke(app, ["predict", str(tmp_path / "rec"), str(manifest), "--json", "-"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)[:6]
+    for row, out in zip(rows, got, strict=True):
+        audio = manifest.parent / row["path"]
+        expected = rec.predict([str(audio)], text=[row["text"]])[0]
+        assert out["label"] == expected.label and out["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+    # and from the HTTP service: the upload and the typed transcript together
+    from fastapi.testclient import TestClient
+
+    from emovox.serve import ServeConfig, create_app
+
+    row = rows[0]
+    audio = manifest.parent / row["path"]
+    with TestClient(create_app(rec, ServeConfig())) as client:
+        r = client.post("/predict", files={"audio": ("clip.wav", audio.read_bytes(), "audio/wav")}, data={"text": row["text"]})
+        assert r.status_code == 200, r.text
+        expected = rec.predict([str(audio)], text=[row["text"]])[0]
+        assert r.json()["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+
+
 # --- late fusion --------------------------------------------------------------------------------
 
 

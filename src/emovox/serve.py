@@ -336,7 +336,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         finally:
             await run_in_threadpool(worker.stop)
 
-    takes_audio = not recognizer.needs_text or asr is not None
+    takes_audio = not recognizer.needs_text or asr is not None or recognizer.needs_audio
     app = FastAPIOffline(
         title="emovox",
         version=__version__,
@@ -415,7 +415,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
                 )
             return error(422, "invalid_request", "send an audio file in the form field 'audio'")
         clip, duration = None, None
-        if audio is not None and text is None:
+        if audio is not None and (text is None or recognizer.needs_audio):  # audio+text models read both
             try:
                 clip, duration = await run_in_threadpool(_decode_upload, audio, config.max_seconds)
             except _TooLong as exc:
@@ -437,6 +437,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
 
     # The form fields depend on what the model reads, so that the schema says exactly what is accepted.
     audio_help = "An audio file (WAV, FLAC, OGG, MP3, ...), any sample rate and channel count, in the form field 'audio'."
+    asr_note = " Transcribed by the ASR model unless 'text' is given."
     summary = "Label and class probabilities of one uploaded clip"
     if not recognizer.needs_text:
 
@@ -444,7 +445,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         async def predict_audio(audio: UploadFile = File(..., description=audio_help)):
             return await handle(audio, None)
 
-    elif asr is None:
+    elif asr is None and not recognizer.needs_audio:
 
         @app.post(
             "/predict", response_model=PredictResponse, responses=errors, summary="Label and class probabilities of a transcript"
@@ -460,9 +461,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
 
         @app.post("/predict", response_model=PredictResponse, responses=errors, summary=summary + " or transcript")
         async def predict_speech(
-            audio: UploadFile | None = File(
-                None, description=audio_help + " Transcribed by the ASR model unless 'text' is given."
-            ),
+            audio: UploadFile | None = File(None, description=audio_help + (asr_note if asr is not None else "")),
             text: str | None = Form(None, description="The transcript (skips the ASR).", max_length=config.max_text_chars),
         ):
             return await handle(audio, text)

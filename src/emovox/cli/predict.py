@@ -125,7 +125,7 @@ def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on
             rows: list[dict | None] = [None] * len(part)
             todo, clips, texts = [], [], []
             for k, job in enumerate(part):
-                if rec.needs_text and job.text is not None:
+                if rec.needs_text and job.text is not None and not rec.needs_audio:
                     clip = None  # the model reads the transcript only: the audio is not decoded
                 else:
                     try:

@@ -62,7 +62,7 @@ def extract(
     from emovox.corpora import load_corpus
     from emovox.training.trainer import set_threads
 
-    set_threads(cfg.train.threads)
+    set_threads(cfg.train.extract_threads or cfg.train.threads)  # extraction only: the extraction setting applies
     corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
     ids = [u.id for u in corpus]
     ranges = shard.chunks(len(ids), chunk)
