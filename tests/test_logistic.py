@@ -1,4 +1,4 @@
-"""The logistic head (closed-form scikit-learn fit) and temperature calibration."""
+"""The logistic head (a scikit-learn fit, no epochs) and temperature calibration."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Multinomial logistic regression in closed form (scikit-learn), for the ``logistic`` head and the baseline.
+"""Multinomial logistic regression fitted by scikit-learn, for the ``logistic`` head and the baseline.
 
 A linear probe trained with Adam, dropout and early stopping is a noisy way to fit a convex
 model; scikit-learn fits it exactly. What it needs chosen, the regularisation strength ``C`` and
