@@ -12,6 +12,7 @@ import pytest
 from helpers import tone_rows, write_manifest
 
 from emovox.config import config_from_dict
+from emovox.errors import RecognizerError
 from emovox.models import registry
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -67,9 +68,13 @@ def test_llm_classifier_cross_validation_and_recognizer(manifest, tmp_path):
     meta = json.loads((out / "emovox.json").read_text())
     assert meta["kind"] == "llm-classifier" and meta["modality"] == "text"
     assert "adapters/llm/adapter_model.safetensors" in meta["files"] and "weights.safetensors" in meta["files"]
+    assert "llm.json" in meta["files"]  # the base model's record is checksummed like the weights
     rec = Recognizer.load(out)
     predictions = rec.predict(text=["high words number 9", "low words number 9"])
     assert [p.label for p in predictions] == ["high", "low"]
+    (out / "llm.json").write_text((out / "llm.json").read_text().replace("{", "{ ", 1))  # edited by hand
+    with pytest.raises(RecognizerError, match="llm.json"):
+        Recognizer.load(out)
 
 
 def test_zero_shot_mode_runs_without_gradient_steps(manifest, tmp_path):

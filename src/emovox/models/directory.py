@@ -37,7 +37,7 @@ MODALITIES = ("audio", "text", "audio+text")
 #: ``train --force``); anything else a user keeps in the folder is theirs and never read. ``tensorboard/`` holds the
 #: final model's training curves (``train.report_to``), kept with it as a hub model keeps ``runs/``; an MLflow store
 #: beside it is not part of the recognizer (a database MLflow may still write to).
-OWNED = ("weights.safetensors", "README.md", "branches", "adapters", "members", "tensorboard")
+OWNED = ("weights.safetensors", "README.md", "branches", "adapters", "members", "tensorboard", "llm.json")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
