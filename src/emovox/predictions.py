@@ -66,6 +66,29 @@ class PredictionTable:
             self.probs[rows],
         )
 
+    def aligned_with(self, ref: PredictionTable) -> Alignment:
+        """These rows in ``ref``'s order, if both hold the same utterances, and where their truths disagree.
+
+        Comparing or voting over runs needs the same test utterances with the same labels; each
+        caller words the refusal for its own command.
+        """
+        only_ref = sorted(set(ref.ids) - set(self.ids))
+        only_self = sorted(set(self.ids) - set(ref.ids))
+        if only_ref or only_self:
+            return Alignment(only_ref, only_self, None, np.zeros(0, dtype=np.int64))
+        table = self.subset(ref.ids)
+        return Alignment([], [], table, np.flatnonzero(table.true != ref.true))
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """``PredictionTable.aligned_with``: ids only on one side, the aligned table, indices whose truth differs."""
+
+    only_ref: list[str]
+    only_other: list[str]
+    table: PredictionTable | None
+    disagree: np.ndarray
+
 
 def write_predictions(path: Path, rows: Iterable, labels: Sequence[str], preds: Sequence[int] | None = None) -> None:
     """One row per utterance: id, fold, true and predicted label, and every class probability.

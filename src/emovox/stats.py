@@ -288,15 +288,15 @@ def compare_runs(
     if a.labels != b.labels:
         raise StatsError(f"the runs have different label sets: {a.path} {list(a.labels)}, {b.path} {list(b.labels)}")
     ta, tb = a.predictions(), b.predictions()
-    only_a, only_b = sorted(set(ta.ids) - set(tb.ids)), sorted(set(tb.ids) - set(ta.ids))
+    match = tb.aligned_with(ta)
+    only_a, only_b = match.only_ref, match.only_other
     if only_a or only_b:
         raise StatsError(
             f"the runs were tested on different utterances: {len(only_a)} only in {a.path} (e.g. {only_a[:3]}), "
             f"{len(only_b)} only in {b.path} (e.g. {only_b[:3]}); a paired comparison needs the same test utterances "
             "(same corpus, protocol and skipped utterances)"
         )
-    tb = tb.subset(ta.ids)
-    differ = np.flatnonzero(ta.true != tb.true)
+    tb, differ = match.table, match.disagree
     if differ.size:
         i = int(differ[0])
         raise StatsError(

@@ -250,16 +250,15 @@ def _aligned_folds(runs: list[Run], need_valid: bool) -> dict[int, list]:
 
 
 def _align(ref: PredictionTable, other: PredictionTable, ref_run: Run, run: Run, fold: int, part: str) -> PredictionTable:
-    only_ref = sorted(set(ref.ids) - set(other.ids))
-    only_other = sorted(set(other.ids) - set(ref.ids))
+    match = other.aligned_with(ref)
+    only_ref, only_other = match.only_ref, match.only_other
     if only_ref or only_other:
         raise VoteError(
             f"fold {fold}: the {part} utterances of {run.path} differ from those of {ref_run.path}: "
             f"{len(only_ref)} only in the first (e.g. {only_ref[:3]}), {len(only_other)} only in the second "
             f"(e.g. {only_other[:3]}); vote over runs of the same corpus, protocol and seed"
         )
-    aligned = other.subset(ref.ids)
-    differ = np.flatnonzero(aligned.true != ref.true)
+    aligned, differ = match.table, match.disagree
     if differ.size:
         i = int(differ[0])
         raise VoteError(
