@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
 from emovox.data.examples import Example
@@ -107,3 +108,13 @@ def write_llama_gguf(path, lm) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny LLMs train on one torch thread (fastest for small models here); restored afterwards.
+    Autouse in every test module that imports it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

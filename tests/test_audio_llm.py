@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import torch
-from llm_fixtures import accuracy, class_logits, example, train_steps
+from llm_fixtures import accuracy, class_logits, example, one_thread, train_steps  # noqa: F401 (an autouse fixture)
 
 from emovox.llm.audio_llm import AudioLLM, AudioLLMConfig, pool_frames
 from emovox.llm.lora import LoRAConfig, base_state_dict
@@ -39,14 +38,6 @@ def build(family: str = "gemma3", **kw) -> AudioLLM:
         model.audio.model.encoder.conv1.weight.mul_(10)
         model.audio.model.encoder.conv2.weight.mul_(10)
     return model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_projector_learns_tone_pitch_with_the_llm_frozen():

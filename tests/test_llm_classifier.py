@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from llm_fixtures import accuracy, class_logits, example, train_steps
+from llm_fixtures import accuracy, class_logits, example, one_thread, train_steps  # noqa: F401 (an autouse fixture)
 
 from emovox.data.examples import MissingTranscriptError
 from emovox.errors import LLMError, RecognizerError
@@ -37,14 +37,6 @@ def tiny_cfg(family: str, **kw) -> LLMClassifierConfig:
     kw.setdefault("prompt", PromptConfig(template="Text: {text}", chat="never"))
     kw.setdefault("lora", LoRAConfig(rank=8, alpha=16, dropout=0.0, target_modules=ALL_LINEAR))
     return LLMClassifierConfig(llm=f"tiny:{family}", **kw)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])

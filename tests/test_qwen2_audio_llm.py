@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
-from llm_fixtures import accuracy, class_logits, example, train_steps
+from llm_fixtures import accuracy, class_logits, example, one_thread, train_steps  # noqa: F401 (an autouse fixture)
 from test_audio_llm import LABELS, tones
 
 from emovox.llm.lora import LoRAConfig, base_state_dict
 from emovox.llm.qwen2_audio import Qwen2AudioLoRA, Qwen2AudioLoRAConfig
 
 LM_LINEAR = r".*language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def build(**kw) -> Qwen2AudioLoRA:
