@@ -38,6 +38,20 @@ class TrainConfig(_Strict):
     max_epochs: int = Field(20, gt=0)
     patience: int = Field(3, gt=0, description="Stop after this many epochs without validation-UA gain.")
     class_weights: Literal["inverse", "none"] = "inverse"
+    select_on: Literal["ua", "wa", "macro_f1", "weighted_f1"] = Field(
+        "ua",
+        description="The validation metric that picks the epoch (and the search point, and early stopping): "
+        "UA by default (the SER papers' figure); weighted_f1 for MELD-style reporting, where UA would pick an "
+        "epoch that trades the frequent classes for the rare ones.",
+    )
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant",
+        description="constant (the IEMOCAP paper) or linear: warm up over warmup_ratio of all optimizer steps, "
+        "then decay linearly to zero at max_epochs (the EmoSPeech paper, and transformers' default).",
+    )
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of all optimizer steps spent warming up (linear schedule)."
+    )
     seed: int = 0
     length_grouping: bool = Field(True, description="Batch clips of similar length together (less padding).")
     max_steps_per_epoch: int | None = Field(None, gt=0, description="Cap steps per epoch (smoke tests).")

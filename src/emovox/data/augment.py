@@ -54,6 +54,13 @@ class AugmentConfig(BaseModel):
         None, description="White noise at a random SNR in this range (dB); off by default."
     )
     specaugment: bool = Field(False, description="Fine-tuned Whisper branches: time and frequency masks on the log-mel input.")
+    mixup: float = Field(
+        0.0,
+        ge=0,
+        description="Mixup's Beta(alpha, alpha) parameter; 0 = off. Mixes the embeddings the head reads (manifold "
+        "mixup, Verma et al. 2019) and the two labels' losses, so it works for every modality and branch mix "
+        "(text token ids cannot be mixed as inputs). Gradient-trained heads only.",
+    )
 
     @field_validator("crop")
     @classmethod

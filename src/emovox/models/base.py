@@ -125,9 +125,26 @@ class ModelKind(nn.Module):
         return self.logits(inputs) / self.temperature
 
     def loss(self, inputs: dict, targets: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss, logits)`` for a training batch: class-weighted cross-entropy by default."""
+        """``(loss, logits)`` for a training batch: class-weighted cross-entropy by default, mixed
+        (``train.augment.mixup``) when the run asks for it."""
+        alpha = getattr(self.augment, "mixup", 0.0) if self.training else 0.0
+        if alpha:
+            from emovox.models.mixup import mixup_loss
+
+            return mixup_loss(self, inputs, targets, weight, alpha)
         logits = self(inputs)
         return nn.functional.cross_entropy(logits.float(), targets, weight=weight), logits
+
+    def from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Uncalibrated logits from ``embed``'s output: what mixup mixes is the embedding, so a kind
+        that can be trained with mixup says how its head reads one."""
+        raise NotImplementedError
+
+    @property
+    def supports_mixup(self) -> bool:
+        """A kind with a head over an embedding and the default loss (mixup replaces that loss)."""
+        cls = type(self)
+        return cls.from_embedding is not ModelKind.from_embedding and cls.loss is ModelKind.loss
 
     def fit_direct(self, train: list[Example], valid: list[Example]) -> dict | None:
         """Fit without gradient steps (a closed-form head); returns what was chosen on ``valid``, or

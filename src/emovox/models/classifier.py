@@ -108,6 +108,9 @@ class ClassifierModel(ModelKind):
     def logits(self, inputs: dict) -> torch.Tensor:
         return self.head(self.embed(inputs))
 
+    def from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.head(embedding)
+
     def embed_width(self) -> int:
         return self.reducer.out_width
 

@@ -96,7 +96,10 @@ class FusionModel(ModelKind):
         )
 
     def logits(self, inputs: dict) -> torch.Tensor:
-        return self.linear(self.dropout(self.embed(inputs)))
+        return self.from_embedding(self.embed(inputs))
+
+    def from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(embedding))
 
     def embed_width(self) -> int:
         return self.config.projection * len(self.branches)

@@ -287,6 +287,9 @@ class LateFusionModel(ModelKind):
     def logits(self, inputs: dict) -> torch.Tensor:
         return self.out(self.embed(inputs))
 
+    def from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.out(embedding)
+
     def embed_and_logits(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         embedding = self.embed(inputs)
         return embedding, self.out(embedding) / self.temperature

@@ -18,7 +18,7 @@ import numpy as np
 
 from emovox.corpora.base import Corpus
 from emovox.data.examples import Example, build_examples
-from emovox.errors import EmovoxWarning
+from emovox.errors import ConfigError, EmovoxWarning
 from emovox.models import registry
 from emovox.models.branch import BackboneStore
 from emovox.training.search import config_at, grid_points
@@ -60,6 +60,12 @@ class ExperimentData:
         cfg = cfg or self.cfg
         model = registry.build(cfg.model, self.corpus.labels, seed=cfg.train.seed, backbones=self.backbones)
         model.augment = cfg.train.augment
+        if cfg.train.augment.mixup and (not model.supports_mixup or getattr(cfg.model, "head", None) == "logistic"):
+            raise ConfigError(
+                f"train.augment.mixup: model kind '{model.kind}'"
+                + (" with head: logistic (fitted in closed form)" if getattr(cfg.model, "head", None) == "logistic" else "")
+                + " has no gradient-trained head over an embedding to mix; set train.augment.mixup: 0"
+            )
         return model
 
     def select(self, ids: Sequence[str]) -> list[Example]:

@@ -258,16 +258,23 @@ def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progr
             raise
         if len(points) == 1 or only_point is not None:
             return trainer, fit
-        scores[describe(_point_of(cfg, i))] = round(fit.best_valid_ua, 6)
-        if best is None or fit.best_valid_ua > best[2].best_valid_ua:
+        scores[describe(_point_of(cfg, i))] = round(_score(fit), 6)
+        if best is None or _score(fit) > _score(best[2]):
             if best is not None:
                 best[1].tracker.close()  # a point not chosen is never tested
             best = (i, trainer, fit)
         else:
             tracker.close()
     i, trainer, fit = best
-    fit.choices = {**fit.choices, "search": {"chosen": describe(_point_of(cfg, i)), "valid_ua": scores}}
+    chosen_on = f"valid_{cfg.train.select_on}"
+    fit.choices = {**fit.choices, "search": {"chosen": describe(_point_of(cfg, i)), chosen_on: scores}}
     return trainer, fit
+
+
+def _score(fit) -> float:
+    """What a search point is chosen by: the train.select_on metric of its chosen epoch (UA when
+    the point was fitted in closed form or before scores were recorded)."""
+    return fit.best_valid_score if fit.best_valid_score != float("-inf") else fit.best_valid_ua
 
 
 def record_fold_model(fold_dir: Path, trainer: Trainer, fit) -> None:
@@ -302,6 +309,7 @@ def fit_model(model, trainer: Trainer, train: list[Example], valid: list[Example
 
             v = trainer.predict_logits(valid)
             fit.best_valid_ua = float(compute_metrics([e.target for e in valid], v.argmax(1).tolist(), model.labels).ua)
+            fit.best_valid_score = fit.best_valid_ua  # a closed-form kind makes its own choices on validation UA
     if choices is not None and "temperature" in choices:  # the kind fitted it on held-out predictions itself
         with torch.no_grad():
             model.temperature.fill_(choices["temperature"])

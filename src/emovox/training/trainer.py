@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -110,7 +111,8 @@ def load_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> 
 class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
-    best_valid_ua: float = -1.0
+    best_valid_ua: float = -1.0  # validation UA of the chosen epoch (what reports print)
+    best_valid_score: float = float("-inf")  # the train.select_on metric that chose it
     stopped_early: bool = False
     resumed_from_epoch: int = 0
     resumed_from_step: int = 0  # optimizer steps done before this process (0: trained from scratch)
@@ -369,7 +371,7 @@ class Trainer:
         loss_fn = nn.CrossEntropyLoss(weight=weights)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # constant, as the paper
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule(train))
 
         result = FitResult()
         start_epoch, bad_epochs, global_step, partial = 1, 0, 0, None
@@ -377,6 +379,7 @@ class Trainer:
         if resumed is not None:
             result.history = resumed["history"]
             result.best_epoch, result.best_valid_ua = resumed["best_epoch"], resumed["best_valid_ua"]
+            result.best_valid_score = resumed.get("best_valid_score", resumed["best_valid_ua"])
             bad_epochs = resumed["bad_epochs"]
             start_epoch = resumed["epoch"] + 1
             result.resumed_from_epoch = resumed["epoch"]
@@ -453,6 +456,7 @@ class Trainer:
                         progress.update(step_loss=step_losses, seconds=earlier_seconds + time.time() - t0)
                         state = {"epoch": epoch - 1, "global_step": global_step, "history": result.history, "in_epoch": progress}
                         state.update(best_epoch=result.best_epoch, best_valid_ua=result.best_valid_ua, bad_epochs=bad_epochs)
+                        state.update(best_valid_score=result.best_valid_score)
                         self._save_last(optimizer, scheduler, dict(state, finished=False, stopped_early=False))
             bar.close()
             total, count = distributed.sum_across([total, count])
@@ -463,10 +467,12 @@ class Trainer:
                     torch.from_numpy(valid_logits).to(self.device), torch.tensor(valid_targets, device=self.device)
                 ).item()
                 m = compute_metrics(valid_targets, valid_logits.argmax(1).tolist(), [str(i) for i in range(self.num_classes)])
-                v_ua, v_wa, v_f1 = float(m.ua), float(m.wa), float(m.macro_f1)
+                v_ua, v_wa, v_f1, v_wf1 = float(m.ua), float(m.wa), float(m.macro_f1), float(m.weighted_f1)
+                score = {"ua": v_ua, "wa": v_wa, "macro_f1": v_f1, "weighted_f1": v_wf1}[cfg.select_on]
             else:
                 # no validation: the lowest training loss wins
-                vl, v_ua, v_wa, v_f1 = float("nan"), -(total / max(count, 1)), float("nan"), float("nan")
+                vl, v_ua, v_wa, v_f1, v_wf1 = float("nan"), -(total / max(count, 1)), float("nan"), float("nan"), float("nan")
+                score = v_ua
             record = {
                 "epoch": epoch,
                 "train_loss": total / max(count, 1),
@@ -474,14 +480,16 @@ class Trainer:
                 "valid_ua": v_ua if valid else None,
                 "valid_wa": v_wa if valid else None,
                 "valid_macro_f1": v_f1 if valid else None,
+                "valid_weighted_f1": v_wf1 if valid else None,
+                "lr": _learning_rates(optimizer),
                 "steps": global_step,
                 "step_loss": step_losses,
                 "seconds": round(earlier_seconds + time.time() - t0, 3),
             }
             result.history.append(record)
             self.tracker.log_epoch(global_step, record)
-            if v_ua > result.best_valid_ua:
-                result.best_valid_ua, result.best_epoch, bad_epochs = v_ua, epoch, 0
+            if score > result.best_valid_score:
+                result.best_valid_score, result.best_valid_ua, result.best_epoch, bad_epochs = score, v_ua, epoch, 0
                 if self.run_dir is not None and not distributed.is_main():
                     pass  # the main process writes the checkpoint; this one reads it back after the barrier below
                 elif self.run_dir is not None:
@@ -503,6 +511,7 @@ class Trainer:
                         "history": result.history,
                         "best_epoch": result.best_epoch,
                         "best_valid_ua": result.best_valid_ua,
+                        "best_valid_score": result.best_valid_score,
                         "bad_epochs": bad_epochs,
                         "finished": done,
                         "stopped_early": finished_early,
@@ -519,6 +528,20 @@ class Trainer:
         result.stopped_early = finished_early
         self._load_best()
         return result
+
+    def _schedule(self, train: Sequence[Example]):
+        """The learning-rate multiplier per optimizer step. The linear schedule needs the run's
+        total step count up front: the batch count does not change between epochs (only their
+        order does), so epoch 1's plan gives it."""
+        cfg = self.cfg
+        if cfg.lr_schedule == "constant":
+            return lambda step: 1.0
+        batches = len(self._batches(train, cfg.batch_size, shuffle=True, epoch=1))
+        if cfg.max_steps_per_epoch:
+            batches = min(batches, cfg.max_steps_per_epoch * cfg.grad_accum * distributed.world())
+        steps = math.ceil(batches / distributed.world())  # this process's batches
+        per_epoch = math.ceil(steps / cfg.grad_accum)  # optimizer steps
+        return linear_schedule(max(1, per_epoch * cfg.max_epochs), cfg.warmup_ratio)
 
     def _load_best(self) -> None:
         if self.run_dir is not None and (self.run_dir / "best_model.safetensors").is_file():
@@ -569,3 +592,17 @@ def set_threads(threads: int | None) -> None:
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, int(threads)))
+
+
+def linear_schedule(total_steps: int, warmup_ratio: float = 0.0):
+    """Linear warm-up to the full rate over ``warmup_ratio`` of ``total_steps``, then linear decay
+    to zero at the last step (transformers' ``get_linear_schedule_with_warmup``; a LambdaLR
+    multiplier so the optimizer's resume state stays plain)."""
+    warmup = int(round(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
