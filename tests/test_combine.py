@@ -113,6 +113,54 @@ def test_a_context_branch_predicts_what_only_the_previous_utterance_tells(tmp_pa
     assert len(firsts) == 24 and sum(r[2] == r[3] for r in firsts) >= 23
 
 
+def test_emovox_predict_gives_a_context_recognizer_the_previous_utterance(tmp_path):
+    """A text-only manifest in dialogue order: each row's context is the row before it in its
+    dialogue, and the labels (which only the previous utterance tells) come out right."""
+    from typer.testing import CliRunner
+
+    from emovox.cli import app
+    from emovox.recognizer import Recognizer
+    from emovox.training.final import train_recognizer
+
+    cfg = config_from_dict(experiment("dialogues:synthetic", tmp_path / "cache", {
+        "kind": "fusion", "projection": 16, "branches": [dict(TEXT), {**TEXT, "input": "context"}],
+    }))
+    train_recognizer(cfg, tmp_path / "rec", corpus=dialogue_corpus(), progress=False)
+    rec = Recognizer.load(tmp_path / "rec")
+    test = [u for u in dialogue_corpus(dialogues=6, seed=1).utterances]
+    rows = [{"id": u.id, "dialogue": u.dialogue, "text": u.text, "label": u.label} for u in test]
+    manifest = write_manifest(tmp_path / "dialogues.csv", rows, fields=("id", "dialogue", "text", "label"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(tmp_path / "rec"), str(manifest), "--json", "-", "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert [r["input"] for r in out] == [u.id for u in test]
+    assert np.mean([r["label"] == u.label for r, u in zip(out, test, strict=True)]) >= 0.95
+    # the same as the Python API given each previous utterance (None for a dialogue's first)
+    context = [None if u.turn == 0 else test[i - 1].text for i, u in enumerate(test)]
+    api = rec.predict(text=[u.text for u in test], context=context)
+    assert [r["label"] for r in out] == [p.label for p in api]
+    # --context for one text; without any context the CLI warns that inputs count as first utterances
+    one = runner.invoke(app, ["predict", str(tmp_path / "rec"), "--text", "great", "--context", "awful", "--json", "-"])
+    assert one.exit_code == 0, one.output
+    assert json.loads(one.stdout)[0]["label"] == "low"
+    bare = write_manifest(tmp_path / "bare.csv", [{"id": u.id, "text": u.text} for u in test[:4]], fields=("id", "text"))
+    result = runner.invoke(app, ["predict", str(tmp_path / "rec"), str(bare), "--json", "-", "--quiet"])
+    assert result.exit_code == 0 and "first utterance" in result.stderr
+    # serve: the previous utterance in the form field 'context'
+    from fastapi.testclient import TestClient
+
+    from emovox.serve import ServeConfig, create_app
+
+    with TestClient(create_app(rec, ServeConfig())) as client:
+        for previous, label in (("awful", "low"), ("wonderful", "high")):
+            r = client.post("/predict", data={"text": "great", "context": previous})
+            assert r.status_code == 200, r.text
+            assert r.json()["label"] == label
+            want = rec.predict(text="great", context=previous).probabilities
+            assert r.json()["probabilities"] == pytest.approx(want, abs=1e-6)
+
+
 # --- early fusion -------------------------------------------------------------------------------
 
 

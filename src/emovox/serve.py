@@ -104,11 +104,11 @@ class InferenceQueue:
             self._thread.join(timeout=30)
             self._thread = None
 
-    async def submit(self, clip, text: str | None):
+    async def submit(self, clip, text: str | None, context: str | None = None):
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         try:
-            self._queue.put_nowait((clip, text, future, loop))
+            self._queue.put_nowait((clip, text, context, future, loop))
         except queue.Full:
             raise Busy from None
         return await future
@@ -168,18 +168,20 @@ class InferenceQueue:
 
     def _predict(self, batch: list) -> None:
         rec = self.recognizer
+        contexts = [b[2] for b in batch]
+        context = contexts if any(c is not None for c in contexts) else None  # only context recognizers get one
         try:
-            results: list[Any] = rec.predict([b[0] for b in batch], text=[b[1] for b in batch])
+            results: list[Any] = rec.predict([b[0] for b in batch], text=[b[1] for b in batch], context=context)
         except Exception:  # one bad request must not fail its batch-mates: redo them one by one
             results = []
-            for clip, text, _, _ in batch:
+            for clip, text, ctx, _, _ in batch:
                 try:
-                    results.append(rec.predict([clip], text=[text])[0])
+                    results.append(rec.predict([clip], text=[text], context=None if ctx is None else [ctx])[0])
                 except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
                     results.append(exc)
         self.batches += 1
         self.served += len(batch)
-        for (_, _, future, loop), result in zip(batch, results, strict=True):
+        for (_, _, _, future, loop), result in zip(batch, results, strict=True):
             loop.call_soon_threadsafe(_settle, future, result)
 
 
@@ -405,9 +407,11 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
             max_timeline_seconds=config.max_timeline_seconds,
         )
 
-    async def handle(audio, text: str | None):
+    async def handle(audio, text: str | None, context: str | None = None):
         if text is not None and not text.strip():
             text = None
+        if context is not None and not context.strip():
+            context = None  # an empty previous utterance: the dialogue's first
         if audio is None and text is None:
             if recognizer.needs_text:
                 return error(
@@ -426,7 +430,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
                 name = os.path.basename(audio.filename or "upload") or "upload"
                 return error(422, "too_short", too_short_message(name, len(clip)))
         try:
-            pred = await worker.submit(clip, text)
+            pred = await worker.submit(clip, text, context)
         except Busy:
             return error(503, "busy", f"{config.max_queue} requests are already waiting; retry shortly", {"Retry-After": "1"})
         except EmovoxError as exc:
@@ -439,6 +443,10 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
     audio_help = "An audio file (WAV, FLAC, OGG, MP3, ...), any sample rate and channel count, in the form field 'audio'."
     asr_note = " Transcribed by the ASR model unless 'text' is given."
     summary = "Label and class probabilities of one uploaded clip"
+    context_help = (
+        "The previous utterance's transcript in the same dialogue (this recognizer has a context branch); "
+        "leave it out for a dialogue's first utterance."
+    )
     if not recognizer.needs_text:
 
         @app.post("/predict", response_model=PredictResponse, responses=errors, summary=summary)
@@ -446,16 +454,30 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
             return await handle(audio, None)
 
     elif asr is None and not recognizer.needs_audio:
+        if "context_text" in recognizer.fields:
 
-        @app.post(
+            async def predict_text(
+                text: str = Form(
+                    ..., description="The transcript to classify.", min_length=1, max_length=config.max_text_chars,
+                    pattern=r"\S",
+                ),
+                context: str | None = Form(None, description=context_help, max_length=config.max_text_chars),
+            ):
+                return await handle(None, text, context)
+
+        else:
+
+            async def predict_text(
+                text: str = Form(
+                    ..., description="The transcript to classify.", min_length=1, max_length=config.max_text_chars,
+                    pattern=r"\S",
+                ),
+            ):
+                return await handle(None, text)
+
+        app.post(
             "/predict", response_model=PredictResponse, responses=errors, summary="Label and class probabilities of a transcript"
-        )
-        async def predict_text(
-            text: str = Form(
-                ..., description="The transcript to classify.", min_length=1, max_length=config.max_text_chars, pattern=r"\S"
-            ),
-        ):
-            return await handle(None, text)
+        )(predict_text)
 
     else:
 

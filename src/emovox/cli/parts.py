@@ -46,7 +46,7 @@ def inputs_fingerprint(jobs: Sequence) -> str:
     """sha256 of the whole input list (names, files, cuts, transcripts): parts of one run share it."""
     h = hashlib.sha256()
     for j in jobs:
-        h.update(json.dumps([j.name, str(j.path) if j.path else None, j.start, j.end, j.text]).encode())
+        h.update(json.dumps([j.name, str(j.path) if j.path else None, j.start, j.end, j.text, j.context]).encode())
     return h.hexdigest()
 
 
@@ -167,7 +167,8 @@ class RayPredictor:
         for spec in batch["chunk"]:  # one chunk per call (batch_size=1): the plain path's batching unit
             items = json.loads(spec)
             jobs = [
-                Job(x["name"], Path(x["path"]) if x["path"] else None, x["start"], x["end"], x["text"], x["reference"])
+                Job(x["name"], Path(x["path"]) if x["path"] else None, x["start"], x["end"], x["text"], x["reference"],
+                    x.get("context"))
                 for x in items
             ]
             indices = [x["index"] for x in items]
@@ -201,7 +202,7 @@ def predict_on_ray(
     items = [
         {"chunk": json.dumps([
             {"index": i, "name": jobs[i].name, "path": str(jobs[i].path) if jobs[i].path else None, "start": jobs[i].start,
-             "end": jobs[i].end, "text": jobs[i].text, "reference": jobs[i].reference}
+             "end": jobs[i].end, "text": jobs[i].text, "reference": jobs[i].reference, "context": jobs[i].context}
             for i in r
         ])}
         for r in ranges

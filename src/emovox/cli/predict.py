@@ -33,6 +33,7 @@ class Job:
     end: float | None = None
     text: str | None = None
     reference: str | None = None
+    context: str | None = None  # the previous utterance's transcript (context recognizers); None: a dialogue's first
 
 
 def audio_suffixes() -> set[str]:
@@ -64,27 +65,44 @@ def expand_inputs(inputs: list[Path]) -> list[Job]:
     return jobs
 
 
+MANIFEST_COLUMNS = "path and/or text; optional: id, start, end, label, context, dialogue"
+
+
 def manifest_jobs(path: Path) -> list[Job]:
-    """Rows of a manifest: ``path`` (relative to the manifest) and optional ``id``, ``text``, ``start``, ``end``, ``label``."""
+    """Rows of a manifest: ``path`` (relative to the manifest) and/or ``text`` (a transcript-only row
+    for recognizers that read text alone); optional ``id``, ``start``, ``end``, ``label``, and the
+    previous utterance for context recognizers: a ``context`` column (its transcript; empty for a
+    dialogue's first utterance), or a ``dialogue`` column, whose rows are taken in manifest order
+    and each row's context is the text of the row before it in the same dialogue."""
     from emovox.corpora.tables import read_table
 
     columns, rows = read_table(path, "manifest")
-    if "path" not in columns:
-        raise InputError(f"manifest {path}: needs a 'path' column (found {columns}); optional: id, text, start, end, label")
-    jobs = []
+    if "path" not in columns and "text" not in columns:
+        raise InputError(f"manifest {path}: needs a 'path' or a 'text' column (found {columns}); {MANIFEST_COLUMNS}")
+    if "context" in columns and "dialogue" in columns:
+        raise InputError(f"manifest {path}: give the previous utterance by 'context' or by 'dialogue', not both")
+    jobs, previous = [], {}
     for line, row in rows:
         where = f"manifest {path}, line {line}"
-        if row.get("path") is None:
-            raise InputError(f"{where}: the path cell is empty")
-        audio = (path.parent / str(row["path"])).expanduser()
+        text = None if row.get("text") is None else str(row["text"])
+        if row.get("path") is None and text is None:
+            raise InputError(f"{where}: neither a path nor a text: nothing to predict")
+        audio = None if row.get("path") is None else (path.parent / str(row["path"])).expanduser()
         start, end = _seconds(row.get("start"), where, "start"), _seconds(row.get("end"), where, "end")
         name = row.get("id")
         if name is None:
             cut = start is not None or end is not None
-            name = f"{audio}@{start or 0:g}-{end if end is not None else 'end'}" if cut else audio
-        text = row.get("text")
+            if audio is None:
+                name = f"{path.name}:{line}"
+            else:
+                name = f"{audio}@{start or 0:g}-{end if end is not None else 'end'}" if cut else audio
+        if "dialogue" in columns:
+            dialogue = str(row.get("dialogue"))
+            context, previous[dialogue] = previous.get(dialogue), text
+        else:
+            context = None if row.get("context") is None else str(row["context"])
         label = row.get("label")
-        jobs.append(Job(str(name), audio, start, end, None if text is None else str(text), None if label is None else str(label)))
+        jobs.append(Job(str(name), audio, start, end, text, None if label is None else str(label), context))
     if not jobs:
         raise InputError(f"manifest {path} has no rows")
     return jobs
@@ -123,10 +141,17 @@ def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on
         for first in range(0, len(jobs), chunk):
             part = jobs[first : first + chunk]
             rows: list[dict | None] = [None] * len(part)
-            todo, clips, texts = [], [], []
+            todo, clips, texts, contexts = [], [], [], []
             for k, job in enumerate(part):
                 if rec.needs_text and job.text is not None and not rec.needs_audio:
                     clip = None  # the model reads the transcript only: the audio is not decoded
+                elif job.path is None:
+                    what = "audio" if not rec.needs_text else "audio (or, for a text-only recognizer, a transcript)"
+                    error = f"{job.name}: this recognizer needs {what}, and the row has no path"
+                    if on_bad_audio == "error":
+                        raise InputError(error)
+                    rows[k] = failed_row(job, error)
+                    continue
                 else:
                     try:
                         clip = check_min_duration(load_audio(job.path, job.start, job.end), job.name)
@@ -138,8 +163,9 @@ def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on
                 todo.append(k)
                 clips.append(clip)
                 texts.append(job.text if rec.needs_text else None)
+                contexts.append(job.context if "context_text" in rec.fields else None)
             if todo:
-                preds = _predict_batch(rec, clips, texts, batch_size, on_bad_audio, [part[k] for k in todo])
+                preds = _predict_batch(rec, clips, texts, contexts, batch_size, on_bad_audio, [part[k] for k in todo])
                 for k, clip, pred in zip(todo, clips, preds, strict=True):
                     job = part[k]
                     if isinstance(pred, str):
@@ -166,22 +192,23 @@ def failed_row(job: Job, error: str) -> dict:
     return row
 
 
-def _predict_batch(rec, clips, texts, batch_size, on_bad_audio, jobs) -> list:
+def _predict_batch(rec, clips, texts, contexts, batch_size, on_bad_audio, jobs) -> list:
     """Predictions of arrays and/or transcripts; with ``skip``, an input the model refuses becomes its error message."""
     from emovox.errors import AudioError
 
-    def run(c, t):
-        return rec.predict(None if all(x is None for x in c) else c, text=t, batch_size=batch_size)
+    def run(c, t, ctx):
+        context = ctx if any(x is not None for x in ctx) else None
+        return rec.predict(None if all(x is None for x in c) else c, text=t, context=context, batch_size=batch_size)
 
     if on_bad_audio == "error":
-        return run(clips, texts)
+        return run(clips, texts, contexts)
     try:
-        return run(clips, texts)
+        return run(clips, texts, contexts)
     except AudioError:  # find which one, keep the others
         out = []
-        for job, c, t in zip(jobs, clips, texts, strict=True):
+        for job, c, t, ctx in zip(jobs, clips, texts, contexts, strict=True):
             try:
-                out.append(run([c], [t])[0])
+                out.append(run([c], [t], [ctx])[0])
             except AudioError as exc:
                 out.append(f"{job.name}: {exc}")
         return out
@@ -244,6 +271,11 @@ def predict(
     text: str = typer.Option(
         None, "--text", metavar="TEXT", help="Transcript of the one INPUT (or, with no INPUT, the text to classify)."
     ),
+    context: str = typer.Option(
+        None, "--context", metavar="TEXT",
+        help="Context recognizers: the previous utterance's transcript (of the one input). Many inputs: a manifest's "
+        "'context' or 'dialogue' column.",
+    ),
     json_out: Path = typer.Option(None, "--json", metavar="FILE", help="Write the predictions as JSON here ('-' for stdout)."),
     csv_out: Path = typer.Option(
         None, "--csv", metavar="FILE", help="Write the predictions as CSV here ('-' for stdout); combines with --json."
@@ -284,6 +316,22 @@ def predict(
         )
     jobs = expand_inputs(inputs) if inputs else [Job("--text", None, text=text)]
     rec = load_recognizer(model_dir, asr, asr_language)
+    if context is not None:
+        if "context_text" not in rec.fields:
+            raise EmovoxError(f"{model_dir} reads no previous utterance (no context branch); drop --context")
+        if len(jobs) != 1:
+            raise EmovoxError(
+                f"--context is the previous utterance of one input, but the inputs hold {len(jobs)}; "
+                "put it in a manifest 'context' column, or give a 'dialogue' column"
+            )
+        jobs = [replace(jobs[0], context=context)]
+    elif "context_text" in rec.fields and not any(j.context is not None for j in jobs):
+        from emovox.cli.output import warn
+
+        warn(
+            f"{model_dir} reads the previous utterance of a dialogue, and none was given (--context, or a manifest's "
+            "'context' or 'dialogue' column): every input is scored as a dialogue's first utterance"
+        )
     if text is not None and not rec.needs_text:
         raise EmovoxError(
             f"{model_dir} listens to audio only (modality {rec.modality}); --text is for recognizers that read transcripts"
