@@ -287,3 +287,41 @@ def test_benchmark_extraction_runs_and_its_10s_baseline_is_the_papers_encoder(sp
         paper = speed_module.naive_pooled(enc10, speed_module.padded_features(backbone.feature_extractor, [ten], 10.0))
         ours = pool_all_layers(backbone, backbone.preprocess([ten]))
     torch.testing.assert_close(paper, ours, rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_feature_extraction_is_cached_apart_and_stays_close_to_fp32(tmp_path, monkeypatch):
+    """train.extract_precision: bf16 features land under their own cache key, near the fp32 ones;
+    a CPU without native bf16 is refused by name rather than emulated slowly."""
+    from emovox import accel
+    from emovox.backbones import load_backbone
+    from emovox.cache import FeatureCache
+    from emovox.data.examples import Example
+    from emovox.models.classifier import ClassifierConfig, ClassifierModel
+
+    def model(precision: str):
+        config = ClassifierConfig(backbone="whisper-base", tiny=True, mode="frozen", layers="all", combine="concat")
+        m = ClassifierModel(config, ["a", "b"], load_backbone("whisper-base", tiny=True))
+        m.extract_precision = precision
+        return m
+
+    from helpers import tone
+
+    examples = [Example(f"u{i}", i % 2, audio=tone(200 + 90 * i, 0.4 + 0.1 * i), length=0.5) for i in range(6)]
+    cache = FeatureCache(tmp_path)
+    fp32 = model("fp32").prepare(examples, cache=cache, progress=False)
+    keys = {p.name for p in tmp_path.iterdir()}
+    ok, _ = accel.bf16_support()
+    if not ok:
+        with pytest.raises(accel.AccelError, match="bf16"):
+            model("bf16").prepare(examples, cache=cache, progress=False)
+        return
+    bf16 = model("bf16").prepare(examples, cache=cache, progress=False)
+    assert len({p.name for p in tmp_path.iterdir()} - keys) == 1  # its own cache folder
+    slot = model("fp32").branch.slot
+    for a, b in zip(fp32, bf16, strict=True):
+        x, y = a.cached[slot]["pooled"], b.cached[slot]["pooled"]
+        assert y.dtype == torch.float32 and not torch.equal(x, y)
+        assert float((x - y).norm() / x.norm()) < 0.05
+    monkeypatch.setattr(accel, "bf16_support", lambda: (False, "the CPU has no native bfloat16 instructions"))
+    with pytest.raises(accel.AccelError, match="bfloat16"):
+        model("bf16").prepare(examples[:1], cache=None, progress=False)

@@ -62,6 +62,14 @@ class TrainConfig(_Strict):
         "second core speeds up even when a small head trains fastest on one; on a busy machine extra threads only "
         "wait: 120 EmoDB clips took 31 s with 2 threads against 17 s with 1 beside another job); default: train.threads.",
     )
+    extract_precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="Arithmetic of the frozen feature extraction (cached separately per precision). bf16 needs a CPU "
+        "with native bf16 (avx512_bf16/AMX; anything else is refused, as emulated bf16 is slower than fp32): "
+        "measured 2.6x faster on this project's Xeon (AMX); pooled Whisper-base states within 1.6 % (relative L2). "
+        "Recognizers still run their backbone in fp32, so predictions differ from what the head saw in training by "
+        "that much.",
+    )
     augment: AugmentConfig = Field(
         default_factory=AugmentConfig,
         description="Training-time augmentation (length: random crops and silence padding, on by default; speed, "

@@ -57,6 +57,8 @@ class ModelKind(nn.Module):
     Config: ClassVar[type[KindConfig]]
     #: ``train.augment`` of the run (an ``AugmentConfig``), set by the runner; None: no augmentation
     augment = None
+    #: ``train.extract_precision`` of the run: the arithmetic of the frozen feature extraction
+    extract_precision = "fp32"
     seed: int = 0
 
     def __init__(self, config: KindConfig, labels: Sequence[str]):

@@ -264,12 +264,14 @@ class Branch(nn.Module):
         """Whether this branch sees augmented waveforms: its own utterance's audio, augmentation on."""
         return augment is not None and augment.active and self.modality == "audio" and self.cfg.input == "utterance"
 
-    def precompute(self, examples: list, *, cache, seed: int, progress: bool = True, augment=None) -> list:
+    def precompute(self, examples: list, *, cache, seed: int, progress: bool = True, augment=None,
+                   precision: str = "fp32") -> list:
         """Examples with this branch's frozen prefix in ``cached[slot]`` (None where there is no input).
 
         With waveform augmentation on, ``augment.variants`` augmented copies of every clip are computed
         too (``cached[slot]["variants"]``, one row per copy): each training epoch then reads one view of
         each clip, the original or a copy (``collate``), without ever running the frozen part again.
+        ``precision`` other than fp32 runs the frozen part on a bf16 copy of the backbone (cached apart).
         """
         from emovox.cache import cache_key
 
@@ -281,14 +283,23 @@ class Branch(nn.Module):
             return examples
         present = [i for i, e in enumerate(examples) if self.item(e) is not None]
         items = [self.item(examples[i]) for i in present]
-        key = cache_key(*self.cache_identity(tiny=self.cfg.tiny, seed=seed))
-        rows = self._prefix_rows(items, cache, key, progress, f"({self.name})")
+        name, ident = self.cache_identity(tiny=self.cfg.tiny, seed=seed)
+        extractor = self.backbone
+        if precision != "fp32":
+            from emovox.accel import optimize_for_inference
+
+            ident = {**ident, "precision": precision}
+            extractor = optimize_for_inference(self.backbone, precision)
+        key = cache_key(name, ident)
+        rows = self._prefix_rows(items, cache, key, progress, f"({self.name})", extractor)
         if variants:
             from emovox.data.augment import augment_audio, rng_for
 
             copies = [augment_audio(x, rng_for(seed, examples[i].id, 1_000_000 + k), augment)
                       for i, x in zip(present, items, strict=True) for k in range(variants)]
-            extra = self._prefix_rows(copies, cache, key, progress, f"({self.name}, {variants} augmented copies per clip)")
+            extra = self._prefix_rows(
+                copies, cache, key, progress, f"({self.name}, {variants} augmented copies per clip)", extractor
+            )
             for j, row in enumerate(rows):
                 row["variants"] = extra[j * variants : (j + 1) * variants]
         out = [e.with_cached(self.slot, None) for e in examples]
@@ -296,27 +307,30 @@ class Branch(nn.Module):
             out[i] = examples[i].with_cached(self.slot, row)
         return out
 
-    def _prefix_rows(self, items: list, cache, key: str, progress: bool, what: str) -> list[dict]:
-        """The frozen prefix of every item (cached on disk by content)."""
+    def _prefix_rows(self, items: list, cache, key: str, progress: bool, what: str, backbone=None) -> list[dict]:
+        """The frozen prefix of every item (cached on disk by content), computed by ``backbone``
+        (default this branch's; a bf16 copy of it for ``train.extract_precision: bf16``)."""
         from emovox.accel import onednn_linears
         from emovox.cache import fill
 
+        backbone = backbone if backbone is not None else self.backbone
         if self.cache_mode == "pooled":
-            pooled = extract_pooled(self.backbone, items, pooling=self.pooling, cache=cache, model_key=key,
+            pooled = extract_pooled(backbone, items, pooling=self.pooling, cache=cache, model_key=key,
                                     progress=progress, description=f"frozen features {what}")
             return [{"pooled": p} for p in pooled]
         hidden = self.backbone.hidden_size
         expect = lambda item: {"frames": (None, hidden), "lower": (self.cut + 1, self.width)}  # noqa: E731
-        self.backbone.eval()
-        with torch.inference_mode(), onednn_linears(self.backbone):  # float32 GEMMs on oneDNN: see emovox.accel
-            return fill(items, [_length(x) for x in items], self._bottom_rows, cache=cache, model_key=key, expect=expect,
-                        progress=progress, description=f"frozen bottom layers {what}")
+        backbone.eval()
 
-    def _bottom_rows(self, items: list) -> list[dict]:
-        enc = self.backbone(self.backbone.preprocess(items), all_layers=True)
-        lower = pool(enc.hidden[: self.cut + 1], enc.mask, self.pooling).transpose(0, 1)  # [B, cut+1, W]
-        frames = enc.hidden[self.cut]
-        return [{"frames": frames[i, : int(enc.mask[i].sum())], "lower": lower[i]} for i in range(len(items))]
+        def rows(batch: list) -> list[dict]:
+            enc = backbone(backbone.preprocess(batch), all_layers=True)
+            lower = pool(enc.hidden[: self.cut + 1], enc.mask, self.pooling).transpose(0, 1)  # [B, cut+1, W]
+            frames = enc.hidden[self.cut]
+            return [{"frames": frames[i, : int(enc.mask[i].sum())], "lower": lower[i]} for i in range(len(batch))]
+
+        with torch.inference_mode(), onednn_linears(backbone):  # float32 GEMMs on oneDNN: see emovox.accel
+            return fill(items, [_length(x) for x in items], rows, cache=cache, model_key=key, expect=expect,
+                        progress=progress, description=f"frozen bottom layers {what}")
 
     # -- batches ---------------------------------------------------------------------------------
     def collate(self, batch: Sequence, *, augment=None, epoch: int = 0, seed: int = 0) -> dict:

@@ -90,7 +90,8 @@ class ClassifierModel(ModelKind):
         return self.config.max_seconds
 
     def prepare(self, examples, *, cache, progress: bool = True):
-        return self.branch.precompute(examples, cache=cache, seed=self.seed, progress=progress, augment=self.augment)
+        return self.branch.precompute(examples, cache=cache, seed=self.seed, progress=progress, augment=self.augment,
+                                      precision=self.extract_precision)
 
     def collate(self, batch, *, augment: bool = False) -> dict:
         aug = self.augment if augment else None

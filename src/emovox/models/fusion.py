@@ -76,7 +76,8 @@ class FusionModel(ModelKind):
 
     def prepare(self, examples, *, cache, progress: bool = True):
         for b in self.branches:
-            examples = b.precompute(examples, cache=cache, seed=self.seed, progress=progress, augment=self.augment)
+            examples = b.precompute(examples, cache=cache, seed=self.seed, progress=progress, augment=self.augment,
+                                    precision=self.extract_precision)
         return examples
 
     @torch.no_grad()
