@@ -197,6 +197,29 @@ def test_cli_text_recognizer(text_recognizer_dir, tmp_path):
     r = runner.invoke(app, ["predict", str(text_recognizer_dir), str(manifest), "--json", "-"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)[0]["transcript"] == "what a wonderful surprise"
+    # transcript-only rows (no path column at all) for a text recognizer, named by manifest line
+    manifest = tmp_path / "only-text.csv"
+    manifest.write_text("text\nwhat a wonderful surprise\nI feel sad and tired\n")
+    r = runner.invoke(app, ["predict", str(text_recognizer_dir), str(manifest), "--json", "-", "--quiet"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [x["input"] for x in rows] == ["only-text.csv:2", "only-text.csv:3"]
+    assert [x["transcript"] for x in rows] == ["what a wonderful surprise", "I feel sad and tired"]
+
+
+def test_cli_manifest_rows_without_audio_for_an_audio_recognizer_fail_by_name(audio_recognizer_dir, clips, tmp_path):
+    manifest = tmp_path / "mixed.csv"
+    manifest.write_text(f"id,path,text\nok,{clips['high']},\nnoaudio,,just words\n")
+    r = runner.invoke(app, ["predict", str(audio_recognizer_dir), str(manifest), "--json", "-", "--quiet"])
+    assert r.exit_code == 3, r.output  # one predicted, one failed
+    ok, bad = json.loads(r.stdout)
+    assert ok["label"] is not None and bad["label"] is None
+    assert "noaudio" in bad["error"] and "no path" in bad["error"]
+    (tmp_path / "neither.csv").write_text("id,path,text\nx,,\n")
+    r = runner.invoke(app, ["predict", str(audio_recognizer_dir), str(tmp_path / "neither.csv")])
+    assert isinstance(r.exception, EmovoxError) and "line 2: neither a path nor a text" in str(r.exception)
+    r = runner.invoke(app, ["predict", str(audio_recognizer_dir), str(clips["high"]), "--context", "hello"])
+    assert isinstance(r.exception, EmovoxError) and "no context branch" in str(r.exception)
 
 
 @pytest.mark.parametrize(
