@@ -325,3 +325,13 @@ def test_bf16_feature_extraction_is_cached_apart_and_stays_close_to_fp32(tmp_pat
     monkeypatch.setattr(accel, "bf16_support", lambda: (False, "the CPU has no native bfloat16 instructions"))
     with pytest.raises(accel.AccelError, match="bfloat16"):
         model("bf16").prepare(examples[:1], cache=None, progress=False)
+
+
+def test_auto_extract_precision_is_bf16_only_where_bf16_is_native(monkeypatch):
+    from emovox.accel import resolve_extract_precision
+
+    monkeypatch.setattr(accel, "bf16_support", lambda: (True, "amx_bf16"))
+    assert resolve_extract_precision("auto") == "bf16"
+    monkeypatch.setattr(accel, "bf16_support", lambda: (False, "the CPU has no native bfloat16 instructions"))
+    assert resolve_extract_precision("auto") == "fp32"
+    assert resolve_extract_precision("fp32") == "fp32" and resolve_extract_precision("bf16") == "bf16"

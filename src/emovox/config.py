@@ -62,9 +62,10 @@ class TrainConfig(_Strict):
         "second core speeds up even when a small head trains fastest on one; on a busy machine extra threads only "
         "wait: 120 EmoDB clips took 31 s with 2 threads against 17 s with 1 beside another job); default: train.threads.",
     )
-    extract_precision: Literal["fp32", "bf16"] = Field(
+    extract_precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32",
-        description="Arithmetic of the frozen feature extraction (cached separately per precision). bf16 needs a CPU "
+        description="Arithmetic of the frozen feature extraction (cached separately per precision; the one used is "
+        "recorded in results.json). auto: bf16 where the CPU has native bf16, else fp32. bf16 needs a CPU "
         "with native bf16 (avx512_bf16/AMX; anything else is refused, as emulated bf16 is slower than fp32): "
         "measured 2.6x faster on this project's Xeon (AMX); pooled Whisper-base states within 1.6 % (relative L2). "
         "Recognizers still run their backbone in fp32, so predictions differ from what the head saw in training by "

@@ -60,7 +60,9 @@ class ExperimentData:
         cfg = cfg or self.cfg
         model = registry.build(cfg.model, self.corpus.labels, seed=cfg.train.seed, backbones=self.backbones)
         model.augment = cfg.train.augment
-        model.extract_precision = cfg.train.extract_precision
+        from emovox.accel import resolve_extract_precision
+
+        model.extract_precision = resolve_extract_precision(cfg.train.extract_precision)
         if cfg.train.augment.mixup and (not model.supports_mixup or getattr(cfg.model, "head", None) == "logistic"):
             raise ConfigError(
                 f"train.augment.mixup: model kind '{model.kind}'"

@@ -73,7 +73,9 @@ def extract(
         models = [registry.build(c.model, corpus.labels, seed=c.train.seed, backbones=store) for c in configs]
         for m, c in zip(models, configs, strict=True):
             m.augment = c.train.augment  # the training copies a run will read (length augmentation) are cached too
-            m.extract_precision = c.train.extract_precision
+            from emovox.accel import resolve_extract_precision
+
+            m.extract_precision = resolve_extract_precision(c.train.extract_precision)
         fields = set().union(*(m.fields() for m in models))
         max_seconds = max(m.max_seconds() for m in models)
         caching = [m for m in models if _caches(m)]

@@ -37,6 +37,8 @@ RESULTS_SCHEMA = 1
 def environment_record(cfg: ExperimentConfig, corpus: Corpus) -> dict:
     import transformers
 
+    from emovox.accel import resolve_extract_precision
+
     return {
         "emovox": __version__,
         "torch": torch.__version__,
@@ -51,6 +53,7 @@ def environment_record(cfg: ExperimentConfig, corpus: Corpus) -> dict:
         "protocol": cfg.protocol,
         "validation": cfg.validation,
         "seed": cfg.train.seed,
+        "extract_precision": resolve_extract_precision(cfg.train.extract_precision),
     }
 
 
