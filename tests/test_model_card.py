@@ -127,3 +127,12 @@ def test_a_logistic_head_is_described_by_its_choices_not_by_epochs():
     assert "C = 0.3, layers [2, 3, 4, 5]" in text and "log-loss over speaker groups" in text
     assert "refitted on all the training data" in text and "temperature 1.050" in text
     assert "Best epoch" not in text and "lr 1e-05" not in text
+
+
+def test_the_card_names_the_metric_that_chose_the_epoch():
+    from emovox.model_card import selection_text
+
+    assert selection_text({"best_valid_ua": 0.9}) == "validation UA 0.9000"
+    assert selection_text({"select_on": "ua", "best_valid_ua": 0.9, "best_valid_score": 0.9}) == "validation UA 0.9000"
+    text = selection_text({"select_on": "weighted_f1", "best_valid_ua": 0.41, "best_valid_score": 0.5826})
+    assert text == "validation weighted-F1 0.5826 (UA 0.4100)"

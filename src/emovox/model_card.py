@@ -156,7 +156,7 @@ def _body(info: dict, labels: Sequence[str], directory: Path | None) -> str:
         settings = [f"{k} {train_cfg[k]}" for k in ("lr", "batch_size", "max_epochs", "patience", "seed") if k in train_cfg]
         lines += [
             f"One model on the whole corpus less the early-stopping hold-out ({t.get('validation', '?')}). "
-            f"Best epoch {t.get('best_epoch', '?')}, chosen on validation UA {_num(t.get('best_valid_ua'))} "
+            f"Best epoch {t.get('best_epoch', '?')}, chosen on {selection_text(t)} "
             "(a model-selection figure, not a test score)."
             + (f" Settings: {', '.join(settings)}." if settings else ""),
         ]
@@ -302,3 +302,12 @@ def _num(value: Any) -> str:
         return f"{float(value):.4f}"
     except (TypeError, ValueError):
         return "?"
+
+
+def selection_text(training: dict) -> str:
+    """"validation UA 0.9" or, for a run that chose on another metric, "validation weighted-F1 0.58 (UA 0.41)"."""
+    metric = training.get("select_on", "ua")
+    if metric == "ua" or training.get("best_valid_score") is None:
+        return f"validation UA {_num(training.get('best_valid_ua'))}"
+    name = {"wa": "WA", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}.get(metric, metric)
+    return f"validation {name} {_num(training.get('best_valid_score'))} (UA {_num(training.get('best_valid_ua'))})"

@@ -237,9 +237,9 @@ def train(
         how = f"chosen by {choices['select']}" + (", refitted on all training data" if choices.get("refit") else "")
         typer.echo(f"saved {out}: {len(rec.labels)} labels, logistic head ({', '.join(chosen) or 'fixed settings'}; {how})")
     else:
-        typer.echo(
-            f"saved {out}: {len(rec.labels)} labels, best epoch {t['best_epoch']}, validation UA {t['best_valid_ua']:.4f}"
-        )
+        from emovox.model_card import selection_text
+
+        typer.echo(f"saved {out}: {len(rec.labels)} labels, best epoch {t['best_epoch']}, {selection_text(t)}")
     warn_skipped(t.get("skipped", []), f"{out}/emovox.json ('training' -> 'skipped')")
 
 

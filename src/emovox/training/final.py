@@ -150,6 +150,8 @@ def train_recognizer(
             "validation": "held-out speakers" if len(corpus.speakers) >= 3 else "held-out utterances",
             "best_epoch": fit.best_epoch,
             "best_valid_ua": fit.best_valid_ua,
+            "select_on": cfg.train.select_on,
+            "best_valid_score": fit.best_valid_score if fit.history else fit.best_valid_ua,
             "history": fit.history,
             "choices": fit.choices,
             "calibration": fit.calibration,
