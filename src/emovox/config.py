@@ -36,7 +36,7 @@ class TrainConfig(_Strict):
     batch_size: int = Field(12, gt=0)
     grad_accum: int = Field(1, gt=0)
     max_epochs: int = Field(20, gt=0)
-    patience: int = Field(3, gt=0, description="Stop after this many epochs without validation-UA gain.")
+    patience: int = Field(3, gt=0, description="Stop after this many epochs without a gain in the select_on metric.")
     class_weights: Literal["inverse", "none"] = "inverse"
     select_on: Literal["ua", "wa", "macro_f1", "weighted_f1"] = Field(
         "ua",
