@@ -197,6 +197,35 @@ def test_k1_chooses_the_best_single_run_on_validation_and_weighted_output(tmp_pa
     assert sum(line.endswith(",True") for line in candidates) == 2
 
 
+def test_log_loss_tells_apart_what_a_saturated_validation_ua_cannot(tmp_path: Path) -> None:
+    """Every member is right on every validation utterance; only their confidence differs. UA ties
+    (the first subset wins), the log-loss picks the two most confident members."""
+    truth = ["angry", "happy", "neutral", "sad"] * 3
+    confidence = [0.4, 0.55, 0.9, 0.8]  # probability each member gives the true class (the rest spread evenly)
+
+    def soft_rows(prefix: str, p: float) -> list:
+        out = []
+        for i, t in enumerate(truth):
+            probs = [(1 - p) / 3] * 4
+            probs[L.index(t)] = p
+            out.append((f"{prefix}{i}", f"s{i % 3}", t, probs))
+        return out
+
+    runs = [make_run(tmp_path / f"r{m}", L, {1: {"valid": soft_rows("v", p), "test": soft_rows("t", p)}})
+            for m, p in enumerate(confidence)]
+    by_ua = vote_runs(runs, method="soft", k=2)
+    by_loss = vote_runs(runs, method="soft", k=2, metric="log_loss")
+    assert by_ua.folds[0].chosen.members == (0, 1)  # all six pairs score 100 %: the tie rule decides
+    assert by_loss.folds[0].chosen.members == (2, 3)
+    expected = -np.log((0.9 + 0.8) / 2)
+    assert by_loss.folds[0].chosen.score == pytest.approx(-expected)
+    payload = write_vote(by_loss, tmp_path / "out", n_boot=20)
+    assert payload["vote"]["select_metric"] == "log_loss"
+    assert "log-loss" in (tmp_path / "out" / "report.md").read_text()
+    with pytest.raises(VoteError, match="log_loss"):
+        vote_runs(runs, k=2, metric="brier")
+
+
 def test_choose_on_test_and_paper_validation_are_labelled_optimistic(tmp_path: Path) -> None:
     runs = selection_runs(tmp_path)
     out = tmp_path / "opt"

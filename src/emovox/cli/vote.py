@@ -23,7 +23,11 @@ def vote_command(
         "--choose-on",
         help="valid: choose subsets/weights on each fold's validation predictions; test: the paper's way (OPTIMISTIC).",
     ),
-    metric: str = typer.Option("ua", "--metric", help="What the choice maximises: wa, ua, macro_f1 or weighted_f1."),
+    metric: str = typer.Option(
+        "ua", "--metric",
+        help="What the choice optimises: wa, ua, macro_f1, weighted_f1, or log_loss (minimised; tells candidates apart "
+        "where a small validation part scores them all 100 %).",
+    ),
     grid: int = typer.Option(10, "--grid", min=1, help="Weight grid steps for --weighted (weights in multiples of 1/GRID)."),
     out: Path | None = typer.Option(None, "--out", help="Write the vote as a run directory here."),
     n_boot: int = typer.Option(1000, "--n-boot", min=1, help="Bootstrap resamples of the confidence intervals."),
