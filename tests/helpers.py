@@ -113,6 +113,21 @@ def train_tiny(root: Path, backbone: str, **model) -> Path:
     return out
 
 
+def tiny_frozen_classifier(augment, labels: tuple[str, ...] = ("a", "b")):
+    """A frozen classifier over a tiny random wav2vec2 (every layer), with ``augment`` (an
+    ``AugmentConfig``) as its run's training augmentation; seeded, so two are identical."""
+    import torch
+
+    from emovox.backbones import load_backbone
+    from emovox.models.classifier import ClassifierConfig, ClassifierModel
+
+    config = ClassifierConfig(backbone="wav2vec2-base", tiny=True, mode="frozen", layers="all")
+    torch.manual_seed(0)  # the tiny backbone's and the head's initial weights
+    model = ClassifierModel(config, list(labels), load_backbone("wav2vec2-base", tiny=True))
+    model.augment = augment
+    return model
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

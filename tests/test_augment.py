@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import REPO, tone
+from helpers import REPO, tiny_frozen_classifier, tone
 
 from emovox.data.augment import AugmentConfig, augment_audio, rng_for, spec_augment
 from emovox.data.examples import Example
@@ -52,13 +52,7 @@ def test_specaugment_masks_only_real_frames():
 
 
 def frozen_model():
-    from emovox.backbones import load_backbone
-    from emovox.models.classifier import ClassifierConfig, ClassifierModel
-
-    config = ClassifierConfig(backbone="wav2vec2-base", tiny=True, mode="frozen", layers="all")
-    model = ClassifierModel(config, ["a", "b"], load_backbone("wav2vec2-base", tiny=True))
-    model.augment = AugmentConfig(variants=2)
-    return model
+    return tiny_frozen_classifier(AugmentConfig(variants=2))
 
 
 def test_frozen_branches_cache_augmented_views_and_evaluation_never_reads_them():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import tone
+from helpers import tiny_frozen_classifier, tone
 
 from emovox.config import ExperimentConfig, TrainConfig
 from emovox.data.augment import AugmentConfig
@@ -16,14 +16,7 @@ from emovox.training.trainer import Trainer
 
 
 def frozen_model(mixup: float):
-    from emovox.backbones import load_backbone
-    from emovox.models.classifier import ClassifierConfig, ClassifierModel
-
-    config = ClassifierConfig(backbone="wav2vec2-base", tiny=True, mode="frozen", layers="all")
-    torch.manual_seed(0)  # the tiny backbone's and the head's initial weights
-    model = ClassifierModel(config, ["low", "high"], load_backbone("wav2vec2-base", tiny=True))
-    model.augment = AugmentConfig(length=False, variants=0, mixup=mixup)
-    return model
+    return tiny_frozen_classifier(AugmentConfig(length=False, variants=0, mixup=mixup), ("low", "high"))
 
 
 def test_mix_is_a_convex_combination_with_a_seeded_partner():
