@@ -69,6 +69,28 @@ def test_rows_space_fits_equal_full_fits_and_inner_selection_uses_speakers_only(
         fit_logistic(x, y, 3, Cs=[0.1, 1.0], select="inner-logloss")
 
 
+def test_inner_scores_from_one_gram_matrix_equal_direct_fits_on_the_raw_columns():
+    """The inner cross-validation takes each group's coordinates from one Gram matrix of all rows;
+    its out-of-fold log-loss must be what scikit-learn fits on the raw d columns give."""
+    from emovox.models.logistic import _log_loss, speaker_groups
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((80, 300))
+    y = np.arange(80) % 4
+    x[:, :6] += 1.5 * np.eye(4)[y] @ rng.standard_normal((4, 6))
+    groups = [f"s{i // 10}" for i in range(80)]  # eight speakers, every class in each
+    Cs = [0.05, 0.5]
+    fit = fit_logistic(x, y, 4, Cs=Cs, groups=groups, select="inner-logloss")
+    g = speaker_groups(groups, 4)
+    for c in Cs:
+        oof = np.zeros((80, 4))
+        for name in set(g):
+            out = g == name
+            ref = LogisticRegression(C=c, solver="newton-cg", max_iter=10000, tol=1e-10).fit(x[~out], y[~out])
+            oof[out] = ref.decision_function(x[out])
+        assert fit.scores[f"layers#0/C={c:g}"] == pytest.approx(_log_loss(oof, y), abs=2e-4)
+
+
 def test_two_classes_become_two_rows_with_the_same_probabilities():
     x, y = blobs(80, classes=2)
     fit = fit_logistic(x, y, 2)
