@@ -172,6 +172,43 @@ def test_fusion_of_audio_and_text_beats_each_modality_alone(halves):
     assert fused["pooled"]["ua"] >= 0.9 and fused["pooled"]["ua"] >= max(audio, text) + 0.25
 
 
+def test_a_logistic_fusion_head_is_the_closed_form_fit_written_into_the_papers_layers(halves):
+    """head: logistic fits one scikit-learn model over both branches' features; the projections and
+    the final layer then compute exactly its class scores, and the cv result is as good as Adam's."""
+    from sklearn.linear_model import LogisticRegression
+
+    from emovox.corpora import load_corpus
+    from emovox.models.closed_form import features
+    from emovox.training.data import ExperimentData
+
+    model = {"kind": "fusion", "projection": 16, "branches": [AUDIO, TEXT], "head": "logistic", "C": [0.1, 1.0],
+             "select": "inner-logloss"}
+    cfg = config_from_dict(experiment(halves["spec"], halves["cache"], model))
+    res = run_cv(cfg, halves["root"] / "run-fusion-logistic", progress=False)
+    assert res["pooled"]["ua"] >= 0.9 and res["choices"][0]["select"] == "inner-logloss"
+    assert res["choices"][0]["C"] in (0.1, 1.0) and "temperature" in res["choices"][0]  # no epochs: chosen in closed form
+
+    def without_augmentation(**changes):
+        raw = experiment(halves["spec"], halves["cache"], {**model, **changes})
+        raw["train"]["augment"] = {"length": False}
+        return config_from_dict(raw)
+
+    plain = without_augmentation()
+    data = ExperimentData(plain, load_corpus(plain.corpus), progress=False)
+    fusion, train = data.build_model(), list(data.examples.values())
+    fusion.fit_statistics(train)
+    choices = fusion.fit_direct(train, [])
+    x, y = features(fusion, train, fusion.reduced), [e.target for e in train]
+    assert x.shape[1] == sum(r.out_width for r in fusion.reducers)
+    ref = LogisticRegression(C=choices["C"], solver="newton-cg", tol=1e-10, max_iter=10000).fit(x, y)
+    fusion.eval()
+    with torch.no_grad():
+        logits = torch.cat([fusion.logits(fusion.collate(train[i : i + 16])) for i in range(0, len(train), 16)])
+    np.testing.assert_allclose(logits.numpy(), ref.decision_function(x), atol=1e-3)
+    with pytest.raises(ConfigError, match="projection"):
+        data.build_model(without_augmentation(projection=2)).fit_direct(train, [])
+
+
 def test_an_audio_and_text_recognizer_predicts_from_the_cli_with_the_manifests_transcripts(halves, tmp_path):
     """Both inputs reach a fusion recognizer from `emovox predict`: the audio is decoded even though a transcript is given."""
     import csv
@@ -226,6 +263,31 @@ def test_late_fusion_over_cv_runs_uses_each_folds_member_models_and_beats_both(h
     assert res["pooled"]["n"] == 48
     audio, text = halves["audio_results"]["pooled"]["ua"], halves["text_results"]["pooled"]["ua"]
     assert res["pooled"]["ua"] >= 0.9 and res["pooled"]["ua"] >= max(audio, text) + 0.25
+
+
+def test_a_logistic_late_fusion_head_fits_the_member_outputs_in_closed_form_and_reloads(halves, tmp_path):
+    """head: logistic: no hidden layers, one scikit-learn fit over the standardised member outputs."""
+    from emovox.recognizer import Recognizer
+    from emovox.training.final import train_recognizer
+
+    cfg = late(halves, [halves["audio"], halves["text"]], head="logistic", C=[0.1, 1.0], select="inner-logloss")
+    res = run_cv(config_from_dict(cfg), tmp_path / "run-late-logistic", progress=False)
+    assert res["pooled"]["ua"] >= 0.9 and {c["C"] for c in res["choices"]} <= {0.1, 1.0}
+    members = []
+    for name, model in (("audio", AUDIO), ("text", TEXT)):
+        members.append(tmp_path / f"rec-{name}")
+        train_recognizer(config_from_dict(experiment(halves["spec"], halves["cache"], model)), members[-1], progress=False)
+    rec_cfg = late(halves, members, head="logistic", C=[0.1, 1.0], select="inner-logloss")
+    trained = train_recognizer(config_from_dict(rec_cfg), tmp_path / "rec", progress=False)
+    assert list(trained.model.mlp) == [] and trained.info["training"]["choices"]["select"] == "inner-logloss"
+    from emovox.data.examples import Example
+
+    clips = [tone(600, 0.4), tone(150, 0.4)]
+    examples = [Example(str(i), 0, audio=c, text=WORDS["a"][0], length=len(c) / 16000) for i, c in enumerate(clips)]
+    with torch.inference_mode():
+        before = torch.softmax(trained.model(trained.model.collate(examples)), -1).numpy()
+    np.testing.assert_allclose(Recognizer.load(tmp_path / "rec").predict_examples(examples), before, atol=1e-5)
+    assert [trained.labels[k] for k in before.argmax(1)] == ["hi-a", "lo-a"]
 
 
 def test_a_fold_model_is_rebuilt_exactly_from_its_run(halves):

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    import numpy as np
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -22,11 +19,11 @@ from pydantic import Field
 from emovox.errors import ConfigError
 from emovox.models.base import WEIGHTS_FILE, KindConfig, ModelKind, check_tensors, read_weights
 from emovox.models.branch import BackboneStore, Branch, BranchConfig, default_branch_name, non_backbone_state
+from emovox.models.closed_form import LogisticFields
 from emovox.models.heads import ClassifierHead, LayerReducer
-from emovox.models.logistic import Select
 
 
-class ClassifierConfig(BranchConfig, KindConfig):
+class ClassifierConfig(BranchConfig, LogisticFields, KindConfig):
     """``model.kind: classifier`` (the default): the branch's fields plus the head's."""
 
     kind: Literal["classifier"] = "classifier"
@@ -36,24 +33,10 @@ class ClassifierConfig(BranchConfig, KindConfig):
         "logistic: multinomial logistic regression fitted in closed form (scikit-learn), C chosen on validation.",
     )
     hidden: int = Field(256, gt=0, description="mlp: hidden units.")
-    C: list[float] = Field(
-        [0.02],
-        min_length=1,
-        description="logistic: regularisation strengths to choose from (one value: no choice).",
-    )
     layer_sets: list[list[int]] | None = Field(
         None,
         description="logistic: candidate sets of hidden states (indices into `layers`, e.g. [[0, 1, 2, 3, 4, 5, 6], "
         "[2, 3, 4, 5]]) chosen jointly with C; default: every selected layer.",
-    )
-    select: Select = Field(
-        "valid-ua",
-        description="logistic: how C (and the layer set) is chosen: valid-ua / valid-logloss on the fold's validation "
-        "part, or inner-logloss: leave-one-speaker-out inside the training part (steadier; never sees validation or test).",
-    )
-    refit: bool = Field(
-        False,
-        description="logistic: after choosing, fit once more on training + validation data (the test part stays unseen).",
     )
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
@@ -127,39 +110,16 @@ class ClassifierModel(ModelKind):
         """``head: logistic``: scikit-learn on the reduced (standardised, layer-combined) features."""
         if self.config.head != "logistic":
             return None
-        from emovox.models.logistic import fit_logistic
+        from emovox.models.closed_form import column_sets, fit_head
 
         cfg = self.config
-        views = self.branch.augments(self.augment)
-        rows = with_views(self.branch, train) if views else train
-        x, y = embeddings(self, rows), [e.target for e in rows]
-        xv, yv = (embeddings(self, valid), [e.target for e in valid]) if valid else (None, None)
-        refit = None
-        if cfg.refit and valid:
-            # statistics of the data the final model is fitted on; the choice was made on training-part statistics
-            self.fit_statistics([*train, *valid])
-            everything = with_views(self.branch, [*train, *valid]) if views else [*train, *valid]
-            refit = (embeddings(self, everything), [e.target for e in everything])
-        width = self.branch.width
-        sets = None
-        if cfg.layer_sets:
-            position = {layer: i for i, layer in enumerate(self.branch.layer_index)}
-            unknown = sorted({k for s in cfg.layer_sets for k in s} - set(position))
-            if unknown or cfg.combine != "concat":
-                raise ConfigError(f"layer_sets need combine: concat and layers among {self.branch.layer_index}; got {unknown}")
-            sets = [[position[k] * width + j for k in s for j in range(width)] for s in cfg.layer_sets]
-        fit = fit_logistic(
-            x, y, len(self.labels), Cs=cfg.C, x_valid=xv, y_valid=yv, groups=[e.speaker or e.id for e in rows],
-            column_sets=sets, select=cfg.select, refit=refit,
-        )
+        if cfg.layer_sets and cfg.combine != "concat":
+            raise ConfigError("layer_sets need combine: concat (each candidate keeps some of the concatenated layers)")
+        sets = column_sets([[s] for s in cfg.layer_sets or []], [(self.branch.layer_index, self.branch.width)])
+        fit, choices = fit_head(self, [self.branch], train, valid, cfg, self.embed, sets)
         with torch.no_grad():
             self.head.linear.weight.copy_(torch.from_numpy(fit.coef))
             self.head.linear.bias.copy_(torch.from_numpy(fit.intercept))
-        choices = {"C": fit.C, "select": cfg.select, "scores": fit.scores, "refit": refit is not None}
-        if cfg.layer_sets:
-            choices["layers"] = cfg.layer_sets[fit.columns]
-        if fit.temperature is not None:  # from held-out predictions of the chosen candidate
-            choices["temperature"] = round(fit.temperature, 6)
         return choices
 
     def backbone_parameters(self):
@@ -214,30 +174,6 @@ def load_weights(model: ModelKind, path: Path, what: str) -> None:
     expected = non_backbone_state(model)
     check_tensors(path, tensors, expected, what)
     model.load_state_dict(tensors, strict=False)
-
-
-def with_views(branch: Branch, examples) -> list:
-    """``examples`` plus one example per cached augmented copy (a closed-form fit sees every view at once)."""
-    from dataclasses import replace
-
-    out = list(examples)
-    for e in examples:
-        row = e.cached.get(branch.slot)
-        for k, copy in enumerate((row or {}).get("variants") or []):
-            out.append(replace(e, id=f"{e.id}#aug{k + 1}", cached={**e.cached, branch.slot: copy}))
-    return out
-
-
-@torch.no_grad()
-def embeddings(model: ModelKind, examples, batch_size: int = 64) -> np.ndarray:
-    """``[N, D]``: what the classifier layer reads, for every example (eval mode, no grad)."""
-    import numpy as np
-
-    was = model.training
-    model.eval()
-    out = [model.embed(model.collate(examples[i : i + batch_size])).float() for i in range(0, len(examples), batch_size)]
-    model.train(was)
-    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, 0))
 
 
 @torch.no_grad()

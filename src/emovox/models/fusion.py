@@ -6,6 +6,13 @@ on the transcript, each with a copy reading the previous utterance. A branch's p
 linear layer (the paper's "FC 256", no activation), the projections are concatenated, and one
 dropout + linear layer classifies. Everything trains end to end with the fine-tuning defaults;
 frozen branches come from the feature cache, so a fusion of frozen branches trains in seconds.
+
+``head: logistic`` fits the same function class in closed form: the projections and the final
+layer compose to one linear map of the concatenated branch features (there is no activation
+between them), so a multinomial logistic regression over those features, C chosen on held-out
+speakers, is the exact optimum of what Adam approximates. Its coefficients are written back into
+the projections (the first ``classes`` outputs of each) and an identity-like final layer, so the
+recognizer keeps the paper's shape and file format.
 """
 
 from __future__ import annotations
@@ -22,16 +29,28 @@ from emovox.errors import ConfigError
 from emovox.models.base import WEIGHTS_FILE, KindConfig, ModelKind
 from emovox.models.branch import BackboneStore, Branch, BranchConfig, default_branch_name
 from emovox.models.classifier import branch_states, load_weights
+from emovox.models.closed_form import LogisticFields
 from emovox.models.heads import LayerReducer
 
 
-class FusionConfig(KindConfig):
+class FusionConfig(LogisticFields, KindConfig):
     kind: Literal["fusion"] = "fusion"
     branches: list[BranchConfig] = Field(
         description="One to four branches, each a backbone reading the utterance or its context."
     )
     projection: int = Field(256, gt=0, description="Width every branch is projected to before concatenation (paper: 256).")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    head: Literal["linear", "logistic"] = Field(
+        "linear",
+        description="linear: the projections and final layer trained by the trainer (paper); logistic: the same linear "
+        "map fitted in closed form over frozen branches (scikit-learn), C chosen on held-out speakers.",
+    )
+    layer_sets: list[list[list[int]]] | None = Field(
+        None,
+        description="logistic: candidates chosen jointly with C, each one list of hidden states per branch (indices into "
+        "that branch's `layers`; branches need combine: concat), e.g. [[[0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 4, 5, 6]], "
+        "[[2, 3, 4, 5], [0, 1, 2, 3, 4, 5, 6]]]; default: every selected layer.",
+    )
 
     @field_validator("branches")
     @classmethod
@@ -95,6 +114,37 @@ class FusionModel(ModelKind):
         return torch.cat(
             [p(r(b(inputs[b.name]))) for b, r, p in zip(self.branches, self.reducers, self.projections, strict=True)], dim=-1
         )
+
+    def reduced(self, inputs: dict) -> torch.Tensor:
+        """The branches' standardised, layer-combined features, concatenated (what the projections read)."""
+        return torch.cat([r(b(inputs[b.name])) for b, r in zip(self.branches, self.reducers, strict=True)], dim=-1)
+
+    def fit_direct(self, train, valid) -> dict | None:
+        """``head: logistic``: one logistic regression over every branch's features, written into the layers."""
+        if self.config.head != "logistic":
+            return None
+        from emovox.models.closed_form import column_sets, fit_head
+
+        cfg, classes = self.config, len(self.labels)
+        if cfg.projection < classes:
+            raise ConfigError(f"head: logistic writes each branch's class scores into its projection: projection "
+                              f"({cfg.projection}) must be at least the number of classes ({classes})")
+        if cfg.layer_sets and any(b.cfg.combine != "concat" for b in self.branches):
+            raise ConfigError("layer_sets need combine: concat on every branch (a candidate keeps some concatenated layers)")
+        parts = [(b.layer_index, b.width) if b.cfg.combine == "concat" else ((0,), r.out_width)
+                 for b, r in zip(self.branches, self.reducers, strict=True)]
+        fit, choices = fit_head(self, list(self.branches), train, valid, cfg, self.reduced, column_sets(cfg.layer_sets, parts))
+        coef, offset = torch.from_numpy(fit.coef), 0
+        with torch.no_grad():
+            self.linear.weight.zero_()
+            for i, (r, p) in enumerate(zip(self.reducers, self.projections, strict=True)):
+                p.weight.zero_()
+                p.bias.zero_()
+                p.weight[:classes] = coef[:, offset : offset + r.out_width]  # branch i's share of every class score
+                offset += r.out_width
+                self.linear.weight[:, i * cfg.projection : i * cfg.projection + classes] = torch.eye(classes)
+            self.linear.bias.copy_(torch.from_numpy(fit.intercept))
+        return choices
 
     def logits(self, inputs: dict) -> torch.Tensor:
         return self.from_embedding(self.embed(inputs))

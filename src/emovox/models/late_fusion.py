@@ -45,13 +45,14 @@ from torch import nn
 
 from emovox.errors import ConfigError, EmovoxError, RecognizerError
 from emovox.models.base import WEIGHTS_FILE, KindConfig, ModelKind, check_tensors, read_weights
+from emovox.models.closed_form import LogisticFields
 from emovox.models.heads import Standardize
 
 RECOGNIZER, RUN = "recognizer", "run"
 MEMBERS_DIR = "members"
 
 
-class LateFusionConfig(KindConfig):
+class LateFusionConfig(LogisticFields, KindConfig):
     kind: Literal["late-fusion"] = "late-fusion"
     members: list[str] = Field(
         description="Trained models to combine: cv run directories (emovox cv: fold k uses each run's fold-k model) "
@@ -66,6 +67,12 @@ class LateFusionConfig(KindConfig):
     activation: Literal["relu", "gelu"] = "relu"
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     standardize: bool = Field(True, description="z-score the concatenated member outputs with training-part statistics.")
+    head: Literal["mlp", "logistic"] = Field(
+        "mlp",
+        description="mlp: the paper's MLP trained by the trainer; logistic: no hidden layers, one multinomial logistic "
+        "regression over the standardised member outputs fitted in closed form (scikit-learn), C chosen on held-out "
+        "speakers (`hidden`, `activation` and `dropout` are then unused).",
+    )
 
     @field_validator("members")
     @classmethod
@@ -177,11 +184,12 @@ class LateFusionModel(ModelKind):
         self.standardize = Standardize(1, width, enabled=config.standardize)
         act = {"relu": nn.ReLU, "gelu": nn.GELU}[config.activation]
         layers: list[nn.Module] = []
-        for h in config.hidden:
+        for h in config.hidden if config.head == "mlp" else []:
             layers += [nn.Linear(width, h), act(), nn.Dropout(config.dropout)]
             width = h
         self.mlp = nn.Sequential(*layers)
         self.out = nn.Linear(width, len(labels))
+        self._embed_width = width
 
     @classmethod
     def build(cls, config: LateFusionConfig, labels, *, seed: int = 0, backbones=None):
@@ -282,7 +290,19 @@ class LateFusionModel(ModelKind):
         return self.mlp(self.standardize(self.features(inputs).unsqueeze(1))[:, 0])
 
     def embed_width(self) -> int:
-        return self.config.hidden[-1]
+        return self._embed_width
+
+    def fit_direct(self, train, valid) -> dict | None:
+        """``head: logistic``: scikit-learn on the standardised member outputs, written into ``out``."""
+        if self.config.head != "logistic":
+            return None
+        from emovox.models.closed_form import fit_head
+
+        fit, choices = fit_head(self, [], train, valid, self.config, self.embed, None)
+        with torch.no_grad():
+            self.out.weight.copy_(torch.from_numpy(fit.coef))
+            self.out.bias.copy_(torch.from_numpy(fit.intercept))
+        return choices
 
     def logits(self, inputs: dict) -> torch.Tensor:
         return self.out(self.embed(inputs))

@@ -1,0 +1,120 @@
+"""``head: logistic`` for any kind whose head reads branch features linearly (classifier, fusion).
+
+The papers' heads are linear in what they read: the classifier's dropout + linear layer, and the
+fusion classifier's per-branch FC-256 projections, concatenated, then dropout + linear, with no
+activation in between (IEMOCAP paper, Figure 1). Trained by Adam with early stopping, such a head
+is a noisy fit of a convex model; over frozen, cached branches scikit-learn fits the same function
+class exactly (``emovox.models.logistic``), choosing C and layers on held-out speakers only. This
+module does the part both kinds share: which rows the fit sees (every cached augmented view of
+the training clips), the statistics it standardises with, the candidate column sets, and the
+record of what was chosen. Each kind then writes the coefficients into its own layers, so the
+saved recognizer is the kind's ordinary module: safetensors, predict, serve and ONNX unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from emovox.errors import ConfigError
+from emovox.models.logistic import Select
+
+if TYPE_CHECKING:
+    from emovox.models.base import ModelKind
+    from emovox.models.branch import Branch
+    from emovox.models.logistic import LogisticFit
+
+
+class LogisticFields(BaseModel):
+    """The ``head: logistic`` settings every kind with that head shares (a kind adds its ``layer_sets``)."""
+
+    C: list[float] = Field(
+        [0.02],
+        min_length=1,
+        description="logistic: regularisation strengths to choose from (one value: no choice).",
+    )
+    select: Select = Field(
+        "valid-ua",
+        description="logistic: how C (and the layer set) is chosen: valid-ua / valid-logloss on the fold's validation "
+        "part, or inner-logloss: leave-one-speaker-out inside the training part (steadier; never sees validation or test).",
+    )
+    refit: bool = Field(
+        False,
+        description="logistic: after choosing, fit once more on training + validation data (the test part stays unseen).",
+    )
+
+
+def with_views(branches: Sequence[Branch], examples) -> list:
+    """``examples`` plus one example per cached augmented copy of each branch's input (a closed-form
+    fit sees every view at once); a copy replaces that branch's input only."""
+    out = list(examples)
+    for branch in branches:
+        for e in examples:
+            row = e.cached.get(branch.slot)
+            for k, copy in enumerate((row or {}).get("variants") or []):
+                out.append(replace(e, id=f"{e.id}#{branch.name}-aug{k + 1}", cached={**e.cached, branch.slot: copy}))
+    return out
+
+
+@torch.no_grad()
+def features(model: ModelKind, examples, reduce: Callable[[dict], torch.Tensor], batch_size: int = 64) -> np.ndarray:
+    """``[N, D]``: ``reduce`` (what the linear head reads) of every example, eval mode, float64."""
+    was = model.training
+    model.eval()
+    out = [reduce(model.collate(examples[i : i + batch_size])).float() for i in range(0, len(examples), batch_size)]
+    model.train(was)
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, 0))
+
+
+def column_sets(layer_sets, parts: Sequence[tuple[Sequence[int], int]]) -> list[list[int]] | None:
+    """Feature columns of every candidate. ``parts`` gives, per branch in column order, the hidden
+    states it concatenates (``layer_index``) and their width; a candidate names, per branch, the
+    states to keep (a classifier's candidate is one list, a fusion's one list per branch)."""
+    if not layer_sets:
+        return None
+    out = []
+    for candidate in layer_sets:
+        if len(candidate) != len(parts):
+            raise ConfigError(f"layer_sets: candidate {candidate} names {len(candidate)} branches, the model has {len(parts)}")
+        cols, offset = [], 0
+        for keep, (index, width) in zip(candidate, parts, strict=True):
+            position = {layer: i for i, layer in enumerate(index)}
+            unknown = sorted(set(keep) - set(position))
+            if unknown:
+                raise ConfigError(f"layer_sets: layers {unknown} are not among the branch's layers {list(index)}")
+            cols += [offset + position[k] * width + j for k in keep for j in range(width)]
+            offset += len(index) * width
+        out.append(cols)
+    return out
+
+
+def fit_head(model: ModelKind, branches: Sequence[Branch], train, valid, cfg, reduce: Callable[[dict], torch.Tensor],
+             sets: list[list[int]] | None) -> tuple[LogisticFit, dict]:
+    """Choose and fit the logistic head on ``reduce``'s features; the fit and the choices to record."""
+    from emovox.models.logistic import fit_logistic
+
+    views = [b for b in branches if b.augments(model.augment)]
+    rows = with_views(views, train) if views else train
+    x, y = features(model, rows, reduce), [e.target for e in rows]
+    xv, yv = (features(model, valid, reduce), [e.target for e in valid]) if valid else (None, None)
+    refit = None
+    if cfg.refit and valid:
+        # statistics of the data the final model is fitted on; the choice was made on training-part statistics
+        model.fit_statistics([*train, *valid])
+        everything = with_views(views, [*train, *valid]) if views else [*train, *valid]
+        refit = (features(model, everything, reduce), [e.target for e in everything])
+    fit = fit_logistic(
+        x, y, len(model.labels), Cs=cfg.C, x_valid=xv, y_valid=yv, groups=[e.speaker or e.id for e in rows],
+        column_sets=sets, select=cfg.select, refit=refit,
+    )
+    choices = {"C": fit.C, "select": cfg.select, "scores": fit.scores, "refit": refit is not None}
+    if getattr(cfg, "layer_sets", None):
+        choices["layers"] = cfg.layer_sets[fit.columns]
+    if fit.temperature is not None:  # from held-out predictions of the chosen candidate
+        choices["temperature"] = round(fit.temperature, 6)
+    return fit, choices
