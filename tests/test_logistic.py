@@ -183,3 +183,28 @@ def test_emovox_train_reports_what_the_logistic_head_chose(tmp_path):
     r = CliRunner().invoke(app, ["train", str(config), "--out", str(tmp_path / "rec"), "--quiet"])
     assert r.exit_code == 0, r.output
     assert "logistic head (C = " in r.stdout and "chosen by inner-logloss" in r.stdout and "best epoch" not in r.stdout
+
+
+def test_a_refitted_head_writes_validation_predictions_it_was_not_fitted_on(tmp_path):
+    """refit: true fits the final model on training + validation speakers; the run's validation
+    predictions (what votes choose members by) must still come from a fit that did not see them:
+    exactly those of the same run without the refit, while its test predictions differ."""
+    from helpers import make_tone_manifest, tiny_config
+
+    from emovox.config import config_from_dict
+    from emovox.predictions import read_predictions
+    from emovox.training.runner import run_cv
+
+    manifest = make_tone_manifest(tmp_path / "corpus", speakers=4, per_class=3)
+    runs = {}
+    for refit in (False, True):
+        model = {"head": "logistic", "layers": "all", "combine": "concat", "C": [0.1, 1.0], "select": "inner-logloss",
+                 "refit": refit}
+        cfg = config_from_dict(tiny_config(manifest, tmp_path / "cache", model=model, folds=[1]))
+        res = run_cv(cfg, tmp_path / f"refit-{refit}", progress=False)
+        runs[refit] = {name: read_predictions(tmp_path / f"refit-{refit}" / "fold_1" / name, res["labels"])[2]
+                       for name in ("valid_predictions.csv", "predictions.csv")}
+    valid = [runs[r]["valid_predictions.csv"] for r in (False, True)]
+    test = [runs[r]["predictions.csv"] for r in (False, True)]
+    np.testing.assert_allclose(valid[1], valid[0], atol=1e-5)
+    assert np.abs(test[1] - test[0]).max() > 1e-4  # the refit did change the model that was tested

@@ -57,6 +57,9 @@ class ModelKind(nn.Module):
     Config: ClassVar[type[KindConfig]]
     #: ``train.augment`` of the run (an ``AugmentConfig``), set by the runner; None: no augmentation
     augment = None
+    #: validation id -> logits of a fit that did not see the validation part, kept by a closed-form head
+    #: that was then refitted on it (``emovox.training.folds.heldout_valid_proba``); None: the model's own
+    heldout_valid: dict | None = None
     #: ``train.extract_precision`` of the run: the arithmetic of the frozen feature extraction
     extract_precision = "fp32"
     seed: int = 0

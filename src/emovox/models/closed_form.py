@@ -113,6 +113,11 @@ def fit_head(model: ModelKind, branches: Sequence[Branch], train, valid, cfg, re
         column_sets=sets, select=cfg.select, refit=refit,
     )
     choices = {"C": fit.C, "select": cfg.select, "scores": fit.scores, "refit": refit is not None}
+    # a refitted model has seen its validation part: keep the pre-refit fit's validation logits, which
+    # are what votes and reports must read as "validation predictions" (emovox.training.folds)
+    model.heldout_valid = (
+        {e.id: row for e, row in zip(valid, fit.valid_logits, strict=True)} if fit.valid_logits is not None else None
+    )
     if getattr(cfg, "layer_sets", None):
         choices["layers"] = cfg.layer_sets[fit.columns]
     if fit.temperature is not None:  # from held-out predictions of the chosen candidate

@@ -55,6 +55,9 @@ class LogisticFit:
     columns: int = 0  # index of the chosen column set
     scores: dict[str, float] = field(default_factory=dict)  # candidate -> its selection score
     temperature: float | None = None  # fitted on held-out probabilities of the chosen candidate
+    #: with ``refit``: the validation part's logits from the chosen candidate fitted *without* it (the
+    #: refitted model has seen the validation part, so its own validation predictions are in-sample)
+    valid_logits: np.ndarray | None = None
 
 
 def _quiet_fit(model, x, y):
@@ -240,6 +243,12 @@ def fit_logistic(
         best = candidates[0]
     i, c = best
     cols = sets[i]
+    valid_logits = None
+    if refit is not None and x_valid is not None and len(x_valid):
+        if best in held and select != "inner-logloss":  # already fitted on the training part and scored on validation
+            valid_logits = held[best][0]
+        else:
+            valid_logits = _path(x[:, cols], y, [c], [np.asarray(x_valid)[:, cols]], num_classes, tol)[0][0]
     fx, fy = (np.asarray(refit[0]), np.asarray(refit[1])) if refit is not None else (x, y)
     space = _RowSpace(fx[:, cols])
     model = _quiet_fit(LogisticRegression(C=c, solver="newton-cg", tol=tol, max_iter=10000), space(fx[:, cols]), fy)
@@ -258,4 +267,4 @@ def fit_logistic(
         from emovox.models.temperature import fit_temperature
 
         temperature = fit_temperature(*held[best])
-    return LogisticFit(coef, intercept, float(c), i, scores, temperature)
+    return LogisticFit(coef, intercept, float(c), i, scores, temperature, valid_logits)

@@ -133,7 +133,7 @@ def _train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_di
         rows = [(i, fold.name, t, p) for i, t, p in zip(ids, y, probs, strict=True)]
         write_predictions(fold_dir / "predictions.csv", rows, labels)
     if valid and fold.validation == "strict":
-        valid_probs = trainer.predict_proba(valid)
+        valid_probs = heldout_valid_proba(trainer, valid)
     if main and valid and fold.validation == "strict":
         write_predictions(
             fold_dir / "valid_predictions.csv",
@@ -292,6 +292,18 @@ def _point_of(cfg, i: int) -> dict:
     return grid_points(cfg.search)[i]
 
 
+def heldout_valid_proba(trainer: Trainer, valid: list[Example]) -> np.ndarray:
+    """Validation probabilities of a model that was not fitted on them. A closed-form head refitted on
+    training + validation data (``refit``) kept its pre-refit fit's validation logits
+    (``model.heldout_valid``): its own predictions there are in-sample, and a vote choosing members
+    by them would prefer whichever run had seen its validation speakers."""
+    held = getattr(trainer.model, "heldout_valid", None)
+    if not held:
+        return trainer.predict_proba(valid)
+    logits = torch.from_numpy(np.stack([held[e.id] for e in valid])) / float(trainer.model.temperature)
+    return torch.softmax(logits, dim=-1).numpy()
+
+
 def fit_model(model, trainer: Trainer, train: list[Example], valid: list[Example], *, calibrate_on_valid: bool = True):
     """Training-part statistics, then a closed-form fit (``fit_direct``) or the trainer, then the
     temperature on the validation part. Every choice made on validation is in ``FitResult.choices``."""
@@ -307,7 +319,7 @@ def fit_model(model, trainer: Trainer, train: list[Example], valid: list[Example
         if valid:
             from emovox.metrics import compute_metrics
 
-            v = trainer.predict_logits(valid)
+            v = heldout_valid_proba(trainer, valid)  # argmax only: probabilities rank like logits
             fit.best_valid_ua = float(compute_metrics([e.target for e in valid], v.argmax(1).tolist(), model.labels).ua)
             fit.best_valid_score = fit.best_valid_ua  # a closed-form kind makes its own choices on validation UA
     if choices is not None and "temperature" in choices:  # the kind fitted it on held-out predictions itself
