@@ -98,7 +98,14 @@ def inputs(tmp_path_factory) -> Path:
 
 
 def predict_part(model: Path, inputs: Path, out: Path, *extra: str):
-    return invoke("predict", str(model), str(inputs), "--batch-size", "2", "--on-bad-audio", "skip", "--out", str(out), "--quiet", *extra)
+    """A part written with the plain path's exit status: 0, or 3 (and the failure named on stderr)
+    when the part holds the one unreadable input ("broken")."""
+    args = ["predict", str(model), str(inputs), "--batch-size", "2", "--on-bad-audio", "skip", "--out", str(out), "--quiet", *extra]
+    r = CliRunner().invoke(app, args)
+    broken = "broken" in pq.read_table(out).column("id").to_pylist()
+    assert r.exit_code == (3 if broken else 0), (args, r.output, r.exception)
+    assert ("could not be predicted" in r.output) == broken and (not broken or "broken" in r.output)
+    return r
 
 
 def plain(t):

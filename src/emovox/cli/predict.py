@@ -354,8 +354,14 @@ def predict(
             rec, model_dir, jobs, shard=part, out=out, batch_size=batch_size, on_bad_audio=on_bad_audio, progress=not quiet,
             rows_of=run_predictions, job_type=Job, ray=ray, ray_address=ray_address, ray_actors=ray_actors, ray_cpus=ray_cpus,
         )  # fmt: skip
-        failed = sum("error" in r for r in rows)
-        typer.echo(f"shard {part}: {len(rows)} of {len(jobs)} inputs -> {out}" + (f" ({failed} unreadable)" if failed else ""))
+        failed = [r for r in rows if r.get("error")]
+        unreadable = f" ({len(failed)} unreadable)" if failed else ""
+        typer.echo(f"shard {part}: {len(rows)} of {len(jobs)} inputs -> {out}{unreadable}")
+        if failed:  # the same contract as the plain path: the part is written, the failures named, exit 3
+            from emovox.cli.output import list_failures
+
+            list_failures(rows, [str(r.get("input", "?")) for r in rows], [str(out)])
+            raise typer.Exit(PARTIAL_FAILURE_EXIT)
         return
     progress = not quiet and len(jobs) > batch_size
     rows = list(run_predictions(rec, jobs, batch_size=batch_size, progress=progress, on_bad_audio=on_bad_audio))
