@@ -35,3 +35,27 @@ def test_unknown_keys_and_bad_values_name_the_field(tmp_path):
         parse_overrides(["train.lr"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_local_model_paths_of_every_kind_are_taken_relative_to_the_recipe(tmp_path, monkeypatch):
+    """A recipe run from another directory still finds its ./ paths: backbones and the LLM kinds' models."""
+    import yaml
+
+    from emovox.config import load_config
+
+    recipes = tmp_path / "project" / "recipes"
+    for name in ("lm", "whisper"):
+        (recipes / name).mkdir(parents=True)
+    (recipes / "audio-llm.yaml").write_text(yaml.safe_dump({
+        "name": "x", "corpus": "emodb:./data", "protocol": "leave-one-speaker-out",
+        "model": {"kind": "audio-llm", "llm": "./lm", "audio": "./whisper"},
+    }))
+    (recipes / "hub.yaml").write_text(yaml.safe_dump({
+        "name": "y", "corpus": "emodb:./data", "protocol": "leave-one-speaker-out",
+        "model": {"kind": "audio-llm", "llm": "smollm2-135m-instruct", "audio": "openai/whisper-base"},
+    }))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(recipes / "audio-llm.yaml")
+    assert cfg.model.llm == str((recipes / "lm").resolve()) and cfg.model.audio == str((recipes / "whisper").resolve())
+    hub = load_config(recipes / "hub.yaml")  # registry names and hub ids are not paths
+    assert hub.model.llm == "smollm2-135m-instruct" and hub.model.audio == "openai/whisper-base"

@@ -234,15 +234,21 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     return cfg.model_copy(update={"corpus": resolve_spec_path(cfg.corpus, path.parent)})
 
 
+#: Keys of a model section whose string values may be local paths (resolved like ``backbone``).
+PATH_KEYS = ("backbone", "recognizer", "members", "llm", "audio", "model")
+
+
 def _resolve_backbones(section: Any, base: Path) -> Any:
-    """Every ``backbone:`` (and ``recognizer:``) path in a model section, made absolute (branches included)."""
+    """Every path-valued key of a model section made absolute (branches included): ``backbone``,
+    ``recognizer``, late fusion's ``members``, and the LLM kinds' ``llm``, ``audio`` (audio-llm's
+    Whisper) and ``model`` (qwen2-audio). Registry names and hub ids are left alone."""
     if isinstance(section, list):
         return [_resolve_backbones(x, base) for x in section]
     if not isinstance(section, dict):
         return section
     out = {}
     for k, v in section.items():
-        if k in ("backbone", "recognizer", "members") and isinstance(v, str):
+        if k in PATH_KEYS and isinstance(v, str):
             out[k] = resolve_local_path(v, base)
         elif k == "members" and isinstance(v, list):  # late fusion: always folders (runs/..., recognizers/...)
             out[k] = [resolve_local_path(x if x.startswith((".", "/", "~")) else f"./{x}", base) if isinstance(x, str)
