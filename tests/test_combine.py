@@ -161,6 +161,40 @@ def test_emovox_predict_gives_a_context_recognizer_the_previous_utterance(tmp_pa
             assert r.json()["probabilities"] == pytest.approx(want, abs=1e-6)
 
 
+def test_serve_gives_an_audio_and_text_context_recognizer_the_previous_utterance(halves, tmp_path):
+    """The audio+text endpoint takes the 'context' form field too, and passes it on; a context branch
+    trained where no utterance has a previous one warns and still trains."""
+    from fastapi.testclient import TestClient
+
+    from emovox.errors import EmovoxWarning
+    from emovox.recognizer import Recognizer
+    from emovox.serve import ServeConfig, create_app
+    from emovox.training.final import train_recognizer
+
+    model = {"kind": "fusion", "projection": 16, "branches": [AUDIO, TEXT, {**TEXT, "input": "context"}]}
+    # this corpus has no dialogue order: the context branch never sees a previous utterance. That is
+    # said, and training stays finite (its standardisation had been fitted on no rows: NaN)
+    with pytest.warns(EmovoxWarning, match="no dialogue order"):
+        train_recognizer(config_from_dict(experiment(halves["spec"], halves["cache"], model)), tmp_path / "rec", progress=False)
+    rec = Recognizer.load(tmp_path / "rec")
+    audio = Path(halves["spec"].split(":", 1)[1]).parent / "wav" / "spk0_hi_a_0.wav"
+    seen, predict = [], rec.predict
+
+    def recording(clips, text=None, context=None, **kwargs):
+        seen.append(context)
+        return predict(clips, text=text, context=context, **kwargs)
+
+    rec.predict = recording
+    with TestClient(create_app(rec, ServeConfig())) as client:
+        for ctx in ("rain on the roof", None):
+            data = {"text": "apples again", **({"context": ctx} if ctx else {})}
+            r = client.post("/predict", files={"audio": ("clip.wav", audio.read_bytes(), "audio/wav")}, data=data)
+            assert r.status_code == 200, r.text
+            want = predict([str(audio)], text=["apples again"], context=None if ctx is None else [ctx])[0]
+            assert r.json()["probabilities"] == pytest.approx(want.probabilities, abs=1e-6)
+    assert seen == [["rain on the roof"], None]  # the form field reached the recognizer; none: the dialogue's first
+
+
 # --- early fusion -------------------------------------------------------------------------------
 
 

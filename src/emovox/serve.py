@@ -480,13 +480,27 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         )(predict_text)
 
     else:
+        speech_help = audio_help + (asr_note if asr is not None else "")
+        if "context_text" in recognizer.fields:
 
-        @app.post("/predict", response_model=PredictResponse, responses=errors, summary=summary + " or transcript")
-        async def predict_speech(
-            audio: UploadFile | None = File(None, description=audio_help + (asr_note if asr is not None else "")),
-            text: str | None = Form(None, description="The transcript (skips the ASR).", max_length=config.max_text_chars),
-        ):
-            return await handle(audio, text)
+            async def predict_speech(
+                audio: UploadFile | None = File(None, description=speech_help),
+                text: str | None = Form(None, description="The transcript (skips the ASR).", max_length=config.max_text_chars),
+                context: str | None = Form(None, description=context_help, max_length=config.max_text_chars),
+            ):
+                return await handle(audio, text, context)
+
+        else:
+
+            async def predict_speech(
+                audio: UploadFile | None = File(None, description=speech_help),
+                text: str | None = Form(None, description="The transcript (skips the ASR).", max_length=config.max_text_chars),
+            ):
+                return await handle(audio, text)
+
+        app.post("/predict", response_model=PredictResponse, responses=errors, summary=summary + " or transcript")(
+            predict_speech
+        )
 
     if takes_audio:
         timeline_help = (

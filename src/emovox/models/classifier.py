@@ -185,5 +185,17 @@ def branch_states(model: ModelKind, branch: Branch, examples, batch_size: int = 
     out = [branch(branch.collate(rows[i : i + batch_size])) for i in range(0, len(rows), batch_size)]
     model.train(was)
     if not out:
+        if examples:
+            import warnings
+
+            from emovox.errors import EmovoxWarning
+
+            warnings.warn(
+                f"branch '{branch.name}' has no input in any of the {len(examples)} training examples"
+                + (" (the corpus gives no dialogue order, so no utterance has a previous one): it can only learn its "
+                   "'no context' vector" if branch.cfg.input == "context" else ""),
+                EmovoxWarning,
+                stacklevel=2,
+            )
         return torch.zeros(0, branch.num_layers, branch.width)
     return torch.cat(out).float()

@@ -46,7 +46,7 @@ class Standardize(nn.Module):
     @torch.no_grad()
     def fit(self, features: torch.Tensor) -> None:
         """``features``: ``[N, L, W]`` of the training part only (never validation or test)."""
-        if not self.enabled:
+        if not self.enabled or not len(features):  # no example has this input (e.g. no context anywhere): identity
             return
         features = features.float()
         std = features.std(dim=0, unbiased=False)
