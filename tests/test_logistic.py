@@ -208,3 +208,20 @@ def test_a_refitted_head_writes_validation_predictions_it_was_not_fitted_on(tmp_
     test = [runs[r]["predictions.csv"] for r in (False, True)]
     np.testing.assert_allclose(valid[1], valid[0], atol=1e-5)
     assert np.abs(test[1] - test[0]).max() > 1e-4  # the refit did change the model that was tested
+
+
+def test_valid_weighted_f1_chooses_the_C_with_the_best_validation_weighted_f1():
+    """MELD is reported by weighted-F1: the logistic head can choose C by it on the dev set."""
+    from sklearn.metrics import f1_score
+
+    x, y = blobs(150, classes=3, noise=3.0)
+    xv, yv = blobs(90, classes=3, noise=3.0, seed=4)
+    keep = np.r_[np.flatnonzero(yv == 0), np.flatnonzero(yv != 0)[:30]]  # an imbalanced dev set
+    xv, yv = xv[keep], yv[keep]
+    Cs = [1e-4, 1e-3, 0.01, 1.0]
+    fit = fit_logistic(x, y, 3, Cs=Cs, x_valid=xv, y_valid=yv, select="valid-weighted-f1")
+    for c in Cs:
+        ref = LogisticRegression(C=c, solver="newton-cg", max_iter=10000, tol=1e-10).fit(x, y)
+        want = f1_score(yv, ref.predict(xv), average="weighted")
+        assert fit.scores[f"layers#0/C={c:g}"] == pytest.approx(want, abs=1e-6)
+    assert fit.scores[f"layers#0/C={fit.C:g}"] == max(fit.scores.values())

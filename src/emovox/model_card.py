@@ -142,7 +142,8 @@ def _body(info: dict, labels: Sequence[str], directory: Path | None) -> str:
     choices = t.get("choices") or {}
     if "select" in choices:  # a head fitted directly (logistic): no epochs, its choices were made by `select`
         how = {"inner-logloss": "held-out log-loss over speaker groups inside the training data",
-               "valid-logloss": "log-loss on the held-out speakers", "valid-ua": "UA on the held-out speakers"}
+               "valid-logloss": "log-loss on the held-out speakers", "valid-ua": "UA on the held-out speakers",
+               "valid-weighted-f1": "weighted-F1 on the held-out speakers"}
         chosen = [f"C = {choices['C']:g}"] if "C" in choices else []
         chosen += [f"layers {choices['layers']}"] if "layers" in choices else []
         lines += [

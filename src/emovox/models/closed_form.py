@@ -40,8 +40,9 @@ class LogisticFields(BaseModel):
     )
     select: Select = Field(
         "valid-ua",
-        description="logistic: how C (and the layer set) is chosen: valid-ua / valid-logloss on the fold's validation "
-        "part, or inner-logloss: leave-one-speaker-out inside the training part (steadier; never sees validation or test).",
+        description="logistic: how C (and the layer set) is chosen: valid-ua / valid-weighted-f1 / valid-logloss on the "
+        "fold's validation part, or inner-logloss: speaker groups inside the training part (steadier; never sees "
+        "validation or test).",
     )
     refit: bool = Field(
         False,
