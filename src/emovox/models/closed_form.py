@@ -1,11 +1,12 @@
-"""``head: logistic`` for any kind whose head reads branch features linearly (classifier, fusion).
+"""``head: logistic`` for any kind whose head can read its inputs linearly (classifier, fusion, late fusion).
 
 The papers' heads are linear in what they read: the classifier's dropout + linear layer, and the
 fusion classifier's per-branch FC-256 projections, concatenated, then dropout + linear, with no
-activation in between (IEMOCAP paper, Figure 1). Trained by Adam with early stopping, such a head
+activation in between (IEMOCAP paper, Figure 1); late fusion's MLP, without its hidden layers, is
+one linear layer over the standardised member outputs. Trained by Adam with early stopping, such a head
 is a noisy fit of a convex model; over frozen, cached branches scikit-learn fits the same function
 class exactly (``emovox.models.logistic``), choosing C and layers on held-out speakers only. This
-module does the part both kinds share: which rows the fit sees (every cached augmented view of
+module does the part the kinds share: which rows the fit sees (every cached augmented view of
 the training clips), the statistics it standardises with, the candidate column sets, and the
 record of what was chosen. Each kind then writes the coefficients into its own layers, so the
 saved recognizer is the kind's ordinary module: safetensors, predict, serve and ONNX unchanged.
