@@ -202,6 +202,7 @@ def test_a_refitted_head_writes_validation_predictions_it_was_not_fitted_on(tmp_
                  "refit": refit}
         cfg = config_from_dict(tiny_config(manifest, tmp_path / "cache", model=model, folds=[1]))
         res = run_cv(cfg, tmp_path / f"refit-{refit}", progress=False)
+        assert ("valid_predictions" in res["choices"][0]) == refit  # the mark `emovox vote` checks
         runs[refit] = {name: read_predictions(tmp_path / f"refit-{refit}" / "fold_1" / name, res["labels"])[2]
                        for name in ("valid_predictions.csv", "predictions.csv")}
     valid = [runs[r]["valid_predictions.csv"] for r in (False, True)]

@@ -274,3 +274,24 @@ def test_mismatched_runs_are_refused(tmp_path: Path) -> None:
     (one_fold / "results.json").unlink()
     result = runner.invoke(app, ["vote", str(base), str(one_fold)])
     assert result.exit_code != 0 and "no results.json" in str(result.exception)
+
+
+def test_a_run_refitted_on_its_validation_speakers_without_held_out_predictions_cannot_choose(tmp_path):
+    """Validation predictions of a head refitted on them (written by emovox before they were held
+    out) are in-sample: choosing members by them is refused, naming the run; voting without a
+    choice still works, and a run whose choices carry the held-out mark is accepted."""
+    from emovox.models.closed_form import VALID_HELD_OUT
+    from emovox.voting import VoteError, vote_runs
+
+    L = ["a", "b"]
+    rows = {1: {"valid": [("v1", "s1", "a", onehot(L, "a"))], "test": [("t1", "s2", "b", onehot(L, "b"))]}}
+    runs = [make_run(tmp_path / f"r{m}", L, rows) for m in range(3)]
+    record = json.loads((runs[0] / "results.json").read_text())
+    (runs[0] / "results.json").write_text(json.dumps({**record, "choices": [{"C": 0.1, "refit": True}]}))
+    with pytest.raises(VoteError, match=r"r0: its head was refitted on the validation speakers"):
+        vote_runs(runs, method="soft", k=2)
+    assert vote_runs(runs, method="soft").result.pooled.n == 1  # no choice, nothing read from validation
+    (runs[0] / "results.json").write_text(
+        json.dumps({**record, "choices": [{"C": 0.1, "refit": True, "valid_predictions": VALID_HELD_OUT}]})
+    )
+    assert vote_runs(runs, method="soft", k=2).result.pooled.n == 1

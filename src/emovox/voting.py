@@ -183,6 +183,9 @@ def vote_runs(
         raise VoteError(f"--k {k}: choose between 1 and the number of runs ({len(runs)})")
     chooses = (k is not None and k < len(runs)) or method == "weighted"
     need_valid = chooses and choose_on == "valid"
+    if need_valid:
+        for r in runs:
+            _refuse_in_sample_validation(r)
     folds_of = _aligned_folds(runs, need_valid)
 
     from tqdm.auto import tqdm
@@ -220,6 +223,18 @@ def vote_runs(
         pred = np.concatenate([folds_of[f.index][i].test.pred for f in fold_votes])
         member_scores.append(compute_metrics(true, pred, labels).scores.to_dict())
     return Vote(method, runs, k, choose_on, metric, optimistic, fold_votes, result, member_scores)
+
+
+def _refuse_in_sample_validation(run: Run) -> None:
+    """A head refitted on its validation part wrote, before emovox marked it, validation predictions
+    from the refitted model: in-sample, so a choice made on them prefers that run whatever it is worth."""
+    choices = run.results.get("choices") or []
+    if any(isinstance(c, dict) and c.get("refit") and "valid_predictions" not in c for c in choices):
+        raise VoteError(
+            f"{run.path}: its head was refitted on the validation speakers (refit: true) by an emovox that then wrote "
+            "validation predictions from the refitted model, so they are in-sample and cannot choose members; "
+            "run it again (emovox cv ... --fresh), or vote without choosing (no --k, no --weighted)"
+        )
 
 
 def _aligned_folds(runs: list[Run], need_valid: bool) -> dict[int, list]:

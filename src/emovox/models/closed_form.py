@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from emovox.models.logistic import LogisticFit
 
 
+#: ``choices["valid_predictions"]`` of a refitted head: its validation predictions come from the fit before the refit.
+VALID_HELD_OUT = "pre-refit fit (held out)"
+
+
 class LogisticFields(BaseModel):
     """The ``head: logistic`` settings every kind with that head shares (a kind adds its ``layer_sets``)."""
 
@@ -120,6 +124,8 @@ def fit_head(model: ModelKind, branches: Sequence[Branch], train, valid, cfg, re
     model.heldout_valid = (
         {e.id: row for e, row in zip(valid, fit.valid_logits, strict=True)} if fit.valid_logits is not None else None
     )
+    if model.heldout_valid is not None:  # `emovox vote` refuses refitted runs that lack this mark (older emovox)
+        choices["valid_predictions"] = VALID_HELD_OUT
     if getattr(cfg, "layer_sets", None):
         choices["layers"] = cfg.layer_sets[fit.columns]
     if fit.temperature is not None:  # from held-out predictions of the chosen candidate
