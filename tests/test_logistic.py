@@ -226,3 +226,18 @@ def test_valid_weighted_f1_chooses_the_C_with_the_best_validation_weighted_f1():
         want = f1_score(yv, ref.predict(xv), average="weighted")
         assert fit.scores[f"layers#0/C={c:g}"] == pytest.approx(want, abs=1e-6)
     assert fit.scores[f"layers#0/C={fit.C:g}"] == max(fit.scores.values())
+
+
+def test_layer_set_candidates_name_the_right_columns_of_each_branch():
+    """A fusion candidate keeps, per branch, some of its concatenated hidden states: the columns must
+    be those states' blocks, offset by the branches before it."""
+    from emovox.config import ConfigError
+    from emovox.models.closed_form import column_sets
+
+    parts = [([0, 2, 4], 2), ([0, 1], 3)]  # branch 1: states 0, 2, 4 of width 2; branch 2: states 0, 1 of width 3
+    assert column_sets([[[4], [1]], [[0, 2], [0]]], parts) == [[4, 5, 9, 10, 11], [0, 1, 2, 3, 6, 7, 8]]
+    assert column_sets(None, parts) is None
+    with pytest.raises(ConfigError, match=r"layers \[3\] are not among"):
+        column_sets([[[3], [0]]], parts)
+    with pytest.raises(ConfigError, match="names 1 branches"):
+        column_sets([[[0]]], parts)

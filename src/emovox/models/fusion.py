@@ -131,9 +131,8 @@ class FusionModel(ModelKind):
                               f"({cfg.projection}) must be at least the number of classes ({classes})")
         if cfg.layer_sets and any(b.cfg.combine != "concat" for b in self.branches):
             raise ConfigError("layer_sets need combine: concat on every branch (a candidate keeps some concatenated layers)")
-        parts = [(b.layer_index, b.width) if b.cfg.combine == "concat" else ((0,), r.out_width)
-                 for b, r in zip(self.branches, self.reducers, strict=True)]
-        fit, choices = fit_head(self, list(self.branches), train, valid, cfg, self.reduced, column_sets(cfg.layer_sets, parts))
+        sets = column_sets(cfg.layer_sets, [(b.layer_index, b.width) for b in self.branches])  # None: every column
+        fit, choices = fit_head(self, list(self.branches), train, valid, cfg, self.reduced, sets)
         coef, offset = torch.from_numpy(fit.coef), 0
         with torch.no_grad():
             self.linear.weight.zero_()
