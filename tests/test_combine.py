@@ -161,6 +161,116 @@ def test_emovox_predict_gives_a_context_recognizer_the_previous_utterance(tmp_pa
             assert r.json()["probabilities"] == pytest.approx(want, abs=1e-6)
 
 
+def two_back_corpus(dialogues: int = 24, turns: int = 8, seed: int = 0) -> Corpus:
+    """Like ``dialogue_corpus``, but the label is the class of the cue word said *two* turns before
+    (a dialogue's first two utterances are "high"): the previous utterance alone says nothing."""
+    rng = random.Random(seed)
+    words = [w for ws in CUES.values() for w in ws]
+    utterances = []
+    for d in range(dialogues):
+        cues = [rng.choice(words) for _ in range(turns)]
+        for t in range(turns):
+            label = "high" if t < 2 else next(k for k, ws in CUES.items() if cues[t - 2] in ws)
+            utterances.append(Utterance(f"d{d}_t{t}", f"spk{d % 4}{'ab'[t % 2]}", label, label, text=cues[t], dialogue=f"d{d}", turn=t))
+    return Corpus("two-back", utterances, ("high", "low"), spec="two-back:synthetic")
+
+
+def test_format_context_keeps_the_last_turns_oldest_first_with_or_without_speakers():
+    from emovox.data.examples import ContextFormat, common_context_format, format_context
+
+    turns = [("Ross", "Hi."), ("Monica", None), ("Rachel", "Oh no."), ("Ross", "What?")]
+    assert format_context(turns) == "What?"  # the paper's context: the previous utterance alone
+    assert format_context(turns, ContextFormat(2)) == "Oh no. What?"  # a turn without a transcript is left out
+    assert format_context(turns, ContextFormat(3, speakers=True)) == "Ross: Hi. Rachel: Oh no. Ross: What?"
+    assert format_context([(None, "Hi.")], ContextFormat(1, speakers=True)) == "Hi."  # no name, no prefix
+    corpus = two_back_corpus(dialogues=1, turns=4)
+    assert [u.id for u in corpus.history("d0_t3", 2)] == ["d0_t1", "d0_t2"]
+    assert [u.id for u in corpus.history("d0_t1", 5)] == ["d0_t0"] and corpus.history("d0_t0", 3) == []
+    with pytest.raises(EmovoxError, match="at least 1"):
+        ContextFormat(0)
+    with pytest.raises(EmovoxError, match=r"fusion: .*1 turn\(s\), 2 turn\(s\) with speakers"):
+        common_context_format([ContextFormat(), None, ContextFormat(2, True)], where="fusion")
+
+
+def test_a_context_of_two_turns_reads_what_only_the_turn_before_the_previous_tells(tmp_path):
+    """Labels given away two turns back: one previous utterance is at chance, two turns are enough; a
+    recognizer trained on two turns with speaker names gets that context from a dialogue manifest in
+    `emovox predict` as from ``Recognizer.context_text`` in Python."""
+    from typer.testing import CliRunner
+
+    from emovox.cli import app
+    from emovox.recognizer import Recognizer
+    from emovox.training.final import train_recognizer
+
+    corpus = two_back_corpus()
+
+    def model(**context) -> dict:
+        return {"kind": "fusion", "projection": 16, "branches": [dict(TEXT), {**TEXT, "input": "context", **context}]}
+
+    one = run_cv(config_from_dict(experiment("two-back:synthetic", tmp_path / "cache", model())), tmp_path / "one",
+                 corpus=corpus, progress=False)
+    two = run_cv(config_from_dict(experiment("two-back:synthetic", tmp_path / "cache", model(context_turns=2))),
+                 tmp_path / "two", corpus=corpus, progress=False)
+    assert one["pooled"]["ua"] <= 0.7 and two["pooled"]["ua"] >= 0.95
+
+    cfg = config_from_dict(experiment("two-back:synthetic", tmp_path / "cache", model(context_turns=2, context_speakers=True)))
+    train_recognizer(cfg, tmp_path / "rec", corpus=corpus, progress=False)
+    rec = Recognizer.load(tmp_path / "rec")
+    test = two_back_corpus(dialogues=4, seed=1).utterances
+    assert rec.context_text([("spk0", "great"), ("spk1", "awful"), ("spk0", "terrible")]) == "spk1: awful spk0: terrible"
+    rows = [{"id": u.id, "dialogue": u.dialogue, "speaker": u.speaker, "text": u.text} for u in test]
+    manifest = write_manifest(tmp_path / "dialogues.csv", rows, fields=("id", "dialogue", "speaker", "text"))
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "rec"), str(manifest), "--json", "-", "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    # the manifest's rows became each row's last two turns with their speakers, as in training
+    contexts = [rec.context_text([(v.speaker, v.text) for v in test[i - u.turn : i]]) or None for i, u in enumerate(test)]
+    assert contexts[2] == f"spk0a: {test[0].text} spk0b: {test[1].text}" and contexts[0] is None
+    api = rec.predict(text=[u.text for u in test], context=contexts)
+    assert [r["probabilities"] for r in out] == [pytest.approx(p.probabilities, abs=1e-6) for p in api]
+    previous_only = rec.predict(text=[u.text for u in test], context=[None if u.turn == 0 else test[i - 1].text
+                                                                       for i, u in enumerate(test)])
+    assert sum(a.label != b.label for a, b in zip(api, previous_only, strict=True)) >= 3  # the format matters
+    # serve takes the formatted turns in its 'context' field, and its schema says how to format them
+    from fastapi.testclient import TestClient
+
+    from emovox.serve import ServeConfig, create_app
+
+    with TestClient(create_app(rec, ServeConfig())) as client:
+        assert "last 2 turn(s) each as 'speaker: text'" in json.dumps(client.get("/openapi.json").json())
+        r = client.post("/predict", data={"text": test[2].text, "context": contexts[2]})
+        assert r.status_code == 200, r.text
+        assert r.json()["probabilities"] == pytest.approx(api[2].probabilities, abs=1e-6)
+
+
+def test_a_long_context_of_several_turns_loses_its_oldest_words_not_its_newest():
+    from emovox.backbones import load_backbone
+    from emovox.cache import item_key
+    from emovox.data.examples import EndText
+
+    backbone = load_backbone("bert-base", tiny=True, max_tokens=6)
+    words = "one two three four five six seven eight"
+    ids = backbone.tokenizer(words, add_special_tokens=False)["input_ids"]
+    plain = backbone.preprocess([words])["input_ids"][0].tolist()
+    end = backbone.preprocess([EndText(words)])["input_ids"][0].tolist()
+    assert plain[1:-1] == ids[:4] and end[1:-1] == ids[-4:]  # [CLS] ... [SEP] around the 4 kept tokens
+    assert item_key(EndText(words)) != item_key(words)  # the two encodings never share a cache entry
+
+
+def test_context_turns_are_refused_where_they_shape_nothing(tmp_path):
+    from emovox.models import registry
+
+    for branch in ({**TEXT, "context_turns": 2}, {**AUDIO, "input": "context", "context_speakers": True}):
+        cfg = config_from_dict(experiment("two-back:synthetic", tmp_path / "cache", {"kind": "fusion", "branches": [branch]}))
+        with pytest.raises(ConfigError, match="context_turns / context_speakers shape a context text"):
+            registry.build(cfg.model, ("high", "low"))
+    mixed = {"kind": "fusion", "projection": 16,
+             "branches": [{**TEXT, "input": "context", "context_turns": 2}, {**TEXT, "input": "pair", "name": "p"}]}
+    with pytest.raises(EmovoxError, match="read the dialogue context in different ways"):
+        run_cv(config_from_dict(experiment("two-back:synthetic", tmp_path / "cache", mixed)), tmp_path / "mixed",
+               corpus=two_back_corpus(dialogues=8), progress=False)
+
+
 def test_serve_gives_an_audio_and_text_context_recognizer_the_previous_utterance(halves, tmp_path):
     """The audio+text endpoint takes the 'context' form field too, and passes it on; a context branch
     trained where no utterance has a previous one warns and still trains."""

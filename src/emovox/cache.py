@@ -91,7 +91,9 @@ def item_key(item) -> str:
         h.update(b"audio")
         h.update(np.ascontiguousarray(item, dtype=np.float32).tobytes())
     else:
-        h.update(b"text")
+        from emovox.data.examples import EndText
+
+        h.update(b"text-end" if isinstance(item, EndText) else b"text")
         h.update(json.dumps(item if isinstance(item, str) else list(item)).encode())
     return h.hexdigest()
 

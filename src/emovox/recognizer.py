@@ -200,6 +200,14 @@ class Recognizer:
             )
         return get_transcriber(config).transcribe(list(clips))
 
+    def context_text(self, turns) -> str:
+        """The ``context`` string for ``predict`` from the dialogue so far, ``(speaker, transcript)`` pairs oldest
+        first: formatted as this recognizer's training read it (its last ``context_turns``, with speaker names
+        when it was trained with ``context_speakers``)."""
+        from emovox.data.examples import format_context
+
+        return format_context([(spk, text) for spk, text in turns], self.model.context_format())
+
     def predict(self, inputs=None, text=None, *, context=None, context_audio=None, batch_size: int = 8):
         """Predict one clip or a list of clips.
 
@@ -208,7 +216,8 @@ class Recognizer:
         list with one string or None per clip); only recognizers that read transcripts take it.
         Missing transcripts are made by the ASR model. ``context`` / ``context_audio``: the
         previous utterance's transcript / audio, for recognizers with a context branch (None, or
-        left out: this is the first utterance of its dialogue). One clip -> ``Prediction``; a
+        left out: this is the first utterance of its dialogue; ``context_text`` formats several
+        previous turns for a recognizer trained on them). One clip -> ``Prediction``; a
         list -> list of ``Prediction``, in input order.
         """
         from emovox.data.examples import Example, example_length

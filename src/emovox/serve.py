@@ -443,10 +443,17 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
     audio_help = "An audio file (WAV, FLAC, OGG, MP3, ...), any sample rate and channel count, in the form field 'audio'."
     asr_note = " Transcribed by the ASR model unless 'text' is given."
     summary = "Label and class probabilities of one uploaded clip"
+    speaker_turns = " each as 'speaker: text'"
     context_help = (
         "The previous utterance's transcript in the same dialogue (this recognizer has a context branch); "
         "leave it out for a dialogue's first utterance."
     )
+    fmt = recognizer.model.context_format()
+    if fmt.turns > 1 or fmt.speakers:
+        context_help += (
+            f" This recognizer was trained on the last {fmt.turns} turn(s){speaker_turns if fmt.speakers else ''}, "
+            "oldest first, joined by spaces (Recognizer.context_text formats them)."
+        )
     if not recognizer.needs_text:
 
         @app.post("/predict", response_model=PredictResponse, responses=errors, summary=summary)

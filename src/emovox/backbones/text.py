@@ -8,7 +8,8 @@ the paper mentions: the tokenizer's own pair encoding (``[CLS] context [SEP] tex
 BERT, ``<s> context </s></s> text </s>`` for RoBERTa/BART, plain concatenation for GPT-2),
 where the current utterance is never cut for the context's sake: the context is truncated from
 its start (keeping the words nearest the current turn), and dropped if the utterance alone
-fills the token budget.
+fills the token budget. A context branch reading several turns gets them as an ``EndText``,
+cut from its start for the same reason.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from emovox.backbones import Backbone, BackboneSpec, Encoded, describe, from_pretrained_checked
 from emovox.backbones.tiny import build_seeded, tiny_text_config, tiny_tokenizer
+from emovox.data.examples import EndText
 from emovox.errors import BackboneError
 
 #: transformers class per family: the bare model (no task head) the papers fine-tune.
@@ -131,6 +133,13 @@ class TextBackbone(Backbone):
             raise BackboneError(f"text item {index} must be a string or a (context, text) pair, got {item!r:.80}")
         if not isinstance(text, str) or not (context is None or isinstance(context, str)):
             raise BackboneError(f"text item {index}: context and text must be strings (context may be None)")
+        if isinstance(text, EndText):  # a context of several turns: keep its newest words
+            side = tok.truncation_side
+            tok.truncation_side = "left"
+            try:
+                return tok(text, truncation=True, max_length=self.max_tokens)
+            finally:
+                tok.truncation_side = side
         if context is not None and context.strip():
             n_text = len(tok(text, add_special_tokens=False)["input_ids"])
             if self.max_tokens - tok.num_special_tokens_to_add(pair=True) - n_text > 0:

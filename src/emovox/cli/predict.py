@@ -34,6 +34,9 @@ class Job:
     text: str | None = None
     reference: str | None = None
     context: str | None = None  # the previous utterance's transcript (context recognizers); None: a dialogue's first
+    #: a ``dialogue`` manifest's earlier rows of this row's dialogue as (speaker, text), oldest first: the
+    #: recognizer, once loaded, turns them into ``context`` in the format it was trained on (``with_history``)
+    history: tuple[tuple[str | None, str], ...] | None = None
 
 
 def audio_suffixes() -> set[str]:
@@ -65,7 +68,7 @@ def expand_inputs(inputs: list[Path]) -> list[Job]:
     return jobs
 
 
-MANIFEST_COLUMNS = "path and/or text; optional: id, start, end, label, context, dialogue"
+MANIFEST_COLUMNS = "path and/or text; optional: id, start, end, label, context, dialogue, speaker"
 
 
 def manifest_jobs(path: Path) -> list[Job]:
@@ -73,7 +76,8 @@ def manifest_jobs(path: Path) -> list[Job]:
     for recognizers that read text alone); optional ``id``, ``start``, ``end``, ``label``, and the
     previous utterance for context recognizers: a ``context`` column (its transcript; empty for a
     dialogue's first utterance), or a ``dialogue`` column, whose rows are taken in manifest order
-    and each row's context is the text of the row before it in the same dialogue."""
+    and each row's context is made from the rows before it in the same dialogue (the row just
+    before, or as many turns, with the ``speaker`` column's names, as the recognizer was trained on)."""
     from emovox.corpora.tables import read_table
 
     columns, rows = read_table(path, "manifest")
@@ -96,16 +100,30 @@ def manifest_jobs(path: Path) -> list[Job]:
                 name = f"{path.name}:{line}"
             else:
                 name = f"{audio}@{start or 0:g}-{end if end is not None else 'end'}" if cut else audio
+        history = None
         if "dialogue" in columns:
             dialogue = str(row.get("dialogue"))
-            context, previous[dialogue] = previous.get(dialogue), text
+            history = tuple(previous.get(dialogue, ()))
+            context = history[-1][1] if history else None  # the paper's context; `with_history` reformats it
+            speaker = None if row.get("speaker") is None else str(row["speaker"])
+            previous[dialogue] = [*history, (speaker, text)]
         else:
             context = None if row.get("context") is None else str(row["context"])
         label = row.get("label")
-        jobs.append(Job(str(name), audio, start, end, text, None if label is None else str(label), context))
+        jobs.append(Job(str(name), audio, start, end, text, None if label is None else str(label), context, history))
     if not jobs:
         raise InputError(f"manifest {path} has no rows")
     return jobs
+
+
+def with_history(jobs: list[Job], rec) -> list[Job]:
+    """Jobs whose context is their dialogue's earlier rows, formatted as ``rec`` was trained to read them."""
+    if "context_text" not in rec.fields:
+        return jobs
+    def context(history) -> str | None:  # no context when the row just before has no transcript, as for one turn
+        return rec.context_text(history) if history and history[-1][1] is not None else None
+
+    return [replace(j, context=context(j.history)) if j.history is not None else j for j in jobs]
 
 
 def _seconds(value: Any, where: str, column: str) -> float | None:
@@ -273,8 +291,8 @@ def predict(
     ),
     context: str = typer.Option(
         None, "--context", metavar="TEXT",
-        help="Context recognizers: the previous utterance's transcript (of the one input). Many inputs: a manifest's "
-        "'context' or 'dialogue' column.",
+        help="Context recognizers: the previous utterance's transcript (of the one input; several turns as "
+        "Recognizer.context_text formats them). Many inputs: a manifest's 'context' or 'dialogue' (+ 'speaker') column.",
     ),
     json_out: Path = typer.Option(None, "--json", metavar="FILE", help="Write the predictions as JSON here ('-' for stdout)."),
     csv_out: Path = typer.Option(
@@ -316,6 +334,7 @@ def predict(
         )
     jobs = expand_inputs(inputs) if inputs else [Job("--text", None, text=text)]
     rec = load_recognizer(model_dir, asr, asr_language)
+    jobs = with_history(jobs, rec)
     if context is not None:
         if "context_text" not in rec.fields:
             raise EmovoxError(f"{model_dir} reads no previous utterance (no context branch); drop --context")

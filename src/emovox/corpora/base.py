@@ -115,6 +115,15 @@ class Corpus:
         prev = self._previous.get(uid)
         return self._by_id[prev] if prev is not None else None
 
+    def history(self, u: Utterance | str, turns: int) -> list[Utterance]:
+        """Up to ``turns`` utterances spoken before ``u`` in its dialogue, oldest first (any speaker)."""
+        out: list[Utterance] = []
+        prev = self.previous(u)
+        while prev is not None and len(out) < turns:
+            out.append(prev)
+            prev = self.previous(prev)
+        return out[::-1]
+
     @property
     def speakers(self) -> list[str]:
         return sorted({u.speaker for u in self.utterances})

@@ -3,8 +3,9 @@
 A model kind declares which fields it reads (``audio``, ``text``, ``context_audio``,
 ``context_text``); only those are loaded, so a text model never decodes audio and an audio model
 never needs a transcript. The context of an utterance is the previous utterance of the same
-dialogue (either speaker); the first utterance of a dialogue has none (``None``), which the
-models represent with a learned "no context" vector rather than by skipping the utterance.
+dialogue (either speaker), or, for a text context, the last few turns (``ContextFormat``); the
+first utterance of a dialogue has none (``None``), which the models represent with a learned
+"no context" vector rather than by skipping the utterance.
 
 A multi-hour run must not die on the 4,000th file, but it must not drop data silently either:
 every utterance that cannot be used is returned with its reason so the run report lists it.
@@ -39,7 +40,10 @@ from emovox.errors import AudioError, CorpusError, EmovoxError, TooShortError
 
 #: Every field an ``Example`` can carry; a model kind reads a subset (``ModelKind.fields``).
 FIELDS = ("audio", "text", "context_audio", "context_text")
-__all__ = ["FIELDS", "MIN_SECONDS", "Example", "Skipped", "TooShortError", "MissingTranscriptError", "build_examples"]
+__all__ = [
+    "FIELDS", "MIN_SECONDS", "ContextFormat", "EndText", "Example", "MissingTranscriptError", "Skipped", "TooShortError",
+    "build_examples", "common_context_format", "format_context",
+]
 
 
 class MissingTranscriptError(CorpusError):
@@ -153,17 +157,72 @@ def load_cropped_audio(u: Utterance, max_seconds: float) -> np.ndarray:
     return wav
 
 
-def _context(corpus: Corpus, u: Utterance, what: str, max_seconds: float):
-    prev = corpus.previous(u)
-    if prev is None:
+@dataclass(frozen=True)
+class ContextFormat:
+    """How much of the dialogue a context text holds: the IEMOCAP paper reads the one previous
+    utterance (the default); MELD systems that gain from context (EmoBERTa) read several previous
+    turns with their speakers' names, so both are configurable. Audio context is always one turn.
+    A recognizer given a context at prediction time reads it as written, so a caller passes the
+    turns formatted by ``format_context`` (what training saw)."""
+
+    turns: int = 1
+    speakers: bool = False
+
+    def __post_init__(self) -> None:
+        if self.turns < 1:
+            raise EmovoxError(f"context turns must be at least 1, not {self.turns}")
+
+
+class EndText(str):
+    """A text that, when too long for its backbone, is cut from its start rather than its end: a
+    context of several turns, whose newest turn (next to the utterance) matters most. It hashes
+    apart from the same plain text in the feature cache, since the two can encode differently."""
+
+    __slots__ = ()
+
+
+def format_context(turns: Sequence[tuple[str | None, str]], fmt: ContextFormat = ContextFormat()) -> str:
+    """The context text of ``(speaker, transcript)`` turns, oldest first: the last ``fmt.turns`` of
+    them (turns without a transcript left out), each ``"speaker: text"`` when ``fmt.speakers``,
+    joined by single spaces."""
+    kept = [(spk, text) for spk, text in turns if text is not None][-fmt.turns :]
+    return " ".join(f"{spk}: {text}" if fmt.speakers and spk else text for spk, text in kept)
+
+
+def common_context_format(formats: Iterable[ContextFormat | None], *, where: str) -> ContextFormat:
+    """The one format of several parts' context texts (an ``Example`` holds one context text), the
+    default when none reads any; a ``EmovoxError`` naming ``where`` when they disagree."""
+    found = {f for f in formats if f is not None}
+    if len(found) > 1:
+        shown = ", ".join(f"{f.turns} turn(s){' with speakers' if f.speakers else ''}" for f in sorted(found, key=str))
+        raise EmovoxError(f"{where}: its parts read the dialogue context in different ways ({shown}); use one "
+                          "context_turns / context_speakers for every context or pair branch")
+    return found.pop() if found else ContextFormat()
+
+
+def _context(corpus: Corpus, u: Utterance, what: str, max_seconds: float, fmt: ContextFormat):
+    turns = corpus.history(u, 1 if what == "audio" else fmt.turns)
+    if not turns:
         return None
+    prev = turns[-1]
     try:
-        return load_cropped_audio(prev, max_seconds) if what == "audio" else utterance_text(prev)
+        if what == "audio":
+            return load_cropped_audio(prev, max_seconds)
+        texts = [(t.speaker, utterance_text(t)) for t in turns]
     except EmovoxError as exc:
         raise type(exc)(f"the context of {u.id} (the previous utterance {prev.id}) is unusable: {exc}") from None
+    return format_context(texts, fmt)
 
 
-def load_example(corpus: Corpus, u: Utterance, target: int, fields: Iterable[str], *, max_seconds: float) -> Example:
+def load_example(
+    corpus: Corpus,
+    u: Utterance,
+    target: int,
+    fields: Iterable[str],
+    *,
+    max_seconds: float,
+    context: ContextFormat = ContextFormat(),
+) -> Example:
     """One utterance's ``Example`` with just ``fields`` loaded (raises ``EmovoxError`` if unusable)."""
     fields = set(fields)
     unknown = fields - set(FIELDS)
@@ -171,8 +230,8 @@ def load_example(corpus: Corpus, u: Utterance, target: int, fields: Iterable[str
         raise EmovoxError(f"unknown example field(s) {sorted(unknown)}; fields are {list(FIELDS)}")
     audio = load_cropped_audio(u, max_seconds) if "audio" in fields else None
     text = utterance_text(u) if "text" in fields else None
-    context_audio = _context(corpus, u, "audio", max_seconds) if "context_audio" in fields else None
-    context_text = _context(corpus, u, "text", max_seconds) if "context_text" in fields else None
+    context_audio = _context(corpus, u, "audio", max_seconds, context) if "context_audio" in fields else None
+    context_text = _context(corpus, u, "text", max_seconds, context) if "context_text" in fields else None
     return Example(u.id, target, audio, text, context_audio, context_text, example_length(audio, text), speaker=u.speaker)
 
 
@@ -183,6 +242,7 @@ def build_examples(
     *,
     max_seconds: float = 10.0,
     on_error: Literal["error", "skip"] = "error",
+    context: ContextFormat = ContextFormat(),
 ) -> tuple[list[Example], list[Skipped]]:
     """Load every utterance in ``ids`` with the given fields; audio is cropped to ``max_seconds``.
 
@@ -198,7 +258,7 @@ def build_examples(
     for uid in ids:
         u = corpus[uid]
         try:
-            examples.append(load_example(corpus, u, index[u.label], fields, max_seconds=max_seconds))
+            examples.append(load_example(corpus, u, index[u.label], fields, max_seconds=max_seconds, context=context))
         except EmovoxError as exc:
             if on_error == "error":
                 raise

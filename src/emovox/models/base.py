@@ -35,7 +35,7 @@ from emovox.errors import RecognizerError
 if TYPE_CHECKING:
     from emovox.cache import FeatureCache
     from emovox.corpora.base import Corpus
-    from emovox.data.examples import Example
+    from emovox.data.examples import ContextFormat, Example
     from emovox.splits import Fold
 
 #: Everything of a kind that is not a backbone or an adapter.
@@ -100,6 +100,12 @@ class ModelKind(nn.Module):
     def max_seconds(self) -> float:
         """Audio is cropped to this many seconds when examples are built (the papers' 10 s)."""
         return 10.0
+
+    def context_format(self) -> ContextFormat:
+        """How the previous turns become the ``context_text`` this model reads (the branches' one format)."""
+        from emovox.data.examples import ContextFormat
+
+        return ContextFormat()
 
     def prepare(self, examples: list[Example], *, cache: FeatureCache | None, progress: bool = True) -> list[Example]:
         """Examples with whatever the frozen parts compute attached (``Example.cached``); computed once per run."""

@@ -81,6 +81,20 @@ class BranchConfig(BaseModel):
     )
     max_tokens: int = Field(100, gt=0)
     max_seconds: float = Field(10.0, gt=0)
+    context_turns: int = Field(
+        1, ge=1, description="context/pair text: how many previous turns of the dialogue it reads (paper: 1)."
+    )
+    context_speakers: bool = Field(
+        False, description="context/pair text: each previous turn as 'speaker: text' (MELD's speaker names)."
+    )
+
+    def context_format(self):
+        """The ``ContextFormat`` this branch's context text is built with (None: it reads no context text)."""
+        from emovox.data.examples import ContextFormat
+
+        if self.input == "utterance":
+            return None
+        return ContextFormat(self.context_turns, self.context_speakers)
 
     @model_validator(mode="before")
     @classmethod
@@ -204,6 +218,12 @@ class Branch(nn.Module):
         self.modality = backbone.modality
         if cfg.input == "pair" and self.modality != "text":
             raise ConfigError(f"branch {name}: input 'pair' (previous + current utterance as one text) needs a text backbone")
+        if (cfg.context_turns != 1 or cfg.context_speakers) and (cfg.input == "utterance" or self.modality != "text"):
+            raise ConfigError(
+                f"branch {name}: context_turns / context_speakers shape a context text; this branch reads "
+                f"{'the utterance' if cfg.input == 'utterance' else 'audio'} "
+                "(use them on a text branch with input context or pair)"
+            )
         self.pooling = backbone.spec.pooling if cfg.pooling == "auto" else cfg.pooling
         self.total_layers = backbone.num_layers
         self.layer_index = _layer_index(cfg.layers, self.total_layers, name)
@@ -228,11 +248,20 @@ class Branch(nn.Module):
     def fields(self) -> set[str]:
         return {"text", "context_text"} if self.cfg.input == "pair" else {self.field}
 
+    def context_format(self):
+        """How the context text this branch reads is built (None when it reads none)."""
+        return self.cfg.context_format() if "context_text" in self.fields() else None
+
     def item(self, example) -> Any:
         """The raw input this branch reads from ``example`` (None: no previous utterance)."""
         if self.cfg.input == "pair":
             return (example.context_text, example.text)
-        return getattr(example, self.field)
+        value = getattr(example, self.field)
+        if self.field == "context_text" and self.cfg.context_turns > 1 and value is not None:
+            from emovox.data.examples import EndText
+
+            return EndText(value)  # several turns: too long, it loses its oldest words, not the newest
+        return value
 
     @property
     def cache_mode(self) -> str | None:

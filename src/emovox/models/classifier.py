@@ -72,6 +72,11 @@ class ClassifierModel(ModelKind):
     def max_seconds(self) -> float:
         return self.config.max_seconds
 
+    def context_format(self):
+        from emovox.data.examples import ContextFormat
+
+        return self.branch.context_format() or ContextFormat()
+
     def prepare(self, examples, *, cache, progress: bool = True):
         return self.branch.precompute(examples, cache=cache, seed=self.seed, progress=progress, augment=self.augment,
                                       precision=self.extract_precision)

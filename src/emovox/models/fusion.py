@@ -93,6 +93,11 @@ class FusionModel(ModelKind):
     def max_seconds(self) -> float:
         return max(b.cfg.max_seconds for b in self.branches)
 
+    def context_format(self):
+        from emovox.data.examples import common_context_format
+
+        return common_context_format((b.context_format() for b in self.branches), where="fusion")
+
     def prepare(self, examples, *, cache, progress: bool = True):
         for b in self.branches:
             examples = b.precompute(examples, cache=cache, seed=self.seed, progress=progress, augment=self.augment,

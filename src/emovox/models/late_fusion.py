@@ -104,6 +104,7 @@ class Member:
     describe: dict
     model: ModelKind | None = None  # a recognizer member's model (run members have one per fold)
     info: dict = dataclasses.field(default_factory=dict)  # a recognizer's emovox.json
+    context: Any = None  # the ContextFormat of its context text (None: it reads none)
 
     @property
     def folds(self) -> list[str]:
@@ -154,8 +155,9 @@ def _member(source: Path, type_: str, model: ModelKind, *, info: dict | None = N
         width = int(model.embed_width())
     except NotImplementedError:
         raise ConfigError(f"late-fusion member {source}: its model kind {model.kind!r} exposes no embedding") from None
+    context = model.context_format() if "context_text" in model.fields() else None
     return Member(source, type_, set(model.fields()), width, len(model.labels), float(model.max_seconds()),
-                  model.describe(), model, info or {})
+                  model.describe(), model, info or {}, context)
 
 
 def _frozen(model: ModelKind) -> ModelKind:
@@ -237,6 +239,11 @@ class LateFusionModel(ModelKind):
 
     def max_seconds(self) -> float:
         return max(m.max_seconds for m in self.members)
+
+    def context_format(self):
+        from emovox.data.examples import common_context_format
+
+        return common_context_format((m.context for m in self.members), where="late fusion")
 
     def slot(self, i: int, part: str) -> str:
         """Where member ``i``'s outputs (of its model ``part``: ``model`` or ``fold_k``) live in ``Example.cached``."""

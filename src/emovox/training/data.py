@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emovox.corpora.base import Corpus
-from emovox.data.examples import Example, build_examples
+from emovox.data.examples import Example, build_examples, common_context_format
 from emovox.errors import ConfigError, EmovoxWarning
 from emovox.models import registry
 from emovox.models.branch import BackboneStore
@@ -47,6 +47,7 @@ class ExperimentData:
             fields,
             max_seconds=max(m.max_seconds() for m in prototypes),
             on_error=cfg.on_bad_audio,
+            context=common_context_format((m.context_format() for m in prototypes), where=cfg.name),
         )
         warn_uniform_durations(examples, corpus)
         cache = FeatureCache(cfg.cache_dir)

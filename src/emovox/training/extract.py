@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from emovox.data.examples import Skipped, build_examples
+from emovox.data.examples import Skipped, build_examples, common_context_format
 from emovox.data.shards import Shard
 from emovox.models import registry
 from emovox.models.branch import BackboneStore
@@ -78,6 +78,7 @@ def extract(
             m.extract_precision = resolve_extract_precision(c.train.extract_precision)
         fields = set().union(*(m.fields() for m in models))
         max_seconds = max(m.max_seconds() for m in models)
+        context = common_context_format((m.context_format() for m in models), where=cfg.name)
         caching = [m for m in models if _caches(m)]
         summary.caching_models += len(caching)
         if not caching:
@@ -85,7 +86,7 @@ def extract(
         with tqdm(total=summary.utterances, desc=f"extract {shard}", unit="utt", disable=not progress) as bar:
             for r in ranges:
                 examples, skipped = build_examples(
-                    corpus, ids[r.start : r.stop], fields, max_seconds=max_seconds, on_error=cfg.on_bad_audio
+                    corpus, ids[r.start : r.stop], fields, max_seconds=max_seconds, on_error=cfg.on_bad_audio, context=context
                 )
                 summary.skipped += [s for s in skipped if s.id not in {x.id for x in summary.skipped}]
                 for m in caching:

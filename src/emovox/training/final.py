@@ -195,7 +195,8 @@ def evaluate_recognizer(recognizer, corpus: Corpus, *, on_bad_audio: str = "skip
             f"{corpus.spec or corpus.name}: labels {unknown} are not among the recognizer's {list(recognizer.labels)}"
         )
     examples, skipped = build_examples(
-        corpus, [u.id for u in corpus], recognizer.model.fields(), max_seconds=recognizer.max_seconds, on_error=on_bad_audio
+        corpus, [u.id for u in corpus], recognizer.model.fields(), max_seconds=recognizer.max_seconds, on_error=on_bad_audio,
+        context=recognizer.model.context_format(),
     )
     probs = recognizer.predict_examples(examples, progress=progress, desc="evaluate")
     index = {label: i for i, label in enumerate(recognizer.labels)}
