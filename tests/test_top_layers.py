@@ -61,3 +61,47 @@ def test_other_families_are_refused_clearly():
             ClassifierConfig(backbone="wav2vec2-base", tiny=True, mode="finetune-top"), ["a", "b"],
             load_backbone("wav2vec2-base", tiny=True),
         )
+
+
+def lpft_run(tmp_path, name: str, *, mode: str, lr: float, **model):
+    from helpers import make_tone_manifest, tiny_config
+
+    from emovox.config import config_from_dict
+    from emovox.training.runner import run_cv
+
+    manifest = make_tone_manifest(tmp_path / "corpus")
+    head = {"backbone": "whisper-base", "tiny": True, "mode": mode, "top_layers": 1, "layers": "all", "combine": "concat",
+            "head": "logistic", "C": [0.1, 1.0], "select": "valid-logloss", "dropout": 0.0, **model}
+    train = {"lr": lr, "head_lr": lr, "max_epochs": 2, "patience": 2, "class_weights": "none", "augment": {"length": False}}
+    cfg = config_from_dict(tiny_config(manifest, tmp_path / "cache", model=head, train=train))
+    results = run_cv(cfg, tmp_path / name, progress=False)
+    rows = (tmp_path / name / "predictions.csv").read_text().splitlines()[1:]
+    return results, {r.split(",")[0]: r.split(",")[3] for r in rows}
+
+
+def test_lp_ft_starts_from_the_closed_form_probe_and_keeps_it_unless_fine_tuning_does_better_on_validation(tmp_path):
+    """head: logistic over a trainable top: the closed-form probe is fitted first and is epoch 0. With
+    a learning rate too small to move anything (1e-12) every fold keeps it, and predicts what the frozen probe predicts;
+    with a real lr the epoch is chosen on validation, never below the probe there."""
+    import json
+
+    frozen, frozen_pred = lpft_run(tmp_path, "frozen", mode="frozen", lr=1e-12)
+    still, still_pred = lpft_run(tmp_path, "still", mode="finetune-top", lr=1e-12)
+    assert still_pred == frozen_pred and len(still_pred) == 24
+    done = [json.loads((tmp_path / "still" / f"fold_{k}" / "done.json").read_text()) for k in range(1, 5)]
+    assert all(d["best_epoch"] == 0 and d["choices"]["then"] == "fine-tuned" and d["choices"]["epoch"] == 0 for d in done)
+    frozen_done = [json.loads((tmp_path / "frozen" / f"fold_{k}" / "done.json").read_text()) for k in range(1, 5)]
+    assert [d["choices"]["C"] for d in done] == [d["choices"]["C"] for d in frozen_done]
+
+    moved, _ = lpft_run(tmp_path, "moved", mode="finetune-top", lr=3e-3)
+    done = [json.loads((tmp_path / "moved" / f"fold_{k}" / "done.json").read_text()) for k in range(1, 5)]
+    for d in done:
+        chosen = d["choices"]["valid_before_fine_tuning"] if d["best_epoch"] == 0 else d["history"][d["best_epoch"] - 1]["valid_ua"]
+        assert chosen >= d["choices"]["valid_before_fine_tuning"]  # select_on: ua (the default)
+        assert len(d["history"]) == 2  # both fine-tuning epochs ran and were scored
+
+
+def test_lp_ft_refuses_a_refit():
+    model = top_model(classes=2, head="logistic", refit=True)
+    with pytest.raises(ConfigError, match="set refit: false"):
+        model.fit_direct([], [])

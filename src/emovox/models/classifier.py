@@ -30,7 +30,8 @@ class ClassifierConfig(BranchConfig, LogisticFields, KindConfig):
     head: Literal["linear", "mlp", "logistic"] = Field(
         "linear",
         description="linear: dropout + one linear layer trained with the others (papers); mlp: one hidden layer; "
-        "logistic: multinomial logistic regression fitted in closed form (scikit-learn), C chosen on validation.",
+        "logistic: multinomial logistic regression fitted in closed form (scikit-learn), C chosen on validation; "
+        "with a trainable mode, the backbone is then fine-tuned from it (LP-FT), the epoch (0: none) chosen on validation.",
     )
     hidden: int = Field(256, gt=0, description="mlp: hidden units.")
     layer_sets: list[list[int]] | None = Field(
@@ -111,6 +112,15 @@ class ClassifierModel(ModelKind):
         """Calibrated logits straight from the backbone's preprocessing output (ONNX export traces this)."""
         return self.head(self.reducer(self.branch._live(backbone_inputs))) / self.temperature
 
+    @property
+    def finetunes_after_direct(self) -> bool:
+        """``head: logistic`` over a trainable backbone: linear probing, then fine-tuning (LP-FT). A new
+        head trained together with pretrained layers pushes them around while it is still wrong, which
+        is how fine-tuning on a few hundred clips ends below the frozen probe (Kumar et al., 2022); a head
+        that starts at the probe's closed-form optimum sends them only the gradient of what it still
+        gets wrong."""
+        return self.config.head == "logistic" and self.branch.mode != "frozen"
+
     def fit_direct(self, train, valid) -> dict | None:
         """``head: logistic``: scikit-learn on the reduced (standardised, layer-combined) features."""
         if self.config.head != "logistic":
@@ -118,6 +128,9 @@ class ClassifierModel(ModelKind):
         from emovox.models.closed_form import column_sets, fit_head
 
         cfg = self.config
+        if self.finetunes_after_direct and cfg.refit:
+            raise ConfigError("head: logistic with a trainable mode fine-tunes after the closed-form fit and chooses its "
+                              "epoch on the validation part, which a refit would have seen: set refit: false")
         if cfg.layer_sets and cfg.combine != "concat":
             raise ConfigError("layer_sets need combine: concat (each candidate keeps some of the concatenated layers)")
         sets = column_sets([[s] for s in cfg.layer_sets or []], [(self.branch.layer_index, self.branch.width)])

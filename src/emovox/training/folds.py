@@ -314,6 +314,16 @@ def fit_model(model, trainer: Trainer, train: list[Example], valid: list[Example
     choices = model.fit_direct(train, valid)
     if choices is None:
         fit = trainer.fit(train, valid)
+    elif getattr(model, "finetunes_after_direct", False):
+        # linear probing, then fine-tuning (LP-FT): the closed-form head is epoch 0 and stays unless a
+        # fine-tuned epoch does better on validation; what it calibrated and held out no longer applies
+        model.heldout_valid = None
+        choices = {k: v for k, v in choices.items() if k not in ("temperature", "valid_predictions")}
+        fit = trainer.fit(train, valid, start_is_candidate=True)
+        fit.choices = {**choices, "then": "fine-tuned", "epoch": fit.best_epoch}
+        if fit.start_valid is not None:
+            fit.choices["valid_before_fine_tuning"] = round(fit.start_valid["score"], 6)
+        choices = fit.choices
     else:
         fit = FitResult(choices=choices)
         if valid:

@@ -117,6 +117,7 @@ class FitResult:
     resumed_from_epoch: int = 0
     resumed_from_step: int = 0  # optimizer steps done before this process (0: trained from scratch)
     choices: dict = field(default_factory=dict)  # what was chosen on validation besides the epoch
+    start_valid: dict | None = None  # validation scores of the model before training (start_is_candidate: epoch 0)
     calibration: dict = field(default_factory=dict)
 
 
@@ -353,7 +354,11 @@ class Trainer:
 
     # -- training ------------------------------------------------------------------------------
     @_fast_compute
-    def fit(self, train: Sequence[Example], valid: Sequence[Example]) -> FitResult:
+    def fit(self, train: Sequence[Example], valid: Sequence[Example], *, start_is_candidate: bool = False) -> FitResult:
+        """Train, choosing the epoch on ``valid``. ``start_is_candidate``: the model as it comes in
+        (a head already fitted in closed form: linear probing, then fine-tuning) is "epoch 0" and is
+        kept when no trained epoch scores better on validation, so fine-tuning can only replace it
+        by doing better there."""
         if not train:
             raise EmovoxError("no training examples in this fold")
         cfg = self.cfg
@@ -380,6 +385,7 @@ class Trainer:
             result.history = resumed["history"]
             result.best_epoch, result.best_valid_ua = resumed["best_epoch"], resumed["best_valid_ua"]
             result.best_valid_score = resumed.get("best_valid_score", resumed["best_valid_ua"])
+            result.start_valid = resumed.get("start_valid")
             bad_epochs = resumed["bad_epochs"]
             start_epoch = resumed["epoch"] + 1
             result.resumed_from_epoch = resumed["epoch"]
@@ -395,6 +401,10 @@ class Trainer:
         from emovox.progress import progress_bar
 
         valid_targets = [e.target for e in valid]
+        if start_is_candidate and valid and resumed is None:
+            result.start_valid = self._valid_scores(valid, valid_targets, loss_fn)
+            result.best_valid_score, result.best_valid_ua = result.start_valid["score"], result.start_valid["ua"]
+            self._save_best()  # epoch 0
         finished_early = False
         # one bar over epochs (a frozen head's epoch takes milliseconds), batches nested below it
         epochs = progress_bar(
@@ -456,19 +466,14 @@ class Trainer:
                         progress.update(step_loss=step_losses, seconds=earlier_seconds + time.time() - t0)
                         state = {"epoch": epoch - 1, "global_step": global_step, "history": result.history, "in_epoch": progress}
                         state.update(best_epoch=result.best_epoch, best_valid_ua=result.best_valid_ua, bad_epochs=bad_epochs)
-                        state.update(best_valid_score=result.best_valid_score)
+                        state.update(best_valid_score=result.best_valid_score, start_valid=result.start_valid)
                         self._save_last(optimizer, scheduler, dict(state, finished=False, stopped_early=False))
             bar.close()
             total, count = distributed.sum_across([total, count])
 
-            valid_logits = self.predict_logits(valid) if valid else np.zeros((0, self.num_classes))
             if valid:
-                vl = loss_fn(
-                    torch.from_numpy(valid_logits).to(self.device), torch.tensor(valid_targets, device=self.device)
-                ).item()
-                m = compute_metrics(valid_targets, valid_logits.argmax(1).tolist(), [str(i) for i in range(self.num_classes)])
-                v_ua, v_wa, v_f1, v_wf1 = float(m.ua), float(m.wa), float(m.macro_f1), float(m.weighted_f1)
-                score = {"ua": v_ua, "wa": v_wa, "macro_f1": v_f1, "weighted_f1": v_wf1}[cfg.select_on]
+                v = self._valid_scores(valid, valid_targets, loss_fn)
+                vl, v_ua, v_wa, v_f1, v_wf1, score = v["loss"], v["ua"], v["wa"], v["macro_f1"], v["weighted_f1"], v["score"]
             else:
                 # no validation: the lowest training loss wins
                 vl, v_ua, v_wa, v_f1, v_wf1 = float("nan"), -(total / max(count, 1)), float("nan"), float("nan"), float("nan")
@@ -490,12 +495,7 @@ class Trainer:
             self.tracker.log_epoch(global_step, record)
             if score > result.best_valid_score:
                 result.best_valid_score, result.best_valid_ua, result.best_epoch, bad_epochs = score, v_ua, epoch, 0
-                if self.run_dir is not None and not distributed.is_main():
-                    pass  # the main process writes the checkpoint; this one reads it back after the barrier below
-                elif self.run_dir is not None:
-                    atomic_save_tensors(self.run_dir / "best_model.safetensors", trainable_state(self.model))
-                else:
-                    self._best_in_memory = {k: v.detach().clone() for k, v in trainable_state(self.model).items()}
+                self._save_best()
             else:
                 bad_epochs += 1
             finished_early = bad_epochs >= cfg.patience
@@ -512,6 +512,7 @@ class Trainer:
                         "best_epoch": result.best_epoch,
                         "best_valid_ua": result.best_valid_ua,
                         "best_valid_score": result.best_valid_score,
+                        "start_valid": result.start_valid,
                         "bad_epochs": bad_epochs,
                         "finished": done,
                         "stopped_early": finished_early,
@@ -542,6 +543,23 @@ class Trainer:
         steps = math.ceil(batches / distributed.world())  # this process's batches
         per_epoch = math.ceil(steps / cfg.grad_accum)  # optimizer steps
         return linear_schedule(max(1, per_epoch * cfg.max_epochs), cfg.warmup_ratio)
+
+    def _valid_scores(self, valid: Sequence[Example], targets: list[int], loss_fn) -> dict:
+        """Validation loss and metrics of the model as it is, and the ``select_on`` one as ``score``."""
+        logits = self.predict_logits(valid)
+        loss = loss_fn(torch.from_numpy(logits).to(self.device), torch.tensor(targets, device=self.device)).item()
+        m = compute_metrics(targets, logits.argmax(1).tolist(), [str(i) for i in range(self.num_classes)])
+        out = {"loss": loss, "ua": float(m.ua), "wa": float(m.wa), "macro_f1": float(m.macro_f1),
+               "weighted_f1": float(m.weighted_f1)}
+        return {**out, "score": out[self.cfg.select_on]}
+
+    def _save_best(self) -> None:
+        if self.run_dir is not None and not distributed.is_main():
+            pass  # the main process writes the checkpoint; this one reads it back after the epoch's barrier
+        elif self.run_dir is not None:
+            atomic_save_tensors(self.run_dir / "best_model.safetensors", trainable_state(self.model))
+        else:
+            self._best_in_memory = {k: v.detach().clone() for k, v in trainable_state(self.model).items()}
 
     def _load_best(self) -> None:
         if self.run_dir is not None and (self.run_dir / "best_model.safetensors").is_file():
