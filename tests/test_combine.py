@@ -34,20 +34,20 @@ TRAIN = {"lr": 0.02, "batch_size": 8, "max_epochs": 15, "patience": 15, "threads
 CUES = {"high": ("wonderful", "great"), "low": ("terrible", "awful")}
 
 
-def dialogue_corpus(dialogues: int = 24, turns: int = 8, seed: int = 0) -> Corpus:
-    """Each utterance is one cue word drawn at random; its label is the class of the *previous*
-    utterance's cue word (a dialogue's first utterance is always "high"). An utterance's own words
-    say nothing about its label."""
+def dialogue_corpus(dialogues: int = 24, turns: int = 8, seed: int = 0, *, back: int = 1, two_speakers: bool = False) -> Corpus:
+    """Each utterance is one cue word drawn at random; its label is the class of the cue word said
+    ``back`` turns before (a dialogue's first ``back`` utterances are "high"). An utterance's own
+    words say nothing about its label. ``two_speakers``: each dialogue's turns alternate between two
+    speakers (``spk<d % 4>a``, ``...b``), else one speaker says them all."""
     rng = random.Random(seed)
     words = [w for ws in CUES.values() for w in ws]
     utterances = []
     for d in range(dialogues):
         cues = [rng.choice(words) for _ in range(turns)]
         for t in range(turns):
-            label = "high" if t == 0 else next(k for k, ws in CUES.items() if cues[t - 1] in ws)
-            utterances.append(
-                Utterance(f"d{d}_t{t}", f"spk{d % 4}", label, label, text=cues[t], dialogue=f"d{d}", turn=t)
-            )
+            label = "high" if t < back else next(k for k, ws in CUES.items() if cues[t - back] in ws)
+            speaker = f"spk{d % 4}" + ("ab"[t % 2] if two_speakers else "")
+            utterances.append(Utterance(f"d{d}_t{t}", speaker, label, label, text=cues[t], dialogue=f"d{d}", turn=t))
     return Corpus("dialogues", utterances, ("high", "low"), spec="dialogues:synthetic")
 
 
@@ -161,18 +161,9 @@ def test_emovox_predict_gives_a_context_recognizer_the_previous_utterance(tmp_pa
             assert r.json()["probabilities"] == pytest.approx(want, abs=1e-6)
 
 
-def two_back_corpus(dialogues: int = 24, turns: int = 8, seed: int = 0) -> Corpus:
-    """Like ``dialogue_corpus``, but the label is the class of the cue word said *two* turns before
-    (a dialogue's first two utterances are "high"): the previous utterance alone says nothing."""
-    rng = random.Random(seed)
-    words = [w for ws in CUES.values() for w in ws]
-    utterances = []
-    for d in range(dialogues):
-        cues = [rng.choice(words) for _ in range(turns)]
-        for t in range(turns):
-            label = "high" if t < 2 else next(k for k, ws in CUES.items() if cues[t - 2] in ws)
-            utterances.append(Utterance(f"d{d}_t{t}", f"spk{d % 4}{'ab'[t % 2]}", label, label, text=cues[t], dialogue=f"d{d}", turn=t))
-    return Corpus("two-back", utterances, ("high", "low"), spec="two-back:synthetic")
+def two_back_corpus(dialogues: int = 24, seed: int = 0) -> Corpus:
+    """The label is the class of the cue word said *two* turns before: the previous utterance alone says nothing."""
+    return dialogue_corpus(dialogues, turns=8, seed=seed, back=2, two_speakers=True)
 
 
 def test_format_context_keeps_the_last_turns_oldest_first_with_or_without_speakers():
@@ -183,7 +174,7 @@ def test_format_context_keeps_the_last_turns_oldest_first_with_or_without_speake
     assert format_context(turns, ContextFormat(2)) == "Oh no. What?"  # a turn without a transcript is left out
     assert format_context(turns, ContextFormat(3, speakers=True)) == "Ross: Hi. Rachel: Oh no. Ross: What?"
     assert format_context([(None, "Hi.")], ContextFormat(1, speakers=True)) == "Hi."  # no name, no prefix
-    corpus = two_back_corpus(dialogues=1, turns=4)
+    corpus = dialogue_corpus(dialogues=1, turns=4, back=2)
     assert [u.id for u in corpus.history("d0_t3", 2)] == ["d0_t1", "d0_t2"]
     assert [u.id for u in corpus.history("d0_t1", 5)] == ["d0_t0"] and corpus.history("d0_t0", 3) == []
     with pytest.raises(EmovoxError, match="at least 1"):
@@ -207,13 +198,13 @@ def test_a_context_of_two_turns_reads_what_only_the_turn_before_the_previous_tel
     def model(**context) -> dict:
         return {"kind": "fusion", "projection": 16, "branches": [dict(TEXT), {**TEXT, "input": "context", **context}]}
 
-    one = run_cv(config_from_dict(experiment("two-back:synthetic", tmp_path / "cache", model())), tmp_path / "one",
+    one = run_cv(config_from_dict(experiment("dialogues:synthetic", tmp_path / "cache", model())), tmp_path / "one",
                  corpus=corpus, progress=False)
-    two = run_cv(config_from_dict(experiment("two-back:synthetic", tmp_path / "cache", model(context_turns=2))),
+    two = run_cv(config_from_dict(experiment("dialogues:synthetic", tmp_path / "cache", model(context_turns=2))),
                  tmp_path / "two", corpus=corpus, progress=False)
     assert one["pooled"]["ua"] <= 0.7 and two["pooled"]["ua"] >= 0.95
 
-    cfg = config_from_dict(experiment("two-back:synthetic", tmp_path / "cache", model(context_turns=2, context_speakers=True)))
+    cfg = config_from_dict(experiment("dialogues:synthetic", tmp_path / "cache", model(context_turns=2, context_speakers=True)))
     train_recognizer(cfg, tmp_path / "rec", corpus=corpus, progress=False)
     rec = Recognizer.load(tmp_path / "rec")
     test = two_back_corpus(dialogues=4, seed=1).utterances
@@ -261,13 +252,13 @@ def test_context_turns_are_refused_where_they_shape_nothing(tmp_path):
     from emovox.models import registry
 
     for branch in ({**TEXT, "context_turns": 2}, {**AUDIO, "input": "context", "context_speakers": True}):
-        cfg = config_from_dict(experiment("two-back:synthetic", tmp_path / "cache", {"kind": "fusion", "branches": [branch]}))
+        cfg = config_from_dict(experiment("dialogues:synthetic", tmp_path / "cache", {"kind": "fusion", "branches": [branch]}))
         with pytest.raises(ConfigError, match="context_turns / context_speakers shape a context text"):
             registry.build(cfg.model, ("high", "low"))
     mixed = {"kind": "fusion", "projection": 16,
              "branches": [{**TEXT, "input": "context", "context_turns": 2}, {**TEXT, "input": "pair", "name": "p"}]}
     with pytest.raises(EmovoxError, match="read the dialogue context in different ways"):
-        run_cv(config_from_dict(experiment("two-back:synthetic", tmp_path / "cache", mixed)), tmp_path / "mixed",
+        run_cv(config_from_dict(experiment("dialogues:synthetic", tmp_path / "cache", mixed)), tmp_path / "mixed",
                corpus=two_back_corpus(dialogues=8), progress=False)
 
 
