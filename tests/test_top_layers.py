@@ -93,8 +93,13 @@ def test_lp_ft_starts_from_the_closed_form_probe_and_keeps_it_unless_fine_tuning
     frozen_done = [json.loads((tmp_path / "frozen" / f"fold_{k}" / "done.json").read_text()) for k in range(1, 5)]
     assert [d["choices"]["C"] for d in done] == [d["choices"]["C"] for d in frozen_done]
 
-    moved, _ = lpft_run(tmp_path, "moved", mode="finetune-top", lr=3e-3)
+    moved, moved_pred = lpft_run(tmp_path, "moved", mode="finetune-top", lr=3e-3)
     done = [json.loads((tmp_path / "moved" / f"fold_{k}" / "done.json").read_text()) for k in range(1, 5)]
+    kept = [k for k, d in enumerate(done, 1) if d["best_epoch"] == 0]
+    assert kept  # here the probe is already perfect on validation: no trained epoch can beat it
+    for k in kept:  # a fold that kept epoch 0 tests with the probe's weights, not its last epoch's
+        ids = [json.loads(line)["id"] for line in (tmp_path / "moved" / "splits" / f"fold_{k}" / "test.jsonl").read_text().splitlines()]
+        assert [moved_pred[i] for i in ids] == [frozen_pred[i] for i in ids]
     for d in done:
         chosen = d["choices"]["valid_before_fine_tuning"] if d["best_epoch"] == 0 else d["history"][d["best_epoch"] - 1]["valid_ua"]
         assert chosen >= d["choices"]["valid_before_fine_tuning"]  # select_on: ua (the default)
