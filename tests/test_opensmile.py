@@ -60,6 +60,18 @@ def test_functionals_are_opensmiles_own_on_a_real_clip(emodb_dir, name, feature_
     np.testing.assert_array_equal(pooled[1, 0].numpy(), shorter)  # a batch never mixes its clips
 
 
+def test_samples_beyond_full_scale_saturate_instead_of_wrapping(emodb_dir):
+    """openSMILE turns floats into int16 by ``x * 32768`` without saturation: a resampled peak above 1.0 would
+    wrap to a large negative sample. emovox clips to the 16-bit range first, as a 16-bit file would hold it."""
+    loud = 4.0 * load_audio(emodb_dir / "wav" / "03a01Wa.wav")
+    assert np.abs(loud).max() > 1.0
+    ours = load_backbone("opensmile-egemaps").preprocess([loud])["functionals"][0].numpy()
+    saturated = smile("eGeMAPSv02").process_signal(np.clip(loud, -1.0, 32767 / 32768), 16000).to_numpy(dtype=np.float32)[0]
+    wrapped = smile("eGeMAPSv02").process_signal(loud, 16000).to_numpy(dtype=np.float32)[0]
+    np.testing.assert_array_equal(ours, saturated)
+    assert not np.allclose(ours, wrapped)
+
+
 def emodb_examples(emodb_dir: Path, stems=FOUR[:3]) -> list[Example]:
     clips = [load_audio(emodb_dir / "wav" / f"{s}.wav") for s in stems]
     return [Example(s, 0, audio=c, length=example_length(c, None)) for s, c in zip(stems, clips, strict=True)]
