@@ -132,8 +132,9 @@ def test_a_checkpoint_with_missing_weights_is_refused_not_randomly_filled(tmp_pa
 # --- every registry name: tiny, offline, right shapes, padding-invariant --------------------------
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", sorted(n for n, s in REGISTRY.items() if FAMILIES[s.family].learned))
 def test_tiny_backbone_builds_offline_and_padding_never_changes_a_result(name, tiny):
+    """(openSMILE functionals have no model and no frames to pad: tests/test_opensmile.py)"""
     backbone = tiny(name)
     spec = REGISTRY[name]
     expected_class = (MODEL_CLASSES if spec.modality == "text" else AUDIO_CLASSES)[spec.family]

@@ -60,7 +60,8 @@ def weights_fingerprint(source: str) -> str:
 
 
 def backbone_identity(backbone, *, tiny: bool, seed: int) -> dict:
-    """What makes a backbone's outputs what they are: weights, family, preprocessing limits, precision."""
+    """What makes a backbone's outputs what they are: weights (or an extractor's version), family,
+    preprocessing limits, precision."""
     spec = backbone.spec
     ident = {
         "format": CACHE_FORMAT,
@@ -71,6 +72,9 @@ def backbone_identity(backbone, *, tiny: bool, seed: int) -> dict:
         "max_seconds": getattr(backbone, "max_seconds", None),
         "max_tokens": getattr(backbone, "max_tokens", None),
     }
+    extra = getattr(backbone, "cache_identity", None)  # e.g. openSMILE: its package version and feature set
+    if extra is not None:
+        ident.update(extra())
     precision = getattr(backbone, "inference_precision", "fp32")  # set by emovox.accel.optimize_for_inference
     if precision != "fp32":  # absent for fp32, so existing fp32 caches keep their keys
         ident["precision"] = precision

@@ -247,6 +247,9 @@ def _model_lines(info: dict) -> list[str]:
         tiny = " - a tiny randomly initialised build, for tests only" if b.get("tiny") else ""
         name = b.get("name") or what
         lines.append(f"- Branch `{name}`: backbone `{b.get('backbone', '?')}` reads the {what}, mode {b.get('mode', '?')}{tiny}")
+    for b in (info.get("describe") or {}).get("branches") or []:  # a backbone without weights says what computes it
+        if b.get("extractor"):
+            lines.append(f"- Features of `{b.get('name', '?')}`: {b['extractor']}")
     for i, m in enumerate((info.get("describe") or {}).get("members") or []):  # late fusion
         branches_ = m.get("branches", [])
         names = ", ".join(f"`{Path(str(b.get('backbone', '?'))).name}` ({b.get('input', 'utterance')})" for b in branches_)

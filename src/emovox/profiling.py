@@ -29,6 +29,10 @@ Size on disk (the RAVDESS paper's Table 6) is what a safetensors file of the bac
 persistent buffer, floating-point tensors at 4 bytes per element and integer buffers at their
 own width, in MB of 10^6 bytes. The file's JSON header (names, shapes, offsets; a few KB)
 is left out. Whisper is counted with its full 30 s position table, as it is saved.
+
+Backbones without learned weights (openSMILE functionals) have 0 parameters and nothing on disk;
+their cost is signal processing in openSMILE's C++ (FFTs, pitch tracking, statistics), not matrix
+products a FLOP counter could see, so their GFLOPs are not counted (``None``) and the row says so.
 """
 
 from __future__ import annotations
@@ -64,12 +68,14 @@ class ProfileRow:
     hub_id: str
     modality: str
     params_m: float
-    gflops: float
+    gflops: float | None
     paper_params_m: float | None = None
     paper_gflops: float | None = None
     #: fp32 safetensors data of the backbone's state dict, MB (10^6 bytes)
     size_mb: float | None = None
     paper_size_mb: float | None = None
+    #: why a figure is missing (a backbone without learned weights has no GFLOPs to count)
+    note: str | None = None
 
     @property
     def params_diff(self) -> float | None:
@@ -79,7 +85,7 @@ class ProfileRow:
     @property
     def gflops_diff(self) -> float | None:
         """Relative difference to the paper's GFLOPs, if it has one."""
-        return _relative(self.gflops, self.paper_gflops)
+        return None if self.gflops is None else _relative(self.gflops, self.paper_gflops)
 
     @property
     def size_diff(self) -> float | None:
@@ -130,12 +136,18 @@ def _profile_cached(name: str, tokens: int, seconds: float) -> ProfileRow:
         raise BackboneError(
             f"unknown backbone '{name}' for profiling; registry names: {', '.join(sorted(registry))}"
         )
+    spec = registry[name]
+    if not _learned(spec):
+        return ProfileRow(
+            name=name, hub_id=spec.hub_id, modality=spec.modality, params_m=0.0, gflops=None, size_mb=0.0,
+            note=f"{name}: fixed features ({spec.hub_id}), no learned weights; GFLOPs not counted (signal "
+            "processing, not matrix products)",
+        )
     if name not in ARCHITECTURES:
         raise BackboneError(
             f"backbone '{name}' has no stored architecture in emovox/backbones/architectures.py; "
             "add its config.json hyperparameters there to profile it"
         )
-    spec = registry[name]
     params, flops = count_params_and_flops(ARCHITECTURES[name], tokens=tokens, seconds=seconds)
     size = count_weight_bytes(ARCHITECTURES[name])
     paper = PAPER_TABLE1.get(name)
@@ -150,6 +162,12 @@ def _profile_cached(name: str, tokens: int, seconds: float) -> ProfileRow:
         size_mb=size / 1e6,
         paper_size_mb=PAPER_TABLE6_MB.get(name),
     )
+
+
+def _learned(spec: Any) -> bool:
+    from emovox.backbones import FAMILIES
+
+    return FAMILIES[spec.family].learned
 
 
 def _registry() -> Mapping[str, Any]:

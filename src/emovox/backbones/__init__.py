@@ -99,6 +99,20 @@ class Backbone(torch.nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
 
+    @property
+    def learned(self) -> bool:
+        """False for fixed signal processing (openSMILE functionals): nothing to train or save."""
+        return FAMILIES[self.spec.family].learned
+
+    def cache_identity(self) -> dict:
+        """What fixes this backbone's outputs besides the weights its spec names (the feature cache keys
+        on it): an openSMILE backbone's package version and feature set; nothing for a checkpoint."""
+        return {}
+
+    def about(self) -> dict:
+        """What a model card should add about this backbone beyond its name (empty for checkpoints)."""
+        return {}
+
     def freeze_feature_encoder(self) -> None:
         """Freeze the wav2vec2-style CNN front end only (the usual speech fine-tuning set-up)."""
         raise BackboneError(
@@ -201,7 +215,8 @@ def load_backbone(
 
     ``max_tokens``/``max_seconds`` default to what a saved directory recorded, else to the
     paper's 100 tokens / 10 s. ``tiny=True`` never downloads: a small random model of the same
-    class (seeded by ``seed``), with an offline tokenizer or feature extractor.
+    class (seeded by ``seed``), with an offline tokenizer or feature extractor. An openSMILE
+    backbone has nothing to shrink: ``tiny`` builds the real one.
     """
     spec = get_spec(name_or_path)
     saved: dict = {}
@@ -214,7 +229,11 @@ def load_backbone(
         raise BackboneError(f"max_tokens must be at least 4 (got {max_tokens})")
     if not max_seconds > 0:
         raise BackboneError(f"max_seconds must be positive (got {max_seconds})")
-    if spec.modality == "text":
+    if spec.family == "opensmile":
+        from emovox.backbones.smile import build_smile_backbone
+
+        backbone = build_smile_backbone(spec, saved, max_tokens=max_tokens, max_seconds=max_seconds)
+    elif spec.modality == "text":
         from emovox.backbones.text import build_text_backbone
 
         backbone = build_text_backbone(spec, tiny=tiny, max_tokens=max_tokens, max_seconds=max_seconds, seed=seed)

@@ -5,7 +5,8 @@ emovox dispatches on ``BackboneSpec.family`` (the transformers ``model_type``), 
 is not listed still works when it is given as a hub id or a local directory of a known family.
 Hub ids below are the checkpoints the papers in ``shared/papers`` name (the RAVDESS paper's
 references, the fusion paper's text) or, where a paper only names "version" and size (SLM
-ensembles, Table 1), the canonical Hugging Face checkpoint of that version.
+ensembles, Table 1), the canonical Hugging Face checkpoint of that version. The openSMILE entries
+have no checkpoint: ``opensmile:SET`` names a feature set of the installed opensmile package.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ RAVDESS = "ssl-voting-ravdess"
 FUSION = "deberta-wav2vec2-fusion"
 EMOSPEECH = "llm-lora-emospeech"
 COMBINE = "issue 14 (MELD text, EmoDB text branch)"
+EGEMAPS = "eGeMAPS (Eyben et al. 2016)"
+COMPARE = "ComParE 2016 (Schuller et al. 2016)"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ class FamilyInfo:
 
     modality: Modality
     pooling: PoolingKind
+    #: False for fixed signal processing (openSMILE functionals): no weights to train, save or load,
+    #: and one vector per clip (one "layer" of one "frame"), so only ``mode: frozen`` makes sense.
+    learned: bool = True
 
 
 FAMILIES: dict[str, FamilyInfo] = {
@@ -96,7 +102,13 @@ FAMILIES: dict[str, FamilyInfo] = {
     "speech_to_text": FamilyInfo("audio", "mean"),
     "speecht5": FamilyInfo("audio", "mean"),
     "whisper": FamilyInfo("audio", "mean"),
+    # audio: hand-crafted functionals computed by the opensmile package (emovox.backbones.smile)
+    "opensmile": FamilyInfo("audio", "mean", learned=False),
 }
+
+#: ``opensmile:SET`` names any feature set of the opensmile package (``opensmile:IS09``); the
+#: registry names the two the field reports.
+OPENSMILE_PREFIX = "opensmile:"
 
 
 def _spec(name: str, hub_id: str, family: str, paper: str) -> BackboneSpec:
@@ -145,6 +157,9 @@ _ENTRIES: list[BackboneSpec] = [
     _spec("whisper-large-v3", "openai/whisper-large-v3", "whisper", EMOSPEECH),
     # --- text, small sentence encoder (22M parameters) for CPU runs; mean pooling as sentence-transformers ---
     _spec("all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", "bert", COMBINE),
+    # --- audio, the hand-crafted baseline: openSMILE functionals (88 and 6,373 per clip), no weights ---
+    _spec("opensmile-egemaps", "opensmile:eGeMAPSv02", "opensmile", EGEMAPS),
+    _spec("opensmile-compare", "opensmile:ComParE_2016", "opensmile", COMPARE),
 ]
 
 REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in _ENTRIES}
@@ -195,6 +210,14 @@ def _spec_from_dir(directory: Path, given: str) -> BackboneSpec:
     info = _check_family(str(family), where=f"'{config}'")
     return BackboneSpec(name=given, hub_id=str(directory), modality=info.modality, family=str(family),
                         pooling=info.pooling)
+
+
+def saved_without_weights(directory: Path) -> bool:
+    """Whether ``directory`` is a saved backbone of a family without weights (its sidecar is all of it)."""
+    if not (Path(directory) / EMOVOX_FILE).is_file():
+        return False
+    family = read_emovox_file(Path(directory))["spec"].get("family")
+    return family in FAMILIES and not FAMILIES[family].learned
 
 
 def read_emovox_file(directory: Path) -> dict:
@@ -265,6 +288,9 @@ def get_spec(name_or_path: str | Path) -> BackboneSpec:
         raise BackboneError("empty backbone name: pass a registry name, a hub id or a local directory")
     if given in REGISTRY:
         return _local_copy(REGISTRY[given])
+    if given.startswith(OPENSMILE_PREFIX):  # checked against the opensmile package when it is built
+        listed = [s for s in REGISTRY.values() if s.hub_id == given]
+        return listed[0] if listed else _spec(given, given, "opensmile", "")
     if isinstance(name_or_path, Path) or _looks_like_path(given):
         directory = Path(given).expanduser()
         if not directory.is_dir():

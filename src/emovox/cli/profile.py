@@ -34,8 +34,9 @@ def profile_command(
                 "hub_id": row.hub_id,
                 "modality": row.modality,
                 "params_m": round(row.params_m, 4),
-                "gflops": round(row.gflops, 4),
+                "gflops": round(row.gflops, 4) if row.gflops is not None else None,
                 "size_mb": round(row.size_mb, 3) if row.size_mb is not None else None,
+                **({"note": row.note} if row.note else {}),
             }
             for row in rows
         ]
@@ -73,7 +74,9 @@ def profile_command(
             cells = [row.name, f"{row.params_m:.2f}"]
             if compare:
                 cells += [_num(row.paper_params_m), _diff(row.params_diff)]
-            cells.append(f"{row.gflops:.2f}")
+            cells.append(_num(row.gflops))
+            if row.note:
+                notes.append(row.note)
             if compare:
                 cells += [_num(row.paper_gflops), _diff(row.gflops_diff)]
                 paper = PAPER_TABLE1.get(row.name)

@@ -13,6 +13,9 @@ over time. What happens before that depends on its ``mode``:
   The frozen bottom's output (the frames entering the first trained layer, and the bottom's own
   pooled states) is computed once, cached on disk like features, and the top layers run live.
 
+A backbone without weights (openSMILE functionals) gives one vector per clip, one "layer" of one
+"frame": only ``frozen`` applies, and the rest is refused with a ``ConfigError`` (``_check_fixed_features``).
+
 Given raw inputs (no cache, as in a deployed recognizer) every mode runs its backbone itself, so
 the trained module is the deployable one. A context branch reads the previous utterance; the
 first utterance of a dialogue has none, and the branch then outputs a learned "no context" vector
@@ -24,6 +27,7 @@ backbone reading "previous utterance + utterance" as a tokenizer pair.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -32,7 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from emovox.errors import ConfigError
+from emovox.errors import ConfigError, EmovoxWarning
 from emovox.models.heads import STD_FLOOR, Combine
 from emovox.models.pooling import AttentionPooling, pool, pooled_width
 
@@ -224,6 +228,8 @@ class Branch(nn.Module):
                 f"{'the utterance' if cfg.input == 'utterance' else 'audio'} "
                 "(use them on a text branch with input context or pair)"
             )
+        if not backbone.learned:
+            _check_fixed_features(name, cfg, backbone)
         self.pooling = backbone.spec.pooling if cfg.pooling == "auto" else cfg.pooling
         self.total_layers = backbone.num_layers
         self.layer_index = _layer_index(cfg.layers, self.total_layers, name)
@@ -310,11 +316,13 @@ class Branch(nn.Module):
                    for e in examples)
         if mode is None or done:
             return examples
+        if variants and not self.backbone.learned and augment.length and augment.pad[1] > 0:
+            _warn_padded_functionals(self.name, self.backbone)
         present = [i for i, e in enumerate(examples) if self.item(e) is not None]
         items = [self.item(examples[i]) for i in present]
         name, ident = self.cache_identity(tiny=self.cfg.tiny, seed=seed)
         extractor = self.backbone
-        if precision != "fp32":
+        if precision != "fp32" and self.backbone.learned:  # fixed features (openSMILE) have no arithmetic to lower
             from emovox.accel import optimize_for_inference
 
             ident = {**ident, "precision": precision}
@@ -466,6 +474,7 @@ class Branch(nn.Module):
             "mode": self.mode,
             "pooling": self.pooling,
             "layers": self.layer_index,
+            **self.backbone.about(),
         }
 
 
@@ -497,6 +506,38 @@ def _layer_index(layers, total: int, name: str) -> list[int]:
             f"(0 = embeddings, {total - 1} = last)"
         )
     return index
+
+
+def _check_fixed_features(name: str, cfg: BranchConfig, backbone) -> None:
+    """A backbone without weights (openSMILE functionals) is one vector per clip that nothing can train:
+    only mode frozen, one "layer" (index 0) and no pooling to choose."""
+    what = f"branch {name}: '{backbone.spec.name}' computes fixed {backbone.spec.family} features, one vector per clip"
+    if cfg.mode != "frozen":
+        raise ConfigError(f"{what}, with no weights to train: use mode: frozen (head linear, mlp or logistic), not {cfg.mode}")
+    if cfg.pooling not in ("auto", "mean"):
+        raise ConfigError(f"{what}: there are no frames to pool; use pooling: auto (not {cfg.pooling})")
+    if cfg.layers not in ("all", "last") and [int(i) for i in cfg.layers] not in ([0], [-1]):
+        raise ConfigError(f"{what}: it has one 'layer' (index 0), not {list(cfg.layers)}; use layers: all (and no layer_sets)")
+    if cfg.std_floor > 0 and "std_floor" not in cfg.model_fields_set:
+        warnings.warn(
+            f"{what}: the default std_floor ({cfg.std_floor:g} x the median std) is made for a neural layer, whose "
+            "dimensions share one scale; functionals mix units (Hz, dB, ratios), and the floor would shrink the "
+            "small-scale ones (eGeMAPS: 34 of 88 on EmoDB, spectral slopes and jitter up to 60-fold). "
+            "Set std_floor: 0 for plain z-scores, as the field's baseline (and emovox's) standardises them",
+            EmovoxWarning,
+            stacklevel=4,
+        )
+
+
+def _warn_padded_functionals(name: str, backbone) -> None:
+    warnings.warn(
+        f"branch {name}: train.augment.length pads training clips with digital silence, which drives "
+        f"{backbone.spec.name}'s functionals far outside any real clip's (on EmoDB, ComParE's spectral LPC gains "
+        "reach 2e5 standard deviations): the head learns from inputs it never meets and its fit slows down. "
+        "Set train.augment.length: false (or augment.pad: [0, 0])",
+        EmovoxWarning,
+        stacklevel=4,
+    )
 
 
 def _unfreeze_top(backbone, top_layers: int, pooling: str) -> int:

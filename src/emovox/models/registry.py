@@ -75,6 +75,7 @@ def load(directory: Path, info: dict, labels: Sequence[str]) -> ModelKind:
 def load_branch_backbone(path: Path, cfg) -> Any:
     """A branch's saved backbone, from safetensors only: a pickle in it is refused unread."""
     from emovox.backbones import load_backbone
+    from emovox.backbones.registry import saved_without_weights
     from emovox.errors import BackboneError
 
     path = Path(path)
@@ -86,9 +87,10 @@ def load_branch_backbone(path: Path, cfg) -> Any:
             f"{path}: holds pickled weights {pickles}; emovox never loads pickles (they can run code). "
             "Weights must be model.safetensors"
         )
-    if not any(path.glob("*.safetensors")):
-        raise RecognizerError(f"{path}: no model.safetensors; the recognizer directory is incomplete")
     try:
+        if not any(path.glob("*.safetensors")) and not saved_without_weights(path):  # openSMILE: its sidecar is all
+            raise RecognizerError(f"{path}: no model.safetensors; the recognizer directory is incomplete")
         return load_backbone(str(path), max_tokens=cfg.max_tokens, max_seconds=cfg.max_seconds)
     except BackboneError as exc:
-        raise RecognizerError(f"{path}: {exc}") from None
+        message = str(exc)  # a saved openSMILE backbone's check names its directory itself
+        raise RecognizerError(message if message.startswith(str(path)) else f"{path}: {message}") from None
