@@ -215,7 +215,7 @@ def test_predict_reads_the_speaker_column_of_a_manifest_and_speaker_for_a_folder
     a, la = new_speaker_clips(tmp_path, "ann", 1.1)
     b, lb = new_speaker_clips(tmp_path, "bob", 0.9)
     # the speakers' rows interleaved, and one clip per batch: predict must still gather each speaker's clips
-    rows = [row for pair in zip(zip(a, la, ["ann"] * 5), zip(b, lb, ["bob"] * 5), strict=True) for row in pair]
+    rows = [row for pair in zip(zip(a, la, ["ann"] * 5, strict=True), zip(b, lb, ["bob"] * 5, strict=True), strict=True) for row in pair]
     manifest = write_manifest(tmp_path / "m.csv", [{"path": p, "label": lab, "speaker": spk} for p, lab, spk in rows],
                               ("path", "label", "speaker"))
     expected = rec.predict([r[0] for r in rows], speaker=[r[2] for r in rows])
