@@ -10,6 +10,7 @@ the emotion), one where every speaker shows a single emotion (normalising remove
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -68,6 +69,26 @@ def test_group_statistics_equal_a_direct_numpy_computation():
     assert torch.equal(norm(torch.from_numpy(test).float(), keys), torch.from_numpy(test).float())
 
 
+def test_the_estimated_shrinkage_is_within_over_between_speaker_variance():
+    """Empirical Bayes: speakers whose averages differ a lot against the spread of their own clips are
+    trusted after a few clips; speakers that differ little need many."""
+    from emovox.models.heads import estimate_shrink
+
+    rng = np.random.default_rng(3)
+    keys = [f"s{i // 20}" for i in range(800)]  # forty speakers of 20 clips
+    spread = np.array([3.0, 0.3])  # dimension 0: speakers far apart; dimension 1: close together
+    offsets = rng.normal(0, 1, (40, 1, 2)) * spread
+    states = offsets[[i // 20 for i in range(800)]] + rng.normal(0, 1, (800, 1, 2))
+    k = estimate_shrink(torch.from_numpy(states).float(), keys).numpy()
+    means = np.stack([states[i * 20:(i + 1) * 20].mean(0) for i in range(40)])
+    within = np.stack([states[i * 20:(i + 1) * 20].var(0, ddof=1) for i in range(40)]).mean(0)
+    between = means.var(0, ddof=1) - within / 20
+    np.testing.assert_allclose(k, np.clip(within / between, 0.5, 1000.0), rtol=1e-4)
+    assert k[0, 0] < 1.0 and k[0, 1] > 10 * k[0, 0]  # in expectation ~1/9 clip against ~11 clips
+    # one speaker only: nothing to tell it from everyone, so its own statistics never take over
+    assert float(estimate_shrink(torch.from_numpy(states).float(), ["s"] * 800).min()) == 1000.0
+
+
 def synthetic(labels: int, speakers: int, per: int, *, one_emotion_each: bool, seed: int, layers: int, width: int,
               strength: float = 0.35, spread: float = 4.0):
     """Examples whose cached pooled states are a speaker offset (large) plus an emotion direction (small)."""
@@ -92,7 +113,7 @@ def as_examples(model, rows):
     ]
 
 
-def fitted(one_emotion_each: bool, normalize, **shape):
+def fitted(one_emotion_each: bool, normalize, *, model_out: list | None = None, **shape):
     from emovox.backbones import load_backbone
     from emovox.models.classifier import ClassifierConfig, ClassifierModel
 
@@ -106,7 +127,10 @@ def fitted(one_emotion_each: bool, normalize, **shape):
     test = as_examples(model, synthetic(3, 6, 9, one_emotion_each=one_emotion_each, seed=2, layers=layers, width=width, **shape))
     model.fit_statistics(train)
     choices = model.fit_direct(train, [])
+    model.temperature.fill_(choices["temperature"])
     model.eval()
+    if model_out is not None:
+        model_out += [model, test]
     test = model.observe(test)
     with torch.inference_mode():
         pred = model(model.collate(test)).argmax(1).numpy()
@@ -119,6 +143,24 @@ def test_validation_chooses_speaker_normalisation_where_it_removes_the_speaker()
     assert choices["normalize"] == "speaker"
     _, without = fitted(False, ["none"])
     assert accuracy > without + 0.1 and accuracy > 0.6  # chance: 1/3
+
+
+def test_clips_without_speaker_statistics_get_the_best_unnormalised_candidate():
+    """A recognizer that normalises per speaker keeps none's best candidate for clips it cannot normalise
+    (a lone clip, no speaker): they get exactly what a recognizer trained without normalisation says."""
+    held, plain = [], []
+    choices, _ = fitted(False, ["none", "speaker"], model_out=held)
+    fitted(False, ["none"], model_out=plain)
+    model, test = held
+    reference, _ = plain
+    assert choices["normalize"] == "speaker" and choices["fallback"]["normalize"] == "none"
+    lone = [replace(e, speaker=None) for e in test[:7]]
+    with torch.inference_mode():
+        ours = torch.softmax(model(model.collate(model.observe(lone))), -1)
+        theirs = torch.softmax(reference(reference.collate(lone)), -1)
+        named = torch.softmax(model(model.collate(model.observe(test[:7]))), -1)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(named, ours, atol=1e-3)  # with their speaker's statistics they read otherwise
 
 
 def test_validation_turns_normalisation_off_where_each_speaker_shows_one_emotion():

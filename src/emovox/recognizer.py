@@ -192,8 +192,10 @@ class Recognizer:
                 "corpus=... (a manifest 'corpus' column, --corpus)"
             warnings.warn(
                 f"this recognizer standardises each clip with statistics of its {mode}'s own clips; {alone} of "
-                f"{len(examples)} clip(s) have no other clip of their {mode} and were standardised with the training "
-                f"statistics instead, which recognises less well: give several clips per {mode} with {option}",
+                f"{len(examples)} clip(s) have no other clip of their {mode} and were classified "
+                + ("by its unnormalised head instead" if getattr(self.model, "fallback", None) is not None
+                   else "with the training statistics instead")
+                + f", which recognises less well: give several clips per {mode} with {option}",
                 EmovoxWarning,
                 stacklevel=3,
             )

@@ -101,13 +101,17 @@ def column_sets(layer_sets, parts: Sequence[tuple[Sequence[int], int]]) -> list[
 
 def fit_head(model: ModelKind, branches: Sequence[Branch], train, valid, cfg, reduce: Callable[[dict], torch.Tensor],
              sets: list[list[int]] | None, *, modes: Sequence[str] | None = None,
-             use_mode: Callable[[str, list], None] | None = None) -> tuple[LogisticFit, dict]:
+             use_mode: Callable[[str, list], None] | None = None,
+             snapshot: Callable[[str], None] | None = None) -> tuple[LogisticFit, dict]:
     """Choose and fit the logistic head on ``reduce``'s features; the fit and the choices to record.
 
     ``modes`` (with ``use_mode(mode, part)``, which switches the model to a normalisation mode with
     the statistics of ``part``): normalisation candidates, each one more view of the same rows that
     the choice ranks like the layer sets and C. Every view's validation rows are standardised with
-    their own groups' statistics, as test rows will be.
+    their own groups' statistics, as test rows will be. When a normalisation wins over ``none``,
+    ``none``'s best candidate is fitted too (``LogisticFit.fallback``), after ``snapshot("none")`` is
+    called with the model in that state, so the kind can keep its statistics for clips it cannot
+    normalise.
     """
     from emovox.models.logistic import fit_logistic
 
@@ -124,12 +128,19 @@ def fit_head(model: ModelKind, branches: Sequence[Branch], train, valid, cfg, re
         xvs.append(features(model, valid, reduce) if valid else None)
     yv = [e.target for e in valid] if valid else None
 
+    refitting = bool(cfg.refit and valid)
+    fallback = modes.index("none") if modes and "none" in modes and snapshot is not None else None
+
     def refit_data(view: int):
         # statistics of the data the final model is fitted on; the choice was made on training-part statistics
         if modes:
-            use_mode(modes[view], [*train, *valid])
+            use_mode(modes[view], [*train, *valid] if refitting else train)
+            if snapshot is not None:
+                snapshot(modes[view])
         else:
             model.fit_statistics([*train, *valid])
+        if not refitting:
+            return xs[view], y
         everything = with_views(views, [*train, *valid]) if views else [*train, *valid]
         return features(model, everything, reduce), [e.target for e in everything]
 
@@ -137,10 +148,8 @@ def fit_head(model: ModelKind, branches: Sequence[Branch], train, valid, cfg, re
     fit = fit_logistic(
         xs if many else xs[0], y, len(model.labels), Cs=cfg.C, x_valid=(xvs if many else xvs[0]) if valid else None,
         y_valid=yv, groups=[e.speaker or e.id for e in rows], column_sets=sets, select=cfg.select,
-        refit=(refit_data if many else refit_data(0)) if cfg.refit and valid else None,
+        refit=refit_data if many else (refit_data(0) if refitting else None), fallback_view=fallback,
     )
-    if modes and not (cfg.refit and valid):
-        use_mode(modes[fit.view], train)  # the candidates left the model in the last mode
     choices = {"C": fit.C, "select": cfg.select, "scores": fit.scores, "refit": bool(cfg.refit and valid)}
     if modes:
         choices["normalize"] = modes[fit.view]

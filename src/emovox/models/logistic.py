@@ -60,6 +60,8 @@ class LogisticFit:
     #: refitted model has seen the validation part, so its own validation predictions are in-sample)
     valid_logits: np.ndarray | None = None
     view: int = 0  # index of the chosen view (normalisation candidate)
+    #: the best candidate of ``fit_logistic``'s ``fallback_view`` when another view won (its own temperature)
+    fallback: LogisticFit | None = None
 
 
 def _quiet_fit(model, x, y):
@@ -197,6 +199,7 @@ def fit_logistic(
     refit: tuple[np.ndarray, Sequence[int]] | Callable[[int], tuple[np.ndarray, Sequence[int]]] | None = None,
     inner_groups: int = 4,
     tol: float = 1e-8,
+    fallback_view: int | None = None,
 ) -> LogisticFit:
     """Choose (view, column set, C) as ``select`` says, then fit it on ``x`` (or on ``refit``'s data).
 
@@ -206,8 +209,10 @@ def fit_logistic(
     (only that view's refit data is ever computed). Ties go to the earlier view, then the fewer
     columns, then the smaller C (the stronger regularisation); a UA or weighted-F1 tie is broken by
     log-loss first. With one candidate nothing is chosen and no held-out data is needed.
+
+    ``fallback_view``: when another view wins, the best candidate of this one is fitted too
+    (``LogisticFit.fallback``): the model a recognizer falls back on for clips it cannot normalise.
     """
-    from sklearn.linear_model import LogisticRegression
 
     Cs = sorted(float(c) for c in Cs)
     if not Cs:
@@ -268,11 +273,35 @@ def fit_logistic(
             valid_logits = held[best][0]
         else:
             valid_logits = _path(views[v][:, cols], y, [c], [valid_views[v][:, cols]], num_classes, tol)[0][0]
-    if refit is None:
-        fx, fy = views[v], y
-    else:
-        fx, fy = refit(v) if callable(refit) else refit
-        fx, fy = np.asarray(fx), np.asarray(fy)
+
+    def final(cand: tuple[int, int, float]) -> LogisticFit:
+        view, index, strength = cand
+        if refit is None:
+            fx, fy = views[view], y
+        else:
+            fx, fy = refit(view) if callable(refit) else refit
+        coef, intercept = _final_fit(np.asarray(fx), np.asarray(fy), sets[index], strength, num_classes, width, tol)
+        temperature = None
+        if cand in held:
+            from emovox.models.temperature import fit_temperature
+
+            temperature = fit_temperature(*held[cand])
+        return LogisticFit(coef, intercept, float(strength), index, scores, temperature, None, view)
+
+    spare = None
+    if fallback_view is not None and fallback_view != v and held:
+        # fitted first: ``refit`` may leave the caller's model in the state of the view it last described
+        spare = final(min((cand for cand in candidates if cand[0] == fallback_view), key=key))
+    fit = final(best)
+    fit.valid_logits = valid_logits
+    fit.fallback = spare
+    return fit
+
+
+def _final_fit(fx: np.ndarray, fy: np.ndarray, cols: list[int], c: float, num_classes: int, width: int, tol: float):
+    """Coefficients ``[K, width]`` (zero outside ``cols``) and intercepts ``[K]`` of the chosen candidate."""
+    from sklearn.linear_model import LogisticRegression
+
     space = _RowSpace(fx[:, cols])
     model = _quiet_fit(LogisticRegression(C=c, solver="newton-cg", tol=tol, max_iter=10000), space(fx[:, cols]), fy)
     coef = np.zeros((num_classes, width), dtype=np.float32)
@@ -285,27 +314,39 @@ def fit_logistic(
     else:
         for row, k in enumerate(classes):
             coef[k, cols], intercept[k] = w[row], model.intercept_[row]
-    temperature = None
-    if best in held:
-        from emovox.models.temperature import fit_temperature
-
-        temperature = fit_temperature(*held[best])
-    return LogisticFit(coef, intercept, float(c), i, scores, temperature, valid_logits, v)
+    return coef, intercept
 
 
 def inner_oof(x: np.ndarray, y: np.ndarray, g: np.ndarray, Cs: Sequence[float], num_classes: int) -> list[np.ndarray]:
     """Out-of-fold logits of every C (ascending) over the inner groups ``g``: each group is scored by
-    fits on the others. The coordinates of every group's fit come from one Gram matrix of all rows
-    when the rows are fewer than the columns (``_inner_spaces``)."""
+    fits on the others.
+
+    All the fits share one coordinate system: the span of *all* the rows (from one Gram matrix) when
+    they are fewer than the columns, else the columns themselves. A fit on a subset of the rows has
+    its optimum in that span too, so every fit is exact, and each one starts from its neighbour's
+    solution (the previous group at the same C, or the same group at the previous C), which halves
+    the solver's work; the ranking fits run in float32 (``INNER_TOL`` is far above its precision).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(x)
+    if x.shape[0] < x.shape[1]:
+        u, s = _gram_basis(_gram(np.asarray(x, dtype=np.float64)))
+        z = (u * s).astype(np.float32)
+    else:
+        z = np.asarray(x, dtype=np.float32)
     oof = np.zeros((len(Cs), len(y), num_classes))
-    gram = _gram(np.asarray(x, dtype=np.float64)) if x.shape[0] < x.shape[1] else None
-    for name in sorted(set(g)):
-        out = g == name
-        if gram is not None:
-            z, z_out = _inner_spaces(gram, out)
-        else:
-            z, z_out = x[~out], x[out]
-        path = _path_in(z, y[~out], Cs, [z_out], num_classes, INNER_TOL)
-        for k, (logits,) in enumerate(path):
-            oof[k, out] = logits
+    names = sorted(set(g))
+    solved: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # (C, group) -> classes, coef, intercept
+    for j, c in enumerate(Cs):
+        for k, name in enumerate(names):
+            out = g == name
+            model = LogisticRegression(C=c, solver="newton-cg", tol=INNER_TOL, max_iter=10000, warm_start=True)
+            classes = np.unique(y[~out])
+            start = solved.get((j, k - 1)) or solved.get((j - 1, k))
+            if start is not None and np.array_equal(start[0], classes) and len(classes) > 2:
+                model.coef_, model.intercept_ = start[1].copy(), start[2].copy()
+            _quiet_fit(model, z[~out], y[~out])
+            solved[(j, k)] = (model.classes_, model.coef_, model.intercept_)
+            oof[j, out] = _full_logits(model, z[out], num_classes)
     return list(oof)
