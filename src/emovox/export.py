@@ -128,6 +128,11 @@ def check_exportable(recognizer: Recognizer) -> None:
     family = recognizer.backbone.spec.family
     if family not in EXPORTABLE:
         raise ExportError(f"ONNX export supports the {', '.join(EXPORTABLE)} families; this recognizer's backbone is {family!r}")
+    if getattr(recognizer, "normalization", "none") != "none":
+        raise ExportError(
+            f"this recognizer standardises clips with their {recognizer.normalization}'s statistics, which one "
+            "clip-at-a-time graph cannot gather; use it through emovox (predict, Recognizer) instead"
+        )
 
 
 # --- preprocessing outside the graph ---------------------------------------------------------------

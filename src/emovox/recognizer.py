@@ -153,6 +153,7 @@ class Recognizer:
         from emovox.data.batching import length_grouped_batches
         from emovox.progress import progress_bar
 
+        examples = self._observe(examples)
         out = np.zeros((len(examples), len(self.labels)), dtype=np.float32)
         batches = length_grouped_batches([e.length for e in examples], batch_size, shuffle=False)
         with progress_bar(total=len(examples), desc=desc, unit="utt", disable=not progress) as bar:
@@ -161,6 +162,44 @@ class Recognizer:
                 out[b] = torch.softmax(logits.float(), dim=-1).numpy()
                 bar.update(len(b))
         return out
+
+    @property
+    def normalization(self) -> str:
+        """How clips are standardised before the head: ``none`` (training statistics), ``speaker`` or
+        ``corpus`` (statistics of the speaker's / corpus's own clips, given to ``predict`` together)."""
+        norm = getattr(self.model, "normalizer", None)
+        return norm.mode if norm is not None else "none"
+
+    def _observe(self, examples: Sequence) -> list:
+        """Let the model take per-speaker (per-corpus) statistics of the clips it is about to classify,
+        and say which clips had to do without: no group given, or the only clip of their group."""
+        examples = list(examples)
+        mode = self.normalization
+        if mode == "none":
+            return examples
+        keys = [getattr(e, mode) for e in examples]
+        counts: dict[str, int] = {}
+        for k in keys:
+            if k is not None:
+                counts[k] = counts.get(k, 0) + 1
+        alone = sum(1 for k in keys if k is None or counts[k] < 2)
+        if alone:
+            import warnings
+
+            from emovox.errors import EmovoxWarning
+
+            option = "speaker=... (a manifest 'speaker' column, --speaker)" if mode == "speaker" else \
+                "corpus=... (a manifest 'corpus' column, --corpus)"
+            warnings.warn(
+                f"this recognizer standardises each clip with statistics of its {mode}'s own clips; {alone} of "
+                f"{len(examples)} clip(s) have no other clip of their {mode} and were classified "
+                + ("by its unnormalised head instead" if getattr(self.model, "fallback", None) is not None
+                   else "with the training statistics instead")
+                + f", which recognises less well: give several clips per {mode} with {option}",
+                EmovoxWarning,
+                stacklevel=3,
+            )
+        return self.model.observe(examples)
 
     def predict_proba(self, items: Sequence, batch_size: int = 8) -> np.ndarray:
         """Class probabilities ``[N, C]`` for model-ready items of a one-input model: 16 kHz arrays
@@ -208,7 +247,8 @@ class Recognizer:
 
         return format_context([(spk, text) for spk, text in turns], self.model.context_format())
 
-    def predict(self, inputs=None, text=None, *, context=None, context_audio=None, batch_size: int = 8):
+    def predict(self, inputs=None, text=None, *, context=None, context_audio=None, speaker=None, corpus=None,
+                batch_size: int = 8):
         """Predict one clip or a list of clips.
 
         ``inputs``: an audio path, a 16 kHz float array, or a list of them (``None`` for a text
@@ -217,8 +257,11 @@ class Recognizer:
         Missing transcripts are made by the ASR model. ``context`` / ``context_audio``: the
         previous utterance's transcript / audio, for recognizers with a context branch (None, or
         left out: this is the first utterance of its dialogue; ``context_text`` formats several
-        previous turns for a recognizer trained on them). One clip -> ``Prediction``; a
-        list -> list of ``Prediction``, in input order.
+        previous turns for a recognizer trained on them). ``speaker`` / ``corpus``: who spoke each
+        clip (one name for all, or one per clip), for a recognizer that standardises clips with their
+        speaker's (corpus's) own statistics (``normalization``): the clips of one speaker are then
+        classified together, each with statistics of them all; other recognizers ignore them. One
+        clip -> ``Prediction``; a list -> list of ``Prediction``, in input order.
         """
         from emovox.data.examples import Example, example_length
 
@@ -242,6 +285,8 @@ class Recognizer:
                 raise RecognizerError(f"transcripts must be strings, got {type(t).__name__}")
         contexts = _per_item(context, n, single, "context", "previous transcript")
         context_clips = _per_item(context_audio, n, single, "context_audio", "previous clip")
+        speakers = _groups(speaker, n, single, "speaker")
+        corpora = _groups(corpus, n, single, "corpus")
         if any(c is not None for c in contexts) and "context_text" not in self.fields:
             raise RecognizerError("this recognizer reads no previous utterance's transcript; drop context=")
         if any(c is not None for c in context_clips) and "context_audio" not in self.fields:
@@ -280,6 +325,8 @@ class Recognizer:
                 context_audio=context_arrays[i],
                 context_text=contexts[i],
                 length=example_length(audio[i] if self.needs_audio else None, texts[i]),
+                speaker=speakers[i],
+                corpus=corpora[i],
             )
             for i in range(n)
         ]
@@ -314,6 +361,19 @@ class Recognizer:
         check_min_duration(clip, name)
         return clip, source
 
+
+
+def _groups(value, n: int, single: bool, name: str) -> list:
+    """One group name (speaker or corpus) per clip: one name for every clip, or a list with one per clip."""
+    if value is None or isinstance(value, str):
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise RecognizerError(f"{n} clips but {len(values)} names for {name}=; pass one name for all clips or one per clip")
+    bad = [v for v in values if v is not None and not isinstance(v, str)]
+    if bad:
+        raise RecognizerError(f"{name}= names must be strings, got {type(bad[0]).__name__}")
+    return values
 
 
 def _per_item(value, n: int, single: bool, name: str, what: str) -> list:

@@ -37,6 +37,10 @@ class Job:
     #: a ``dialogue`` manifest's earlier rows of this row's dialogue as (speaker, text), oldest first: the
     #: recognizer, once loaded, turns them into ``context`` in the format it was trained on (``with_history``)
     history: tuple[tuple[str | None, str], ...] | None = None
+    #: who spoke it, and which corpus it belongs to: recognizers that standardise clips per speaker (corpus)
+    #: classify each speaker's clips together (``Recognizer.normalization``)
+    speaker: str | None = None
+    corpus: str | None = None
 
 
 def audio_suffixes() -> set[str]:
@@ -68,7 +72,7 @@ def expand_inputs(inputs: list[Path]) -> list[Job]:
     return jobs
 
 
-MANIFEST_COLUMNS = "path and/or text; optional: id, start, end, label, context, dialogue, speaker"
+MANIFEST_COLUMNS = "path and/or text; optional: id, start, end, label, context, dialogue, speaker, corpus"
 
 
 def manifest_jobs(path: Path) -> list[Job]:
@@ -110,7 +114,10 @@ def manifest_jobs(path: Path) -> list[Job]:
         else:
             context = None if row.get("context") is None else str(row["context"])
         label = row.get("label")
-        jobs.append(Job(str(name), audio, start, end, text, None if label is None else str(label), context, history))
+        speaker_name = None if row.get("speaker") is None else str(row["speaker"])
+        corpus_name = None if row.get("corpus") is None else str(row["corpus"])
+        jobs.append(Job(str(name), audio, start, end, text, None if label is None else str(label), context, history,
+                        speaker_name, corpus_name))
     if not jobs:
         raise InputError(f"manifest {path} has no rows")
     return jobs
@@ -124,6 +131,18 @@ def with_history(jobs: list[Job], rec) -> list[Job]:
         return rec.context_text(history) if history and history[-1][1] is not None else None
 
     return [replace(j, context=context(j.history)) if j.history is not None else j for j in jobs]
+
+
+def with_groups(jobs: list[Job], speaker: str | None, corpus: str | None) -> list[Job]:
+    """``--speaker`` / ``--corpus`` name every input's speaker (corpus); a manifest column says it per row instead."""
+    for flag, value, field in (("--speaker", speaker, "speaker"), ("--corpus", corpus, "corpus")):
+        if value is None:
+            continue
+        named = [j.name for j in jobs if getattr(j, field) is not None and getattr(j, field) != value]
+        if named:
+            raise InputError(f"{flag} {value!r}, but the manifest names another {field} for {named[0]}; use one or the other")
+        jobs = [replace(j, **{field: value}) for j in jobs]
+    return jobs
 
 
 def _seconds(value: Any, where: str, column: str) -> float | None:
@@ -153,13 +172,14 @@ def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on
     from emovox.errors import AudioError
     from emovox.progress import progress_bar
 
-    chunk = max(1, batch_size) * 4
     bar = progress_bar(total=len(jobs), unit="file", desc="predict", disable=not progress)
+    ready: dict[int, dict] = {}
+    following = 0
     try:
-        for first in range(0, len(jobs), chunk):
-            part = jobs[first : first + chunk]
+        for indices in prediction_chunks(rec, jobs, max(1, batch_size) * 4):
+            part = [jobs[i] for i in indices]
             rows: list[dict | None] = [None] * len(part)
-            todo, clips, texts, contexts = [], [], [], []
+            todo, clips, texts, contexts, groups = [], [], [], [], []
             for k, job in enumerate(part):
                 if rec.needs_text and job.text is not None and not rec.needs_audio:
                     clip = None  # the model reads the transcript only: the audio is not decoded
@@ -182,8 +202,9 @@ def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on
                 clips.append(clip)
                 texts.append(job.text if rec.needs_text else None)
                 contexts.append(job.context if "context_text" in rec.fields else None)
+                groups.append((job.speaker, job.corpus))
             if todo:
-                preds = _predict_batch(rec, clips, texts, contexts, batch_size, on_bad_audio, [part[k] for k in todo])
+                preds = _predict_batch(rec, clips, texts, contexts, groups, batch_size, on_bad_audio, [part[k] for k in todo])
                 for k, clip, pred in zip(todo, clips, preds, strict=True):
                     job = part[k]
                     if isinstance(pred, str):
@@ -197,10 +218,34 @@ def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on
                     if job.reference is not None:
                         row["reference"] = job.reference
                     rows[k] = row
-            yield from rows  # type: ignore[misc]
+            for i, row in zip(indices, rows, strict=True):
+                ready[i] = row
             bar.update(len(part))
+            while following in ready:  # in input order, as soon as every earlier row is there
+                yield ready.pop(following)
+                following += 1
     finally:
         bar.close()
+
+
+def prediction_chunks(rec, jobs: list[Job], size: int) -> Iterator[list[int]]:
+    """Indices of ``jobs`` to predict together: consecutive chunks of ``size``, or, for a recognizer that
+    standardises clips with their speaker's (corpus's) statistics, all the clips of one speaker (corpus)
+    together, whatever the order of the rows, so that every clip sees the statistics of them all."""
+    mode = getattr(rec, "normalization", "none")
+    if mode == "none":
+        for first in range(0, len(jobs), size):
+            yield list(range(first, min(first + size, len(jobs))))
+        return
+    groups: dict[str | None, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(getattr(job, mode), []).append(i)
+    for key, indices in groups.items():
+        if key is None:  # no group: each clip on its own statistics-free footing, in ordinary chunks
+            for first in range(0, len(indices), size):
+                yield indices[first : first + size]
+        else:
+            yield indices
 
 
 def failed_row(job: Job, error: str) -> dict:
@@ -210,23 +255,25 @@ def failed_row(job: Job, error: str) -> dict:
     return row
 
 
-def _predict_batch(rec, clips, texts, contexts, batch_size, on_bad_audio, jobs) -> list:
+def _predict_batch(rec, clips, texts, contexts, groups, batch_size, on_bad_audio, jobs) -> list:
     """Predictions of arrays and/or transcripts; with ``skip``, an input the model refuses becomes its error message."""
     from emovox.errors import AudioError
 
-    def run(c, t, ctx):
+    def run(c, t, ctx, g):
         context = ctx if any(x is not None for x in ctx) else None
-        return rec.predict(None if all(x is None for x in c) else c, text=t, context=context, batch_size=batch_size)
+        speakers, corpora = [x[0] for x in g], [x[1] for x in g]
+        return rec.predict(None if all(x is None for x in c) else c, text=t, context=context, batch_size=batch_size,
+                           speaker=speakers, corpus=corpora)
 
     if on_bad_audio == "error":
-        return run(clips, texts, contexts)
+        return run(clips, texts, contexts, groups)
     try:
-        return run(clips, texts, contexts)
+        return run(clips, texts, contexts, groups)
     except AudioError:  # find which one, keep the others
         out = []
-        for job, c, t, ctx in zip(jobs, clips, texts, contexts, strict=True):
+        for job, c, t, ctx, g in zip(jobs, clips, texts, contexts, groups, strict=True):
             try:
-                out.append(run([c], [t], [ctx])[0])
+                out.append(run([c], [t], [ctx], [g])[0])
             except AudioError as exc:
                 out.append(f"{job.name}: {exc}")
         return out
@@ -294,6 +341,15 @@ def predict(
         help="Context recognizers: the previous utterance's transcript (of the one input; several turns as "
         "Recognizer.context_text formats them). Many inputs: a manifest's 'context' or 'dialogue' (+ 'speaker') column.",
     ),
+    speaker: str = typer.Option(
+        None, "--speaker", metavar="NAME",
+        help="Who spoke the inputs (a folder of one person's clips): a recognizer that standardises clips per speaker "
+        "takes the statistics of all of them. Many speakers: a manifest 'speaker' column.",
+    ),
+    corpus_name: str = typer.Option(
+        None, "--corpus", metavar="NAME", help="Which corpus the inputs belong to (recognizers that standardise per corpus); "
+        "or a manifest 'corpus' column.",
+    ),
     json_out: Path = typer.Option(None, "--json", metavar="FILE", help="Write the predictions as JSON here ('-' for stdout)."),
     csv_out: Path = typer.Option(
         None, "--csv", metavar="FILE", help="Write the predictions as CSV here ('-' for stdout); combines with --json."
@@ -335,6 +391,7 @@ def predict(
     jobs = expand_inputs(inputs) if inputs else [Job("--text", None, text=text)]
     rec = load_recognizer(model_dir, asr, asr_language)
     jobs = with_history(jobs, rec)
+    jobs = with_groups(jobs, speaker, corpus_name)
     if context is not None:
         if "context_text" not in rec.fields:
             raise EmovoxError(f"{model_dir} reads no previous utterance (no context branch); drop --context")

@@ -69,7 +69,8 @@ class Example:
     context_text: str | None = None
     length: float = 0.0
     cached: Mapping[str, Any] = field(default_factory=dict)
-    speaker: str | None = None  # who spoke it: inner cross-validation groups by speaker
+    speaker: str | None = None  # who spoke it: inner cross-validation groups by speaker; per-speaker normalisation
+    corpus: str | None = None  # which corpus it comes from: per-corpus normalisation and reports
 
     def with_cached(self, name: str, value: Any) -> Example:
         """A copy with ``value`` cached under ``name`` (examples are immutable and shared by folds)."""
@@ -232,7 +233,8 @@ def load_example(
     text = utterance_text(u) if "text" in fields else None
     context_audio = _context(corpus, u, "audio", max_seconds, context) if "context_audio" in fields else None
     context_text = _context(corpus, u, "text", max_seconds, context) if "context_text" in fields else None
-    return Example(u.id, target, audio, text, context_audio, context_text, example_length(audio, text), speaker=u.speaker)
+    return Example(u.id, target, audio, text, context_audio, context_text, example_length(audio, text), speaker=u.speaker,
+                   corpus=getattr(u, "corpus", None))
 
 
 def build_examples(

@@ -114,6 +114,13 @@ class ModelKind(nn.Module):
     def fit_statistics(self, train: list[Example]) -> None:
         """Statistics taken from the training part only (standardisation); never from validation or test."""
 
+    def observe(self, examples: list[Example], *, reset: bool = True) -> list[Example]:
+        """Called before predicting ``examples``: statistics a model takes from the unlabelled inputs it is
+        about to classify (per-speaker normalisation, ``emovox.models.heads.GroupNormalizer``); none by
+        default. Returns the examples to predict (with what it computed to observe them attached, so the
+        backbone runs once)."""
+        return examples
+
     def use_fold(self, fold: Fold | None, corpus: Corpus) -> None:
         """Called before the model trains: with the fold inside ``emovox cv``, with None for the final model of
         ``emovox train``. Kinds built on models that were trained fold by fold (late fusion over cv runs) pick

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from emovox.errors import ConfigError
 from emovox.models.base import WEIGHTS_FILE, KindConfig, ModelKind, check_tensors, read_weights
 from emovox.models.branch import BackboneStore, Branch, BranchConfig, default_branch_name, non_backbone_state
 from emovox.models.closed_form import LogisticFields
-from emovox.models.heads import ClassifierHead, LayerReducer
+from emovox.models.heads import ClassifierHead, FallbackHead, GroupNormalizer, LayerReducer, Normalize
 
 
 class ClassifierConfig(BranchConfig, LogisticFields, KindConfig):
@@ -40,6 +40,33 @@ class ClassifierConfig(BranchConfig, LogisticFields, KindConfig):
         "[2, 3, 4, 5]]) chosen jointly with C; default: every selected layer.",
     )
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    normalize: list[Normalize] = Field(
+        ["none"],
+        min_length=1,
+        description="logistic over a frozen branch: how each clip's pooled states are standardised before the head, "
+        "candidates chosen with C and the layer set: none (training statistics for every clip), corpus (its corpus's "
+        "statistics), speaker (its speaker's; at prediction time from the speaker's own unlabelled clips). "
+        "See emovox.models.heads.GroupNormalizer.",
+    )
+    normalize_shrink: float | Literal["auto"] = Field(
+        "auto", description="normalize: a group's statistics are shrunk towards the global ones as if this many clips of "
+        "everyone were added to its own (a speaker with few clips is mostly standardised like everyone); auto: per "
+        "dimension, within-speaker over between-speaker variance of the training speakers (empirical Bayes).",
+    )
+
+    @field_validator("normalize_shrink")
+    @classmethod
+    def _shrink(cls, v: Any) -> Any:
+        if v != "auto" and v < 0:
+            raise ValueError("must be auto or a number of clips >= 0")
+        return v
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        """``normalize: speaker`` (one mode, no choice) or a list of candidates; repeats dropped."""
+        values = [v] if isinstance(v, str) else list(v)
+        return list(dict.fromkeys(values))
 
 
 class ClassifierModel(ModelKind):
@@ -57,6 +84,20 @@ class ClassifierModel(ModelKind):
         self.head = ClassifierHead(
             self.reducer.out_width, len(labels), dropout=config.dropout, hidden=config.hidden if config.head == "mlp" else None
         )
+        self.normalizer = None
+        self.fallback = None
+        if config.normalize != ["none"]:
+            if config.head != "logistic" or b.cache_mode != "pooled":
+                raise ConfigError(
+                    "normalize (per-speaker or per-corpus statistics) is a candidate of the closed-form head over frozen "
+                    f"features: it needs head: logistic and mode: frozen (this branch: head {config.head}, mode {b.mode})"
+                )
+            shrink = None if config.normalize_shrink == "auto" else float(config.normalize_shrink)
+            self.normalizer = GroupNormalizer(b.num_layers, b.width, shrink=shrink, std_floor=config.std_floor)
+            self.normalizer.mode = config.normalize[0]
+            if "none" in config.normalize:  # chosen against none: keep none's best for clips without statistics
+                self.fallback = FallbackHead(b.num_layers, b.width, len(labels), combine=config.combine,
+                                             std_floor=config.std_floor)
 
     @classmethod
     def build(cls, config: ClassifierConfig, labels, *, seed: int = 0, backbones: BackboneStore | None = None):
@@ -84,19 +125,69 @@ class ClassifierModel(ModelKind):
 
     def collate(self, batch, *, augment: bool = False) -> dict:
         aug = self.augment if augment else None
-        return {self.branch.name: self.branch.collate(batch, augment=aug, epoch=getattr(self, "epoch", 0), seed=self.seed)}
+        out = {self.branch.name: self.branch.collate(batch, augment=aug, epoch=getattr(self, "epoch", 0), seed=self.seed)}
+        if self.normalizer is not None:
+            out["groups"] = [self.normalizer.key(e) for e in batch]
+        return out
 
     @torch.no_grad()
     def fit_statistics(self, train) -> None:
+        states = None
+        if self.normalizer is not None:
+            states = branch_states(self, self.branch, train)
+            keys = [self.normalizer.key(e) for e in train if self.branch.item(e) is not None]
+            self.normalizer.fit(states, keys)
+            self.observe(train)
+            states = self.normalizer(states, keys)
         if self.reducer.standardize.enabled:
-            self.reducer.fit_statistics(branch_states(self, self.branch, train))
+            self.reducer.fit_statistics(states if states is not None else branch_states(self, self.branch, train))
+
+    @torch.no_grad()
+    def observe(self, examples, *, reset: bool = True):
+        """Per-group statistics of ``examples``' unlabelled states, for ``normalize: speaker | corpus``
+        (``reset=False`` adds their groups to those already seen). Returns the examples with their frozen
+        states attached, so a recognizer runs its backbone once."""
+        norm = self.normalizer
+        if norm is None or norm.mode == "none":
+            return examples
+        examples = self.prepare(list(examples), cache=None, progress=False)
+        rows = [e for e in examples if self.branch.item(e) is not None]
+        table = {} if reset else dict(norm.table)
+        norm.observe(branch_states(self, self.branch, rows), [norm.key(e) for e in rows])
+        norm.table = {**table, **norm.table}
+        return examples
+
+    def normalize_with(self, mode: Normalize, part) -> None:
+        """Use normalisation ``mode`` with statistics of ``part`` (the training part, or training +
+        validation for a refit): the global shrinkage target, the groups of ``part``, the standardisation."""
+        self.normalizer.mode = mode
+        self.fit_statistics(part)
 
     # -- computation -----------------------------------------------------------------------------
+    def states(self, inputs: dict) -> torch.Tensor:
+        """``[B, L, W]``: the branch's pooled states, standardised per speaker or corpus when the model does that."""
+        states = self.branch(inputs[self.branch.name])
+        if self.normalizer is not None and self.normalizer.mode != "none":
+            states = self.normalizer(states, inputs.get("groups"))
+        return states
+
     def embed(self, inputs: dict) -> torch.Tensor:
-        return self.reducer(self.branch(inputs[self.branch.name]))
+        return self.reducer(self.states(inputs))
 
     def logits(self, inputs: dict) -> torch.Tensor:
-        return self.head(self.embed(inputs))
+        norm = self.normalizer
+        if norm is None or norm.mode == "none":
+            return self.head(self.embed(inputs))
+        raw = self.branch(inputs[self.branch.name])
+        keys = inputs.get("groups") or [None] * len(raw)
+        logits = self.head(self.reducer(norm(raw, keys)))
+        known = torch.tensor([k is not None and k in norm.table for k in keys], dtype=torch.bool, device=logits.device)
+        if self.fallback is None or bool(known.all()):
+            return logits
+        # clips without statistics of their group: the unnormalised candidate, rescaled so that ``forward``'s
+        # division by this model's temperature leaves the fallback's own calibration
+        spare = self.fallback(raw) * self.temperature
+        return torch.where(known[:, None], logits, spare.to(logits.dtype))
 
     def from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
         return self.head(embedding)
@@ -134,11 +225,32 @@ class ClassifierModel(ModelKind):
         if cfg.layer_sets and cfg.combine != "concat":
             raise ConfigError("layer_sets need combine: concat (each candidate keeps some of the concatenated layers)")
         sets = column_sets([[s] for s in cfg.layer_sets or []], [(self.branch.layer_index, self.branch.width)])
-        fit, choices = fit_head(self, [self.branch], train, valid, cfg, self.embed, sets)
+        modes = None
+        if self.normalizer is not None:
+            modes = list(cfg.normalize)
+            if "corpus" in modes and len({getattr(e, "corpus", None) for e in train}) < 2:
+                # one training corpus: its statistics are the global ones, so "corpus" would only repeat "none"
+                modes = [m for m in modes if m != "corpus"] or ["none"]
+        fit, choices = fit_head(self, [self.branch], train, valid, cfg, self.embed, sets, modes=modes,
+                                use_mode=self.normalize_with, snapshot=self._snapshot_statistics)
         with torch.no_grad():
             self.head.linear.weight.copy_(torch.from_numpy(fit.coef))
             self.head.linear.bias.copy_(torch.from_numpy(fit.intercept))
+            if self.fallback is not None and fit.fallback is not None:
+                spare, stats = fit.fallback, self._snapshots["none"]
+                self.fallback.linear.weight.copy_(torch.from_numpy(spare.coef))
+                self.fallback.linear.bias.copy_(torch.from_numpy(spare.intercept))
+                self.fallback.reducer.standardize.load_state_dict(stats)
+                self.fallback.temperature.fill_(spare.temperature or 1.0)
+                choices["fallback"] = {"normalize": "none", "C": spare.C, "temperature": round(spare.temperature or 1.0, 6),
+                                       **({"layers": cfg.layer_sets[spare.columns]} if cfg.layer_sets else {})}
         return choices
+
+    def _snapshot_statistics(self, mode: str) -> None:
+        """Keep the layer standardisation of ``mode`` as it is now (the fallback head reads unnormalised states)."""
+        if not hasattr(self, "_snapshots"):
+            self._snapshots = {}
+        self._snapshots[mode] = {k: v.clone() for k, v in self.reducer.standardize.state_dict().items()}
 
     def backbone_parameters(self):
         return list(self.branch.backbone.parameters())

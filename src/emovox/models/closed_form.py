@@ -100,25 +100,59 @@ def column_sets(layer_sets, parts: Sequence[tuple[Sequence[int], int]]) -> list[
 
 
 def fit_head(model: ModelKind, branches: Sequence[Branch], train, valid, cfg, reduce: Callable[[dict], torch.Tensor],
-             sets: list[list[int]] | None) -> tuple[LogisticFit, dict]:
-    """Choose and fit the logistic head on ``reduce``'s features; the fit and the choices to record."""
+             sets: list[list[int]] | None, *, modes: Sequence[str] | None = None,
+             use_mode: Callable[[str, list], None] | None = None,
+             snapshot: Callable[[str], None] | None = None) -> tuple[LogisticFit, dict]:
+    """Choose and fit the logistic head on ``reduce``'s features; the fit and the choices to record.
+
+    ``modes`` (with ``use_mode(mode, part)``, which switches the model to a normalisation mode with
+    the statistics of ``part``): normalisation candidates, each one more view of the same rows that
+    the choice ranks like the layer sets and C. Every view's validation rows are standardised with
+    their own groups' statistics, as test rows will be. When a normalisation wins over ``none``,
+    ``none``'s best candidate is fitted too (``LogisticFit.fallback``), after ``snapshot("none")`` is
+    called with the model in that state, so the kind can keep its statistics for clips it cannot
+    normalise.
+    """
     from emovox.models.logistic import fit_logistic
 
     views = [b for b in branches if b.augments(model.augment)]
     rows = with_views(views, train) if views else train
-    x, y = features(model, rows, reduce), [e.target for e in rows]
-    xv, yv = (features(model, valid, reduce), [e.target for e in valid]) if valid else (None, None)
-    refit = None
-    if cfg.refit and valid:
+    y = [e.target for e in rows]
+    xs, xvs = [], []
+    for mode in modes or [None]:
+        if mode is not None:
+            use_mode(mode, train)
+            if valid:
+                model.observe(valid, reset=False)
+        xs.append(features(model, rows, reduce))
+        xvs.append(features(model, valid, reduce) if valid else None)
+    yv = [e.target for e in valid] if valid else None
+
+    refitting = bool(cfg.refit and valid)
+    fallback = modes.index("none") if modes and "none" in modes and snapshot is not None else None
+
+    def refit_data(view: int):
         # statistics of the data the final model is fitted on; the choice was made on training-part statistics
-        model.fit_statistics([*train, *valid])
+        if modes:
+            use_mode(modes[view], [*train, *valid] if refitting else train)
+            if snapshot is not None:
+                snapshot(modes[view])
+        else:
+            model.fit_statistics([*train, *valid])
+        if not refitting:
+            return xs[view], y
         everything = with_views(views, [*train, *valid]) if views else [*train, *valid]
-        refit = (features(model, everything, reduce), [e.target for e in everything])
+        return features(model, everything, reduce), [e.target for e in everything]
+
+    many = modes is not None and len(modes) > 1
     fit = fit_logistic(
-        x, y, len(model.labels), Cs=cfg.C, x_valid=xv, y_valid=yv, groups=[e.speaker or e.id for e in rows],
-        column_sets=sets, select=cfg.select, refit=refit,
+        xs if many else xs[0], y, len(model.labels), Cs=cfg.C, x_valid=(xvs if many else xvs[0]) if valid else None,
+        y_valid=yv, groups=[e.speaker or e.id for e in rows], column_sets=sets, select=cfg.select,
+        refit=refit_data if many else (refit_data(0) if refitting else None), fallback_view=fallback,
     )
-    choices = {"C": fit.C, "select": cfg.select, "scores": fit.scores, "refit": refit is not None}
+    choices = {"C": fit.C, "select": cfg.select, "scores": fit.scores, "refit": bool(cfg.refit and valid)}
+    if modes:
+        choices["normalize"] = modes[fit.view]
     # a refitted model has seen its validation part: keep the pre-refit fit's validation logits, which
     # are what votes and reports must read as "validation predictions" (emovox.training.folds)
     model.heldout_valid = (

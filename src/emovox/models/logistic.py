@@ -30,7 +30,7 @@ a few tenths of a point of UA on EmoDB.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,6 +59,9 @@ class LogisticFit:
     #: with ``refit``: the validation part's logits from the chosen candidate fitted *without* it (the
     #: refitted model has seen the validation part, so its own validation predictions are in-sample)
     valid_logits: np.ndarray | None = None
+    view: int = 0  # index of the chosen view (normalisation candidate)
+    #: the best candidate of ``fit_logistic``'s ``fallback_view`` when another view won (its own temperature)
+    fallback: LogisticFit | None = None
 
 
 def _quiet_fit(model, x, y):
@@ -183,60 +186,68 @@ def _weighted_f1(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def fit_logistic(
-    x: np.ndarray,
+    x: np.ndarray | Sequence[np.ndarray],
     y: Sequence[int],
     num_classes: int,
     *,
     Cs: Sequence[float] = (DEFAULT_C,),
-    x_valid: np.ndarray | None = None,
+    x_valid: np.ndarray | Sequence[np.ndarray] | None = None,
     y_valid: Sequence[int] | None = None,
     groups: Sequence[str] | None = None,
     column_sets: Sequence[Sequence[int]] | None = None,
     select: Select = "valid-ua",
-    refit: tuple[np.ndarray, Sequence[int]] | None = None,
+    refit: tuple[np.ndarray, Sequence[int]] | Callable[[int], tuple[np.ndarray, Sequence[int]]] | None = None,
     inner_groups: int = 4,
     tol: float = 1e-8,
+    fallback_view: int | None = None,
 ) -> LogisticFit:
-    """Choose (column set, C) as ``select`` says, then fit it on ``x`` (or on ``refit``'s data).
+    """Choose (view, column set, C) as ``select`` says, then fit it on ``x`` (or on ``refit``'s data).
 
-    Ties go to the fewer columns, then the smaller C (the stronger regularisation); a UA or
-    weighted-F1 tie is broken by log-loss first. With one candidate nothing is
-    chosen and no held-out data is needed.
+    ``x`` is one feature matrix, or a list of *views*: the same rows described differently (the
+    normalisation candidates of ``emovox.models.heads.GroupNormalizer``), each then a candidate like a
+    column set; ``x_valid`` follows ``x``, and ``refit`` is then a function of the chosen view's index
+    (only that view's refit data is ever computed). Ties go to the earlier view, then the fewer
+    columns, then the smaller C (the stronger regularisation); a UA or weighted-F1 tie is broken by
+    log-loss first. With one candidate nothing is chosen and no held-out data is needed.
+
+    ``fallback_view``: when another view wins, the best candidate of this one is fitted too
+    (``LogisticFit.fallback``): the model a recognizer falls back on for clips it cannot normalise.
     """
-    from sklearn.linear_model import LogisticRegression
 
     Cs = sorted(float(c) for c in Cs)
     if not Cs:
         raise ValueError("fit_logistic needs at least one C")
+    views = [np.asarray(v) for v in x] if isinstance(x, (list, tuple)) else [np.asarray(x)]
+    valid_views = None if x_valid is None else (
+        [np.asarray(v) for v in x_valid] if isinstance(x_valid, (list, tuple)) else [np.asarray(x_valid)]
+    )
+    if valid_views is not None and len(valid_views) != len(views):
+        raise ValueError(f"x_valid has {len(valid_views)} views, x has {len(views)}")
     y = np.asarray(y)
-    sets = [list(range(x.shape[1]))] if not column_sets else [list(map(int, s)) for s in column_sets]
-    candidates = [(i, c) for i in range(len(sets)) for c in Cs]
+    width = views[0].shape[1]
+    sets = [list(range(width))] if not column_sets else [list(map(int, s)) for s in column_sets]
+    candidates = [(v, i, c) for v in range(len(views)) for i in range(len(sets)) for c in Cs]
     scores: dict[str, float] = {}
-    held: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}  # candidate -> (held-out logits, labels)
+    held: dict[tuple[int, int, float], tuple[np.ndarray, np.ndarray]] = {}  # candidate -> (held-out logits, labels)
+    has_valid = valid_views is not None and y_valid is not None and len(y_valid) > 0
     # held-out logits are needed to choose, and to calibrate a model refitted on the validation data
-    if len(candidates) > 1 or select == "inner-logloss" or (refit is not None and x_valid is not None):
+    if len(candidates) > 1 or select == "inner-logloss" or (refit is not None and has_valid):
         if select == "inner-logloss":
             if groups is None or len(set(groups)) < 2:
                 raise ValueError("inner-logloss needs the speaker of every training example, and two or more speakers")
             g = speaker_groups(groups, inner_groups)
-            for i, cols in enumerate(sets):
-                oof = np.zeros((len(Cs), len(y), num_classes))
-                gram = _gram(np.asarray(x[:, cols], dtype=np.float64))
-                for name in sorted(set(g)):
-                    out = g == name
-                    z, z_out = _inner_spaces(gram, out)
-                    path = _path_in(z, y[~out], Cs, [z_out], num_classes, INNER_TOL)
-                    for k, (logits,) in enumerate(path):
-                        oof[k, out] = logits
-                for k, c in enumerate(Cs):
-                    held[(i, c)] = (oof[k], y)
+            for v, xv in enumerate(views):
+                for i, cols in enumerate(sets):
+                    for c, logits in zip(Cs, inner_oof(xv[:, cols], y, g, Cs, num_classes), strict=True):
+                        held[(v, i, c)] = (logits, y)
         else:
-            if x_valid is None or y_valid is None or not len(y_valid):
+            if not has_valid:
                 raise ValueError("choosing C or layers on validation needs validation data; give one C or use inner-logloss")
             yv = np.asarray(y_valid)
-            for i, cols in enumerate(sets):
-                for c, (logits,) in zip(Cs, _path(x[:, cols], y, Cs, [x_valid[:, cols]], num_classes, tol), strict=True):
-                    held[(i, c)] = (logits, yv)
+            for v, (xt, xv) in enumerate(zip(views, valid_views, strict=True)):
+                for i, cols in enumerate(sets):
+                    for c, (logits,) in zip(Cs, _path(xt[:, cols], y, Cs, [xv[:, cols]], num_classes, tol), strict=True):
+                        held[(v, i, c)] = (logits, yv)
 
         counting = {"valid-ua": _ua, "valid-weighted-f1": _weighted_f1}.get(select)  # None: log-loss decides
 
@@ -244,27 +255,56 @@ def fit_logistic(
             logits, truth = held[cand]
             loss = _log_loss(logits, truth)
             primary = -counting(logits, truth) if counting else loss
-            return (primary, loss if counting else 0.0, len(sets[cand[0]]), cand[1])
+            return (primary, loss if counting else 0.0, cand[0], len(sets[cand[1]]), cand[2])
 
         for cand in candidates:
             logits, truth = held[cand]
             score = counting(logits, truth) if counting else _log_loss(logits, truth)
-            scores[f"layers#{cand[0]}/C={cand[1]:g}"] = round(score, 6)
+            name = (f"view#{cand[0]}/" if len(views) > 1 else "") + f"layers#{cand[1]}/C={cand[2]:g}"
+            scores[name] = round(score, 6)
         best = min(candidates, key=key)
     else:
         best = candidates[0]
-    i, c = best
+    v, i, c = best
     cols = sets[i]
     valid_logits = None
-    if refit is not None and x_valid is not None and len(x_valid):
+    if refit is not None and has_valid:
         if best in held and select != "inner-logloss":  # already fitted on the training part and scored on validation
             valid_logits = held[best][0]
         else:
-            valid_logits = _path(x[:, cols], y, [c], [np.asarray(x_valid)[:, cols]], num_classes, tol)[0][0]
-    fx, fy = (np.asarray(refit[0]), np.asarray(refit[1])) if refit is not None else (x, y)
+            valid_logits = _path(views[v][:, cols], y, [c], [valid_views[v][:, cols]], num_classes, tol)[0][0]
+
+    def final(cand: tuple[int, int, float]) -> LogisticFit:
+        view, index, strength = cand
+        if refit is None:
+            fx, fy = views[view], y
+        else:
+            fx, fy = refit(view) if callable(refit) else refit
+        coef, intercept = _final_fit(np.asarray(fx), np.asarray(fy), sets[index], strength, num_classes, width, tol)
+        temperature = None
+        if cand in held:
+            from emovox.models.temperature import fit_temperature
+
+            temperature = fit_temperature(*held[cand])
+        return LogisticFit(coef, intercept, float(strength), index, scores, temperature, None, view)
+
+    spare = None
+    if fallback_view is not None and fallback_view != v and held:
+        # fitted first: ``refit`` may leave the caller's model in the state of the view it last described
+        spare = final(min((cand for cand in candidates if cand[0] == fallback_view), key=key))
+    fit = final(best)
+    fit.valid_logits = valid_logits
+    fit.fallback = spare
+    return fit
+
+
+def _final_fit(fx: np.ndarray, fy: np.ndarray, cols: list[int], c: float, num_classes: int, width: int, tol: float):
+    """Coefficients ``[K, width]`` (zero outside ``cols``) and intercepts ``[K]`` of the chosen candidate."""
+    from sklearn.linear_model import LogisticRegression
+
     space = _RowSpace(fx[:, cols])
     model = _quiet_fit(LogisticRegression(C=c, solver="newton-cg", tol=tol, max_iter=10000), space(fx[:, cols]), fy)
-    coef = np.zeros((num_classes, x.shape[1]), dtype=np.float32)
+    coef = np.zeros((num_classes, width), dtype=np.float32)
     intercept = np.full(num_classes, -1e4, dtype=np.float32)  # a class never seen in training is never predicted
     classes = [int(k) for k in model.classes_]
     w = space.back(model.coef_)
@@ -274,9 +314,39 @@ def fit_logistic(
     else:
         for row, k in enumerate(classes):
             coef[k, cols], intercept[k] = w[row], model.intercept_[row]
-    temperature = None
-    if best in held:
-        from emovox.models.temperature import fit_temperature
+    return coef, intercept
 
-        temperature = fit_temperature(*held[best])
-    return LogisticFit(coef, intercept, float(c), i, scores, temperature, valid_logits)
+
+def inner_oof(x: np.ndarray, y: np.ndarray, g: np.ndarray, Cs: Sequence[float], num_classes: int) -> list[np.ndarray]:
+    """Out-of-fold logits of every C (ascending) over the inner groups ``g``: each group is scored by
+    fits on the others.
+
+    All the fits share one coordinate system: the span of *all* the rows (from one Gram matrix) when
+    they are fewer than the columns, else the columns themselves. A fit on a subset of the rows has
+    its optimum in that span too, so every fit is exact, and each one starts from its neighbour's
+    solution (the previous group at the same C, or the same group at the previous C), which halves
+    the solver's work; the ranking fits run in float32 (``INNER_TOL`` is far above its precision).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(x)
+    if x.shape[0] < x.shape[1]:
+        u, s = _gram_basis(_gram(np.asarray(x, dtype=np.float64)))
+        z = (u * s).astype(np.float32)
+    else:
+        z = np.asarray(x, dtype=np.float32)
+    oof = np.zeros((len(Cs), len(y), num_classes))
+    names = sorted(set(g))
+    solved: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # (C, group) -> classes, coef, intercept
+    for j, c in enumerate(Cs):
+        for k, name in enumerate(names):
+            out = g == name
+            model = LogisticRegression(C=c, solver="newton-cg", tol=INNER_TOL, max_iter=10000, warm_start=True)
+            classes = np.unique(y[~out])
+            start = solved.get((j, k - 1)) or solved.get((j - 1, k))
+            if start is not None and np.array_equal(start[0], classes) and len(classes) > 2:
+                model.coef_, model.intercept_ = start[1].copy(), start[2].copy()
+            _quiet_fit(model, z[~out], y[~out])
+            solved[(j, k)] = (model.classes_, model.coef_, model.intercept_)
+            oof[j, out] = _full_logits(model, z[out], num_classes)
+    return list(oof)

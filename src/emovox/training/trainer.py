@@ -214,6 +214,8 @@ class Trainer:
     def predict_logits(self, examples: Sequence[Example], batch_size: int | None = None) -> np.ndarray:
         """Logits in the order of ``examples`` (batches are length-sorted internally)."""
         self.model.eval()
+        if hasattr(self.model, "observe"):  # a ModelKind: statistics of the clips it is about to classify
+            examples = self.model.observe(list(examples))
         out = np.zeros((len(examples), self.num_classes), dtype=np.float32)
         mine = distributed.predict_share(self._batches(examples, batch_size or self.cfg.batch_size, shuffle=False))
         with torch.inference_mode(), self._autocast():
