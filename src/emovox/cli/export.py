@@ -35,7 +35,11 @@ def export(
     from rich.console import Console
     from rich.table import Table
 
+    from emovox.audio import load_audio
+    from emovox.cli.predict import expand_inputs
+    from emovox.export import ExportError, unsupported, write_runtime  # torch: the train extra (else one line, no bar)
     from emovox.progress import progress_bar
+    from emovox.recognizer import Recognizer
 
     t0 = time.time()
     stages = ["load", "export", "check", *(("int8", "check int8") if int8 else ())]
@@ -50,11 +54,6 @@ def export(
 
     try:
         on_stage("load")
-        from emovox.audio import load_audio
-        from emovox.cli.predict import expand_inputs
-        from emovox.export import ExportError, unsupported, write_runtime
-        from emovox.recognizer import Recognizer
-
         rec = Recognizer.load(model_dir)
         why = unsupported(rec.model)
         if why is not None:
