@@ -204,3 +204,24 @@ def test_the_command_table_names_every_command_and_its_module():
     defined = {(c.name or c.callback.__name__): c.callback.__module__.rsplit(".", 1)[1] for c in app.registered_commands}
     defined.update({g.name: "corpus" for g in app.registered_groups})
     assert defined == COMMANDS
+
+
+# --- a real runtime-only install ---------------------------------------------------------------------------------
+
+
+def test_a_runtime_only_install_predicts(audio_recognizer_dir, speechy):
+    """``pip install emovox`` (no extra) in its own environment: CI points EMOVOX_RUNTIME_PYTHON at its interpreter."""
+    python = os.environ.get("EMOVOX_RUNTIME_PYTHON")
+    if not python:
+        pytest.skip("EMOVOX_RUNTIME_PYTHON is not set (CI sets it to a venv with a plain `pip install .`)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([python, "-c", "import torch"], capture_output=True, text=True, env=env)
+    assert done.returncode != 0, "the runtime-only environment has torch installed"
+    clip, _ = speechy
+    done = subprocess.run([python, "-m", "emovox", "predict", str(audio_recognizer_dir), str(clip), "--json", "-"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["label"] == "high" and "(engine onnx)" in done.stderr
+    done = subprocess.run([python, "-m", "emovox", "train", "recipe.yaml", "--out", "x"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 2 and "pip install 'emovox[train]'" in done.stderr and "Traceback" not in done.stderr
