@@ -9,7 +9,10 @@ Two front ends cover the families the runtime runs:
   extractor's own mel filter bank (stored with the runtime, so it is the extractor's, not a
   re-derivation), ``log10`` floored at 1e-10, the last frame dropped, the clip's own dynamic range
   floor (``max - 8``) and ``(x + 4) / 4``. The arithmetic is float64 (the extractor's torch path is
-  float32): the two agree to ~1e-5 on real clips (tested on EmoDB).
+  float32): the two agree to ~1e-5 on real clips (tested on EmoDB). The mel projection sums each
+  filter's few non-zero bins (a triangle covers a handful of the 201) instead of a dense matrix
+  product: 1/40 of the arithmetic, and no BLAS call, whose worker threads would otherwise wake up
+  and spin beside onnxruntime's for a product this small.
 - ``Waveform``: ``Wav2Vec2FeatureExtractor`` for the wav2vec2 family: the cropped clip, normalised
   to zero mean and unit variance (``+ 1e-7``) when the checkpoint asks for it, in float32 exactly as
   the extractor does it.
@@ -18,6 +21,7 @@ Two front ends cover the families the runtime runs:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -54,9 +58,27 @@ class WhisperLogMel:
         window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(self.n_fft) / self.n_fft)  # periodic Hann
         spectrum = np.fft.rfft(frames * window, axis=-1)
         power = spectrum.real**2 + spectrum.imag**2  # [frames, bins]
-        log = np.log10(np.maximum(power @ self.mel_filters, 1e-10))
+        log = np.log10(np.maximum(self._mel(power), 1e-10))
         log = np.maximum(log, log.max() - 8.0)
         return ((log + 4.0) / 4.0).T.astype(np.float32)
+
+    @cached_property
+    def _sparse(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(bins, weights, start of each filter's run) of the filters' non-zero entries, filter by filter;
+        None when a filter is empty (then the dense product)."""
+        mels, bins = np.nonzero(self.mel_filters.T)  # row-major over [mel, bin]: each filter's bins in one run
+        counts = np.bincount(mels, minlength=self.mel_filters.shape[1])
+        if (counts == 0).any():
+            return None
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        return bins, self.mel_filters[bins, mels], starts
+
+    def _mel(self, power: np.ndarray) -> np.ndarray:
+        sparse = self._sparse
+        if sparse is None:
+            return power @ self.mel_filters
+        bins, weights, starts = sparse
+        return np.add.reduceat(power[:, bins] * weights, starts, axis=1)
 
     def frames(self, samples: int) -> int:
         return min(samples, self.max_samples) // self.hop_length

@@ -140,6 +140,9 @@ class Runtime:
         if threads:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # idle worker threads sleep instead of spinning for the next run: on a machine shared with other work (the
+        # service's own request threads, other processes) spinning burns about a third more CPU per prediction
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # onnxruntime's warnings about unused initializers are not the user's business
         try:
             session = ort.InferenceSession(str(folder / encoder), options, providers=["CPUExecutionProvider"])
