@@ -99,3 +99,19 @@ def test_a_branch_reading_lower_layers_extracts_only_those(tmp_path):
         cached = model.branch(model.branch.collate(out))
         live = model.branch(model.branch.collate(examples))
     torch.testing.assert_close(cached, live, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", FAMILIES[1:])
+def test_a_first_call_that_stops_early_leaves_later_calls_whole(name):
+    """transformers records the wav2vec2 family's states with hooks, installed at the first call that asks for them:
+    a first call on a shorter stack of layers must not leave the layers it hid without theirs."""
+    fresh = load_backbone(name, tiny=True, seed=0).eval()
+    reference = load_backbone(name, tiny=True, seed=0).eval()
+    inputs = fresh.preprocess(clips())
+    with torch.no_grad():
+        with fresh.stop_after(1):
+            fresh(inputs, all_layers=True)
+        whole = fresh(inputs, all_layers=True).hidden
+        expected = reference(inputs, all_layers=True).hidden
+    assert whole.shape[0] == fresh.num_layers
+    torch.testing.assert_close(whole, expected)

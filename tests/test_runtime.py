@@ -243,3 +243,53 @@ def test_whisper_base_runtime_runs_states_0_to_5_and_gives_torchs_answers_on_emo
     assert np.abs(ours - theirs).max() <= 1e-3
     assert (ours.argmax(1) == theirs.argmax(1)).all()
     assert len(set(theirs.argmax(1))) > 1 and theirs.max(1).min() < 0.99  # answers that can differ
+
+
+# --- every head the runtime covers, without training: heads set at random, then exported --------------------------
+
+
+@pytest.mark.parametrize(
+    "backbone, settings",
+    [
+        ("whisper-base", {"layers": "all", "combine": "weighted", "head": "mlp", "hidden": 16}),
+        ("wavlm-base", {"layers": [0, 1], "combine": "concat", "head": "linear", "pooling": "stats", "standardize": False}),
+        ("wav2vec2-large-xlsr-53", {"layers": [1], "combine": "weighted", "head": "linear", "pooling": "max"}),
+    ],
+    ids=["whisper-weighted-mlp", "wavlm-stats-unstandardised", "xlsr-max-one-layer"],
+)
+def test_every_head_shape_gives_torchs_answers(backbone, settings, tmp_path):
+    from emovox.backbones import load_backbone
+    from emovox.data.examples import Example
+    from emovox.models.classifier import ClassifierConfig, ClassifierModel
+
+    config = ClassifierConfig(backbone=backbone, tiny=True, mode="frozen", **settings)
+    torch.manual_seed(0)
+    model = ClassifierModel(config, ["a", "b", "c"], load_backbone(backbone, tiny=True)).eval()
+    clips = [tone(200 + 90 * k, 0.5 + 0.3 * k) + 0.05 * np.sin(np.arange(int((0.5 + 0.3 * k) * 16000)) / (3 + k)).astype(np.float32)
+             for k in range(4)]
+    model.fit_statistics([Example(str(i), 0, audio=c, length=len(c) / 16000) for i, c in enumerate(clips)])
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.copy_(torch.randn_like(p))
+        if model.reducer.weights is not None:
+            model.reducer.weights.weights.copy_(torch.randn_like(model.reducer.weights.weights))
+    Recognizer(model, ["a", "b", "c"], {"name": "heads"}).save(tmp_path / "rec")
+    report = write_runtime(model, tmp_path / "rec", samples=clips)
+    assert report.fp32.max_abs_diff < 1e-4
+    np.testing.assert_allclose(Runtime.load(tmp_path / "rec").predict_proba(clips), Recognizer.load(tmp_path / "rec").predict_proba(clips),
+                               atol=1e-4)
+
+
+def test_the_mel_projection_without_sparse_structure_is_the_dense_product():
+    from emovox.inference.frontend import WhisperLogMel
+
+    rng = np.random.default_rng(0)
+    filters = np.abs(rng.standard_normal((201, 8))) * (rng.random((201, 8)) < 0.1)
+    power = np.abs(rng.standard_normal((50, 201)))
+    banded = WhisperLogMel(filters, 16000)
+    assert banded._sparse is not None
+    np.testing.assert_allclose(banded._mel(power), power @ filters, rtol=1e-12)
+    filters[:, 3] = 0.0  # an empty filter: the dense product
+    empty = WhisperLogMel(filters, 16000)
+    assert empty._sparse is None
+    np.testing.assert_allclose(empty._mel(power), power @ filters, rtol=1e-12)

@@ -116,6 +116,15 @@ def truncated_encoder(encoder: nn.Module, layers: int, *, final_norm: str | None
                 setattr(encoder, final_norm, norm)
 
 
+def _install_state_hooks(model) -> None:
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # a transformers that collects hidden states in its layer loop: nothing to install
+        return
+    if getattr(type(model), "_can_record_outputs", None):
+        maybe_install_capturing_hooks(model)
+
+
 def conv_min_samples(frames: int, kernels, strides) -> int:
     """Fewest samples a stack of unpadded 1-D convolutions needs to output ``frames`` frames."""
     n = frames
@@ -245,7 +254,10 @@ class SSLBackbone(AudioBackbone):
         if top is None or top >= self.num_layers - 1 or self.spec.family == "sew":
             return nullcontext()
         stable = bool(getattr(self.model.config, "do_stable_layer_norm", False))
-        # transformers records hidden states with hooks on the layers: at least one layer must run to record any
+        # transformers records hidden states with hooks on the layers, installed on the layers present at the first
+        # call that asks for them: install them on every layer before a shorter stack hides some (else a later call
+        # with all layers records too few states); and at least one layer must run to record any
+        _install_state_hooks(self.model)
         return truncated_encoder(self.model.encoder, max(top, 1), final_norm="layer_norm" if stable else None)
 
     def freeze_feature_encoder(self) -> None:
