@@ -27,7 +27,7 @@ WITHOUT_TRAIN = """
 import importlib.abc, sys
 class _NotInstalled(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {'torch', 'transformers', 'sklearn', 'scipy', 'peft', 'accelerate', 'yaml', 'onnx'}:
+        if name.split('.')[0] in {'torch', 'transformers', 'sklearn', 'scipy', 'peft', 'accelerate', 'yaml', 'onnx', 'matplotlib'}:
             raise ModuleNotFoundError(f'No module named {name!r}', name=name)
 sys.meta_path.insert(0, _NotInstalled())
 """
@@ -99,7 +99,7 @@ def test_predict_and_timeline_on_the_runtime_import_no_torch(audio_recognizer_di
 def test_without_the_train_extra_the_runtime_predicts_and_the_rest_says_what_to_install(
     audio_recognizer_dir, text_recognizer_dir, speechy, tmp_path
 ):
-    clip, _ = speechy
+    clip, long = speechy
     done = emovox("predict", str(audio_recognizer_dir), str(clip), "--csv", "-", train_extra=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("input,label,p_high,p_low")
@@ -108,6 +108,7 @@ def test_without_the_train_extra_the_runtime_predicts_and_the_rest_says_what_to_
         ("predict", str(text_recognizer_dir), "--text", "hello there"),  # no runtime: it needs torch
         ("predict", str(audio_recognizer_dir), str(clip), "--engine", "torch"),
         ("export", str(audio_recognizer_dir)),
+        ("timeline", str(audio_recognizer_dir), str(long), "--plot", str(tmp_path / "t.png")),  # refused before the work
     ]
     for args in missing:
         done = emovox(*args, train_extra=False)

@@ -478,6 +478,14 @@ def timeline(
     )
     if not audio.is_file():
         raise InputError(f"{audio}: audio file not found")
+    if plot is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:  # say so before the work, not after it
+            from emovox.errors import MissingExtraError
+
+            raise MissingExtraError("--plot needs matplotlib, which comes with the train extra: pip install 'emovox[train]' "
+                                    "(or pip install matplotlib)")
     rec = load_recognizer(model_dir, asr, asr_language, engine)
     tl = predict_timeline(rec, audio, config, batch_size=batch_size, progress=not quiet)
     if json_out is not None:
