@@ -12,10 +12,14 @@ MODEL_DIR --int8`` adds the int8 encoder):
 ``serve``      ``emovox serve`` (the runtime, in a subprocess) with ``--clients`` concurrent clients
                posting EmoDB clips, against the bare runtime computing the same clips one by one in
                this process; rounds alternate the two, so a change in machine load hits both.
+``depth``      training's side of the same cut: CPU seconds of the frozen Whisper-base extraction of
+               ``--clips`` EmoDB clips (one thread, fp32) when it stops after hidden state 3, 5 or 6
+               (``Backbone.stop_after``), in turns.
 
     python benchmarks/runtime.py agreement --model-dir DIR [--emodb ../shared/data/emodb]
     python benchmarks/runtime.py latency --model-dir DIR [--repeats 40]
     python benchmarks/runtime.py serve --model-dir DIR [--clients 16] [--clips 64] [--rounds 3]
+    python benchmarks/runtime.py depth [--whisper ../shared/models/whisper-base] [--clips 40]
 
 Each prints a readable summary and a final ``BENCHMARK {json}`` line, with the load average. A
 measurement, not a test: it asserts nothing.
@@ -244,6 +248,32 @@ def serve(args) -> dict:
     return result
 
 
+def depth(args) -> dict:
+    import torch
+
+    from emovox.backbones import load_backbone
+    from emovox.models.branch import extract_pooled
+
+    torch.set_num_threads(1)
+    _, clips = load_clips(args.emodb, args.clips, every=max(1, 535 // args.clips))
+    backbone = load_backbone(str(args.whisper))
+    tops = {"states 0-6 (all)": None, "states 0-5": 5, "states 0-3": 3}
+    cpu: dict[str, list[float]] = {name: [] for name in tops}
+    for _ in range(args.rounds):
+        for name, top in tops.items():
+            c = time.process_time()
+            extract_pooled(backbone, clips, progress=False, top=top)
+            cpu[name].append(time.process_time() - c)
+    result = {"clips": len(clips), "audio_seconds": round(sum(len(c) for c in clips) / SAMPLE_RATE, 1),
+              "cpu_s": {name: statistics.median(v) for name, v in cpu.items()}, "load_average": load_average()}
+    full = result["cpu_s"]["states 0-6 (all)"]
+    print(f"frozen Whisper-base extraction of {len(clips)} EmoDB clips ({result['audio_seconds']} s), one thread, fp32; "
+          f"load average {result['load_average']}")
+    for name, seconds in result["cpu_s"].items():
+        print(f"  {name:18s} {seconds:6.2f} CPU-s  ({seconds / full:.0%})")
+    return result
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system seconds of a running process and its reaped children (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -261,9 +291,9 @@ def _free_port() -> int:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
-    for name in ("agreement", "latency", "serve"):
+    for name in ("agreement", "latency", "serve", "depth"):
         p = sub.add_parser(name)
-        p.add_argument("--model-dir", type=Path, required=True, help="a recognizer directory with a runtime")
+        p.add_argument("--model-dir", type=Path, required=name != "depth", help="a recognizer directory with a runtime")
         p.add_argument("--emodb", type=Path, default=SHARED / "data" / "emodb")
         p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
     sub.choices["latency"].add_argument("--repeats", type=int, default=40)
@@ -271,8 +301,11 @@ def main(argv: list[str] | None = None) -> dict:
     sub.choices["serve"].add_argument("--clips", type=int, default=64)
     sub.choices["serve"].add_argument("--rounds", type=int, default=3)
     sub.choices["serve"].add_argument("--max-batch", type=int, default=8)
+    sub.choices["depth"].add_argument("--whisper", type=Path, default=SHARED / "models" / "whisper-base")
+    sub.choices["depth"].add_argument("--clips", type=int, default=40)
+    sub.choices["depth"].add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
-    result = {"agreement": agreement, "latency": latency, "serve": serve}[args.what](args)
+    result = {"agreement": agreement, "latency": latency, "serve": serve, "depth": depth}[args.what](args)
     result["what"] = args.what
     print("BENCHMARK " + json.dumps(result, separators=(",", ":")))
     return result
