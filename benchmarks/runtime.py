@@ -221,12 +221,13 @@ def serve(args) -> dict:
         over_http(), bare()  # warm-up: first requests, first runs of each length
         rounds = []
         for _ in range(args.rounds):
-            cpu0 = _cpu_seconds(server.pid)
+            cpu0, c0 = _cpu_seconds(server.pid), time.process_time()
             http = over_http()
-            server_cpu = _cpu_seconds(server.pid) - cpu0
+            server_cpu, client_cpu = _cpu_seconds(server.pid) - cpu0, time.process_time() - c0
             c0 = time.process_time()
             alone = bare()
-            rounds.append({"http_s": http, "bare_s": alone, "server_cpu_s": server_cpu, "bare_cpu_s": time.process_time() - c0})
+            rounds.append({"http_s": http, "bare_s": alone, "server_cpu_s": server_cpu, "client_cpu_s": client_cpu,
+                           "bare_cpu_s": time.process_time() - c0})
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -242,7 +243,8 @@ def serve(args) -> dict:
     print(f"{n} EmoDB clips ({audio_seconds:.0f} s of audio), {args.clients} clients, {args.rounds} rounds; "
           f"load average {result['load_average']}")
     for k, r in enumerate(rounds):
-        print(f"  round {k + 1}: serve {n / r['http_s']:6.2f} clips/s (server cpu {r['server_cpu_s']:.1f} s), "
+        print(f"  round {k + 1}: serve {n / r['http_s']:6.2f} clips/s (server cpu {r['server_cpu_s']:.1f} s, "
+              f"clients' {r['client_cpu_s']:.1f} s), "
               f"bare runtime {n / r['bare_s']:6.2f} clips/s (cpu {r['bare_cpu_s']:.1f} s), ratio {ratio[k]:.2f}")
     print(f"  median: serve {result['serve_clips_per_s']:.2f} clips/s = {result['ratio']:.0%} of the bare runtime")
     return result
