@@ -1,4 +1,4 @@
-"""Latency and throughput of the EmoDB Whisper-base recognizer: torch fp32, torch int8, ONNX fp32/int8.
+"""Latency and throughput of the EmoDB Whisper-base recognizer: torch fp32, torch int8, its runtime fp32/int8.
 
 Measures, on this machine:
 - latency of one 4 s clip (p50/p95 over ``--repeats`` sequential calls, preprocessing included),
@@ -23,7 +23,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -193,7 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from emovox.export import OnnxRecognizer, export_onnx
+    from emovox.export import write_runtime
+    from emovox.inference.runtime import Runtime
 
     torch.set_num_threads(args.threads)
     os.chdir(ROOT)  # the recipe's ../shared paths are relative to the project root
@@ -203,11 +203,10 @@ def main(argv: list[str] | None = None) -> dict:
     variants["torch fp32"] = lambda: rec.predict_proba([clip])
     rec8 = torch_int8(rec)
     variants["torch int8 (dynamic, Linear)"] = lambda: rec8.predict_proba([clip])
-    tmp = Path(tempfile.mkdtemp(prefix="emovox-bench-"))
     checks = check_clips()
-    report = export_onnx(rec, tmp / "model.onnx", int8=True, samples=checks)
-    onnx32 = OnnxRecognizer(report.onnx, threads=args.threads)
-    onnx8 = OnnxRecognizer(report.int8_onnx, threads=args.threads)
+    report = write_runtime(rec.model, args.model_dir, int8=True, samples=checks)  # the recognizer's runtime, with int8
+    onnx32 = Runtime.load(args.model_dir, threads=args.threads)
+    onnx8 = Runtime.load(args.model_dir, int8=True, threads=args.threads)
     variants["onnx fp32"] = lambda: onnx32.predict_proba([clip])
     variants["onnx int8 (dynamic, MatMul)"] = lambda: onnx8.predict_proba([clip])
 

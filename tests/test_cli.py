@@ -130,12 +130,16 @@ def test_quiet_keeps_the_warnings(audio_recognizer_dir, mixed_folder, tmp_path):
 
 
 def all_commands():
+    import click
+
     root = typer.main.get_command(app)
 
     def walk(cmd, path):
         yield path, cmd
-        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
-            yield from walk(sub, [*path, name])
+        if isinstance(cmd, click.Group):  # commands are loaded on demand: ask the group for them
+            ctx = click.Context(cmd)
+            for name in sorted(cmd.list_commands(ctx)):
+                yield from walk(cmd.get_command(ctx, name), [*path, name])
 
     return list(walk(root, []))
 

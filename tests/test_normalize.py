@@ -284,3 +284,28 @@ def test_a_recognizer_without_normalisation_is_unchanged_by_speaker_names(tmp_pa
     model = tiny_frozen_classifier(None)
     assert getattr(model, "normalizer", None) is None
     assert "groups" not in model.collate([Example("x", 0, audio=tone(200, 0.3), length=0.3, speaker="s")])
+
+
+def test_the_runtime_head_normalises_and_falls_back_as_the_torch_model_does():
+    """The torch-free head (``emovox.inference.head``) gets the normalisation, the group statistics and the
+    fallback head from the export, and answers what the torch model answers, grouped and alone."""
+    from emovox.export import head_of, read_positions
+    from emovox.inference.head import Head, probabilities
+
+    held = []
+    choices, _ = fitted(False, ["none", "speaker"], model_out=held)
+    model, test = held
+    assert choices["normalize"] == "speaker"
+    positions = read_positions(model)
+    head = head_of(model, positions)
+    head = Head.from_arrays({k: v.astype("float64") for k, v in head.arrays().items()}, head.settings())  # as stored
+    assert head.normalize == "speaker" and head.fallback is not None
+    states = torch.stack([e.cached[model.branch.slot]["pooled"] for e in test])
+    keys = [e.speaker for e in test[:-1]] + [None]  # one clip without a speaker
+    model.normalizer.observe(states, keys)
+    with torch.inference_mode():
+        expected = torch.softmax(model.logits_of_states(states, keys) / model.temperature, -1).numpy()
+    ours = probabilities(states[:, model.branch.layer_index][:, positions].numpy(), head, keys)
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+    lone = probabilities(states[:, model.branch.layer_index][:, positions].numpy(), head, None)
+    assert not np.allclose(lone, ours, atol=1e-3)  # without speakers every clip takes the fallback

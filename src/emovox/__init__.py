@@ -1,13 +1,14 @@
 """emovox: speech emotion recognition from transcripts and audio.
 
-The one obvious entry point for using a trained model is ``emovox.Recognizer``; the rest of
+The one obvious entry point for using a trained model is ``emovox.Recognizer`` (torch, the
+``train`` extra), or ``emovox.Runtime`` for a recognizer's runtime (onnxruntime + numpy); the rest of
 the package is organised along the path every experiment travels (see ARCHITECTURE in the
 README): corpora -> splits -> data -> backbones/models -> training -> metrics/reporting.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Recognizer", "load_corpus", "__version__"]
+__all__ = ["Recognizer", "Runtime", "load_corpus", "__version__"]
 
 
 def __getattr__(name: str):
@@ -16,6 +17,10 @@ def __getattr__(name: str):
         from emovox.recognizer import Recognizer
 
         return Recognizer
+    if name == "Runtime":
+        from emovox.inference.runtime import Runtime
+
+        return Runtime
     if name == "load_corpus":
         from emovox.corpora import load_corpus
 

@@ -22,6 +22,8 @@ speech buried in loud steady noise may not.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 SAMPLE_RATE = 16_000
@@ -39,8 +41,35 @@ BACKGROUND_PERCENTILE = 10.0
 MIN_SPEECH_SECONDS = 0.1
 
 
-def frame_levels_db(clip: np.ndarray, sample_rate: int = SAMPLE_RATE, frame_seconds: float = FRAME_SECONDS) -> np.ndarray:
-    """Level (dBFS) of each whole frame within ``BAND_HZ``; a full-scale 1 kHz sine is -3 dB.
+@dataclass(frozen=True)
+class SpeechCheck:
+    """The check's settings (the constants above by default). A runtime stores them beside its model
+    (``emovox.inference``), so a recognizer keeps flagging the clips it flagged when it was exported."""
+
+    frame_seconds: float = FRAME_SECONDS
+    band_hz: tuple[float, float] = BAND_HZ
+    absolute_floor_db: float = ABSOLUTE_FLOOR_DB
+    margin_db: float = MARGIN_DB
+    background_percentile: float = BACKGROUND_PERCENTILE
+    min_speech_seconds: float = MIN_SPEECH_SECONDS
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["band_hz"] = list(self.band_hz)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SpeechCheck:
+        return cls(**{**data, "band_hz": tuple(data.get("band_hz", BAND_HZ))})
+
+
+DEFAULT = SpeechCheck()
+
+
+def frame_levels_db(
+    clip: np.ndarray, sample_rate: int = SAMPLE_RATE, frame_seconds: float = FRAME_SECONDS, band_hz: tuple = BAND_HZ
+) -> np.ndarray:
+    """Level (dBFS) of each whole frame within ``band_hz``; a full-scale 1 kHz sine is -3 dB.
 
     Only the speech band counts: rumble, wind and DC below 100 Hz carry most of the energy of
     brown noise and swing by 20 dB from one 20 ms frame to the next, which would look like speech.
@@ -53,27 +82,28 @@ def frame_levels_db(clip: np.ndarray, sample_rate: int = SAMPLE_RATE, frame_seco
     window = np.hanning(frame)
     spectrum = np.fft.rfft(frames * window, axis=1)
     freqs = np.fft.rfftfreq(frame, 1.0 / sample_rate)
-    band = (freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1])
+    band = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
     # Parseval: twice the one-sided band power over the window's energy is the band's mean square
     power = 2.0 * np.sum(np.abs(spectrum[:, band]) ** 2, axis=1) / (frame * np.sum(window**2))
     return 10.0 * np.log10(power + 1e-12)
 
 
-def active_frames(clip: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Boolean per 20 ms frame: louder than the absolute floor and than the background + margin."""
-    levels = frame_levels_db(clip, sample_rate)
+def active_frames(clip: np.ndarray, sample_rate: int = SAMPLE_RATE, check: SpeechCheck = DEFAULT) -> np.ndarray:
+    """Boolean per frame: louder than the absolute floor and than the background + margin."""
+    levels = frame_levels_db(clip, sample_rate, check.frame_seconds, check.band_hz)
     if levels.size == 0:
         return np.zeros(0, dtype=bool)
-    background = float(np.percentile(levels, BACKGROUND_PERCENTILE))
-    return levels > max(ABSOLUTE_FLOOR_DB, background + MARGIN_DB)
+    background = float(np.percentile(levels, check.background_percentile))
+    return levels > max(check.absolute_floor_db, background + check.margin_db)
 
 
-def speech_activity(clip: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    """Fraction (0-1) of the clip's 20 ms frames that are active (speech-like); 0 for silence and steady noise."""
-    active = active_frames(clip, sample_rate)
+def speech_activity(clip: np.ndarray, sample_rate: int = SAMPLE_RATE, check: SpeechCheck = DEFAULT) -> float:
+    """Fraction (0-1) of the clip's frames that are active (speech-like); 0 for silence and steady noise."""
+    active = active_frames(clip, sample_rate, check)
     return float(active.mean()) if active.size else 0.0
 
 
-def has_speech(clip: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bool:
-    """True when the clip's active frames add up to at least ``MIN_SPEECH_SECONDS``."""
-    return float(active_frames(clip, sample_rate).sum()) * FRAME_SECONDS >= MIN_SPEECH_SECONDS - 1e-9
+def has_speech(clip: np.ndarray, sample_rate: int = SAMPLE_RATE, check: SpeechCheck = DEFAULT) -> bool:
+    """True when the clip's active frames add up to at least ``check.min_speech_seconds``."""
+    seconds = float(active_frames(clip, sample_rate, check).sum()) * check.frame_seconds
+    return seconds >= check.min_speech_seconds - 1e-9

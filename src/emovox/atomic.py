@@ -1,4 +1,5 @@
-"""Crash-safe file writes: a reader sees the old file or the new one, never half of one.
+"""Crash-safe file writes: a reader sees the old file or the new one, never half of one (and the
+checksum that tells a reader the file is the one that was written).
 
 Write to a temporary file beside the target (``.NAME.*.tmp``), fsync it, ``os.replace`` it over
 the target and fsync the directory. Every result, checkpoint, split and report in emovox is
@@ -7,6 +8,7 @@ written this way, so a run killed at any moment leaves nothing half-written behi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -31,6 +33,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -7,6 +7,11 @@ key made of what computes it (backbone weights, preprocessing, what is kept) and
 content, so folds, epochs, reruns, resumed runs and later experiments (ensembles, context and
 fusion models) reuse it, and a killed extraction resumes where it stopped.
 
+Per-layer pooled states are stored as ``pooled [n, W]``: hidden states ``0..n-1``, as many as the
+model that computed them needed (extraction stops after the highest layer it reads). Its shape is
+the record of which layers an entry holds; an entry with more layers than a reader needs serves it
+(``AtLeast``), one with fewer is computed again (deeper) and replaced.
+
 Entries are small safetensors files written atomically. A cache lives on disk for months and is
 shared by processes, so an entry is never trusted blindly: one that cannot be read, has the wrong
 names, dtype or shape, or holds NaN/inf is deleted and recomputed, and the caller is warned once
@@ -29,8 +34,16 @@ import torch
 from emovox.atomic import atomic_save_tensors
 from emovox.errors import EmovoxWarning
 
-#: Shape of one cached tensor: a tuple of sizes, ``None`` where any size is allowed.
+#: Shape of one cached tensor: a tuple of sizes, ``None`` where any size is allowed, ``AtLeast(n)`` where
+#: any size from ``n`` up is (an entry holding more hidden states than a reader needs still serves it).
 Shape = tuple
+
+
+class AtLeast(int):
+    """A size that may be exceeded: ``AtLeast(6)`` accepts 6, 7, ... (shown as ``>=6``)."""
+
+    def __repr__(self) -> str:
+        return f">={int(self)}"
 
 #: Bump when what is stored for an existing key changes meaning.
 CACHE_FORMAT = 1
@@ -110,11 +123,34 @@ def check_entry(tensors: Mapping[str, torch.Tensor], expect: Mapping[str, Shape]
         t = tensors[name]
         if t.dtype != torch.float32:
             return f"{name} is {t.dtype}, expected float32"
-        if t.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape, strict=True)):
+        if t.dim() != len(shape) or not all(_fits(s, n) for s, n in zip(shape, t.shape, strict=True)):
             return f"{name} has shape {tuple(t.shape)}, expected {tuple('*' if s is None else s for s in shape)}"
         if not bool(torch.isfinite(t).all()):
             return f"{name} holds NaN or infinite values"
     return None
+
+
+def _fits(expected, size: int) -> bool:
+    if expected is None:
+        return True
+    return size >= expected if isinstance(expected, AtLeast) else size == expected
+
+
+def _too_shallow(tensors: Mapping[str, torch.Tensor], expect: Mapping[str, Shape]) -> bool:
+    """An entry of the expected names, dtype and rank whose only flaw is a dimension below its ``AtLeast``."""
+    if set(tensors) != set(expect):
+        return False
+    short = False
+    for name, shape in expect.items():
+        t = tensors[name]
+        if t.dim() != len(shape):
+            return False
+        for s, n in zip(shape, t.shape, strict=True):
+            if isinstance(s, AtLeast) and n < s:
+                short = True
+            elif not _fits(s, n):
+                return False
+    return short
 
 
 class FeatureCache:
@@ -140,6 +176,8 @@ class FeatureCache:
         except Exception as exc:  # truncated or not safetensors: recompute, never trust
             why = f"unreadable ({type(exc).__name__})"
         else:
+            if expect is not None and _too_shallow(tensors, expect):
+                return None  # a sound entry with fewer layers than asked for: computed deeper and replaced, not damaged
             why = check_entry(tensors, expect) if expect is not None else None
             if why is None:
                 self.hits += 1

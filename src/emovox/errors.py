@@ -46,3 +46,32 @@ class LLMError(EmovoxError):
 
 class EmovoxWarning(UserWarning):
     """Something worth a user's attention that does not stop the work (shown once on stderr by the CLI)."""
+
+
+class MissingExtraError(EmovoxError):
+    """What was asked for needs packages of an optional extra (``emovox[train]``: torch, transformers, ...)."""
+
+
+#: Top-level modules of the ``train`` extra, which a plain ``pip install emovox`` (the runtime) lacks.
+TRAIN_MODULES = frozenset({
+    "torch", "transformers", "peft", "accelerate", "sklearn", "scipy", "matplotlib", "onnx", "tokenizers",
+    "sentencepiece", "yaml",
+})
+
+
+def missing_extra(exc: ModuleNotFoundError, what: str = "this") -> MissingExtraError | None:
+    """The ``MissingExtraError`` for a module of the ``train`` extra that could not be imported, else None."""
+    name = (exc.name or "").split(".")[0]
+    if name not in TRAIN_MODULES:
+        return None
+    return MissingExtraError(
+        f"{what} needs {name}, which comes with the train extra (torch, transformers, scikit-learn, ...): "
+        "pip install 'emovox[train]'"
+    )
+
+
+class UngroupedWarning(EmovoxWarning):
+    """A recognizer that normalises per speaker (corpus) classified clips without their group's statistics.
+
+    Services and timelines classify one clip (segment) at a time by design: they filter this class and
+    say it once instead."""

@@ -1,57 +1,171 @@
-"""ONNX export of audio recognizers, checked against torch, with optional dynamic int8.
+"""The runtime of an audio recognizer: what inference needs without torch, written into its directory.
 
-What the ONNX graph computes: model input (the backbone's own preprocessing output: the
-normalised waveform for wav2vec2-family models, the log-mel spectrogram for Whisper) ->
-class probabilities, with dynamic ``batch`` and ``time`` axes. The graph takes *unpadded*
-clips: a batch is clips of equal length (e.g. the fixed windows of a long recording), and clips
-of different lengths are run one by one. That is what makes the export exact: the torch
-backbones hide padding with per-clip loops over Python lengths, which a traced graph would
-freeze to the lengths of the example input; without padding those loops are not needed, and
-the graph follows any length. The preprocessing (a numpy feature extractor) stays outside the
-graph and is stored in the ONNX metadata, so ``OnnxRecognizer`` needs the ``.onnx`` file only.
+``write_runtime`` (``emovox export MODEL_DIR``; ``emovox train`` calls it for the recognizers it
+covers) writes ``MODEL_DIR/runtime/`` (layout: ``emovox.inference.runtime``):
 
-Exporter: PyTorch 2.13's default ``torch.onnx.export(dynamo=True)`` needs ``onnxscript``, which
-emovox does not depend on; the TorchScript-based exporter (``dynamo=False``) works offline with
-``dynamic_axes`` and gives graphs onnxruntime runs unchanged, so it is used here (opset 17).
+- the encoder as ONNX: the backbone's front-end output (log-mel for Whisper, the normalised waveform
+  for the wav2vec2 family) -> the pooled hidden states the head reads, ``[B, L, W]``. The graph stops
+  after the highest of those states (``Backbone.stop_after``): the main recipe's head reads states
+  2-5 of Whisper-base, so its graph runs encoder layers 1-5 and never layer 6 nor the final norm.
+  Which states the head reads is read off its weights: a concatenating head whose columns of a layer
+  are all zero (a logistic head chosen on a layer subset) does not read that layer. Pooling (mean,
+  statistics, attention, ...) is inside the graph, over all frames of an unpadded clip; batch and
+  time axes are dynamic.
+- the head as numpy arrays (standardisation, layer combination, classifier, temperature:
+  ``emovox.inference.head``) and the front end's arrays (Whisper's mel filter bank);
+- ``runtime.json``: labels, front-end and speech-check settings, the states the graph outputs, and
+  the sha256 of every file (and of the recognizer files it came from).
 
-int8: ``onnxruntime.quantization.quantize_dynamic`` on MatMul only (the transformer's linear
-layers; convolutions and the classifier's softmax stay float), weights int8 per channel,
-activations quantised on the fly.
+Every export is checked: torch (the recognizer's own padded, masked path) and the runtime run the
+same sample clips (several lengths, and two of equal length as one batch); the float runtime must
+agree within ``tolerance`` or the export is refused. ``int8`` also writes ``encoder.int8.onnx``
+(``onnxruntime.quantization.quantize_dynamic`` on the MatMuls, weights int8 per channel) and
+reports its agreement, which is the user's to weigh against its speed.
 
-Every export is checked: torch and onnxruntime run the same sample clips (several lengths, and
-a batch of two) and the report gives the largest absolute probability difference and the
-fraction of clips given the same label.
+Exporter: ``torch.onnx.export(dynamo=False)`` (TorchScript-based, opset 17): it works offline with
+dynamic axes, and onnxruntime runs its graphs unchanged (the dynamo exporter needs ``onnxscript``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from emovox import __version__
+from emovox.activity import DEFAULT as SPEECH_CHECK
+from emovox.atomic import sha256_file
 from emovox.errors import EmovoxError
-
-if TYPE_CHECKING:
-    from emovox.recognizer import Recognizer
+from emovox.inference import runtime as rt
+from emovox.inference.frontend import Waveform, WhisperLogMel
+from emovox.inference.head import Head
+from emovox.models.pooling import pool
 
 SAMPLE_RATE = 16_000
 OPSET = 17
 #: families whose backbone runs without padding masks in one traced graph
 SSL_FAMILIES = ("wav2vec2", "hubert", "wavlm", "unispeech")
 EXPORTABLE = SSL_FAMILIES + ("whisper",)
-METADATA_KEY = "emovox"
+#: poolings the graph computes (``last``/``eos`` are for text)
+POOLINGS = ("mean", "sum", "max", "stats", "attention")
 
 
 class ExportError(EmovoxError):
     """A recognizer cannot be exported (text model, unsupported family) or the export is unusable."""
+
+
+# --- what can be exported -------------------------------------------------------------------------
+
+
+def unsupported(model) -> str | None:
+    """Why ``model`` has no runtime, or None when it can have one.
+
+    Covered: the ``classifier`` kind over one audio backbone reading the utterance itself, of the
+    Whisper or wav2vec2 families (wav2vec2, HuBERT, WavLM, UniSpeech), in any mode (frozen,
+    fine-tuned, top layers fine-tuned), with any audio pooling and a linear, MLP or logistic head.
+    """
+    from emovox.models.classifier import ClassifierModel
+
+    if not isinstance(model, ClassifierModel):
+        return f"a runtime is written for single-backbone audio classifiers; this recognizer is a {model.kind!r} model"
+    branch = model.branch
+    if branch.modality != "audio":
+        return ("a runtime is written for audio recognizers; this one reads transcripts (its tokenizer and text model are "
+                "not part of an audio graph)")
+    if branch.cfg.input != "utterance":
+        return f"this recognizer's branch reads the {branch.cfg.input}, not the utterance alone"
+    family = branch.backbone.spec.family
+    if family not in EXPORTABLE:
+        return f"a runtime covers the {', '.join(EXPORTABLE)} families; this recognizer's backbone is {family!r}"
+    if branch.pooling not in POOLINGS:
+        return f"pooling {branch.pooling!r} is not an audio pooling the runtime computes ({', '.join(POOLINGS)})"
+    return None
+
+
+def read_positions(model) -> list[int]:
+    """Positions in ``branch.layer_index`` the head reads: all of them for a weighted layer sum; for a
+    concatenation, those whose columns of the head's first layer are not all zero (of its fallback
+    head's too, for a recognizer that normalises per speaker)."""
+    reducer = model.reducer
+    if reducer.combine != "concat":
+        return list(range(reducer.num_layers))
+    firsts = [model.head.mlp[0] if model.head.mlp is not None else model.head.linear]
+    if _normalizing(model) and model.fallback is not None:
+        firsts.append(model.fallback.linear)
+    used = set()
+    for first in firsts:
+        w = first.weight.detach().reshape(first.weight.shape[0], reducer.num_layers, -1)
+        used |= {j for j in range(reducer.num_layers) if bool(w[:, j].abs().amax() > 0)}
+    return sorted(used) or [0]  # a head that reads nothing (all-zero weights) still needs an input
+
+
+def _normalizing(model) -> bool:
+    norm = getattr(model, "normalizer", None)
+    return norm is not None and norm.mode != "none"
+
+
+def head_of(model, positions: Sequence[int]) -> Head:
+    """The head's arrays restricted to ``positions`` (float64 for numpy), with its per-speaker
+    normalisation and fallback head when it has them."""
+    reducer, head = model.reducer, model.head
+    pos = list(positions)
+    first = head.mlp[0] if head.mlp is not None else head.linear
+    arrays = _linear_arrays(reducer, first, pos)
+    if head.mlp is not None:
+        arrays["hidden_weight"], arrays["hidden_bias"] = arrays.pop("weight"), arrays.pop("bias")
+        arrays.update(weight=_arr(head.linear.weight), bias=_arr(head.linear.bias))
+    extra = {}
+    if _normalizing(model):
+        norm = model.normalizer
+        extra = {"normalize": norm.mode, "norm_mean": _arr(norm.mean[pos]), "norm_var": _arr(norm.var[pos]),
+                 "norm_shrink": _arr(norm.shrink[pos]), "std_floor": norm.std_floor}
+        if model.fallback is not None:
+            spare = model.fallback
+            extra["fallback"] = Head(temperature=float(spare.temperature), combine=spare.reducer.combine,
+                                     **_linear_arrays(spare.reducer, spare.linear, pos))
+    return Head(temperature=float(model.temperature), combine=reducer.combine, **arrays, **extra)
+
+
+def _arr(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().cpu().numpy()
+
+
+def _linear_arrays(reducer, first: nn.Linear, pos: list[int]) -> dict:
+    """Standardisation, layer weights and the first linear layer of ``reducer`` + ``first``, at ``pos``."""
+    w = first.weight
+    if reducer.combine == "concat":
+        w = w.reshape(w.shape[0], reducer.num_layers, -1)[:, pos].reshape(w.shape[0], -1)
+    std = reducer.standardize
+    return {
+        "mean": _arr(std.mean[pos]) if std.enabled else None,
+        "std": _arr(std.std[pos]) if std.enabled else None,
+        "layer_weights": _arr(reducer.weights.weights[pos]) if reducer.weights is not None else None,
+        "weight": _arr(w),
+        "bias": _arr(first.bias),
+    }
+
+
+def frontend_of(backbone) -> tuple[WhisperLogMel | Waveform, dict[str, np.ndarray]]:
+    """The numpy front end equal to the backbone's feature extractor, and its arrays."""
+    fe = backbone.processor
+    if backbone.spec.family == "whisper":
+        if float(getattr(fe, "dither", 0.0) or 0.0) != 0.0:
+            raise ExportError("the Whisper feature extractor adds random dither; a runtime reproduces deterministic ones only")
+        filters = np.asarray(fe.mel_filters, dtype=np.float32)  # what the extractor's torch path multiplies by
+        frontend = WhisperLogMel(filters.astype(np.float64), backbone.max_samples, int(fe.n_fft), int(fe.hop_length),
+                                 int(fe.sampling_rate))
+        return frontend, {"mel_filters": filters}
+    return Waveform(backbone.max_samples, bool(getattr(fe, "do_normalize", False))), {}
 
 
 # --- the exported computation -------------------------------------------------------------------
@@ -65,16 +179,11 @@ class _UnpaddedBackbone(nn.Module):
     def __init__(self, backbone):
         super().__init__()
         self.inner = backbone
-        self.spec = backbone.spec
-        self.hidden_size = backbone.hidden_size
-        self.num_layers = backbone.num_layers
 
-    def forward(self, inputs: dict, all_layers: bool = False):
-        if self.spec.family == "whisper":
-            x = inputs["input_features"]  # [B, mel, frames]
+    def forward(self, x: torch.Tensor, all_layers: bool = False):
+        if self.inner.spec.family == "whisper":  # x: [B, mel, frames]
             batch = {"input_features": x, "attention_mask": torch.ones_like(x[:, 0, :], dtype=torch.long)}
-        else:
-            x = inputs["input_values"]  # [B, samples]
+        else:  # x: [B, samples]
             batch = {"input_values": x, "attention_mask": torch.ones_like(x, dtype=torch.long)}
         per_clip = getattr(self.inner, "per_clip_cnn", None)
         if per_clip:
@@ -86,139 +195,26 @@ class _UnpaddedBackbone(nn.Module):
                 self.inner.per_clip_cnn = per_clip
 
 
-class ProbabilityGraph(nn.Module):
-    """``model input -> class probabilities`` for one tensor input (what is exported)."""
+class EncoderGraph(nn.Module):
+    """``front-end output [B, ...] -> pooled hidden states [B, L, W]`` for the states in ``states``."""
 
-    def __init__(self, recognizer: Recognizer):
+    def __init__(self, branch, states: Sequence[int]):
         super().__init__()
-        self.model = recognizer.model
-        self.unpadded = _UnpaddedBackbone(recognizer.backbone)
-        self.input_name = input_name(recognizer)
+        self.backbone = _UnpaddedBackbone(branch.backbone)
+        self.states = list(states)
+        self.top = max(self.states)
+        self.pooling = branch.pooling
+        self.attention = branch.attention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with _swapped_backbone(self.model.branch, self.unpadded):
-            logits = self.model.forward_backbone_inputs({self.input_name: x})
-        return torch.softmax(logits.float(), dim=-1)
-
-
-@contextmanager
-def _swapped_backbone(branch: nn.Module, replacement: nn.Module):
-    original = branch._modules["backbone"]
-    branch._modules["backbone"] = replacement
-    try:
-        yield
-    finally:
-        branch._modules["backbone"] = original
-
-
-def input_name(recognizer: Recognizer) -> str:
-    return "input_features" if recognizer.backbone.spec.family == "whisper" else "input_values"
-
-
-def check_exportable(recognizer: Recognizer) -> None:
-    if not hasattr(recognizer.model, "forward_backbone_inputs") or recognizer.backbone is None:
-        raise ExportError(
-            f"ONNX export is for single-backbone audio classifiers; this recognizer is a {recognizer.info.get('kind')!r} model"
-        )
-    if recognizer.modality != "audio":
-        raise ExportError(
-            f"ONNX export is for audio recognizers; this one reads {recognizer.modality} "
-            "(its tokenizer and text model are not part of an audio graph)"
-        )
-    family = recognizer.backbone.spec.family
-    if family not in EXPORTABLE:
-        raise ExportError(f"ONNX export supports the {', '.join(EXPORTABLE)} families; this recognizer's backbone is {family!r}")
-    if getattr(recognizer, "normalization", "none") != "none":
-        raise ExportError(
-            f"this recognizer standardises clips with their {recognizer.normalization}'s statistics, which one "
-            "clip-at-a-time graph cannot gather; use it through emovox (predict, Recognizer) instead"
-        )
-
-
-# --- preprocessing outside the graph ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a 16 kHz clip becomes the graph's input; stored as JSON in the ONNX metadata."""
-
-    family: str
-    input_name: str
-    max_seconds: float
-    feature_extractor: dict
-
-    def build(self):
-        """The transformers feature extractor, rebuilt from its stored config (no files needed)."""
-        import transformers
-
-        name = self.feature_extractor.get("feature_extractor_type", "")
-        cls = getattr(transformers, name, None)
-        if cls is None or not name.endswith("FeatureExtractor"):
-            raise ExportError(f"the export's preprocessing names an unknown feature extractor {name!r}")
-        return cls.from_dict(self.feature_extractor)
-
-
-def clip_input(extractor, family: str, clip: np.ndarray, max_seconds: float) -> np.ndarray:
-    """The graph input of one clip (no batch axis), exactly as the torch backbone makes it."""
-    clip = np.asarray(clip, dtype=np.float32)[: int(round(max_seconds * SAMPLE_RATE))]
-    if family == "whisper":
-        return extractor(clip, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="np")["input_features"][0]
-    return extractor(clip, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_values"][0]
-
-
-def preprocessing_of(recognizer: Recognizer) -> Preprocessing:
-    fe = recognizer.backbone.processor
-    data = json.loads(fe.to_json_string())
-    data.pop("mel_filters", None)  # recomputed from the sizes; a large array in the JSON otherwise
-    return Preprocessing(recognizer.backbone.spec.family, input_name(recognizer), float(recognizer.backbone.max_seconds), data)
-
-
-# --- running an exported model ---------------------------------------------------------------------
-
-
-class OnnxRecognizer:
-    """Predict with an exported ``.onnx`` file alone (onnxruntime + the stored preprocessing)."""
-
-    def __init__(self, path: str | Path, *, threads: int | None = None):
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ExportError(f"{self.path}: ONNX file not found")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own types for unreadable models
-            raise ExportError(f"{self.path}: onnxruntime cannot load it ({exc})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        if meta is None:
-            raise ExportError(f"{self.path}: not an emovox export (no '{METADATA_KEY}' metadata); export it with `emovox export`")
-        info = json.loads(meta)
-        self.labels = tuple(info["labels"])
-        self.preprocessing = Preprocessing(**info["preprocessing"])
-        self.extractor = self.preprocessing.build()
-
-    def inputs(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
-        p = self.preprocessing
-        return [clip_input(self.extractor, p.family, c, p.max_seconds) for c in clips]
-
-    def predict_proba(self, clips: Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities ``[N, C]``; clips of equal length share one run, others run one by one."""
-        out = np.zeros((len(clips), len(self.labels)), dtype=np.float32)
-        feats = self.inputs(clips)
-        groups: dict[tuple, list[int]] = {}
-        for i, f in enumerate(feats):
-            groups.setdefault(f.shape, []).append(i)
-        for idx in groups.values():
-            batch = np.stack([feats[i] for i in idx]).astype(np.float32)
-            out[idx] = self.session.run(None, {"input": batch})[0]
-        return out
-
-    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """Run prepared graph inputs ``[B, ...]`` (equal lengths) directly."""
-        return self.session.run(None, {"input": batch.astype(np.float32)})[0]
+        with self.backbone.inner.stop_after(self.top):
+            enc = self.backbone(x, all_layers=True)
+        hidden = torch.stack([enc.hidden[i] for i in self.states])  # [L, B, T, H]
+        if self.attention is not None:
+            pooled = self.attention(hidden, enc.mask)
+        else:
+            pooled = pool(hidden, enc.mask, self.pooling)
+        return pooled.transpose(0, 1)
 
 
 # --- export and check -------------------------------------------------------------------------------
@@ -236,15 +232,16 @@ class Agreement:
 
 @dataclass
 class ExportReport:
-    onnx: str
+    runtime: str
     exporter: str
     opset: int
     input: str
+    layers: list[int]
+    runs: str
     dynamic_axes: dict
     seconds: float
     size_bytes: int
     fp32: Agreement
-    int8_onnx: str | None = None
     int8_size_bytes: int | None = None
     int8: Agreement | None = None
     sample_seconds: list[float] = field(default_factory=list)
@@ -264,94 +261,162 @@ def sample_clips(seed: int = 0) -> list[np.ndarray]:
     return clips
 
 
-def export_onnx(
-    recognizer: Recognizer,
-    out: str | Path,
+def runs_description(backbone, top: int) -> str:
+    """Which part of the encoder a graph ending at hidden state ``top`` runs, in words."""
+    last = backbone.num_layers - 1
+    if top >= last:
+        return f"all {last} encoder layers"
+    skipped = "" if backbone.spec.family != "whisper" and not getattr(backbone.model.config, "do_stable_layer_norm", False) \
+        else "; the final layer norm is not run"
+    return f"encoder layers 1-{top} of {last}{skipped}" if top else f"the embeddings only (no encoder layer){skipped}"
+
+
+def write_runtime(
+    model,
+    model_dir: str | Path,
     *,
     int8: bool = False,
     samples: Sequence[np.ndarray] | None = None,
     tolerance: float = 1e-4,
     on_stage: Callable[[str], None] | None = None,
 ) -> ExportReport:
-    """Write ``out`` (and ``<out>.int8.onnx`` with ``int8``), check both against torch, return the report.
+    """Write ``model_dir/runtime/`` for ``model`` (the recognizer saved in ``model_dir``), check it, and
+    record it in ``emovox.json``; returns the report.
 
-    Raises ``ExportError`` when the float graph disagrees with torch by more than ``tolerance``
-    (an export bug, never expected); int8 differences are reported, not enforced, since
-    quantisation error is what a user weighs against the speed-up. ``on_stage`` is told the name of
-    each stage as it starts (``export``, ``check``, ``int8``, ``check int8``), for progress.
+    Raises ``ExportError`` when the recognizer cannot have a runtime (``unsupported``) or when the float
+    runtime disagrees with torch by more than ``tolerance`` (an export bug, never expected; nothing is
+    then written). ``on_stage`` is told the name of each stage as it starts (``export``, ``check``,
+    ``int8``, ``check int8``), for progress.
     """
     import onnx
+    from safetensors.numpy import save_file
+
+    from emovox.models.directory import record_files
 
     stage = on_stage or (lambda name: None)
-
-    check_exportable(recognizer)
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise ExportError(f"{out}: name the output file *.onnx")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    graph = ProbabilityGraph(recognizer).eval()
-    prep = preprocessing_of(recognizer)
-    extractor = recognizer.backbone.processor
+    why = unsupported(model)
+    if why is not None:
+        raise ExportError(why)
+    model_dir = Path(model_dir)
+    meta_path = model_dir / "emovox.json"
+    info = json.loads(meta_path.read_text(encoding="utf-8"))
+    if not isinstance(info.get("files"), dict):
+        raise ExportError(f"{meta_path}: a runtime is added to directories written by this emovox; train it again")
+    model = model.eval()
+    branch, backbone = model.branch, model.branch.backbone
+    positions = read_positions(model)
+    states = [branch.layer_index[j] for j in positions]
+    frontend, frontend_arrays = frontend_of(backbone)
+    head = head_of(model, positions)
     clips = list(samples) if samples is not None else sample_clips()
     if not clips:
         raise ExportError("no sample clips to check the export with")
-    example = torch.from_numpy(clip_input(extractor, prep.family, clips[0], prep.max_seconds)[None])
-    time_axis = 2 if prep.family == "whisper" else 1
-    dynamic_axes = {"input": {0: "batch", time_axis: "time"}, "probabilities": {0: "batch"}}
-    t0 = time.time()
-    stage("export")
-    with torch.inference_mode(False), torch.no_grad(), _quiet_export_warnings():
-        torch.onnx.export(
-            graph, (example,), str(out), dynamo=False, opset_version=OPSET, input_names=["input"],
-            output_names=["probabilities"], dynamic_axes=dynamic_axes, do_constant_folding=True,
-        )
-    seconds = time.time() - t0
-    model = onnx.load(str(out))
-    meta = {"labels": list(recognizer.labels), "preprocessing": asdict(prep), "recognizer": recognizer.info.get("name"),
-            "emovox_version": recognizer.info.get("emovox_version")}
-    entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(out))
 
-    stage("check")
-    reference = _torch_reference(graph, extractor, prep, clips)
-    fp32 = _agreement(OnnxRecognizer(out), extractor, prep, clips, reference)
-    if not fp32.max_abs_diff <= tolerance:
-        raise ExportError(
-            f"{out}: the ONNX graph differs from torch by {fp32.max_abs_diff:.2e} (> {tolerance:g}); please report this"
-        )
-    report = ExportReport(
-        str(out), "torch.onnx.export (TorchScript, dynamo=False)", OPSET, prep.input_name,
-        {"input": {str(k): v for k, v in dynamic_axes["input"].items()}}, round(seconds, 2), out.stat().st_size, fp32,
-        sample_seconds=[round(len(c) / SAMPLE_RATE, 3) for c in clips],
-    )
-    if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+    work = Path(tempfile.mkdtemp(dir=model_dir, prefix=".runtime-"))  # hidden: never one of the recognizer's files
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(work, 0o777 & ~umask)  # mkdtemp's 0700 would hide the runtime from other users of the recognizer
+    try:
+        stage("export")
+        t0 = time.time()
+        graph = EncoderGraph(branch, states).eval()
+        example = torch.from_numpy(frontend(clips[0])[None])
+        time_axis = 2 if isinstance(frontend, WhisperLogMel) else 1
+        dynamic_axes = {rt.INPUT: {0: "batch", time_axis: "time"}, rt.OUTPUT: {0: "batch"}}
+        with torch.inference_mode(False), torch.no_grad(), _quiet_export_warnings():
+            torch.onnx.export(
+                graph, (example,), str(work / rt.ENCODER), dynamo=False, opset_version=OPSET, input_names=[rt.INPUT],
+                output_names=[rt.OUTPUT], dynamic_axes=dynamic_axes, do_constant_folding=True,
+            )
+        onnx.checker.check_model(str(work / rt.ENCODER))
+        seconds = time.time() - t0
+        save_file(head.arrays(), str(work / rt.HEAD))
+        save_file(frontend_arrays, str(work / rt.FRONTEND))
+        sources = {rel: digest for rel, digest in info["files"].items()
+                   if rel == "weights.safetensors" or rel.startswith("branches/")}
+        manifest = {
+            "format": rt.FORMAT,
+            "emovox_version": __version__,
+            "recognizer": info.get("name"),
+            "labels": list(info["labels"]),
+            "max_seconds": float(backbone.max_seconds),
+            "family": backbone.spec.family,
+            "frontend": {**frontend.to_dict(), "file": rt.FRONTEND},
+            "encoder": {
+                "file": rt.ENCODER, "input": rt.INPUT, "output": rt.OUTPUT, "layers": states,
+                "hidden_states": backbone.num_layers, "runs": runs_description(backbone, max(states)),
+                "pooling": branch.pooling, "width": branch.width,
+                "opset": OPSET,
+            },
+            "int8": None,
+            "head": {**head.settings(), "file": rt.HEAD},
+            "speech_check": SPEECH_CHECK.to_dict(),
+            "source": sources,
+            "files": {},
+        }
+        _write_manifest(work, manifest)
 
-        q = out.with_name(out.stem + ".int8.onnx")
-        stage("int8")
-        with _quiet_quantizer():
-            quantize_dynamic(str(out), str(q), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=True)
-        report.int8_onnx, report.int8_size_bytes = str(q), q.stat().st_size
-        stage("check int8")
-        report.int8 = _agreement(OnnxRecognizer(q), extractor, prep, clips, reference)
+        stage("check")
+        reference = _torch_reference(model, clips)
+        fp32 = _agreement(rt.Runtime.open(work, manifest, info), clips, reference)
+        if not fp32.max_abs_diff <= tolerance:
+            raise ExportError(
+                f"{model_dir}: the runtime differs from torch by {fp32.max_abs_diff:.2e} (> {tolerance:g}); please report this"
+            )
+        report = ExportReport(
+            str(model_dir / rt.RUNTIME_DIR), "torch.onnx.export (TorchScript, dynamo=False)", OPSET,
+            "input_features" if isinstance(frontend, WhisperLogMel) else "input_values", states, manifest["encoder"]["runs"],
+            {rt.INPUT: {str(k): v for k, v in dynamic_axes[rt.INPUT].items()}}, round(seconds, 2),
+            (work / rt.ENCODER).stat().st_size, fp32, sample_seconds=[round(len(c) / SAMPLE_RATE, 3) for c in clips],
+        )  # fmt: skip
+        manifest["check"] = {"fp32": asdict(fp32), "sample_seconds": report.sample_seconds}
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            stage("int8")
+            with _quiet_quantizer():
+                quantize_dynamic(str(work / rt.ENCODER), str(work / rt.ENCODER_INT8), op_types_to_quantize=["MatMul"],
+                                 weight_type=QuantType.QInt8, per_channel=True)
+            manifest["int8"] = {"file": rt.ENCODER_INT8, "quantization": "dynamic int8 MatMul, weights per channel"}
+            _write_manifest(work, manifest)
+            stage("check int8")
+            report.int8 = _agreement(rt.Runtime.open(work, manifest, info, int8=True), clips, reference)
+            report.int8_size_bytes = (work / rt.ENCODER_INT8).stat().st_size
+            manifest["check"]["int8"] = asdict(report.int8)
+        _write_manifest(work, manifest)
+        target = model_dir / rt.RUNTIME_DIR
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    record_files(model_dir, runtime={
+        "format": rt.FORMAT, "engines": ["onnx", *(["onnx-int8"] if int8 else [])], "layers": states,
+        "runs": manifest["encoder"]["runs"], "check": manifest["check"],
+    })  # fmt: skip
     return report
 
 
-def _torch_reference(graph: ProbabilityGraph, extractor, prep: Preprocessing, clips) -> list[np.ndarray]:
-    """The recognizer's own (padded, masked) torch path on each clip: what the export must match."""
-    rec_model = graph.model
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    from emovox.atomic import atomic_write_json
+
+    manifest["files"] = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != rt.MANIFEST}
+    atomic_write_json(folder / rt.MANIFEST, manifest)
+
+
+def _torch_reference(model, clips) -> np.ndarray:
+    """The recognizer's own (padded, masked) torch path on each clip: what the runtime must match."""
+    backbone = model.branch.backbone
     with torch.inference_mode():
-        return [torch.softmax(rec_model.forward_backbone_inputs(graph.unpadded.inner.preprocess([c])).float(), -1)[0].numpy()
-                for c in clips]
+        return np.stack([
+            torch.softmax(model.forward_backbone_inputs(backbone.preprocess([c])).float(), -1)[0].numpy() for c in clips
+        ])
 
 
-def _agreement(runner: OnnxRecognizer, extractor, prep: Preprocessing, clips, reference) -> Agreement:
-    probs = runner.predict_proba(clips)  # equal-length clips run as one batch: the batch axis is checked too
-    ref = np.stack(reference)
-    diff = float(np.abs(probs - ref).max())
-    agree = float(np.mean(probs.argmax(1) == ref.argmax(1)))
+def _agreement(runtime: rt.Runtime, clips, reference: np.ndarray) -> Agreement:
+    probs = runtime.predict_proba(clips)  # equal-length clips run as one batch: the batch axis is checked too
+    diff = float(np.abs(probs - reference).max())
+    agree = float(np.mean(probs.argmax(1) == reference.argmax(1)))
     return Agreement(diff, agree, len(clips))
 
 

@@ -13,7 +13,6 @@ Every file is checked against the sha256 recorded when it was saved, and a misma
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,28 +20,9 @@ import torch
 
 from emovox.audio import MIN_SECONDS, SAMPLE_RATE
 from emovox.errors import RecognizerError
+from emovox.inference.prediction import Prediction, decode_clip, decode_inputs, group_names, request, to_prediction
 
-
-@dataclass(frozen=True)
-class Prediction:
-    """A label and its class probabilities; ``speech`` is False when the audio holds no speech at all
-    (digital silence, hum, steady noise: ``emovox.activity``), whose label then means nothing."""
-
-    label: str
-    probabilities: dict[str, float]
-    source: str | None = None
-    transcript: str | None = None
-    speech: bool | None = None
-
-    def to_dict(self) -> dict:
-        d = {"label": self.label, "probabilities": self.probabilities}
-        if self.source is not None:
-            d["source"] = self.source
-        if self.transcript is not None:
-            d["transcript"] = self.transcript
-        if self.speech is not None:
-            d["speech"] = self.speech
-        return d
+__all__ = ["Prediction", "Recognizer"]
 
 
 class Recognizer:
@@ -53,6 +33,9 @@ class Recognizer:
     ``emovox.json``, or the one passed to ``load``) transcribes it and the transcript is
     returned with the prediction.
     """
+
+    #: what computes the predictions (``emovox.inference.runtime.Runtime`` is the torch-free one)
+    engine = "torch"
 
     def __init__(self, model: torch.nn.Module, labels: Sequence[str], info: dict, *, asr=None):
         self.model = model.eval()
@@ -177,28 +160,10 @@ class Recognizer:
         mode = self.normalization
         if mode == "none":
             return examples
-        keys = [getattr(e, mode) for e in examples]
-        counts: dict[str, int] = {}
-        for k in keys:
-            if k is not None:
-                counts[k] = counts.get(k, 0) + 1
-        alone = sum(1 for k in keys if k is None or counts[k] < 2)
-        if alone:
-            import warnings
+        from emovox.inference.prediction import warn_ungrouped
 
-            from emovox.errors import EmovoxWarning
-
-            option = "speaker=... (a manifest 'speaker' column, --speaker)" if mode == "speaker" else \
-                "corpus=... (a manifest 'corpus' column, --corpus)"
-            warnings.warn(
-                f"this recognizer standardises each clip with statistics of its {mode}'s own clips; {alone} of "
-                f"{len(examples)} clip(s) have no other clip of their {mode} and were classified "
-                + ("by its unnormalised head instead" if getattr(self.model, "fallback", None) is not None
-                   else "with the training statistics instead")
-                + f", which recognises less well: give several clips per {mode} with {option}",
-                EmovoxWarning,
-                stacklevel=3,
-            )
+        warn_ungrouped(mode, [getattr(e, mode) for e in examples], fallback=getattr(self.model, "fallback", None) is not None,
+                       stacklevel=4)
         return self.model.observe(examples)
 
     def predict_proba(self, items: Sequence, batch_size: int = 8) -> np.ndarray:
@@ -218,13 +183,7 @@ class Recognizer:
     def _to_prediction(
         self, probs: np.ndarray, source: str | None = None, transcript: str | None = None, speech: bool | None = None
     ) -> Prediction:
-        return Prediction(
-            self.labels[int(np.argmax(probs))],
-            {label: float(p) for label, p in zip(self.labels, probs, strict=True)},
-            source,
-            transcript,
-            speech,
-        )
+        return to_prediction(self.labels, probs, source, transcript, speech)
 
     def transcribe(self, clips: Sequence[np.ndarray]) -> list[str]:
         """Transcripts of 16 kHz clips with this recognizer's ASR model (``RecognizerError`` if none)."""
@@ -265,58 +224,17 @@ class Recognizer:
         """
         from emovox.data.examples import Example, example_length
 
-        single = inputs is None and isinstance(text, str) or inputs is not None and not isinstance(inputs, (list, tuple))
-        if inputs is None:
-            if text is None:
-                raise RecognizerError("nothing to predict: pass audio (a path or an array) and/or text=")
-            texts = [text] if isinstance(text, str) else list(text)
-            clips: list = [None] * len(texts)
-        else:
-            clips = [inputs] if single else list(inputs)
-            texts = _per_item(text, len(clips), single, "text", "transcript")
-        n = len(clips)
-        if not self.needs_text and any(t is not None for t in texts):
-            raise RecognizerError(
-                f"this recognizer ({self.info.get('name', 'unnamed')}) listens to audio only and does not read transcripts; "
-                "drop the text"
-            )
-        for t in texts:
-            if t is not None and not isinstance(t, str):
-                raise RecognizerError(f"transcripts must be strings, got {type(t).__name__}")
-        contexts = _per_item(context, n, single, "context", "previous transcript")
-        context_clips = _per_item(context_audio, n, single, "context_audio", "previous clip")
-        speakers = _groups(speaker, n, single, "speaker")
-        corpora = _groups(corpus, n, single, "corpus")
-        if any(c is not None for c in contexts) and "context_text" not in self.fields:
-            raise RecognizerError("this recognizer reads no previous utterance's transcript; drop context=")
-        if any(c is not None for c in context_clips) and "context_audio" not in self.fields:
-            raise RecognizerError("this recognizer reads no previous utterance's audio; drop context_audio=")
-        audio: list[np.ndarray | None] = []
-        sources: list[str | None] = []
-        for i, x in enumerate(clips):
-            if x is None:
-                if self.needs_audio:
-                    raise RecognizerError("this recognizer listens to audio: pass a path or a 16 kHz array for every input")
-                audio.append(None)
-                sources.append(None)
-            elif not self.needs_audio and texts[i] is not None:
-                # the transcript is all the model reads: the audio need not be decoded
-                if isinstance(x, (str, Path)) and not Path(x).is_file():
-                    from emovox.errors import AudioError
-
-                    raise AudioError(f"{x}: audio file not found")
-                audio.append(None)
-                sources.append(None if isinstance(x, np.ndarray) else str(x))
-            else:
-                clip, source = self._clip(x, i)
-                audio.append(clip)
-                sources.append(source)
+        req = request(inputs, text, context, context_audio, fields=self.fields, name=self.info.get("name", "unnamed"))
+        audio, sources = decode_inputs(req, needs_audio=self.needs_audio, needs_text=self.needs_text)
+        texts, contexts, n = list(req.texts), req.contexts, len(req.clips)
+        speakers = group_names(speaker, n, "speaker")
+        corpora = group_names(corpus, n, "corpus")
         if self.needs_text:
             todo = [i for i, t in enumerate(texts) if t is None]
             if todo:
                 for i, t in zip(todo, self.transcribe([audio[i] for i in todo]), strict=True):
                     texts[i] = t
-        context_arrays = [self._clip(c, i)[0] if c is not None else None for i, c in enumerate(context_clips)]
+        context_arrays = [self._clip(c, i)[0] if c is not None else None for i, c in enumerate(req.context_clips)]
         examples = [
             Example(
                 str(i), 0,
@@ -338,53 +256,10 @@ class Recognizer:
             self._to_prediction(p, s, t if self.needs_text else None, sp)
             for p, s, t, sp in zip(probs, sources, texts, speech, strict=True)
         ]
-        return preds[0] if single else preds
+        return preds[0] if req.single else preds
 
     def _clip(self, x, index: int) -> tuple[np.ndarray, str | None]:
         """Decode (path) or check (array) one clip: 16 kHz mono float32, at least ``MIN_SECONDS`` long."""
-        from emovox.audio import check_min_duration, load_audio
-        from emovox.errors import AudioError
-
-        if isinstance(x, np.ndarray):
-            if x.ndim != 1 or not np.issubdtype(x.dtype, np.floating):
-                raise AudioError(f"input {index}: arrays must be 1-D float 16 kHz mono samples, got {x.dtype} {x.shape}")
-            clip, source, name = x.astype(np.float32, copy=False), None, f"input {index}"
-        elif isinstance(x, (str, Path)):
-            if self.needs_text and isinstance(x, str) and not Path(x).exists():
-                raise AudioError(f"{x!r}: audio file not found (to classify a transcript, pass it as text=...)")
-            clip, source = load_audio(x), str(x)
-            name = source
-        else:
-            raise RecognizerError(f"input {index}: expected an audio path or a 16 kHz numpy array, got {type(x).__name__}")
-        if not np.isfinite(clip).all():
-            raise AudioError(f"{name}: holds NaN or infinite samples")
-        check_min_duration(clip, name)
-        return clip, source
+        return decode_clip(x, index, reads_text=self.needs_text)
 
 
-
-def _groups(value, n: int, single: bool, name: str) -> list:
-    """One group name (speaker or corpus) per clip: one name for every clip, or a list with one per clip."""
-    if value is None or isinstance(value, str):
-        return [value] * n
-    values = list(value)
-    if len(values) != n:
-        raise RecognizerError(f"{n} clips but {len(values)} names for {name}=; pass one name for all clips or one per clip")
-    bad = [v for v in values if v is not None and not isinstance(v, str)]
-    if bad:
-        raise RecognizerError(f"{name}= names must be strings, got {type(bad[0]).__name__}")
-    return values
-
-
-def _per_item(value, n: int, single: bool, name: str, what: str) -> list:
-    """One value per clip from a keyword that takes one value (one clip) or a list (a list of clips)."""
-    if value is None:
-        return [None] * n
-    if isinstance(value, (str, np.ndarray, Path)):
-        if not single:
-            raise RecognizerError(f"{name}= is one {what} for one clip; for a list of clips pass a list (None where absent)")
-        return [value]
-    values = list(value)
-    if len(values) != n:
-        raise RecognizerError(f"{n} clips but {len(values)} values for {name}=; pass one {what} (or None) per clip")
-    return values

@@ -309,6 +309,8 @@ class Timeline:
     labels: tuple[str, ...]
     segmentation: dict[str, Any]
     entries: list[TimelineEntry] = field(default_factory=list)
+    #: what computed the predictions (``torch``, ``onnx``, ``onnx-int8``; ``Recognizer.engine``)
+    engine: str | None = None
 
     def label_seconds(self) -> dict[str, float]:
         """Seconds of the recording assigned to each label (overlaps counted once, to the later window)."""
@@ -329,6 +331,7 @@ class Timeline:
             "duration": round(self.duration, 3),
             "labels": list(self.labels),
             "segmentation": self.segmentation,
+            **({"engine": self.engine} if self.engine is not None else {}),
             "speech_found": self.speech_found,
             "label_seconds": self.label_seconds(),
             "segments": [e.to_dict() for e in self.entries],
@@ -378,15 +381,23 @@ def predict_timeline(
     duration = audio_duration(path)
     if duration < MIN_SECONDS:
         raise TooShortError(too_short_message(str(path), int(round(duration * SAMPLE_RATE))))
-    timeline = Timeline(str(path), duration, tuple(recognizer.labels), config.to_dict())
+    engine = getattr(recognizer, "engine", None)
+    timeline = Timeline(str(path), duration, tuple(recognizer.labels), config.to_dict(), engine=engine)
     bar = progress_bar(total=round(duration, 1), unit="s", desc=Path(path).name, disable=not progress)
     batch: list[Segment] = []
     shortest = int(round(MIN_SECONDS * SAMPLE_RATE))
 
     def run() -> None:
-        preds = recognizer.predict([s.audio for s in batch])
+        import warnings
+
+        from emovox.errors import UngroupedWarning
+
+        with warnings.catch_warnings():  # segments are classified alone by design: said once, below
+            warnings.simplefilter("ignore", UngroupedWarning)
+            preds = recognizer.predict([s.audio for s in batch])
         for s, p in zip(batch, preds, strict=True):
-            timeline.entries.append(TimelineEntry(s.start, s.end, p.label, p.probabilities, p.transcript, has_speech(s.audio)))
+            speech = p.speech if p.speech is not None else has_speech(s.audio)  # the recognizer's own check, when it made one
+            timeline.entries.append(TimelineEntry(s.start, s.end, p.label, p.probabilities, p.transcript, speech))
         bar.update(max(0.0, round(batch[-1].end, 1) - bar.n))
         batch.clear()
 

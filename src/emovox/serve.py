@@ -167,6 +167,17 @@ class InferenceQueue:
         job.loop.call_soon_threadsafe(_settle, job.future, result)
 
     def _predict(self, batch: list) -> None:
+        import warnings
+
+        from emovox.errors import UngroupedWarning
+
+        with warnings.catch_warnings():
+            # each request is its own clip: a recognizer that normalises per speaker answers with its unnormalised
+            # head, which the service says once at start-up (``create_app``), not once per batch
+            warnings.simplefilter("ignore", UngroupedWarning)
+            self._predict_batch(batch)
+
+    def _predict_batch(self, batch: list) -> None:
         rec = self.recognizer
         contexts = [b[2] for b in batch]
         context = contexts if any(c is not None for c in contexts) else None  # only context recognizers get one
@@ -283,6 +294,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
     worker = InferenceQueue(recognizer, max_queue=config.max_queue, max_batch=config.max_batch, batch_wait=config.batch_wait)
     labels = list(recognizer.labels)
     asr = recognizer.asr if recognizer.needs_text else None
+    engine = str(getattr(recognizer, "engine", "torch"))
 
     class ErrorResponse(BaseModel):
         error: str = Field(description="Machine-readable error code.")
@@ -314,12 +326,14 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
 
     class HealthResponse(BaseModel):
         status: str
+        engine: str = Field(description="What computes the predictions: torch, onnx or onnx-int8 (the recognizer's runtime).")
         waiting: int = Field(description="Requests queued for inference.")
         busy: bool = Field(description="True while a batch is being predicted.")
         served: int
 
     class LabelsResponse(BaseModel):
         name: str = Field(description="The recognizer's name (its recipe).")
+        engine: str = Field(description="What computes the predictions: torch, onnx or onnx-int8 (the recognizer's runtime).")
         labels: list[str]
         modality: str
         needs_text: bool = Field(description="The model reads transcripts (send text, or audio to be transcribed).")
@@ -389,13 +403,14 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
     @app.get("/health", response_model=HealthResponse)
     async def health() -> HealthResponse:
         """Liveness and load; answers while predictions run."""
-        return HealthResponse(status="ok", waiting=worker.waiting, busy=worker.busy, served=worker.served)
+        return HealthResponse(status="ok", engine=engine, waiting=worker.waiting, busy=worker.busy, served=worker.served)
 
     @app.get("/labels", response_model=LabelsResponse)
     async def get_labels() -> LabelsResponse:
         """The label set and what the model needs as input."""
         return LabelsResponse(
             name=str(recognizer.info.get("name") or "recognizer"),
+            engine=engine,
             labels=labels,
             modality=recognizer.modality,
             needs_text=recognizer.needs_text,
@@ -448,8 +463,8 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
         "The previous utterance's transcript in the same dialogue (this recognizer has a context branch); "
         "leave it out for a dialogue's first utterance."
     )
-    fmt = recognizer.model.context_format()
-    if fmt.turns > 1 or fmt.speakers:
+    fmt = recognizer.model.context_format() if "context_text" in recognizer.fields else None
+    if fmt is not None and (fmt.turns > 1 or fmt.speakers):
         context_help += (
             f" This recognizer was trained on the last {fmt.turns} turn(s){speaker_turns if fmt.speakers else ''}, "
             "oldest first, joined by spaces (Recognizer.context_text formats them)."

@@ -14,6 +14,7 @@ the same class with an offline tokenizer/feature extractor, for tests and smoke 
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,16 @@ class Backbone(torch.nn.Module):
 
     def forward(self, inputs: dict, all_layers: bool = False) -> Encoded:  # noqa: D401
         raise NotImplementedError
+
+    def stop_after(self, top: int | None) -> AbstractContextManager:
+        """A block in which ``forward(all_layers=True)`` may stop after hidden state ``top`` (0 = embeddings).
+
+        The states up to ``top`` are exactly those of the whole model; states after it may be
+        missing, so callers keep ``hidden[: top + 1]``. The base class runs every layer; families
+        whose encoder is a plain stack of layers (Whisper, the wav2vec2 family) run only the
+        ``top`` layers below it and skip a final norm that only the last state gets.
+        """
+        return nullcontext()
 
     # -- training set-ups ---------------------------------------------------------------------
     def freeze(self) -> None:

@@ -98,6 +98,33 @@ def _swapped(parent: nn.Module, attr: str, replacement: nn.Module):
             setattr(parent, attr, original)
 
 
+@contextmanager
+def truncated_encoder(encoder: nn.Module, layers: int, *, final_norm: str | None = None):
+    """Run only ``encoder.layers[:layers]``, and without the norm named ``final_norm`` (an encoder's norm
+    of its last output, which a state below the last never gets); both restored afterwards."""
+    with _SWAP_LOCK:
+        original = encoder.layers
+        norm = getattr(encoder, final_norm) if final_norm else None
+        encoder.layers = nn.ModuleList(list(original)[:layers])
+        if final_norm:
+            setattr(encoder, final_norm, nn.Identity())
+        try:
+            yield
+        finally:
+            encoder.layers = original
+            if final_norm:
+                setattr(encoder, final_norm, norm)
+
+
+def _install_state_hooks(model) -> None:
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # a transformers that collects hidden states in its layer loop: nothing to install
+        return
+    if getattr(type(model), "_can_record_outputs", None):
+        maybe_install_capturing_hooks(model)
+
+
 def conv_min_samples(frames: int, kernels, strides) -> int:
     """Fewest samples a stack of unpadded 1-D convolutions needs to output ``frames`` frames."""
     n = frames
@@ -220,6 +247,18 @@ class SSLBackbone(AudioBackbone):
         else:
             hidden = out.last_hidden_state
         return Encoded(hidden=hidden, mask=_length_mask(frames, hidden.shape[-2]))
+
+    def stop_after(self, top: int | None):
+        """Only the layers below hidden state ``top`` run (not SEW, whose states are at another rate); a
+        pre-norm ("stable layer norm") encoder's final norm belongs to its last state only and is skipped."""
+        if top is None or top >= self.num_layers - 1 or self.spec.family == "sew":
+            return nullcontext()
+        stable = bool(getattr(self.model.config, "do_stable_layer_norm", False))
+        # transformers records hidden states with hooks on the layers, installed on the layers present at the first
+        # call that asks for them: install them on every layer before a shorter stack hides some (else a later call
+        # with all layers records too few states); and at least one layer must run to record any
+        _install_state_hooks(self.model)
+        return truncated_encoder(self.model.encoder, max(top, 1), final_norm="layer_norm" if stable else None)
 
     def freeze_feature_encoder(self) -> None:
         self.model.freeze_feature_encoder()

@@ -21,6 +21,7 @@ exactly 3000 mel frames reproduces ``WhisperEncoder.forward`` (both are tested).
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder, Whisper
 
 from emovox.audio import SAMPLE_RATE
 from emovox.backbones import BackboneSpec, Encoded
-from emovox.backbones.audio import AudioBackbone, _length_mask, _stack_time_major
+from emovox.backbones.audio import AudioBackbone, _length_mask, _stack_time_major, truncated_encoder
 from emovox.errors import BackboneError
 
 
@@ -68,6 +69,13 @@ class WhisperBackbone(AudioBackbone):
         ]
         features, mask = _stack_time_major(mels)
         return {"input_features": features.transpose(1, 2).contiguous(), "attention_mask": mask}
+
+    def stop_after(self, top: int | None):
+        """Only the encoder layers below hidden state ``top`` run, and the final layer norm (which only the
+        last state gets) is skipped unless ``top`` is the last state."""
+        if top is None or top >= self.num_layers - 1:
+            return nullcontext()
+        return truncated_encoder(self.model.encoder, top, final_norm="layer_norm")
 
     def forward(self, inputs: dict, all_layers: bool = False) -> Encoded:
         encoder: WhisperEncoder = self.model.encoder

@@ -1,19 +1,27 @@
-"""Imports every command module so that each registers its commands on the app.
+"""Which module of ``emovox.cli`` defines each command, in the order ``emovox --help`` lists them.
 
-One line per command module; add yours here.
+Command modules are imported when their command runs (``emovox predict`` imports ``emovox.cli.predict``
+and nothing of training) or when the whole list is shown. One line per command; add yours here
+(``tests/test_runtime_cli.py`` checks that this table and the modules agree).
 """
 
 # fmt: off
-# ruff: noqa: I001  (one line per module, in the order commands are listed: parallel additions never collide)
-from emovox.cli import splits  # noqa: F401
-from emovox.cli import experiment  # noqa: F401
-from emovox.cli import study  # noqa: F401
-from emovox.cli import extract  # noqa: F401
-from emovox.cli import corpus  # noqa: F401
-from emovox.cli import profile  # noqa: F401
-from emovox.cli import predict  # noqa: F401
-from emovox.cli import serve  # noqa: F401
-from emovox.cli import export  # noqa: F401
-from emovox.cli import stats  # noqa: F401
-from emovox.cli import vote  # noqa: F401
-from emovox.cli import parts  # noqa: F401
+COMMANDS = {
+    "splits": "splits",
+    "cv": "experiment",
+    "train": "experiment",
+    "evaluate": "experiment",
+    "study": "study",
+    "extract": "extract",
+    "corpus": "corpus",
+    "profile": "profile",
+    "predict": "predict",
+    "timeline": "predict",
+    "serve": "serve",
+    "demo": "serve",
+    "export": "export",
+    "compare": "stats",
+    "ci": "stats",
+    "vote": "vote",
+    "merge": "parts",
+}

@@ -211,6 +211,11 @@ def train(
         False, "--force",
         help="Replace the recognizer already in --out, or write into a non-empty folder (nothing else in it is deleted).",
     ),
+    runtime: bool = typer.Option(
+        True, "--runtime/--no-runtime",
+        help="Also write runtime/ (the ONNX encoder and numpy head that predict, timeline and serve use without torch), "
+        "for the audio recognizers it covers.",
+    ),
 ) -> None:
     """Train one recognizer on the whole corpus (a held-out speaker group picks the epoch).
 
@@ -223,7 +228,7 @@ def train(
 
     cfg = load_config(config, set_)
     try:
-        rec = train_recognizer(cfg, out, progress=not quiet, cv_results=cv_results, force=force)
+        rec = train_recognizer(cfg, out, progress=not quiet, cv_results=cv_results, force=force, runtime=runtime)
         main = distributed.is_main()
     finally:
         distributed.end()
@@ -240,6 +245,9 @@ def train(
         from emovox.model_card import selection_text
 
         typer.echo(f"saved {out}: {len(rec.labels)} labels, best epoch {t['best_epoch']}, {selection_text(t)}")
+    if rec.info.get("runtime"):
+        r = rec.info["runtime"]
+        typer.echo(f"runtime: {out}/runtime ({r['runs']}; agrees with torch within {r['check']['fp32']['max_abs_diff']:.1e})")
     warn_skipped(t.get("skipped", []), f"{out}/emovox.json ('training' -> 'skipped')")
 
 

@@ -1,4 +1,4 @@
-"""``emovox export``: an audio recognizer as ONNX (float, optionally dynamic int8), checked against torch."""
+"""``emovox export``: write a recognizer's runtime (ONNX encoder + numpy head, optionally int8), checked against torch."""
 
 from __future__ import annotations
 
@@ -15,22 +15,31 @@ def export(
     model_dir: Path = typer.Argument(
         ..., metavar="MODEL_DIR", help="Recognizer directory from `emovox train` (audio recognizers)."
     ),
-    onnx: Path = typer.Option(..., "--onnx", metavar="FILE", help="Output file (*.onnx)."),
-    int8: bool = typer.Option(False, "--int8", help="Also write <name>.int8.onnx: dynamic int8 quantisation of the MatMuls."),
+    int8: bool = typer.Option(False, "--int8", help="Also write runtime/encoder.int8.onnx: dynamic int8 MatMuls."),
     check: list[Path] = typer.Option(
-        None, "--check", metavar="AUDIO", help="Audio files or folders to compare torch and ONNX on (default: synthetic clips)."
+        None, "--check", metavar="AUDIO",
+        help="Audio files or folders to compare torch and the runtime on (default: synthetic clips).",
     ),
-    tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest accepted probability difference of the float export."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest accepted probability difference of the float runtime."),
     report: Path = typer.Option(None, "--report", metavar="FILE", help="Write the export report as JSON here."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Export to ONNX with dynamic batch and time axes, and report how closely it agrees with torch."""
+    """Write MODEL_DIR/runtime: what predict, timeline and serve run without torch, and how closely it agrees with torch.
+
+    The encoder graph stops after the highest hidden state the head reads; pooling is in the
+    graph, the front end and the head run in numpy. `train` writes it already for the
+    recognizers it covers; export again for --int8, or after changing the recognizer.
+    """
     import time
 
     from rich.console import Console
     from rich.table import Table
 
+    from emovox.audio import load_audio
+    from emovox.cli.predict import expand_inputs
+    from emovox.export import ExportError, unsupported, write_runtime  # torch: the train extra (else one line, no bar)
     from emovox.progress import progress_bar
+    from emovox.recognizer import Recognizer
 
     t0 = time.time()
     stages = ["load", "export", "check", *(("int8", "check int8") if int8 else ())]
@@ -45,31 +54,28 @@ def export(
 
     try:
         on_stage("load")
-        from emovox.audio import load_audio
-        from emovox.cli.predict import expand_inputs
-        from emovox.export import export_onnx
-        from emovox.recognizer import Recognizer
-
         rec = Recognizer.load(model_dir)
+        why = unsupported(rec.model)
+        if why is not None:
+            raise ExportError(f"{model_dir}: {why}; run it with torch (`--engine torch`, the default for it)")
         samples = None
         if check:
             jobs = expand_inputs(list(check))
             samples = [load_audio(j.path, j.start, j.end) for j in jobs]
-        result = export_onnx(rec, onnx, int8=int8, samples=samples, tolerance=tolerance, on_stage=on_stage)
+        result = write_runtime(rec.model, model_dir, int8=int8, samples=samples, tolerance=tolerance, on_stage=on_stage)
         bar.update(1)
     finally:
         bar.close()
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    table = Table(
-        title=f"{model_dir} -> ONNX (opset {result.opset}, input {result.input} with dynamic batch and time)", show_edge=False
-    )
-    for col in ("model", "file", "size", "max |p_onnx - p_torch|", "same label"):
-        table.add_column(col, justify="left" if col in ("model", "file") else "right")
-    rows = [("fp32", result.onnx, result.size_bytes, result.fp32)]
+    title = f"{result.runtime}: hidden states {result.layers} ({result.runs}), input {result.input} with dynamic batch and time"
+    table = Table(title=title, show_edge=False)
+    for col in ("engine", "encoder", "size", "max |p_runtime - p_torch|", "same label"):
+        table.add_column(col, justify="left" if col in ("engine", "encoder") else "right")
+    rows = [("onnx", "encoder.onnx", result.size_bytes, result.fp32)]
     if result.int8 is not None:
-        rows.append(("int8", result.int8_onnx, result.int8_size_bytes, result.int8))
+        rows.append(("onnx-int8", "encoder.int8.onnx", result.int8_size_bytes, result.int8))
     for name, path, size, agreement in rows:
         table.add_row(name, path, f"{size / 1e6:.1f} MB", f"{agreement.max_abs_diff:.2e}", f"{agreement.label_agreement:.0%}")
     Console().print(table)

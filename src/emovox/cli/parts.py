@@ -116,7 +116,7 @@ def write_table(t, out: Path) -> None:
 def predict_parts(
     rec, model_dir: Path, jobs: Sequence, *, shard: Shard, out: Path, batch_size: int, on_bad_audio: str, progress: bool,
     rows_of: Callable, job_type: type, ray: bool = False, ray_address: str | None = None, ray_actors: int = 1,
-    ray_cpus: int | None = None,
+    ray_cpus: int | None = None, engine: str = "torch",
 ) -> list[dict]:  # fmt: skip
     """Predict this shard's chunks (here, or on Ray) and write them to ``out``; returns the rows.
 
@@ -133,7 +133,7 @@ def predict_parts(
     if ray:
         rows = predict_on_ray(
             model_dir, rec, jobs, ranges, batch_size=batch_size, on_bad_audio=on_bad_audio,
-            address=ray_address, actors=ray_actors, cpus=ray_cpus, rows_of=rows_of, job_type=job_type,
+            address=ray_address, actors=ray_actors, cpus=ray_cpus, rows_of=rows_of, job_type=job_type, engine=engine,
         )  # fmt: skip
     else:
         rows = []
@@ -152,10 +152,16 @@ def predict_parts(
 class RayPredictor:
     """A Ray Data actor: loads the recognizer once, then predicts one chunk per call, rows keyed by index and id."""
 
-    def __init__(self, model_dir: str, asr, batch_size: int, on_bad_audio: str, rows_of: Callable, job_type: type):
-        from emovox.recognizer import Recognizer
+    def __init__(self, model_dir: str, asr, batch_size: int, on_bad_audio: str, rows_of: Callable, job_type: type,
+                 engine: str = "torch"):
+        if engine == "torch":
+            from emovox.recognizer import Recognizer
 
-        self.rec = Recognizer.load(Path(model_dir), asr=asr)
+            self.rec = Recognizer.load(Path(model_dir), asr=asr)
+        else:  # the engine the driver chose: every actor runs what a plain `predict` would have run
+            from emovox.inference.runtime import Runtime
+
+            self.rec = Runtime.load(Path(model_dir), int8=engine == "onnx-int8")
         self.batch_size, self.on_bad_audio = batch_size, on_bad_audio
         self.rows_of, self.job_type = rows_of, job_type
 
@@ -188,7 +194,7 @@ class RayPredictor:
 
 def predict_on_ray(
     model_dir: Path, rec, jobs: Sequence, ranges: list[range], *, batch_size: int, on_bad_audio: str,
-    address: str | None, actors: int, cpus: int | None, rows_of: Callable, job_type: type,
+    address: str | None, actors: int, cpus: int | None, rows_of: Callable, job_type: type, engine: str = "torch",
 ) -> list[dict]:  # fmt: skip
     try:
         import ray
@@ -211,7 +217,7 @@ def predict_on_ray(
         RayPredictor,
         fn_constructor_kwargs={
             "model_dir": str(Path(model_dir).resolve()), "asr": rec.asr, "batch_size": batch_size,
-            "on_bad_audio": on_bad_audio, "rows_of": rows_of, "job_type": job_type,
+            "on_bad_audio": on_bad_audio, "rows_of": rows_of, "job_type": job_type, "engine": engine,
         },
         batch_size=1,
         batch_format="numpy",

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from emovox.cli import app
+from emovox.cli.engine import ENGINE_HELP, ENGINES
 from emovox.errors import EmovoxError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
@@ -309,22 +310,17 @@ def write_rows(rows: list[dict], labels: tuple[str, ...], out: Path | None, fmt:
     return text
 
 
-def load_recognizer(model_dir: Path, asr: str | None, asr_language: str | None):
-    from emovox.asr import AsrConfig
-    from emovox.recognizer import Recognizer
+def load_recognizer(model_dir: Path, asr: str | None, asr_language: str | None, engine: str = "auto",
+                    threads: int | None = None):
+    """The recognizer ``predict``, ``timeline`` and ``serve`` run: its runtime or torch (``emovox.cli.engine``)."""
+    from emovox.cli.engine import open_recognizer
 
-    rec = Recognizer.load(model_dir)
-    if asr is not None or asr_language is not None:
-        base = rec.asr
-        model = asr or (base.model if base is not None else None)
-        if model is None:
-            raise EmovoxError("--asr-language needs an ASR model: pass --asr WHISPER_DIR_OR_HUB_ID")
-        rec.asr = AsrConfig(model, asr_language if asr_language is not None else (base.language if base else None))
-    return rec
+    return open_recognizer(model_dir, engine, asr=asr, asr_language=asr_language, threads=threads)
 
 
 ASR_HELP = "Whisper model (local directory or hub id) that transcribes audio for recognizers reading transcripts."
 ASR_LANG_HELP = "Language the ASR transcribes (code or name, e.g. de); default: the recognizer's, else detected."
+ENGINE_OPTION = typer.Option("auto", "--engine", metavar="|".join(ENGINES), help=ENGINE_HELP)
 
 
 @app.command()
@@ -363,6 +359,7 @@ def predict(
         "error: stop at the first one (exit 2).",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar, table or summary; warnings still go to stderr."),
+    engine: str = ENGINE_OPTION,
     shard: str = typer.Option(None, "--shard", help="i/n: predict only shard i of n of the inputs (1-based); needs --out."),
     out: Path = typer.Option(None, "--out", help="Write the predictions as parquet (rows keyed by id and input index)."),
     ray: bool = typer.Option(False, "--ray", help="Predict on Ray Data (actor pool); needs --out and the ray extra."),
@@ -389,7 +386,7 @@ def predict(
             "nothing to predict: give INPUT files/folders/manifests, or --text for a recognizer that reads transcripts"
         )
     jobs = expand_inputs(inputs) if inputs else [Job("--text", None, text=text)]
-    rec = load_recognizer(model_dir, asr, asr_language)
+    rec = load_recognizer(model_dir, asr, asr_language, engine)
     jobs = with_history(jobs, rec)
     jobs = with_groups(jobs, speaker, corpus_name)
     if context is not None:
@@ -429,6 +426,7 @@ def predict(
         rows = predict_parts(
             rec, model_dir, jobs, shard=part, out=out, batch_size=batch_size, on_bad_audio=on_bad_audio, progress=not quiet,
             rows_of=run_predictions, job_type=Job, ray=ray, ray_address=ray_address, ray_actors=ray_actors, ray_cpus=ray_cpus,
+            engine=rec.engine,
         )  # fmt: skip
         failed = [r for r in rows if r.get("error")]
         unreadable = f" ({len(failed)} unreadable)" if failed else ""
@@ -494,7 +492,9 @@ def report_predictions(
     if not quiet:
         done = sum(1 for r in rows if not r.get("error"))
         where = f"; wrote {' and '.join(written)}" if written else ""
-        stderr_console().print(f"predicted {done} of {len(rows)} input(s) in {seconds:.1f} s{where}", markup=False)
+        stderr_console().print(
+            f"predicted {done} of {len(rows)} input(s) in {seconds:.1f} s (engine {rec.engine}){where}", markup=False
+        )
 
 
 @app.command()
@@ -520,6 +520,7 @@ def timeline(
     asr_language: str = typer.Option(None, "--asr-language", metavar="LANG", help=ASR_LANG_HELP),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Segments per forward pass."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table; warnings still go to stderr."),
+    engine: str = ENGINE_OPTION,
 ) -> None:
     """Segment a long recording, predict every segment, and report the timeline."""
     from rich.console import Console
@@ -534,7 +535,20 @@ def timeline(
     )
     if not audio.is_file():
         raise InputError(f"{audio}: audio file not found")
-    rec = load_recognizer(model_dir, asr, asr_language)
+    if plot is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:  # say so before the work, not after it
+            from emovox.errors import MissingExtraError
+
+            raise MissingExtraError("--plot needs matplotlib, which comes with the train extra: pip install 'emovox[train]' "
+                                    "(or pip install matplotlib)")
+    rec = load_recognizer(model_dir, asr, asr_language, engine)
+    if getattr(rec, "normalization", "none") != "none":
+        from emovox.cli.output import warn
+
+        warn(f"{model_dir} standardises clips with their {rec.normalization}'s statistics; a timeline classifies each "
+             "segment on its own, without them")
     tl = predict_timeline(rec, audio, config, batch_size=batch_size, progress=not quiet)
     if json_out is not None:
         tl.write_json(json_out)
@@ -549,7 +563,8 @@ def timeline(
         )
     elif not quiet:
         flagged = any(e.speech is False for e in tl.entries)
-        table = Table(show_edge=False, title=f"{audio.name}: {len(tl.entries)} segments over {tl.duration:.1f} s ({mode})")
+        title = f"{audio.name}: {len(tl.entries)} segments over {tl.duration:.1f} s ({mode}, engine {rec.engine})"
+        table = Table(show_edge=False, title=title)
         for col in ("start", "end", "label", "p", *(("speech",) if flagged else ())):
             table.add_column(col, justify="left" if col in ("label", "speech") else "right")
         shown = tl.entries if len(tl.entries) <= 40 else tl.entries[:20] + tl.entries[-20:]

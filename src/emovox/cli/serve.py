@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from emovox.cli import app
-from emovox.cli.predict import ASR_HELP, ASR_LANG_HELP, load_recognizer
+from emovox.cli.predict import ASR_HELP, ASR_LANG_HELP, ENGINE_OPTION, load_recognizer
 
 MODEL_DIR_HELP = "Recognizer directory from `emovox train`."
 
@@ -21,12 +21,15 @@ def _config(max_upload_mb: float, max_seconds: float, max_timeline_seconds: floa
     )
 
 
-def _prepare(model_dir: Path, asr: str | None, asr_language: str | None, threads: int | None):
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    rec = load_recognizer(model_dir, asr, asr_language)
+def _prepare(model_dir: Path, asr: str | None, asr_language: str | None, threads: int | None, engine: str):
+    rec = load_recognizer(model_dir, asr, asr_language, engine, threads)
+    describe = getattr(rec, "describe", None)
+    typer.echo(f"emovox: serving {model_dir} with {describe() if callable(describe) else f'engine {rec.engine}'}", err=True)
+    norm = getattr(rec, "normalization", "none")
+    if norm != "none":
+        typer.echo(f"emovox: {model_dir} standardises clips with their {norm}'s statistics; a request holds one clip, so "
+                   "each is classified " + ("by its unnormalised head" if _has_fallback(rec) else "with the training "
+                   "statistics") + " (emovox predict with a manifest's speaker column gathers a speaker's clips)", err=True)
     if rec.needs_text and rec.asr is not None:
         from emovox.asr import get_transcriber
 
@@ -48,14 +51,15 @@ def serve(
     max_batch: int = typer.Option(8, "--max-batch", min=1, help="Waiting requests predicted together in one batch."),
     asr: str = typer.Option(None, "--asr", help=ASR_HELP),
     asr_language: str = typer.Option(None, "--asr-language", help=ASR_LANG_HELP),
-    threads: int = typer.Option(None, "--threads", min=1, help="torch threads for inference (default: all cores)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Inference threads, torch or onnxruntime (default: all cores)."),
+    engine: str = ENGINE_OPTION,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Serve a recognizer over HTTP: the demo page at /, POST /predict, POST /timeline, GET /health, GET /labels, /docs."""
     from emovox.serve import serve as run
 
     config = _config(max_upload_mb, max_seconds, max_timeline_seconds, max_queue, max_batch)
-    rec = _prepare(model_dir, asr, asr_language, threads)
+    rec = _prepare(model_dir, asr, asr_language, threads, engine)
     run(rec, host=host, port=port, config=config, log_level=log_level)
 
 
@@ -69,7 +73,8 @@ def demo(
     max_timeline_seconds: float = typer.Option(600.0, "--max-timeline-seconds", help="Longest recording for a timeline."),
     asr: str = typer.Option(None, "--asr", help=ASR_HELP),
     asr_language: str = typer.Option(None, "--asr-language", help=ASR_LANG_HELP),
-    threads: int = typer.Option(None, "--threads", min=1, help="torch threads for inference (default: all cores)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Inference threads, torch or onnxruntime (default: all cores)."),
+    engine: str = ENGINE_OPTION,
     browser: bool = typer.Option(True, "--browser/--no-browser", help="Open the page in the default web browser."),
 ) -> None:
     """Try a recognizer in the browser: serve it and open its page (upload or record a clip, type a transcript)."""
@@ -78,7 +83,7 @@ def demo(
     from emovox.serve import serve as run
 
     config = _config(max_upload_mb, max_seconds, max_timeline_seconds, 32, 8)
-    rec = _prepare(model_dir, asr, asr_language, threads)
+    rec = _prepare(model_dir, asr, asr_language, threads, engine)
 
     def started(url: str) -> None:
         typer.echo(f"emovox demo: {url} (Ctrl+C to stop)")
@@ -86,3 +91,11 @@ def demo(
             typer.echo("no web browser could be opened here: open the address above yourself")
 
     run(rec, host=host, port=port, config=config, log_level="warning", on_started=started)
+
+
+def _has_fallback(rec) -> bool:
+    """Whether a normalising recognizer (either engine) keeps an unnormalised head for clips without statistics."""
+    head = getattr(rec, "head", None)
+    if head is not None:
+        return getattr(head, "fallback", None) is not None
+    return getattr(getattr(rec, "model", None), "fallback", None) is not None

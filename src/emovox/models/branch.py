@@ -140,12 +140,15 @@ class BackboneStore:
         return backbone
 
 
-def pool_all_layers(backbone, inputs: dict, pooling: str) -> torch.Tensor:
-    """``[B, L, W]``: every hidden state of ``backbone`` pooled over its real frames/tokens."""
-    enc = backbone(inputs, all_layers=True)
+def pool_all_layers(backbone, inputs: dict, pooling: str, top: int | None = None) -> torch.Tensor:
+    """``[B, L, W]``: the hidden states ``0..top`` (default: all) of ``backbone`` pooled over its real frames/tokens;
+    the layers above ``top`` are not run where the family allows it (``Backbone.stop_after``)."""
+    with backbone.stop_after(top):
+        enc = backbone(inputs, all_layers=True)
+    hidden = enc.hidden if top is None else enc.hidden[: top + 1]
     if pooling == "mean" and bool(enc.mask.all()):
-        return enc.hidden.mean(dim=-2).transpose(0, 1)  # no padding in this batch: the plain mean is the masked one
-    return pool(enc.hidden, enc.mask, pooling, eos_mask=enc.eos_mask).transpose(0, 1)
+        return hidden.mean(dim=-2).transpose(0, 1)  # no padding in this batch: the plain mean is the masked one
+    return pool(hidden, enc.mask, pooling, eos_mask=enc.eos_mask).transpose(0, 1)
 
 
 def pooled_identity(backbone, *, tiny: bool, seed: int, pooling: str | None = None) -> tuple[str, dict]:
@@ -180,20 +183,26 @@ def extract_pooled(
     batch_size: int = 16,
     progress: bool = True,
     description: str = "frozen features",
+    top: int | None = None,
 ) -> torch.Tensor:
     """``[N, L, W]`` per-layer pooled states of ``items`` (clips, texts or single-input ``Example``s),
-    in length-grouped real-length batches, computing only what ``cache`` lacks."""
+    in length-grouped real-length batches, computing only what ``cache`` lacks.
+
+    ``top``: the highest hidden state wanted (default: the last); the backbone stops there and ``L`` is
+    ``top + 1``. A cached entry holding more states serves as well (``emovox.cache.AtLeast``).
+    """
     from emovox.accel import onednn_linears
-    from emovox.cache import fill
+    from emovox.cache import AtLeast, fill
 
     pooling = pooling or backbone.spec.pooling
     items = [raw_item(x) for x in items]
     if not items:
         return torch.empty(0)
     width = pooled_width(pooling, backbone.hidden_size)
+    held = backbone.num_layers if top is None else top + 1
 
     def compute(batch: list) -> list[dict]:
-        return [{"pooled": p} for p in pool_all_layers(backbone, backbone.preprocess(batch), pooling)]
+        return [{"pooled": p} for p in pool_all_layers(backbone, backbone.preprocess(batch), pooling, top)]
 
     backbone.eval()
     with torch.inference_mode(), onednn_linears(backbone):  # float32 GEMMs on oneDNN: see emovox.accel
@@ -203,12 +212,12 @@ def extract_pooled(
             compute,
             cache=cache,
             model_key=model_key,
-            expect=lambda item: {"pooled": (backbone.num_layers, width)},
+            expect=lambda item: {"pooled": (AtLeast(held), width)},
             batch_size=batch_size,
             progress=progress,
             description=description,
         )
-    return torch.stack([r["pooled"] for r in rows])
+    return torch.stack([r["pooled"][:held] for r in rows])
 
 
 class Branch(nn.Module):
@@ -279,10 +288,16 @@ class Branch(nn.Module):
         return None
 
     @property
+    def top(self) -> int:
+        """The highest hidden state this branch reads: frozen extraction stops there."""
+        return max(self.layer_index)
+
+    @property
     def slot(self) -> str:
         """Where this branch's precomputed prefix lives in ``Example.cached``: models (or grid points of
         a search) whose branches precompute the same thing share it; different things never collide."""
-        return f"{self.name}/{self.cache_mode}/{self.pooling}/{self.cut}"
+        depth = self.cut if self.cache_mode == "bottom" else self.top
+        return f"{self.name}/{self.cache_mode}/{self.pooling}/{depth}"
 
     @property
     def standardize(self) -> bool:
@@ -353,7 +368,7 @@ class Branch(nn.Module):
         backbone = backbone if backbone is not None else self.backbone
         if self.cache_mode == "pooled":
             pooled = extract_pooled(backbone, items, pooling=self.pooling, cache=cache, model_key=key,
-                                    progress=progress, description=f"frozen features {what}")
+                                    progress=progress, description=f"frozen features {what}", top=self.top)
             return [{"pooled": p} for p in pooled]
         hidden = self.backbone.hidden_size
         expect = lambda item: {"frames": (None, hidden), "lower": (self.cut + 1, self.width)}  # noqa: E731

@@ -179,7 +179,15 @@ class ClassifierModel(ModelKind):
         if norm is None or norm.mode == "none":
             return self.head(self.embed(inputs))
         raw = self.branch(inputs[self.branch.name])
-        keys = inputs.get("groups") or [None] * len(raw)
+        return self.logits_of_states(raw, inputs.get("groups"))
+
+    def logits_of_states(self, raw: torch.Tensor, keys: list | None) -> torch.Tensor:
+        """Logits of the branch's raw pooled states ``[B, L, W]``; ``keys``: each row's group (speaker or
+        corpus) for a model that normalises per group (None: no group known)."""
+        norm = self.normalizer
+        if norm is None or norm.mode == "none":
+            return self.head(self.reducer(raw))
+        keys = keys or [None] * len(raw)
         logits = self.head(self.reducer(norm(raw, keys)))
         known = torch.tensor([k is not None and k in norm.table for k in keys], dtype=torch.bool, device=logits.device)
         if self.fallback is None or bool(known.all()):
@@ -201,7 +209,7 @@ class ClassifierModel(ModelKind):
 
     def forward_backbone_inputs(self, backbone_inputs: dict) -> torch.Tensor:
         """Calibrated logits straight from the backbone's preprocessing output (ONNX export traces this)."""
-        return self.head(self.reducer(self.branch._live(backbone_inputs))) / self.temperature
+        return self.logits_of_states(self.branch._live(backbone_inputs), None) / self.temperature
 
     @property
     def finetunes_after_direct(self) -> bool:

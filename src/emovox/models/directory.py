@@ -20,12 +20,11 @@ emovox 0.1 (``schema_version`` 1: ``backbone/`` + ``head.safetensors``) are stil
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from emovox.atomic import atomic_write_json, atomic_write_text
+from emovox.atomic import atomic_write_json, atomic_write_text, sha256_file
 from emovox.errors import RecognizerError
 from emovox.models import registry
 from emovox.models.base import ModelKind
@@ -36,16 +35,9 @@ MODALITIES = ("audio", "text", "audio+text")
 #: What a recognizer directory owns besides ``emovox.json``: only these are checksummed (and replaced by
 #: ``train --force``); anything else a user keeps in the folder is theirs and never read. ``tensorboard/`` holds the
 #: final model's training curves (``train.report_to``), kept with it as a hub model keeps ``runs/``; an MLflow store
-#: beside it is not part of the recognizer (a database MLflow may still write to).
-OWNED = ("weights.safetensors", "README.md", "branches", "adapters", "members", "tensorboard", "llm.json")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+#: beside it is not part of the recognizer (a database MLflow may still write to). ``runtime/`` is what inference needs
+#: without torch (``emovox.export``, ``emovox.inference.runtime``).
+OWNED = ("weights.safetensors", "README.md", "branches", "adapters", "members", "tensorboard", "llm.json", "runtime")
 
 
 def _files(directory: Path) -> list[Path]:
@@ -83,6 +75,21 @@ def save(directory: Path, model: ModelKind, labels: Sequence[str], info: dict, *
     meta["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in _files(directory)}
     atomic_write_json(directory / META_FILE, meta)
     return directory
+
+
+def record_files(directory: Path, **entries) -> dict:
+    """Rewrite ``emovox.json`` with ``entries`` set (a None value removes the key) and the sha256 of every
+    owned file, as ``save`` records them: for files added to a saved recognizer (its runtime)."""
+    directory = Path(directory)
+    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    for key, value in entries.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    meta["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in _files(directory)}
+    atomic_write_json(directory / META_FILE, meta)
+    return meta
 
 
 def read_meta(directory: Path) -> dict:

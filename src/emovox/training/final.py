@@ -104,9 +104,14 @@ def train_recognizer(
     corpus: Corpus | None = None,
     cv_results: Path | None = None,
     force: bool = False,
+    runtime: bool = True,
 ):
     """Train on the whole corpus (less a held-out speaker group for early stopping) and save a
-    self-contained recognizer directory (refusing to overwrite one unless ``force``)."""
+    self-contained recognizer directory (refusing to overwrite one unless ``force``).
+
+    ``runtime``: also write what inference needs without torch (``emovox.export.write_runtime``) when the
+    recognizer is one a runtime covers; ``info["runtime"]`` then says so, or why there is none.
+    """
     from emovox.corpora import load_corpus
     from emovox.models import directory as recognizer_dir
 
@@ -178,8 +183,42 @@ def train_recognizer(
     if distributed.is_main():  # several processes trained one model: one of them saves it
         recognizer_dir.save(model_dir, model.eval(), labels, info)
         shutil.rmtree(work, ignore_errors=True)
+        if runtime:
+            info = add_runtime(model, model_dir, progress=progress) or info
     distributed.barrier()
     return TrainedRecognizer(model_dir, model, tuple(labels), info)
+
+
+def add_runtime(model, model_dir: Path, *, progress: bool = True) -> dict | None:
+    """Write the recognizer's runtime when one covers it; the updated record, or None when it has none.
+
+    A recognizer a runtime does not cover (text, fusion, ...) is left as it is; an export that fails its
+    check is reported as a warning and the recognizer is kept: it still runs with torch.
+    """
+    import warnings
+
+    from emovox.errors import EmovoxWarning
+    from emovox.export import ExportError, unsupported, write_runtime
+
+    if unsupported(model) is not None:
+        return None
+    from emovox.progress import progress_bar
+
+    stages = ("export", "check")
+    with progress_bar(total=len(stages), desc="runtime", unit="step", disable=not progress) as bar:
+        def on_stage(name: str) -> None:
+            bar.set_postfix_str(name)
+            if name != stages[0]:
+                bar.update(1)
+
+        try:
+            write_runtime(model, model_dir, on_stage=on_stage)
+        except ExportError as exc:
+            warnings.warn(f"{model_dir}: no runtime written ({exc}); the recognizer runs with torch", EmovoxWarning,
+                          stacklevel=2)
+            return None
+        bar.update(1)
+    return json.loads((Path(model_dir) / "emovox.json").read_text(encoding="utf-8"))
 
 
 def evaluate_recognizer(recognizer, corpus: Corpus, *, on_bad_audio: str = "skip", progress: bool = True):
