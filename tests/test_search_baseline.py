@@ -38,7 +38,23 @@ def test_every_run_reports_the_baseline_beside_the_recipe(manifest, tmp_path):
     res = run_cv(config_from_dict(config(manifest, tmp_path)), tmp_path / "run", progress=False)
     b = res["baseline"]
     assert b["model"]["head"] == "logistic" and b["model"]["combine"] == "concat" and b["model"]["mode"] == "frozen"
-    assert len(b["folds"]) == 4 and 0 <= b["pooled"]["ua"] <= 1 and all("C" in c for c in b["choices"])
+    assert len(b["folds"]) == 4 and all("C" in c for c in b["choices"])
+    # two tones a factor 2.9 apart in pitch: the fixed-C logistic regression on the tiny random backbone's
+    # pooled states tells them apart for speakers it never heard. Bound set before measuring: 90 % UA pooled
+    # over the 32 clips (measured 2026-12-06: 0.906, 29 of 32; one 8-clip fold scores 5 of 8, too few clips
+    # for a bound per fold)
+    assert b["pooled"]["ua"] >= 0.9, b["pooled"]
+    # and the figure is that of the baseline's own predictions (scikit-learn's balanced accuracy is UA)
+    import csv
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    rows = []
+    for k in range(1, 5):
+        with open(tmp_path / "run" / "baseline" / f"fold_{k}" / "predictions.csv", newline="") as fh:
+            rows += list(csv.DictReader(fh))
+    assert len(rows) == 32  # 4 speakers x 2 classes x 4 clips, each tested once
+    assert b["pooled"]["ua"] == pytest.approx(balanced_accuracy_score([r["true"] for r in rows], [r["pred"] for r in rows]))
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Against the standard baseline" in report and "| baseline |" in report
     assert (tmp_path / "run" / "baseline" / "fold_1" / "predictions.csv").is_file()
