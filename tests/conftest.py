@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import train_tiny
+from helpers import EMODB_SMALL_SPEAKERS, train_tiny
 
 # Tests must never download from a hub: fail fast and clearly instead.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,6 +39,23 @@ def meld_dir() -> Path:
     if not (MELD / "train_sent_emo.csv").is_file():
         pytest.skip(f"MELD transcripts not found at {MELD} (set EMOVOX_SHARED to the shared/ folder)")
     return MELD
+
+
+@pytest.fixture(scope="session")
+def emodb_small(emodb_dir):
+    """The EmoDB corpus restricted to ``EMODB_SMALL_SPEAKERS`` (116 clips)."""
+    from emovox.corpora import load_corpus
+
+    corpus = load_corpus(f"emodb:{emodb_dir}")
+    return corpus.subset([u.id for u in corpus if u.speaker in EMODB_SMALL_SPEAKERS])
+
+
+@pytest.fixture(scope="session")
+def emodb_whisper_cache(tmp_path_factory) -> Path:
+    """A feature cache shared by the real Whisper-base tests on ``emodb_small``: the clips' frozen features
+    are computed by whichever test runs first and read back by the others (the cache is keyed by backbone,
+    precision and clip, so sharing it changes no result)."""
+    return tmp_path_factory.mktemp("emodb-whisper-cache")
 
 
 # --- tiny trained recognizers, each built once per session on first use ----------------------------
