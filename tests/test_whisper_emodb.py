@@ -6,6 +6,8 @@ experiment is the README's main job.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers import EMODB_SMALL_SPEAKERS
@@ -48,8 +50,14 @@ def test_frozen_whisper_base_learns_emotions_of_an_unseen_speaker(emodb_small, e
     for seed in (0, 1, 2):
         cfg = config(whisper_base_dir, emodb_dir, emodb_whisper_cache, seed=seed, mode="frozen", layer_weights=True)
         runs.append(run_cv(cfg, tmp_path / f"run{seed}", progress=False, corpus=emodb_small))
-    # each fold tests one whole speaker, validated on another one
+    # each fold tests one whole speaker; its epoch was chosen on another speaker, and it trained on the third
     assert all([f["n"] for f in res["folds"]] == [43, 38, 35] for res in runs)
+    for k in (1, 2, 3):
+        parts = {
+            part: {json.loads(line)["speaker"] for line in (tmp_path / "run0" / "splits" / f"fold_{k}" / f"{part}.jsonl").open()}
+            for part in ("train", "valid", "test")
+        }
+        assert all(len(speakers) == 1 for speakers in parts.values()) and len(set.union(*parts.values())) == 3, parts
     uas = [res["pooled"]["ua"] for res in runs]
     assert min(uas) >= 2 / 7 and sum(uas) / len(uas) > 0.35, uas
     # the original clips' features were computed once and shared by all three runs (and with the baseline
