@@ -102,9 +102,11 @@ def test_a_search_is_refused_where_it_would_choose_on_test(manifest, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_baseline_on_real_emodb_equals_a_direct_scikit_learn_fit(whisper_base_dir, emodb_dir, tmp_path):
+def test_the_baseline_on_real_emodb_equals_a_direct_scikit_learn_fit(whisper_base_dir, emodb_dir, emodb_small, emodb_whisper_cache,
+                                                                     tmp_path):
     """Three EmoDB speakers (each with all seven classes), leave-one-speaker-out: emovox's baseline probabilities
-    equal StandardScaler + LogisticRegression (C = 0.02) fitted directly on the same cached features."""
+    equal StandardScaler + LogisticRegression (C = 0.02) fitted directly on the same cached features. The
+    features land in the session's shared cache (tests/test_whisper_emodb.py reads them back)."""
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
@@ -113,9 +115,8 @@ def test_the_baseline_on_real_emodb_equals_a_direct_scikit_learn_fit(whisper_bas
     from emovox.training.data import ExperimentData
     from emovox.training.runner import run_cv
 
-    corpus = load_corpus(f"emodb:{emodb_dir}")
-    corpus = corpus.subset([u.id for u in corpus if u.speaker in ("13", "14", "16")])
-    data = config(None, tmp_path, corpus=f"emodb:{emodb_dir}", protocol="leave-one-speaker-out")
+    corpus = emodb_small
+    data = config(None, tmp_path, corpus=f"emodb:{emodb_dir}", protocol="leave-one-speaker-out", cache_dir=str(emodb_whisper_cache))
     data["model"] = {"backbone": str(whisper_base_dir), "mode": "frozen", "layers": "all", "head": "logistic", "combine": "concat"}
     data["train"]["augment"] = {"length": False}  # the recipe shares the baseline's cached features: one extraction
     cfg = config_from_dict(data)
