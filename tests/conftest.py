@@ -5,8 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-from helpers import EMODB_SMALL_SPEAKERS, train_tiny
+# One thread per test process (set before numpy and torch start their thread pools; an explicit setting
+# wins). The suite runs on two workers, one per core; a test of several threads sets them itself. Tiny
+# ops on two threads of a busy machine wait on each other: a cross-entropy of 8 x 2 logits took 1.4-7.5 ms
+# with 2 torch threads under load against 4 us with one (2026-12-06, this machine, load average ~8).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
+from helpers import EMODB_SMALL_SPEAKERS, train_tiny  # noqa: E402
 
 # Tests must never download from a hub: fail fast and clearly instead.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,6 +25,16 @@ SHARED = Path(os.environ.get("EMOVOX_SHARED", REPO.parent / "shared"))
 EMODB = SHARED / "data" / "emodb"
 WHISPER_BASE = SHARED / "models" / "whisper-base"
 MELD = SHARED / "data" / "meld"
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Each test starts on one torch thread, whatever the test before it left (``emovox cv`` with
+    ``train.threads`` unset takes every core and keeps them)."""
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def tiny_config(manifest: Path, tmp: Path, **model) -> dict:
         "validation": "strict",
         "cache_dir": str(tmp / "cache"),
         "model": {"backbone": "wav2vec2-base", "tiny": True, "mode": "frozen", **model},
-        "train": {"lr": 0.01, "batch_size": 4, "max_epochs": 3, "patience": 3},
+        "train": {"lr": 0.01, "batch_size": 4, "max_epochs": 3, "patience": 3, "threads": 1},
     }
 
 
@@ -114,11 +114,16 @@ def test_cli_train_then_evaluate_round_trip(manifest, tmp_path):
 
 
 def test_cli_cv_prints_summary(manifest, tmp_path):
+    import os
+
     import yaml
 
+    cfg = tiny_config(manifest, tmp_path)
+    del cfg["train"]["threads"]  # unset: the run takes every core it may use
     cfg_path = tmp_path / "exp.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config(manifest, tmp_path)))
+    cfg_path.write_text(yaml.safe_dump(cfg))
     r = CliRunner().invoke(app, ["cv", str(cfg_path), "--out", str(tmp_path / "run"), "--quiet", "--set", "train.max_epochs=1"])
     assert r.exit_code == 0, r.output
     assert "pooled" in r.output and "UA" in r.output
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["name"] == "tiny"
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["name"] == "tiny" and results["environment"]["threads"] == len(os.sched_getaffinity(0))

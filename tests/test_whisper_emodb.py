@@ -24,7 +24,7 @@ def config(whisper_base_dir, emodb_dir, cache_dir, seed=0, **model):
             "validation": "strict",
             "cache_dir": str(cache_dir),
             "model": {"backbone": str(whisper_base_dir), **model},
-            "train": {"lr": 1e-3, "batch_size": 16, "max_epochs": 15, "patience": 5, "seed": seed},
+            "train": {"lr": 1e-3, "batch_size": 16, "max_epochs": 15, "patience": 5, "seed": seed, "threads": 1},
         }
     )
 
