@@ -27,6 +27,32 @@ WHISPER_BASE = SHARED / "models" / "whisper-base"
 MELD = SHARED / "data" / "meld"
 
 
+def pytest_xdist_auto_num_workers(config):
+    """How many pytest-xdist workers ``-n auto`` (pyproject's addopts) starts: one per core, at most
+    ``--maxprocesses`` (2); none (this process) on one core, or when the command names test files or tests
+    rather than folders, where starting workers would cost more than it saves."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    named = [a for a in config.args if not Path(a.split("::")[0]).is_dir()]
+    if cores < 2 or (config.args and len(named) == len(config.args)):
+        return 0
+    return cores
+
+
+#: Test modules that share a session fixture worth keeping on one pytest-xdist worker (the real Whisper-base
+#: features of ``emodb_small``, in ``emodb_whisper_cache``).
+XDIST_GROUPS = {"test_search_baseline.py": "emodb-whisper", "test_whisper_emodb.py": "emodb-whisper"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``--dist loadgroup``, see pyproject.toml) each test module runs on one worker, so its
+    module fixtures (a trained run, a server, a browser) are built once, and the modules of ``XDIST_GROUPS``
+    share a worker. Runs before xdist reads the marks; without xdist the mark means nothing."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(item.path.name, str(item.path.relative_to(REPO)))))
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Each test starts on one torch thread, whatever the test before it left (``emovox cv`` with
