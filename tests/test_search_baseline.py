@@ -119,6 +119,7 @@ def test_the_baseline_on_real_emodb_equals_a_direct_scikit_learn_fit(whisper_bas
     data = config(None, tmp_path, corpus=f"emodb:{emodb_dir}", protocol="leave-one-speaker-out", cache_dir=str(emodb_whisper_cache))
     data["model"] = {"backbone": str(whisper_base_dir), "mode": "frozen", "layers": "all", "head": "logistic", "combine": "concat"}
     data["train"]["augment"] = {"length": False}  # the recipe shares the baseline's cached features: one extraction
+    data["train"]["extract_precision"] = "auto"  # as the main recipe: bf16 where native, the features test_whisper_emodb reads
     cfg = config_from_dict(data)
     res = run_cv(cfg, tmp_path / "run", progress=False, corpus=corpus)
     bcfg_dir = tmp_path / "run" / "baseline"
