@@ -5,8 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-from helpers import train_tiny
+# One thread per test process (set before numpy and torch start their thread pools; an explicit setting
+# wins). The suite runs on two workers, one per core; a test of several threads sets them itself. Tiny
+# ops on two threads of a busy machine wait on each other: a cross-entropy of 8 x 2 logits took 1.4-7.5 ms
+# with 2 torch threads under load against 4 us with one (2026-12-06, this machine, load average ~8).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
+from helpers import EMODB_SMALL_SPEAKERS, train_tiny  # noqa: E402
 
 # Tests must never download from a hub: fail fast and clearly instead.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,6 +25,42 @@ SHARED = Path(os.environ.get("EMOVOX_SHARED", REPO.parent / "shared"))
 EMODB = SHARED / "data" / "emodb"
 WHISPER_BASE = SHARED / "models" / "whisper-base"
 MELD = SHARED / "data" / "meld"
+
+
+def pytest_xdist_auto_num_workers(config):
+    """How many pytest-xdist workers ``-n auto`` (pyproject's addopts) starts: one per core, at most
+    ``--maxprocesses`` (2); none (this process) on one core, or when the command names test files or tests
+    rather than folders, where starting workers would cost more than it saves."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    named = [a for a in config.args if not Path(a.split("::")[0]).is_dir()]
+    if cores < 2 or (config.args and len(named) == len(config.args)):
+        return 0
+    return cores
+
+
+#: Test modules that share a session fixture worth keeping on one pytest-xdist worker (the real Whisper-base
+#: features of ``emodb_small``, in ``emodb_whisper_cache``).
+XDIST_GROUPS = {"test_search_baseline.py": "emodb-whisper", "test_whisper_emodb.py": "emodb-whisper"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``--dist loadgroup``, see pyproject.toml) each test module runs on one worker, so its
+    module fixtures (a trained run, a server, a browser) are built once, and the modules of ``XDIST_GROUPS``
+    share a worker. Runs before xdist reads the marks; without xdist the mark means nothing."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(item.path.name, str(item.path.relative_to(REPO)))))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Each test starts on one torch thread, whatever the test before it left (``emovox cv`` with
+    ``train.threads`` unset takes every core and keeps them)."""
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +82,23 @@ def meld_dir() -> Path:
     if not (MELD / "train_sent_emo.csv").is_file():
         pytest.skip(f"MELD transcripts not found at {MELD} (set EMOVOX_SHARED to the shared/ folder)")
     return MELD
+
+
+@pytest.fixture(scope="session")
+def emodb_small(emodb_dir):
+    """The EmoDB corpus restricted to ``EMODB_SMALL_SPEAKERS`` (116 clips)."""
+    from emovox.corpora import load_corpus
+
+    corpus = load_corpus(f"emodb:{emodb_dir}")
+    return corpus.subset([u.id for u in corpus if u.speaker in EMODB_SMALL_SPEAKERS])
+
+
+@pytest.fixture(scope="session")
+def emodb_whisper_cache(tmp_path_factory) -> Path:
+    """A feature cache shared by the real Whisper-base tests on ``emodb_small``: the clips' frozen features
+    are computed by whichever test runs first and read back by the others (the cache is keyed by backbone,
+    precision and clip, so sharing it changes no result)."""
+    return tmp_path_factory.mktemp("emodb-whisper-cache")
 
 
 # --- tiny trained recognizers, each built once per session on first use ----------------------------

@@ -23,6 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 SR = 16_000
 TONES = {"high": 520.0, "low": 180.0}
 TEXTS = {"high": ["what a wonderful surprise", "I am so happy today"], "low": ["I feel sad and tired", "nothing works out for me"]}
+#: EmoDB's three smallest speakers (43, 38 and 35 clips), each with every one of the 7 classes: the real-audio
+#: cross-validation tests run on them (``emodb_small`` in conftest.py), so their Whisper-base features are
+#: extracted once per session.
+EMODB_SMALL_SPEAKERS = ("09", "10", "12")
 
 
 def tone(freq: float, seconds: float, amplitude: float = 0.3, *, sr: int = SR) -> np.ndarray:

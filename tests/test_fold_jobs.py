@@ -50,13 +50,23 @@ def study_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def sequential(study_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """The study's config run once in this process, the reference every way of splitting it into jobs must equal.
+    With a cache of its own: the study's cache stays cold for the first jobs, which must fill it concurrently."""
+    from emovox.training.runner import run_cv
+
+    root = tmp_path_factory.mktemp("sequential")
+    data = {**yaml.safe_load((study_dir / "exp.yaml").read_text()), "cache_dir": str(root / "cache")}
+    payload = run_cv(config_from_dict(data), root / "run", progress=False)
+    return root / "run", payload
+
+
 def cv(*args: str):
     return CliRunner().invoke(app, ["cv", *args])
 
 
-def test_concurrent_fold_jobs_then_collect_equal_a_sequential_run(study_dir, tmp_path):
-    from emovox.training.runner import run_cv
-
+def test_concurrent_fold_jobs_then_collect_equal_a_sequential_run(study_dir, sequential, tmp_path):
     config = study_dir / "exp.yaml"
     out = tmp_path / "jobs-run"
     # two processes at once, each its own folds (and their baseline folds), into one run directory and one cache
@@ -78,11 +88,10 @@ def test_concurrent_fold_jobs_then_collect_equal_a_sequential_run(study_dir, tmp
     assert r.exit_code == 0, r.output
     collected = json.loads((out / "results.json").read_text())
 
-    sequential = tmp_path / "sequential"
-    payload = run_cv(config_from_dict(yaml.safe_load(config.read_text())), sequential, progress=False)
-    assert comparable(collected) == comparable(payload) == comparable(json.loads((sequential / "results.json").read_text()))
+    reference, payload = sequential
+    assert comparable(collected) == comparable(payload) == comparable(json.loads((reference / "results.json").read_text()))
     assert collected["missing"] == [] and len(collected["folds"]) == 4 and collected["baseline"]["folds"]
-    assert (out / "predictions.csv").read_text() == (sequential / "predictions.csv").read_text()
+    assert (out / "predictions.csv").read_text() == (reference / "predictions.csv").read_text()
     # the whole cost is the sum of both jobs' times
     jobs = sorted(p.name for p in (out / "jobs").glob("*.json"))
     assert jobs == ["fold_1+3.json", "fold_2+4.json"]
@@ -91,19 +100,17 @@ def test_concurrent_fold_jobs_then_collect_equal_a_sequential_run(study_dir, tmp
     )
 
 
-def test_cv_with_jobs_equals_one_process(study_dir, tmp_path):
+def test_cv_with_jobs_equals_one_process(study_dir, sequential, tmp_path):
     """``emovox cv --jobs 2``: extraction shards and folds in two spawned workers write what one process writes."""
-    from emovox.training.runner import run_cv
-
     config = study_dir / "exp.yaml"
     cache = tmp_path / "fresh-cache"  # cold: the workers extract too
     r = cv(str(config), "--out", str(tmp_path / "parallel"), "--quiet", "--jobs", "2", "--set", f"cache_dir={cache}")
     assert r.exit_code == 0, r.output
     parallel = json.loads((tmp_path / "parallel" / "results.json").read_text())
-    payload = run_cv(config_from_dict(yaml.safe_load(config.read_text())), tmp_path / "sequential", progress=False)
+    reference, payload = sequential
     assert comparable(parallel) == comparable(payload)
     assert len(parallel["folds"]) == 4 and parallel["baseline"]["folds"]
-    assert (tmp_path / "parallel" / "predictions.csv").read_text() == (tmp_path / "sequential" / "predictions.csv").read_text()
+    assert (tmp_path / "parallel" / "predictions.csv").read_text() == (reference / "predictions.csv").read_text()
     assert list(cache.rglob("*.safetensors"))  # the workers filled the run's cache
 
 

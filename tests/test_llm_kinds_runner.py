@@ -78,14 +78,40 @@ def test_llm_classifier_cross_validation_and_recognizer(manifest, tmp_path):
 
 
 def test_zero_shot_mode_runs_without_gradient_steps(manifest, tmp_path):
+    import numpy as np
+    import torch
+    from sklearn.metrics import balanced_accuracy_score
+
+    from emovox.corpora import load_corpus
+    from emovox.data.examples import Example
     from emovox.training.runner import run_cv
 
     model = {"kind": "llm-classifier", "llm": "tiny:llama", "mode": "zero-shot", "zero_shot": {"fallback": "low"},
              "label_words": {"low": "sadness", "high": "joy"}}
-    results = run_cv(config_from_dict(run_config(manifest, tmp_path, model)), tmp_path / "run", progress=False, )
+    cfg = config_from_dict(run_config(manifest, tmp_path, model))
+    results = run_cv(cfg, tmp_path / "run", progress=False)
     done = json.loads((tmp_path / "run" / "fold_1" / "done.json").read_text())
     assert done["history"] == [] and done["choices"]["mode"] == "zero-shot"
-    assert 0.0 <= results["pooled"]["ua"] <= 1.0
+    # every fold's test probabilities are those of the untouched model (built afresh here, as the run builds
+    # it), calibrated by the fold's temperature only: no weight of the LLM moved
+    corpus = load_corpus(cfg.corpus)
+    untouched = registry.build(cfg.model, corpus.labels, seed=cfg.train.seed)
+    texts = {u.id: u.text for u in corpus}
+    truth, predicted = [], []
+    for k in range(1, 5):
+        fold = tmp_path / "run" / f"fold_{k}"
+        with open(fold / "predictions.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        temperature = json.loads((fold / "done.json").read_text())["calibration"]["temperature"]
+        with torch.inference_mode():
+            logits = untouched.logits(untouched.collate([Example(r["id"], 0, text=texts[r["id"]]) for r in rows]))
+        expected = torch.softmax(logits / temperature, -1).numpy()
+        np.testing.assert_allclose([[float(r["p_high"]), float(r["p_low"])] for r in rows], expected, atol=2e-5)
+        truth += [r["true"] for r in rows]
+        predicted += [r["pred"] for r in rows]
+    assert len(truth) == 48
+    # and the pooled UA is that of these predictions (scikit-learn's balanced accuracy)
+    assert results["pooled"]["ua"] == pytest.approx(balanced_accuracy_score(truth, predicted))
 
 
 def test_audio_llm_cross_validation_and_recognizer(manifest, tmp_path):

@@ -192,11 +192,19 @@ def test_real_meld(meld_dir: Path) -> None:
     second = c["train/dia0_utt1"]
     assert (second.speaker, second.text, c.previous(second)) == ("The Interviewer", "You must’ve had your hands full.", first)
     assert c.previous("train/dia0_utt2").id == "train/dia0_utt1"
-    # every non-first utterance's context is the same dialogue's utterance with the largest smaller turn
+    # every utterance's context is the same dialogue's utterance with the largest smaller turn, and only
+    # a dialogue's first utterance has none (worked out here from the dialogues, not from the reader's links)
+    by_dialogue: dict[str, list] = {}
     for u in c:
-        prev = c.previous(u)
-        if prev is not None:
-            assert prev.dialogue == u.dialogue and prev.turn < u.turn
+        by_dialogue.setdefault(u.dialogue, []).append(u)
+    expected = {}
+    for turns in by_dialogue.values():
+        turns.sort(key=lambda u: u.turn)
+        assert len({u.turn for u in turns}) == len(turns)  # turns are unique within a dialogue: "just before" is defined
+        expected.update({u.id: None if k == 0 else turns[k - 1].id for k, u in enumerate(turns)})
+    got = {u.id: getattr(c.previous(u), "id", None) for u in c}
+    assert got == expected
+    assert sum(p is not None for p in got.values()) == len(c) - len(by_dialogue) == 13708 - 1432
     (fold,) = make_folds(c, "official")
     assert (len(fold.train), len(fold.valid), len(fold.test)) == (9989, 1109, 2610)
     assert fold.speaker_independent is False

@@ -96,11 +96,46 @@ def test_attention_pooling_starts_as_mean_and_ignores_padding_exactly():
     torch.testing.assert_close(attn(noisy, mask), pooled, rtol=0, atol=0)
 
 
-def test_attention_pooling_learns():
-    _, batch, mask = padded_batch([3, 5], hidden=4)
+def marked_frames(n: int, seed: int, longest: int = 6, hidden: int = 4):
+    """Sequences of 2-``longest`` frames, one of them marked (feature 0 is 1 there, 0 elsewhere); the
+    target is the marked frame's feature 1, the others' feature 1 is noise; padding is garbage."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, longest + 1, (n,), generator=g)
+    mask = torch.arange(longest) < lengths[:, None]
+    x = torch.randn(n, longest, hidden, generator=g)
+    x[..., 0] = 0.0
+    marked = (torch.rand(n, generator=g) * lengths).long()
+    rows = torch.arange(n)
+    x[rows, marked, 0] = 1.0
+    x[~mask] = 1e4
+    return x, mask, marked, x[rows, marked, 1]
+
+
+def test_attention_pooling_learns_which_frame_to_read():
+    """Training the score layer alone (a fixed read-out of feature 1) moves the pooling from the mean it
+    starts as to the marked frame: the read-out then predicts the target, which mean pooling cannot."""
     attn = AttentionPooling(4)
-    attn(batch, mask).sum().backward()
-    assert attn.score.weight.grad is not None and attn.score.weight.grad.abs().sum() > 0
+    x, mask, marked, target = marked_frames(64, seed=0)
+    held_x, held_mask, held_marked, held_target = marked_frames(64, seed=1)
+    rows = torch.arange(64)
+
+    def held_out() -> tuple[float, float]:
+        with torch.no_grad():
+            error = float(((attn(held_x, held_mask)[:, 1] - held_target) ** 2).mean())
+            weight = float(attn.weights(held_x, held_mask)[rows, held_marked].mean())
+        return error, weight
+
+    error0, weight0 = held_out()
+    assert weight0 < 0.45 and error0 > 0.3  # the mean: about 1/length on the marked frame, the target mostly lost
+    optimizer = torch.optim.Adam(attn.parameters(), lr=0.1)
+    for _ in range(150):
+        loss = ((attn(x, mask)[:, 1] - target) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    error, weight = held_out()
+    # on utterances it was not trained on: nearly all the weight on the marked frame, the target read off it
+    assert weight > 0.9 and error < 0.1 * error0, (weight0, weight, error0, error)
 
 
 def test_weighted_layer_sum_is_softmax_weighted_over_layers():

@@ -92,9 +92,11 @@ def test_audio_recognizer_refuses_transcripts_and_bad_inputs(audio_rec, clips, t
 def test_text_recognizer_reads_transcripts_and_needs_asr_for_audio(text_rec, clips):
     assert text_rec.needs_text and text_rec.asr is None
     one = text_rec.predict(text="I feel sad and tired")
-    assert one.transcript == "I feel sad and tired" and one.label in ("high", "low")
+    # a training sentence of class "low" (tests/helpers.py TEXTS): the trained recognizer says so
+    assert one.transcript == "I feel sad and tired" and one.label == "low"
     many = text_rec.predict(text=["I feel sad and tired", "what a wonderful surprise"])
     assert [p.transcript for p in many] == ["I feel sad and tired", "what a wonderful surprise"]
+    assert [p.label for p in many] == ["low", "high"]
     assert many[0].probabilities == pytest.approx(one.probabilities, abs=1e-6)
     # audio with its transcript: the transcript decides, the clip is named as the source
     with_audio = text_rec.predict(clips["high"], text="I feel sad and tired")

@@ -42,15 +42,49 @@ def test_a_log_gets_plain_lines_from_the_outer_bar_only(fast_lines):
     assert len(lines) == len(set(lines))  # the closing redraw does not repeat the last line
 
 
+def screen(output: str) -> list[str]:
+    """What a terminal shows after ``output``: the lines left on screen (carriage return, line feed and
+    tqdm's cursor-up ``ESC [ A`` honoured; any other escape sequence is refused, so a new one is noticed)."""
+    rows: list[list[str]] = [[]]
+    row = col = 0
+    i = 0
+    while i < len(output):
+        ch = output[i]
+        if output.startswith("\x1b[A", i):
+            row, i = max(0, row - 1), i + 3
+            continue
+        assert ch != "\x1b", f"unexpected escape sequence {output[i:i + 6]!r}"
+        if ch == "\n":
+            row, col = row + 1, 0
+            rows.extend([] for _ in range(row + 1 - len(rows)))
+        elif ch == "\r":
+            col = 0
+        else:
+            line = rows[row]
+            line.extend(" " for _ in range(col + 1 - len(line)))
+            line[col] = ch
+            col += 1
+        i += 1
+    return [text for text in ("".join(r).rstrip() for r in rows) if text]
+
+
 def test_a_terminal_gets_nested_bars_that_erase_themselves():
     term = FakeTerminal()
     outer = progress_bar(total=2, desc="cv", unit="fold", file=term)
-    inner = progress_bar(total=2, desc="epochs", unit="epoch", file=term)
+    inner = progress_bar(total=3, desc="epochs", unit="epoch", file=term)
     assert not outer.disable and not inner.disable
-    assert outer.leave is True and inner.leave is False
+    for _ in range(3):
+        inner.update(1)
+        inner.refresh()
+    while_open = screen(term.getvalue())  # both shown, the nested bar on the line below its parent
+    assert len(while_open) == 2 and while_open[0].startswith("cv:") and while_open[1].startswith("epochs:"), while_open
     inner.close()
+    outer.update(2)
     outer.close()
-    assert "cv" in term.getvalue() and "epochs" in term.getvalue()
+    # what stays on screen: the outer bar's last state, and nothing of the nested one
+    shown = screen(term.getvalue())
+    assert len(shown) == 1 and shown[0].startswith("cv:") and "2/2" in shown[0], shown
+    assert "epochs" in term.getvalue()  # it was drawn, then erased
 
 
 def test_disabled_bars_are_not_parents():

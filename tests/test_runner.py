@@ -24,7 +24,7 @@ def tiny_config(manifest: Path, tmp: Path, **model) -> dict:
         "validation": "strict",
         "cache_dir": str(tmp / "cache"),
         "model": {"backbone": "wav2vec2-base", "tiny": True, "mode": "frozen", **model},
-        "train": {"lr": 0.01, "batch_size": 4, "max_epochs": 3, "patience": 3},
+        "train": {"lr": 0.01, "batch_size": 4, "max_epochs": 3, "patience": 3, "threads": 1},
     }
 
 
@@ -94,21 +94,36 @@ def test_cli_train_then_evaluate_round_trip(manifest, tmp_path):
     r = runner.invoke(app, ["evaluate", str(tmp_path / "rec"), f"manifest:{manifest}", "--json", str(tmp_path / "m.json")])
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "m.json").read_text())
-    assert m["n"] == 24 and 0.0 <= m["ua"] <= 1.0
-    # the recognizer predicts a file the same way evaluate scored it
+    assert m["n"] == 24 and len(m["predictions"]) == 24
+    # the metrics are those of the predictions it lists (scikit-learn's balanced accuracy is UA)
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    truth, scored = [r["true"] for r in m["predictions"]], [r["pred"] for r in m["predictions"]]
+    assert m["ua"] == pytest.approx(balanced_accuracy_score(truth, scored)) and m["wa"] == pytest.approx(accuracy_score(truth, scored))
+    # the recognizer predicts each file the same way evaluate scored it: same label, same probabilities
     from emovox.recognizer import Recognizer
 
     rec = Recognizer.load(tmp_path / "rec")
-    pred = rec.predict(str(manifest.parent / "wav" / "spk0_low_0.wav"))
-    assert pred.label in ("high", "low") and sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    files = [str(manifest.parent / "wav" / f"{r['id']}.wav") for r in m["predictions"]]
+    predicted = rec.predict(files)
+    for row, pred in zip(m["predictions"], predicted, strict=True):
+        assert pred.label == row["pred"], row["id"]
+        assert pred.probabilities == pytest.approx(row["probabilities"], abs=2e-6), row["id"]  # JSON keeps 6 decimals
+    one = rec.predict(files[0])  # one file alone, not in a batch: the same numbers
+    assert one.probabilities == pytest.approx(m["predictions"][0]["probabilities"], abs=2e-6)
 
 
 def test_cli_cv_prints_summary(manifest, tmp_path):
+    import os
+
     import yaml
 
+    cfg = tiny_config(manifest, tmp_path)
+    del cfg["train"]["threads"]  # unset: the run takes every core it may use
     cfg_path = tmp_path / "exp.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config(manifest, tmp_path)))
+    cfg_path.write_text(yaml.safe_dump(cfg))
     r = CliRunner().invoke(app, ["cv", str(cfg_path), "--out", str(tmp_path / "run"), "--quiet", "--set", "train.max_epochs=1"])
     assert r.exit_code == 0, r.output
     assert "pooled" in r.output and "UA" in r.output
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["name"] == "tiny"
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["name"] == "tiny" and results["environment"]["threads"] == len(os.sched_getaffinity(0))

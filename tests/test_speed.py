@@ -124,21 +124,24 @@ def test_bf16_support_reports_why():
     assert (torch.backends.cpu.get_cpu_capability() in why) or not ok
 
 
-def test_an_optimised_backbone_keeps_its_interface_and_its_own_cache_key():
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_an_optimised_backbone_keeps_its_interface_and_its_own_cache_key(precision):
+    if precision == "bf16":
+        needs_bf16()
     backbone = load_backbone("whisper-base", tiny=True)
     rng = np.random.default_rng(0)
     items = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (8000, 5200, 12000)]
     examples = [Example(str(i), 0, audio=x, length=len(x) / 16000) for i, x in enumerate(items)]
     ref = extract_pooled(backbone, examples, cache=None, progress=False)
-    keys = [backbone_key(backbone, tiny=True, seed=0)]
-    for precision in ("int8",) + (("bf16",) if bf16_support()[0] else ()):
-        fast = optimize_for_inference(backbone, precision)
-        assert fast.spec == backbone.spec and fast.num_layers == backbone.num_layers
-        got = extract_pooled(fast, examples, cache=None, progress=False)
-        assert got.dtype == torch.float32 and got.shape == ref.shape
-        assert float((got - ref).norm() / ref.norm()) < 0.1
-        keys.append(backbone_key(fast, tiny=True, seed=0))
-    assert len(set(keys)) == len(keys) >= 2  # features of different precisions never share cache entries
+    fast = optimize_for_inference(backbone, precision)
+    assert fast.spec == backbone.spec and fast.num_layers == backbone.num_layers
+    got = extract_pooled(fast, examples, cache=None, progress=False)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert float((got - ref).norm() / ref.norm()) < 0.1
+    # features of different precisions never share cache entries (int8 is available everywhere to compare with)
+    keys = {backbone_key(backbone, tiny=True, seed=0), backbone_key(fast, tiny=True, seed=0)}
+    keys.add(backbone_key(optimize_for_inference(backbone, "int8"), tiny=True, seed=0))
+    assert len(keys) == (2 if precision == "int8" else 3)
     assert backbone_key(backbone, tiny=True, seed=0) == backbone_key(load_backbone("whisper-base", tiny=True), tiny=True, seed=0)
 
 
@@ -195,7 +198,10 @@ def whisper_and_clips(whisper_base_dir, emodb_dir):
 
 
 @pytest.mark.slow
-def test_bf16_and_int8_whisper_base_features_stay_close_to_fp32(whisper_and_clips):
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_bf16_and_int8_whisper_base_features_stay_close_to_fp32(whisper_and_clips, precision):
+    if precision == "bf16":
+        needs_bf16()
     backbone, clips = whisper_and_clips
     inputs = backbone.preprocess(clips)
     with torch.inference_mode():
@@ -211,19 +217,16 @@ def test_bf16_and_int8_whisper_base_features_stay_close_to_fp32(whisper_and_clip
     ref_pred = logits_of(probe, ref).argmax(1)
     # measured on these 8 clips: bf16 relative error ~0.007, int8 ~0.11 (activation outliers in
     # Whisper's deeper layers); bounds leave room for other CPUs' kernels
-    bounds = {"bf16": (0.03, 1.0), "int8": (0.25, 0.75)}
-    for precision, (max_rel, min_agree) in bounds.items():
-        if precision == "bf16" and not bf16_support()[0]:
-            continue
-        fast = optimize_for_inference(backbone, precision)
-        with torch.inference_mode():
-            got = pool_all_layers(fast, inputs)
-        rel = float((got - ref).norm() / ref.norm())
-        assert 0 < rel < max_rel, (precision, rel)
-        cos = nn.functional.cosine_similarity(got.flatten(1), ref.flatten(1), dim=1)
-        assert float(cos.min()) > 1 - 2 * max_rel, (precision, cos)
-        agree = float((logits_of(probe, got).argmax(1) == ref_pred).float().mean())
-        assert agree >= min_agree, (precision, agree)
+    max_rel, min_agree = {"bf16": (0.03, 1.0), "int8": (0.25, 0.75)}[precision]
+    fast = optimize_for_inference(backbone, precision)
+    with torch.inference_mode():
+        got = pool_all_layers(fast, inputs)
+    rel = float((got - ref).norm() / ref.norm())
+    assert 0 < rel < max_rel, (precision, rel)
+    cos = nn.functional.cosine_similarity(got.flatten(1), ref.flatten(1), dim=1)
+    assert float(cos.min()) > 1 - 2 * max_rel, (precision, cos)
+    agree = float((logits_of(probe, got).argmax(1) == ref_pred).float().mean())
+    assert agree >= min_agree, (precision, agree)
 
 
 # --- small heads train single-threaded -------------------------------------------------------------
@@ -289,42 +292,49 @@ def test_benchmark_extraction_runs_and_its_10s_baseline_is_the_papers_encoder(sp
     torch.testing.assert_close(paper, ours, rtol=1e-4, atol=1e-4)
 
 
-def test_bf16_feature_extraction_is_cached_apart_and_stays_close_to_fp32(tmp_path, monkeypatch):
-    """train.extract_precision: bf16 features land under their own cache key, near the fp32 ones;
-    a CPU without native bf16 is refused by name rather than emulated slowly."""
-    from emovox import accel
-    from emovox.backbones import load_backbone
-    from emovox.cache import FeatureCache
-    from emovox.data.examples import Example
+def extraction_model(precision: str):
+    """A frozen tiny Whisper classifier whose features are extracted in ``precision``."""
     from emovox.models.classifier import ClassifierConfig, ClassifierModel
 
-    def model(precision: str):
-        config = ClassifierConfig(backbone="whisper-base", tiny=True, mode="frozen", layers="all", combine="concat")
-        m = ClassifierModel(config, ["a", "b"], load_backbone("whisper-base", tiny=True))
-        m.extract_precision = precision
-        return m
+    config = ClassifierConfig(backbone="whisper-base", tiny=True, mode="frozen", layers="all", combine="concat")
+    m = ClassifierModel(config, ["a", "b"], load_backbone("whisper-base", tiny=True))
+    m.extract_precision = precision
+    return m
 
+
+def tone_examples(n: int = 6) -> list[Example]:
     from helpers import tone
 
-    examples = [Example(f"u{i}", i % 2, audio=tone(200 + 90 * i, 0.4 + 0.1 * i), length=0.5) for i in range(6)]
+    return [Example(f"u{i}", i % 2, audio=tone(200 + 90 * i, 0.4 + 0.1 * i), length=0.5) for i in range(n)]
+
+
+def test_bf16_feature_extraction_is_cached_apart_and_stays_close_to_fp32(tmp_path):
+    """train.extract_precision: bf16 features land under their own cache key, near the fp32 ones."""
+    from emovox.cache import FeatureCache
+
+    needs_bf16()
+    examples = tone_examples()
     cache = FeatureCache(tmp_path)
-    fp32 = model("fp32").prepare(examples, cache=cache, progress=False)
+    fp32 = extraction_model("fp32").prepare(examples, cache=cache, progress=False)
     keys = {p.name for p in tmp_path.iterdir()}
-    ok, _ = accel.bf16_support()
-    if not ok:
-        with pytest.raises(accel.AccelError, match="bf16"):
-            model("bf16").prepare(examples, cache=cache, progress=False)
-        return
-    bf16 = model("bf16").prepare(examples, cache=cache, progress=False)
+    bf16 = extraction_model("bf16").prepare(examples, cache=cache, progress=False)
     assert len({p.name for p in tmp_path.iterdir()} - keys) == 1  # its own cache folder
-    slot = model("fp32").branch.slot
+    slot = extraction_model("fp32").branch.slot
     for a, b in zip(fp32, bf16, strict=True):
         x, y = a.cached[slot]["pooled"], b.cached[slot]["pooled"]
         assert y.dtype == torch.float32 and not torch.equal(x, y)
         assert float((x - y).norm() / x.norm()) < 0.05
+
+
+def test_bf16_feature_extraction_is_refused_by_name_on_a_cpu_without_native_bf16(tmp_path, monkeypatch):
+    """Rather than emulated slowly; runs on every CPU (the CPU's answer is replaced), cache or none."""
+    from emovox.cache import FeatureCache
+
     monkeypatch.setattr(accel, "bf16_support", lambda: (False, "the CPU has no native bfloat16 instructions"))
-    with pytest.raises(accel.AccelError, match="bfloat16"):
-        model("bf16").prepare(examples[:1], cache=None, progress=False)
+    for cache in (None, FeatureCache(tmp_path)):
+        with pytest.raises(accel.AccelError, match="bf16.*bfloat16"):
+            extraction_model("bf16").prepare(tone_examples(1), cache=cache, progress=False)
+    assert not list(tmp_path.iterdir())  # nothing half-written into the cache
 
 
 def test_auto_extract_precision_is_bf16_only_where_bf16_is_native(monkeypatch):

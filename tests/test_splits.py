@@ -322,9 +322,6 @@ def test_cli_splits_reports_user_errors(tmp_path, monkeypatch) -> None:
 
 
 def test_emodb_leave_one_speaker_out(emodb_dir, tmp_path) -> None:
-    corpora = pytest.importorskip("emovox.corpora")
-    if not hasattr(corpora, "load_corpus"):
-        pytest.skip("emovox.corpora.load_corpus is not available yet")
     from emovox.cli import app
 
     result = CliRunner().invoke(

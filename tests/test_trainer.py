@@ -72,12 +72,38 @@ def test_early_stopping_after_patience_epochs_without_gain():
     assert fit.stopped_early
 
 
-def test_best_epoch_weights_are_restored(tmp_path):
-    cfg = TrainConfig(lr=0.05, batch_size=8, max_epochs=6, patience=6)
-    trainer = Trainer(Linear(8, 3), collate, cfg, 3, run_dir=tmp_path, progress=False)
-    fit = trainer.fit(blobs(60), blobs(30, seed=1))
-    assert (tmp_path / "best_model.safetensors").is_file()
+def nearest_centre_linear() -> Linear:
+    """A linear layer that already classifies ``blobs`` perfectly: logits -|x - centre_c|^2 / 2, up to a constant."""
+    centers = torch.randn(3, 8, generator=torch.Generator().manual_seed(123)) * 3  # blobs' centres
+    model = Linear(8, 3)
+    with torch.no_grad():
+        model.lin.weight.copy_(centers)
+        model.lin.bias.copy_(-(centers**2).sum(1) / 2)
+    return model
+
+
+def swapped(examples: list[Example], a: int = 0, b: int = 1) -> list[Example]:
+    from dataclasses import replace
+
+    other = {a: b, b: a}
+    return [replace(e, target=other.get(e.target, e.target)) for e in examples]
+
+
+@pytest.mark.parametrize("where", ["run_dir", "memory"])
+def test_best_epoch_weights_are_restored(tmp_path, where):
+    """Data whose best epoch is the first, not the last: the model starts right on validation, and the
+    training labels of classes 0 and 1 are swapped, so training unlearns what validation rewards. The
+    weights the trainer ends with must be the first epoch's (from best_model.safetensors, or from memory
+    without a run directory), not the last epoch's."""
+    cfg = TrainConfig(lr=0.1, batch_size=8, max_epochs=8, patience=8)
+    run_dir = tmp_path if where == "run_dir" else None
+    trainer = Trainer(nearest_centre_linear(), collate, cfg, 3, run_dir=run_dir, progress=False)
     valid = blobs(30, seed=1)
+    fit = trainer.fit(swapped(blobs(60)), valid)
+    uas = [h["valid_ua"] for h in fit.history]
+    # the premise: all epochs ran, the best is an early one, and the last has learnt the swap (UA 1/3)
+    assert len(uas) == 8 and fit.best_epoch < 8 and fit.best_valid_ua == max(uas) == 1.0 and uas[-1] < 0.5, uas
+    assert (tmp_path / "best_model.safetensors").is_file() == (where == "run_dir")
     ua = (trainer.predict_logits(valid).argmax(1) == np.array([e.target for e in valid])).mean()
     assert ua == pytest.approx(fit.best_valid_ua)
 

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,21 +35,31 @@ if not CHROMIUM.is_file():
 CLIP = "03a01Wa.wav"  # EmoDB: speaker 03, sentence a01, anger (W)
 
 
-@contextmanager
-def browser_page(tmp_path: Path, *extra_args: str, viewport=(900, 900)):
-    """A page in a fresh Chromium profile; yields (page, requests seen)."""
+@pytest.fixture(scope="module")
+def pw():
     with playwright_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, *extra_args],
-            viewport={"width": viewport[0], "height": viewport[1]},
-        )
-        try:
-            page = context.new_page()
-            requests: list[str] = []
-            page.on("request", lambda r: requests.append(r.url))
-            yield page, requests
-        finally:
-            context.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def chromium(pw):
+    """One Chromium for the module's tests; each test gets a fresh context (its own cookies, storage, cache)."""
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@contextmanager
+def browser_page(browser, viewport=(900, 900)):
+    """A page in a fresh context of ``browser``; yields (page, requests seen)."""
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    try:
+        page = context.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        yield page, requests
+    finally:
+        context.close()
 
 
 def screenshot(page, name: str) -> Path:
@@ -91,10 +100,14 @@ def only_local(requests: list[str], base: str) -> None:
 
 
 def cli(*args: str) -> str:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
-    run = subprocess.run([sys.executable, "-c", "from emovox.cli import main; main()", *args], capture_output=True, text=True, env=env, check=False)
-    assert run.returncode == 0, run.stderr
-    return run.stdout
+    """What ``emovox ARGS`` prints on stdout (run in this process, as the CLI tests do)."""
+    from typer.testing import CliRunner
+
+    from emovox.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +117,10 @@ def server(audio_recognizer_dir, tmp_path_factory):
         yield base
 
 
-def test_uploaded_emodb_clip_shows_what_predict_json_says(server, audio_recognizer_dir, emodb_dir, tmp_path):
+def test_uploaded_emodb_clip_shows_what_predict_json_says(server, chromium, audio_recognizer_dir, emodb_dir):
     clip = emodb_dir / "wav" / CLIP
     expected = json.loads(cli("predict", str(audio_recognizer_dir), str(clip), "--json", "-"))[0]
-    with browser_page(tmp_path) as (page, requests):
+    with browser_page(chromium) as (page, requests):
         open_demo(page, server)
         recognize(page, clip)
         shot = screenshot(page, "upload-emodb-clip.png")
@@ -126,10 +139,10 @@ def test_uploaded_emodb_clip_shows_what_predict_json_says(server, audio_recogniz
     assert shot.stat().st_size > 10_000
 
 
-def test_text_file_renamed_wav_shows_the_named_error(server, tmp_path):
+def test_text_file_renamed_wav_shows_the_named_error(server, chromium, tmp_path):
     fake = tmp_path / "notes.wav"
     fake.write_text("These are my meeting notes, not a recording.\n")
-    with browser_page(tmp_path) as (page, _):
+    with browser_page(chromium) as (page, _):
         open_demo(page, server)
         recognize(page, fake)
         screenshot(page, "not-audio-error.png")
@@ -142,7 +155,7 @@ def test_text_file_renamed_wav_shows_the_named_error(server, tmp_path):
             assert trace not in body
 
 
-def test_long_recording_shows_the_timeline_of_emovox_timeline(server, audio_recognizer_dir, emodb_dir, tmp_path):
+def test_long_recording_shows_the_timeline_of_emovox_timeline(server, chromium, audio_recognizer_dir, emodb_dir, tmp_path):
     parts = []
     for name in sorted(p.name for p in (emodb_dir / "wav").glob("*.wav"))[:8]:
         audio, sr = sf.read(str(emodb_dir / "wav" / name), dtype="float32")
@@ -154,7 +167,7 @@ def test_long_recording_shows_the_timeline_of_emovox_timeline(server, audio_reco
     cli("timeline", str(audio_recognizer_dir), str(long), "--json", str(out))
     expected = json.loads(out.read_text())
     assert len(expected["segments"]) >= 4 and expected["duration"] > 10
-    with browser_page(tmp_path) as (page, requests):
+    with browser_page(chromium) as (page, requests):
         open_demo(page, server)
         recognize(page, long)
         page.wait_for_selector("#timeline:not([hidden])", timeout=60_000)
@@ -169,7 +182,7 @@ def test_long_recording_shows_the_timeline_of_emovox_timeline(server, audio_reco
         only_local(requests, server)
 
 
-def test_microphone_recording_is_uploaded_as_16khz_wav(server, emodb_dir, tmp_path):
+def test_microphone_recording_is_uploaded_as_16khz_wav(server, pw, emodb_dir, tmp_path):
     """Chromium's fake microphone plays an EmoDB clip; the page records it, converts it to WAV, uploads it."""
     source = tmp_path / "mic.wav"  # Chromium's fake capture reads 16-bit PCM WAV; play the clip at 48 kHz stereo
     audio, _ = sf.read(str(emodb_dir / "wav" / CLIP), dtype="float32")
@@ -177,23 +190,28 @@ def test_microphone_recording_is_uploaded_as_16khz_wav(server, emodb_dir, tmp_pa
     sf.write(str(source), np.stack([up, up], axis=1), 48_000, subtype="PCM_16")
     fake_mic = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={source}"]
     uploads: list[bytes] = []
-    with browser_page(tmp_path, *fake_mic) as (page, requests):
+    # a Chromium of its own: the fake microphone is a command-line switch
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, *fake_mic])
+    try:
+        with browser_page(browser) as (page, requests):
 
-        def keep(route):  # what the browser sends, before the server sees it
-            uploads.append(route.request.post_data_buffer)
-            route.continue_()
+            def keep(route):  # what the browser sends, before the server sees it
+                uploads.append(route.request.post_data_buffer)
+                route.continue_()
 
-        page.route("**/predict", keep)
-        open_demo(page, server)
-        page.click("#record")
-        playwright_api.expect(page.locator("#rec-status")).to_contain_text("recording", timeout=30_000)
-        page.wait_for_timeout(2_000)
-        page.click("#record")
-        playwright_api.expect(page.locator("#chosen")).to_contain_text("16 kHz WAV", timeout=30_000)
-        recognize(page)
-        screenshot(page, "microphone-recording.png")
-        assert page.locator("#error").is_hidden() and page.locator("#label").inner_text() in ("high", "low")
-        only_local(requests, server)
+            page.route("**/predict", keep)
+            open_demo(page, server)
+            page.click("#record")
+            playwright_api.expect(page.locator("#rec-status")).to_contain_text("recording", timeout=30_000)
+            page.wait_for_timeout(2_000)
+            page.click("#record")
+            playwright_api.expect(page.locator("#chosen")).to_contain_text("16 kHz WAV", timeout=30_000)
+            recognize(page)
+            screenshot(page, "microphone-recording.png")
+            assert page.locator("#error").is_hidden() and page.locator("#label").inner_text() in ("high", "low")
+            only_local(requests, server)
+    finally:
+        browser.close()
     assert len(uploads) == 1
     wav = _multipart_file(uploads[0], "audio")
     info = sf.info(io.BytesIO(wav))
@@ -202,8 +220,8 @@ def test_microphone_recording_is_uploaded_as_16khz_wav(server, emodb_dir, tmp_pa
     assert np.abs(sf.read(io.BytesIO(wav))[0]).max() > 0.01  # it recorded sound, not silence
 
 
-def test_docs_render_offline_in_the_browser(server, tmp_path):
-    with browser_page(tmp_path, viewport=(1000, 900)) as (page, requests):
+def test_docs_render_offline_in_the_browser(server, chromium):
+    with browser_page(chromium, viewport=(1000, 900)) as (page, requests):
         page.goto(server + "/docs")
         page.wait_for_selector(".opblock-summary-path", timeout=30_000)
         paths = page.locator(".opblock-summary-path").all_inner_texts()
@@ -212,13 +230,13 @@ def test_docs_render_offline_in_the_browser(server, tmp_path):
         only_local(requests, server)
 
 
-def test_text_recognizer_page_takes_a_transcript(text_recognizer_dir, tmp_path):
+def test_text_recognizer_page_takes_a_transcript(text_recognizer_dir, chromium, tmp_path):
     from emovox.recognizer import Recognizer
 
     text = "I feel sad and tired"
     expected = Recognizer.load(text_recognizer_dir).predict(text=text)
     server_log = tmp_path / "server.log"
-    with running_server(text_recognizer_dir, "--threads", "1", log=server_log) as base, browser_page(tmp_path) as (page, _):
+    with running_server(text_recognizer_dir, "--threads", "1", log=server_log) as base, browser_page(chromium) as (page, _):
         open_demo(page, base)
         assert page.locator("#text-input").is_visible() and page.locator("#audio-input").is_hidden()
         assert "text only" in page.locator("#text-hint").inner_text()
