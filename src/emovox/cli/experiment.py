@@ -158,10 +158,9 @@ def fold_indices(cfg) -> list[int]:
     """The folds a config runs: its ``folds``, or every fold of its protocol on its corpus."""
     if cfg.folds is not None:
         return sorted(set(cfg.folds))
-    from emovox.corpora import load_corpus
     from emovox.splits import make_folds
 
-    return [f.index for f in make_folds(load_corpus(cfg.corpus), cfg.protocol, cfg.validation, seed=cfg.train.seed)]
+    return [f.index for f in make_folds(cfg.open_corpus(), cfg.protocol, cfg.validation, seed=cfg.train.seed)]
 
 
 def print_cv_summary(cfg, payload: dict, out: Path) -> None:

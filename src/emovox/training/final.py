@@ -107,13 +107,12 @@ def train_recognizer(
 ):
     """Train on the whole corpus (less a held-out speaker group for early stopping) and save a
     self-contained recognizer directory (refusing to overwrite one unless ``force``)."""
-    from emovox.corpora import load_corpus
     from emovox.models import directory as recognizer_dir
 
     set_threads(cfg.train.threads)
     model_dir = Path(model_dir)
     prepare_model_dir(model_dir, force=force)
-    corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
+    corpus = corpus if corpus is not None else cfg.open_corpus()
     train_ids, valid_ids = holdout_speakers(corpus, cfg.train.seed)
     from emovox.training import distributed
 

@@ -128,10 +128,9 @@ def open_run(cfg: ExperimentConfig, out_dir: Path, *, corpus: Corpus | None, res
     Every fold of the protocol is written to ``splits/`` (the same files from every job, so
     concurrent jobs agree), whichever folds this invocation trains.
     """
-    from emovox.corpora import load_corpus
     from emovox.training import distributed
 
-    corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
+    corpus = corpus if corpus is not None else cfg.open_corpus()
     all_folds = make_folds(corpus, cfg.protocol, cfg.validation, seed=cfg.train.seed)
     if distributed.is_main():
         prepare_run_dir(out_dir, resume=resume, fresh=fresh)
@@ -219,7 +218,6 @@ def collect_cv(cfg: ExperimentConfig, out_dir: Path, *, corpus: Corpus | None = 
     results of an incomplete run say so (``missing`` in results.json, a warning atop report.md).
     The baseline is reported only when it is finished on every collected fold (the same folds).
     """
-    from emovox.corpora import load_corpus
     from emovox.training.baseline import baseline_config, read_baseline_folds, summarize
     from emovox.training.folds import read_fold
 
@@ -229,7 +227,7 @@ def collect_cv(cfg: ExperimentConfig, out_dir: Path, *, corpus: Corpus | None = 
             f"{out_dir}: no run here (no run.json); start its folds first (emovox cv CONFIG --out {out_dir} --fold K, "
             "or --list-jobs for every command)"
         )
-    corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
+    corpus = corpus if corpus is not None else cfg.open_corpus()
     check_same_run(out_dir, cfg, corpus)
     all_folds = make_folds(corpus, cfg.protocol, cfg.validation, seed=cfg.train.seed)
     wanted = select_folds(all_folds, folds if folds is not None else cfg.folds)
@@ -370,9 +368,15 @@ def check_same_run(out_dir: Path, cfg: ExperimentConfig, corpus: Corpus) -> None
 BOOKKEEPING = {"train": ("report_to", "mlflow_tracking_uri", "checkpoint_every_steps", "keep_checkpoints")}
 
 
+#: Top-level fields that add to a run without changing its folds' results: a finished run may be continued with them.
+ADDITIONS = ("folds", "control")
+
+
 def _results_config(config: dict) -> dict:
-    """The part of a config that decides the run's results (which folds run is not part of it either)."""
-    out = {k: v for k, v in config.items() if k != "folds"}
+    """The part of a config that decides the run's results (which folds run is not part of it either, nor the
+    controls reported beside them). Fields left at None count as absent, so the runs of an emovox that had no
+    such field (``labels``) are still continued."""
+    out = {k: v for k, v in config.items() if k not in ADDITIONS and v is not None}
     for section, fields in BOOKKEEPING.items():
         out[section] = {k: v for k, v in out.get(section, {}).items() if k not in fields}
     return out
