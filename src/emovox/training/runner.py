@@ -44,6 +44,8 @@ TIMING_FILE = "timing.json"
 JOBS_DIR = "jobs"
 #: Utterances the run's data left out (unusable audio or transcript), for ``collect_cv`` that loads no audio.
 SKIPPED_FILE = "skipped.json"
+#: Where the text-only control (``control: text``) writes its folds and transcripts.
+CONTROL_DIR = "control_text"
 #: Temporaries in the shared run directory younger than this may be another job's write in flight.
 SHARED_TEMP_SECONDS = 3600.0
 
@@ -83,6 +85,7 @@ def run_cv(
         train_folds_parallel(
             cfg, corpus, folds, out_dir, jobs=jobs, clock=clock, skipped_file=out_dir / SKIPPED_FILE, progress=progress
         )
+        train_controls(cfg, corpus, folds, out_dir, progress=progress)
     else:
         train_folds(cfg, corpus, folds, out_dir, clock=_Clock(out_dir / TIMING_FILE), progress=progress, on_fold=on_fold)
 
@@ -132,6 +135,9 @@ def open_run(cfg: ExperimentConfig, out_dir: Path, *, corpus: Corpus | None, res
 
     corpus = corpus if corpus is not None else cfg.open_corpus()
     all_folds = make_folds(corpus, cfg.protocol, cfg.validation, seed=cfg.train.seed)
+    from emovox.training.control import check_control
+
+    check_control(cfg, corpus)
     if distributed.is_main():
         prepare_run_dir(out_dir, resume=resume, fresh=fresh)
         check_same_run(out_dir, cfg, corpus)
@@ -199,7 +205,18 @@ def train_folds(
         train_baseline_folds(cfg, corpus, folds, out_dir / "baseline", progress=progress)
         if main:
             clock.tick()
+    train_controls(cfg, corpus, folds, out_dir, progress=progress and main)
     return outcomes
+
+
+def train_controls(cfg: ExperimentConfig, corpus: Corpus, folds: list[Fold], out_dir: Path, *, progress: bool = True) -> None:
+    """The controls the config asks for (``control: text``) on ``folds``, in ``out_dir/control_text``."""
+    from emovox.training import distributed
+
+    if cfg.control is not None and cfg.control.text and distributed.is_main():
+        from emovox.training.control import train_text_control
+
+        train_text_control(cfg, corpus, folds, out_dir / CONTROL_DIR, progress=progress)
 
 
 @dataclass
@@ -238,19 +255,27 @@ def collect_cv(cfg: ExperimentConfig, out_dir: Path, *, corpus: Corpus | None = 
             missing.append(f"fold {fold.index} ({fold.name})")
         else:
             outcomes.append(outcome)
-    baseline = None
+    baseline = base = None
     if cfg.baseline and outcomes and baseline_config(cfg) is not None:
         finished = [o.fold for o in outcomes]
         base, base_missing = read_baseline_folds(cfg, corpus, finished, out_dir / "baseline")
         missing += [f"baseline fold {f.index} ({f.name})" for f in base_missing]
         baseline = summarize(cfg, corpus, base, out_dir / "baseline") if not base_missing else None
+        base = base if not base_missing else None
     if not outcomes:
         return Collected(None, [], missing)
+    control = None
+    if cfg.control is not None and cfg.control.text:
+        from emovox.training.control import read_text_control
+
+        control, control_missing = read_text_control(cfg, corpus, [o.fold for o in outcomes], out_dir / CONTROL_DIR)
+        missing += [f"text control fold {f.index} ({f.name})" for f in control_missing]
     skipped = corpus_dropped(corpus) + _read_skipped(out_dir) + [x for o in outcomes for x in o.skipped]
     seconds, prep_seconds = _timings(out_dir)
     payload = write_results(
         cfg, corpus, outcomes_folds(outcomes), outcomes, skipped, out_dir,
         seconds=seconds, prep_seconds=prep_seconds, baseline=baseline, missing=missing,
+        baseline_outcomes=base, control=control,
     )  # fmt: skip
     log_run_results(cfg, out_dir, payload)
     return Collected(payload, [o.fold.index for o in outcomes], missing)
