@@ -324,6 +324,8 @@ def make_ased_tree(root: Path, speakers: tuple[int, ...] = (1, 2), *, seconds: f
 
 
 # --- pseudo-corpora from real EmoDB clips -------------------------------------------------------
+# Several corpora with real speech (``make_pseudo_corpora``; the ``pseudo_corpora`` fixture of conftest.py builds
+# them once per session): multi-corpus runs, protocols, per-corpus reports, and per-speaker statistics.
 
 #: Three corpora made of real EmoDB clips, each in another layout, rate and vocabulary:
 #: ``alpha`` a CSV manifest at 8 kHz with the short label forms (anger, joy, sadness, neutral, fear)
@@ -336,9 +338,9 @@ PSEUDO_CORPORA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "beta": (("11", "13", "14"), ("W", "F", "T", "N", "A", "L")),
     "gamma": (("15", "16", "12"), ("W", "T", "N", "A")),
 }
-#: Clips per (speaker, emotion), and seconds kept of each (its start): small, so runs stay fast.
+#: Clips per (speaker, emotion), and seconds kept of each (its start; 1.0-1.3 s): small, so runs stay fast.
 PSEUDO_CLIPS = 2
-PSEUDO_SECONDS = 1.2
+PSEUDO_SECONDS = 1.0
 #: alpha's label words and transcripts (the words name the emotion: the text-only control must catch it).
 ALPHA_WORDS = {"W": "anger", "F": "joy", "T": "sadness", "N": "neutral", "A": "fear"}
 ALPHA_TEXTS = {"W": "I am furious with you", "F": "what a wonderful day", "T": "I miss her so much",
@@ -351,7 +353,7 @@ def _emodb_clip(emodb: Path, stem: str, rate: int) -> np.ndarray:
     import soxr
 
     audio, sr = sf.read(str(emodb / "wav" / f"{stem}.wav"), dtype="float32")
-    audio = audio[: int(PSEUDO_SECONDS * sr)]
+    audio = audio[: int((PSEUDO_SECONDS + 0.1 * (sum(map(ord, stem)) % 4)) * sr)]
     return soxr.resample(audio, sr, rate).astype(np.float32) if rate != sr else audio
 
 

@@ -199,6 +199,8 @@ def _body(info: dict, labels: Sequence[str], directory: Path | None) -> str:
                 pair = isinstance(bounds, (list, tuple)) and len(bounds) == 2
                 row += f" {_num(bounds[0])} - {_num(bounds[1])} |" if pair else " - |"
             lines.append(row)
+    elif t.get("corpus_evaluations"):
+        lines.append("No in-corpus cross-validation is recorded here; its scores on corpora it never heard follow.")
     else:
         lines.append(
             "No cross-validated evaluation is recorded for this recognizer. Run `emovox cv CONFIG` and train with "

@@ -185,10 +185,10 @@ class Fold:
         if train | valid | test != covered:
             scope = f"corpora {', '.join(self.scope)}" if self.scope is not None else "the corpus"
             raise SplitError(f"{where}: train, valid and test together do not cover {scope} (and nothing else)")
-        if self.speaker_independent:
-            self._check_speakers(corpus, where)
         if self.corpus_independent:
             self._check_corpora(corpus, where)
+        if self.speaker_independent:
+            self._check_speakers(corpus, where)
 
     def _check_corpora(self, corpus: Corpus, where: str) -> None:
         if any(corpus[i].corpus is None for i in self.test):
