@@ -161,6 +161,19 @@ def test_in_corpus_run_with_the_text_control(in_corpus: Path) -> None:
     assert "## Text-only control" in report and "| alpha | 20 |" in report
 
 
+def test_a_finished_run_takes_a_new_control_without_retraining(in_corpus: Path, work: Path) -> None:
+    """Other transcripts (ASR for every clip): the control is refitted on them, the folds are read back."""
+    before = {p: p.stat().st_mtime_ns for p in in_corpus.glob("fold_*/done.json")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("emovox.asr.get_transcriber", lambda config: FakeAsr())
+        FakeAsr.calls = 0
+        r = _cv(work / "in.yaml", in_corpus, "--set", "control.transcripts=asr")
+    assert FakeAsr.calls == 56  # alpha's and beta's clips; gamma's come from the cache
+    assert r["control"]["text"]["transcripts"].startswith("80 asr")
+    assert r["control"]["text"]["per_corpus"]["alpha"]["ua"] < 1.0  # the stand-in ASR does not hear alpha's words
+    assert {p: p.stat().st_mtime_ns for p in in_corpus.glob("fold_*/done.json")} == before
+
+
 def test_a_text_control_without_transcripts_or_asr_is_refused_before_training(pseudo_corpora, work) -> None:
     cfg = _config(work / "no-asr.yaml", pseudo_corpora, "in-corpus:2", work / "cache", validation="paper", control="text")
     r = runner.invoke(app, ["cv", str(cfg), "--out", str(work / "runs" / "no-asr"), "--quiet"])

@@ -154,13 +154,33 @@ def _classifier():
     )
 
 
+#: The control's settings, beside its folds: folds of other settings are refitted, never mixed in.
+SETTINGS_FILE = "control.json"
+
+
+def _settings(cfg: ExperimentConfig) -> dict:
+    return {**cfg.control.model_dump(), "classifier": DESCRIPTION}
+
+
+def _same_settings(cfg: ExperimentConfig, out_dir: Path) -> bool:
+    try:
+        return json.loads((out_dir / SETTINGS_FILE).read_text()) == _settings(cfg)
+    except (OSError, ValueError):
+        return False
+
+
 def train_text_control(cfg: ExperimentConfig, corpus: Corpus, folds: Sequence[Fold], out_dir: Path, *, progress: bool = True):
-    """Fit and test the text-only control on ``folds`` (finished folds are kept) and write its transcripts."""
+    """Fit and test the text-only control on ``folds`` (finished folds of the same settings are kept) and write its
+    transcripts."""
+    if out_dir.is_dir() and not _same_settings(cfg, out_dir):  # another transcript source or ASR: start over
+        for done in out_dir.glob("fold_*/done.json"):
+            done.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / SETTINGS_FILE, _settings(cfg))
     todo = [f for f in folds if not (out_dir / f"fold_{f.index}" / "done.json").is_file()]
     if not todo:
         return
     texts = transcripts(cfg, corpus, progress=progress)
-    out_dir.mkdir(parents=True, exist_ok=True)
     from emovox.reporting import csv_text
 
     atomic_write_text(out_dir / "transcripts.csv", csv_text(
@@ -191,9 +211,10 @@ def read_text_control(
     from emovox.training.folds import FoldOutcome
 
     outcomes, missing = [], []
+    same = _same_settings(cfg, out_dir)
     for fold in folds:
         fold_dir = out_dir / f"fold_{fold.index}"
-        if not (fold_dir / "done.json").is_file():
+        if not same or not (fold_dir / "done.json").is_file():
             missing.append(fold)
             continue
         ids, y, probs = read_predictions(fold_dir / "predictions.csv", corpus.labels)
