@@ -82,10 +82,10 @@ def run_cv(
         from emovox.training.parallel import train_folds_parallel
 
         clock = _Clock(out_dir / TIMING_FILE)
+        train_controls(cfg, corpus, folds, out_dir, progress=progress)
         train_folds_parallel(
             cfg, corpus, folds, out_dir, jobs=jobs, clock=clock, skipped_file=out_dir / SKIPPED_FILE, progress=progress
         )
-        train_controls(cfg, corpus, folds, out_dir, progress=progress)
     else:
         train_folds(cfg, corpus, folds, out_dir, clock=_Clock(out_dir / TIMING_FILE), progress=progress, on_fold=on_fold)
 
@@ -171,8 +171,9 @@ def train_folds(
     on_fold: Callable[[FoldOutcome], None] | None = None,
     point: int | None = None,
 ) -> list[FoldOutcome]:
-    """Train (or read back) ``folds``, then the baseline on the same folds; records timing and unusable data
-    (``point``: only that grid point of each fold, and no baseline, which belongs to the fold's own job)."""
+    """The controls (``control:``), then train (or read back) ``folds``, then the baseline on the same folds; records
+    timing and unusable data (``point``: only that grid point of each fold, and no baseline or control, which belong
+    to the fold's own job)."""
     from emovox.progress import progress_bar
     from emovox.training import distributed
 
@@ -183,6 +184,8 @@ def train_folds(
     if main:
         atomic_write_json(out_dir / SKIPPED_FILE, {"skipped": [x.to_dict() for x in data.skipped]})
         clock.tick(prep=True)
+    if point is None:  # first: cheap once transcribed, and a control that cannot run stops nothing trained
+        train_controls(cfg, corpus, folds, out_dir, progress=progress and main)
     outcomes: list[FoldOutcome] = []
     if point is not None:
         from emovox.training.folds import train_point
@@ -205,7 +208,6 @@ def train_folds(
         train_baseline_folds(cfg, corpus, folds, out_dir / "baseline", progress=progress)
         if main:
             clock.tick()
-    train_controls(cfg, corpus, folds, out_dir, progress=progress and main)
     return outcomes
 
 
