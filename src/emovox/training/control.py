@@ -49,6 +49,9 @@ DESCRIPTION = (
 )
 NGRAMS = (1, 4)
 C = 1.0
+#: Tokens an ASR transcript may have (about 30 s of speech): on a language the ASR hardly knows (Whisper-base on
+#: Amharic) it can loop on a phrase up to its 448-token limit, and each batch waits for its longest transcript.
+ASR_MAX_TOKENS = 96
 
 
 def transcript_dir(cfg: ExperimentConfig) -> Path:
@@ -107,7 +110,8 @@ def asr_transcripts(cfg: ExperimentConfig, utterances: Sequence, *, progress: bo
     control = cfg.control
     asr = AsrConfig(control.asr, control.asr_language)
     folder = transcript_dir(cfg) / cache_key(Path(asr.model).name or "asr", {
-        "asr": weights_fingerprint(asr.model), "language": asr.language, "decoding": "greedy"})  # fmt: skip
+        "asr": weights_fingerprint(asr.model), "language": asr.language, "decoding": "greedy",
+        "max_new_tokens": ASR_MAX_TOKENS})  # fmt: skip
     out: dict[str, str] = {}
     pending: list[tuple[str, np.ndarray, Path]] = []
     transcriber = None
@@ -117,7 +121,8 @@ def asr_transcripts(cfg: ExperimentConfig, utterances: Sequence, *, progress: bo
         if not pending:
             return
         transcriber = transcriber or get_transcriber(asr)
-        for (uid, _, path), text in zip(pending, transcriber.transcribe([a for _, a, _ in pending]), strict=True):
+        texts = transcriber.transcribe([a for _, a, _ in pending], max_new_tokens=ASR_MAX_TOKENS)
+        for (uid, _, path), text in zip(pending, texts, strict=True):
             out[uid] = text
             atomic_write_text(path, json.dumps({"text": text}, ensure_ascii=False))
         pending.clear()
