@@ -230,7 +230,8 @@ def evaluation_record(r: dict, path: Path) -> dict:
 
 def find_cv_runs(cfg: ExperimentConfig, corpus: Corpus, runs_dir: Path) -> list[Path]:
     """Finished cv runs under ``runs_dir`` of this recognizer's recipe: the same corpus (fingerprint: corpora,
-    labels, ids) and the same model section, whatever their protocol; corpus protocols first."""
+    labels, ids) and the same model section, every fold of their protocol, whatever the protocol; corpus
+    protocols first."""
     want = json.loads(cfg.model.model_dump_json())
     found = []
     for path in sorted(Path(runs_dir).glob("*/results.json")):
@@ -239,9 +240,11 @@ def find_cv_runs(cfg: ExperimentConfig, corpus: Corpus, runs_dir: Path) -> list[
             r = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        config = record.get("config") or {}
         if (
             record.get("corpus_fingerprint") == corpus.fingerprint()
-            and (record.get("config") or {}).get("model") == want
+            and config.get("model") == want
+            and config.get("folds") is None  # every fold of its protocol, not a smoke test of one
             and not r.get("missing")
         ):
             found.append(path)
