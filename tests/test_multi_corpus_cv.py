@@ -120,6 +120,7 @@ def test_leave_one_corpus_out_reports_every_corpus(loco: Path) -> None:
         [r["baseline"]["per_corpus"][c]["ua"] for c in ("alpha", "beta", "gamma")])
     # run records name every corpus
     assert list(r["environment"]["corpora"]) == ["alpha", "beta", "gamma"]
+    assert [c["name"] for c in json.loads((loco / "run.json").read_text())["corpora"]] == ["alpha", "beta", "gamma"]
     assert [c["name"] for c in r["corpora"]] == ["alpha", "beta", "gamma"]
     assert r["label_policy"] == {"keep": "all", "merge": {"calm": "neutral"}}
     report = (loco / "report.md").read_text()

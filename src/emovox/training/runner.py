@@ -388,7 +388,9 @@ def check_same_run(out_dir: Path, cfg: ExperimentConfig, corpus: Corpus) -> None
                 "to delete that run and start this one"
             )
     else:
-        atomic_write_json(record, current)
+        from emovox.corpora.pool import corpus_sources
+
+        atomic_write_json(record, {**current, "corpora": corpus_sources(corpus)})
 
 
 #: Fields that change how a run is recorded or checkpointed, never its numbers: a run may be resumed with others.
