@@ -168,10 +168,15 @@ class Transcriber:
 
 class _DropNotice(logging.Filter):
     """transformers' Whisper ``generate`` passes its own suppress-token arguments together with
-    the generation config and then warns the caller about it; nothing the caller can change."""
+    the generation config and then warns the caller about it, and warns that a ``max_new_tokens``
+    cap overrides the checkpoint's ``max_length``, which is what the cap is for; nothing the caller
+    can change or needs to know."""
+
+    NOTICES = ("Please pass either a `generation_config`", "Both `max_new_tokens`")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Please pass either a `generation_config`" not in record.getMessage()
+        message = record.getMessage()
+        return not any(notice in message for notice in self.NOTICES)
 
 
 def _quiet_generation_notice() -> None:
