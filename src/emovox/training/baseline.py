@@ -42,6 +42,7 @@ def baseline_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
         name=f"{cfg.name} (baseline)",
         search=None,
         baseline=False,
+        control=None,
         folds=None,
         model={
             "kind": "classifier",
