@@ -198,6 +198,8 @@ def train_text_control(cfg: ExperimentConfig, corpus: Corpus, folds: Sequence[Fo
         if not learn or not test:
             raise EmovoxError(f"text control, fold {fold.index} ({fold.name}): no transcribed utterance to fit or test")
         y = [index[corpus[i].label] for i in learn]
+        if len(set(y)) < 2:
+            raise EmovoxError(f"text control, fold {fold.index} ({fold.name}): its training part has one class only")
         model = _classifier().fit([texts[i][0] for i in learn], y)
         probs = np.zeros((len(test), len(labels)))
         probs[:, model.classes_] = model.predict_proba([texts[i][0] for i in test])
