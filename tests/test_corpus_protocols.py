@@ -106,3 +106,17 @@ def test_folds_json_records_every_corpus(pooled, tmp_path) -> None:
     assert summary["folds"][1]["corpus_independent"] is True
     line = json.loads((tmp_path / "fold_2" / "test.jsonl").read_text().splitlines()[0])
     assert line["corpus"] == "beta" and line["id"].startswith("beta/") and line["speaker"].startswith("beta/")
+
+
+def test_the_splits_command_pools_several_specs(pseudo_corpora, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from emovox.cli import app
+
+    r = CliRunner().invoke(app, ["splits", *pseudo_corpora.values(), "-p", "leave-one-corpus-out", "--out", str(tmp_path)],
+                           env={"COLUMNS": "200"})  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "corpus-independent: checked" in r.output
+    summary = json.loads((tmp_path / "folds.json").read_text())
+    assert summary["labels"] == ["angry", "fearful", "neutral", "sad"]  # several specs: the classes they share
+    assert [f["corpora"]["test"] for f in summary["folds"]] == [["alpha"], ["beta"], ["gamma"]]
