@@ -122,3 +122,11 @@ def whisper_recognizer_dir(tmp_path_factory) -> Path:
 def text_recognizer_dir(tmp_path_factory) -> Path:
     """A transcript recognizer (tiny BERT)."""
     return train_tiny(tmp_path_factory.mktemp("rec-text"), "bert-base")
+
+
+@pytest.fixture(scope="session")
+def pseudo_corpora(emodb_dir, tmp_path_factory) -> dict[str, str]:
+    """Three small corpora made of real EmoDB clips (``corpus_fixtures.make_pseudo_corpora``): their specs by name."""
+    from corpus_fixtures import make_pseudo_corpora
+
+    return make_pseudo_corpora(emodb_dir, tmp_path_factory.mktemp("pseudo-corpora"))

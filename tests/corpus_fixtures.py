@@ -296,3 +296,99 @@ def make_meld_tree(root: Path, rows: tuple[tuple[str, int, int, str, str, str], 
             lines.append(",".join(cells).encode("utf-8").replace("\x92".encode(), b"\x92") + b"\n")
         (root / f"{split}_sent_emo.csv").write_bytes(b"".join(lines))
     return root
+
+
+# --- ASED ---------------------------------------------------------------------------------
+
+
+def ased_name(letter: str, sentence: int, speaker: int, *, rep: int = 1, gender: int = 1) -> str:
+    from emovox.corpora.ased import FOLDERS
+
+    return f"{letter}{FOLDERS[letter.lower()][1]}-{sentence:02d}-{rep:02d}-{gender:02d}-{speaker:02d}.wav"
+
+
+def make_ased_tree(root: Path, speakers: tuple[int, ...] = (1, 2), *, seconds: float = 0.2) -> Path:
+    """Per speaker: sentences 01 and 03 in each of the five emotions, in the release's folders; plus one
+    file with a capital letter (as the release has) and a README that readers must ignore."""
+    from emovox.corpora.ased import FOLDERS
+    from emovox.labels import ASED_CODES
+
+    base = Path(root) / "ASED"
+    for speaker in speakers:
+        for letter, folder in FOLDERS.items():
+            for sentence in (1, 3):
+                write_tone(base / folder / ased_name(letter, sentence, speaker), seconds, freq=LABEL_TONES[ASED_CODES[letter]])
+    write_tone(base / FOLDERS["s"] / ased_name("S", 2, speakers[0], rep=2), seconds, freq=LABEL_TONES["sad"])
+    (base / "README.md").write_text("ASED v1\n")
+    return base
+
+
+# --- pseudo-corpora from real EmoDB clips -------------------------------------------------------
+# Several corpora with real speech (``make_pseudo_corpora``; the ``pseudo_corpora`` fixture of conftest.py builds
+# them once per session): multi-corpus runs, protocols, per-corpus reports, and per-speaker statistics.
+
+#: Three corpora made of real EmoDB clips, each in another layout, rate and vocabulary:
+#: ``alpha`` a CSV manifest at 8 kHz with the short label forms (anger, joy, sadness, neutral, fear)
+#: and transcripts that give the label away; ``beta`` a RAVDESS folder at 48 kHz whose calm is EmoDB's
+#: bored; ``gamma`` an ASED folder at 16 kHz without happy. Speakers are different EmoDB speakers;
+#: ``alpha`` and ``gamma`` both number theirs 01, 02 (two corpora, the same speaker ids, other people).
+#: Value: (EmoDB speakers, EmoDB emotion letters).
+PSEUDO_CORPORA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "alpha": (("03", "08"), ("W", "F", "T", "N", "A")),
+    "beta": (("11", "13", "14"), ("W", "F", "T", "N", "A", "L")),
+    "gamma": (("15", "16", "12"), ("W", "T", "N", "A")),
+}
+#: Clips per (speaker, emotion), and seconds kept of each (its start; 1.0-1.3 s): small, so runs stay fast.
+PSEUDO_CLIPS = 2
+PSEUDO_SECONDS = 1.0
+#: alpha's label words and transcripts (the words name the emotion: the text-only control must catch it).
+ALPHA_WORDS = {"W": "anger", "F": "joy", "T": "sadness", "N": "neutral", "A": "fear"}
+ALPHA_TEXTS = {"W": "I am furious with you", "F": "what a wonderful day", "T": "I miss her so much",
+               "N": "the train leaves at nine", "A": "please do not hurt me"}  # fmt: skip
+_RAVDESS_EMOTION = {"N": 1, "L": 2, "F": 3, "T": 4, "W": 5, "A": 6}
+_ASED_LETTER = {"N": "n", "A": "f", "F": "h", "T": "s", "W": "a"}
+
+
+def _emodb_clip(emodb: Path, stem: str, rate: int) -> np.ndarray:
+    import soxr
+
+    audio, sr = sf.read(str(emodb / "wav" / f"{stem}.wav"), dtype="float32")
+    audio = audio[: int((PSEUDO_SECONDS + 0.1 * (sum(map(ord, stem)) % 4)) * sr)]
+    return soxr.resample(audio, sr, rate).astype(np.float32) if rate != sr else audio
+
+
+def make_pseudo_corpora(emodb: Path, root: Path) -> dict[str, str]:
+    """Write the three ``PSEUDO_CORPORA`` under ``root`` from the EmoDB copy ``emodb``; their specs by name."""
+    stems = sorted(p.stem for p in (Path(emodb) / "wav").glob("*.wav"))
+    root = Path(root)
+    picked = {
+        name: [(i, spk, letter, k, stem)
+               for i, spk in enumerate(speakers, start=1) for letter in letters
+               for k, stem in enumerate([s for s in stems if s[:2] == spk and s[5] == letter][:PSEUDO_CLIPS])]
+        for name, (speakers, letters) in PSEUDO_CORPORA.items()
+    }  # fmt: skip
+    rows = []
+    for i, _spk, letter, k, stem in picked["alpha"]:
+        rel = f"clips/{stem}.wav"
+        (root / "alpha" / "clips").mkdir(parents=True, exist_ok=True)
+        sf.write(str(root / "alpha" / rel), _emodb_clip(emodb, stem, 8000), 8000)
+        rows.append({"id": stem, "path": rel, "label": ALPHA_WORDS[letter], "speaker": f"{i:02d}",
+                     "text": f"{ALPHA_TEXTS[letter]} {k}"})  # fmt: skip
+    alpha = root / "alpha" / "alpha.csv"
+    with alpha.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "path", "label", "speaker", "text"])
+        w.writeheader()
+        w.writerows(rows)
+    for i, _spk, letter, k, stem in picked["beta"]:
+        name = ravdess_name(_RAVDESS_EMOTION[letter], i, statement=1 + k % 2, rep=1 + k)
+        path = root / "beta" / f"Actor_{i:02d}" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), _emodb_clip(emodb, stem, 48_000), 48_000)
+    for i, _spk, letter, k, stem in picked["gamma"]:
+        from emovox.corpora.ased import FOLDERS
+
+        ased = _ASED_LETTER[letter]
+        path = root / "gamma" / FOLDERS[ased] / ased_name(ased, 1 + k % 2, i, rep=1 + k // 2)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), _emodb_clip(emodb, stem, 16_000), 16_000)
+    return {"alpha": f"manifest:{alpha}", "beta": f"ravdess:{root / 'beta'}?name=beta", "gamma": f"ased:{root / 'gamma'}?name=gamma"}

@@ -47,7 +47,7 @@ def test_unknown_format_lists_the_valid_ones(tmp_path: Path) -> None:
 
 def test_unknown_option_lists_the_valid_ones(tmp_path: Path) -> None:
     root = make_iemocap_tree(tmp_path, sessions=1)
-    with pytest.raises(CorpusError, match=r"unknown option\(s\) lables.*labels, merge_exc, on_missing_audio"):
+    with pytest.raises(CorpusError, match=r"unknown option\(s\) lables.*labels, merge_exc, name, on_missing_audio"):
         load_corpus(f"iemocap:{root}?lables=6")
     with pytest.raises(CorpusError, match="bad value '7' for option 'labels'"):
         load_corpus(f"iemocap:{root}?labels=7")

@@ -190,3 +190,25 @@ def test_docstring_quotes_the_ravdess_paper_verbatim() -> None:
     for q in quotes:
         assert f'"{q}' in doc
         assert q in text
+
+
+def test_expected_calibration_error_equals_a_direct_computation() -> None:
+    """ECE (15 equal-width confidence bins by default, right-closed) against numpy written out here."""
+    import inspect
+
+    from emovox.metrics import expected_calibration_error
+
+    assert inspect.signature(expected_calibration_error).parameters["bins"].default == 15
+    rng = np.random.default_rng(7)
+    for n, classes, bins in ((200, 5, 15), (37, 2, 15), (500, 8, 10)):
+        probs = rng.dirichlet(np.full(classes, 0.5), size=n)
+        y = np.where(rng.random(n) < 0.6, probs.argmax(1), rng.integers(0, classes, n))
+        conf, right = probs.max(1), probs.argmax(1) == y
+        edges = np.linspace(0, 1, bins + 1)
+        which = np.digitize(conf, edges[1:-1], right=True)  # bin b holds (edges[b], edges[b + 1]]
+        direct = sum((which == b).sum() / n * abs(right[which == b].mean() - conf[which == b].mean())
+                     for b in range(bins) if (which == b).any())  # fmt: skip
+        assert expected_calibration_error(probs, y, bins) == pytest.approx(direct, abs=1e-12)
+    sure = np.eye(3)[[0, 1, 2, 0]]  # confident and right: perfectly calibrated
+    assert expected_calibration_error(sure, np.array([0, 1, 2, 0])) == 0.0
+    assert expected_calibration_error(sure, np.array([1, 2, 0, 1])) == 1.0  # confident and always wrong

@@ -115,8 +115,12 @@ class Transcriber:
         self._lock = threading.Lock()
         _quiet_generation_notice()
 
-    def transcribe(self, audio: np.ndarray | Sequence[np.ndarray]) -> list[str]:
-        """One transcript per 16 kHz float32 clip; clips over 30 s are decoded in 30 s pieces."""
+    def transcribe(self, audio: np.ndarray | Sequence[np.ndarray], *, max_new_tokens: int | None = None) -> list[str]:
+        """One transcript per 16 kHz float32 clip; clips over 30 s are decoded in 30 s pieces.
+
+        ``max_new_tokens`` caps each piece's transcript (default: Whisper's own limit, 448): on speech in a
+        language the checkpoint hardly knows Whisper can loop on a phrase, and a batch waits for its longest.
+        """
         clips = [audio] if isinstance(audio, np.ndarray) else list(audio)
         pieces: list[np.ndarray] = []
         owner: list[int] = []
@@ -126,14 +130,14 @@ class Transcriber:
             for start in range(0, len(clip), step):
                 pieces.append(clip[start : start + step])
                 owner.append(i)
-        texts = self._decode(pieces)
+        texts = self._decode(pieces, max_new_tokens)
         out: list[list[str]] = [[] for _ in clips]
         for i, t in zip(owner, texts, strict=True):
             if t:
                 out[i].append(t)
         return [" ".join(parts) for parts in out]
 
-    def _decode(self, pieces: list[np.ndarray]) -> list[str]:
+    def _decode(self, pieces: list[np.ndarray], max_new_tokens: int | None = None) -> list[str]:
         import torch
 
         texts: list[str] = []
@@ -152,6 +156,7 @@ class Transcriber:
                         task="transcribe",
                         do_sample=False,
                         num_beams=1,
+                        **({"max_new_tokens": int(max_new_tokens)} if max_new_tokens else {}),
                     )
                 except ValueError as exc:  # e.g. a language this (English-only) checkpoint cannot do
                     raise AsrError(
@@ -163,10 +168,15 @@ class Transcriber:
 
 class _DropNotice(logging.Filter):
     """transformers' Whisper ``generate`` passes its own suppress-token arguments together with
-    the generation config and then warns the caller about it; nothing the caller can change."""
+    the generation config and then warns the caller about it, and warns that a ``max_new_tokens``
+    cap overrides the checkpoint's ``max_length``, which is what the cap is for; nothing the caller
+    can change or needs to know."""
+
+    NOTICES = ("Please pass either a `generation_config`", "Both `max_new_tokens`")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Please pass either a `generation_config`" not in record.getMessage()
+        message = record.getMessage()
+        return not any(notice in message for notice in self.NOTICES)
 
 
 def _quiet_generation_notice() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from emovox.data.augment import AugmentConfig
 from emovox.errors import ConfigError
@@ -114,10 +114,73 @@ class TrainConfig(_Strict):
         return list(dict.fromkeys(v))
 
 
+class LabelsConfig(_Strict):
+    """The classes a run learns (``emovox.corpora.pool``): ``merge`` renames first, then ``keep``."""
+
+    keep: list[str] | Literal["shared", "all"] | None = Field(
+        None,
+        description="The label set: a list of names in this order (aliases such as fear, anger accepted), shared "
+        "(the classes every corpus has; the default for several corpora) or all (every class of any corpus; the "
+        "default for one corpus).",
+    )
+    merge: dict[str, str] = Field(default_factory=dict, description="Classes renamed before keep, e.g. {calm: neutral}.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        """``labels: shared`` or ``labels: [angry, happy]`` mean ``labels: {keep: ...}``."""
+        return {"keep": v} if isinstance(v, (str, list)) else v
+
+    def policy(self):
+        from emovox.corpora.pool import LabelPolicy
+
+        keep = tuple(self.keep) if isinstance(self.keep, list) else self.keep
+        return LabelPolicy(keep, dict(self.merge))
+
+
+class ControlConfig(_Strict):
+    """Controls reported beside the recipe's figure on the same folds (``emovox.training.control``)."""
+
+    text: bool = Field(
+        False,
+        description="The text-only control: a character n-gram TF-IDF + logistic regression on the transcripts alone, "
+        "fitted on each fold's training and validation parts, tested on its test part. A high figure means the words "
+        "give the label away (ASED's full set), so the audio figure is not evidence of hearing emotion.",
+    )
+    transcripts: Literal["auto", "given", "asr"] = Field(
+        "auto",
+        description="auto: the corpus's transcripts where it has them, ASR for the others; given: the corpus's only "
+        "(utterances without one are an error); asr: ASR for every clip (what a recognizer could read from the audio).",
+    )
+    asr: str | None = Field(
+        None, description="Whisper model (directory or hub id) that transcribes clips; transcripts are cached."
+    )
+    asr_language: str | None = Field(None, description="The ASR's language (e.g. am, de); default: detected per clip.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        """``control: text`` means ``control: {text: true}``."""
+        if isinstance(v, str):
+            if v.strip() != "text":
+                raise ValueError(f"unknown control {v!r}; the control is text (control: text, or control: {{text: true, ...}})")
+            return {"text": True}
+        return v
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
-    corpus: str = Field(description="Corpus spec FORMAT:PATH, e.g. emodb:../shared/data/emodb")
-    protocol: str = Field(description="leave-one-session-out | speaker-groups:K | stratified:K | holdout:F")
+    corpus: str | list[str] = Field(
+        description="Corpus spec FORMAT:PATH, e.g. emodb:../shared/data/emodb, or a list of specs (pooled: ids and "
+        "speakers become <corpus>/<id>; see labels)"
+    )
+    labels: LabelsConfig | None = Field(
+        None, description="Which classes the run learns: keep (a list, shared, all) and merge ({calm: neutral})."
+    )
+    protocol: str = Field(
+        description="leave-one-session-out | leave-one-speaker-out | speaker-groups:K | stratified:K | holdout:F | official "
+        "| leave-one-corpus-out | cross-corpus:TRAIN[:TEST] | in-corpus:K"
+    )
     validation: Literal["paper", "strict"] = "strict"
     folds: list[int] | None = Field(None, description="Run only these folds (numbered from 1, as fold_1/...); default all.")
     model: SerializeAsAny[KindConfig] = Field(description="The model kind's section; `kind` picks it (default classifier).")
@@ -140,6 +203,9 @@ class ExperimentConfig(_Strict):
         "run and lists it with its reason in results.json and report.md (and the CLI warns with a count); "
         "error stops the run at the first one, naming it.",
     )
+    control: ControlConfig | None = Field(
+        None, description="Controls beside the recipe's figure on the same folds (control: text: the text-only control)."
+    )
     on_missing_class: Literal["error", "drop"] = Field(
         "error",
         description="A class with no training utterance in some fold: error stops naming the fold and class; "
@@ -158,10 +224,26 @@ class ExperimentConfig(_Strict):
 
     @field_validator("corpus", "protocol")
     @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
+    def _not_blank(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("must name at least one corpus")
+            if len(set(v)) != len(v):
+                raise ValueError("a corpus spec is listed twice")
+        if any(not x.strip() for x in ([v] if isinstance(v, str) else v)):
             raise ValueError("must not be empty")
         return v
+
+    @property
+    def corpus_specs(self) -> list[str]:
+        """The corpus specs, one or several."""
+        return [self.corpus] if isinstance(self.corpus, str) else list(self.corpus)
+
+    def open_corpus(self):
+        """The run's corpus: the spec read as it is, or the specs pooled under ``labels`` (``emovox.corpora.load_corpora``)."""
+        from emovox.corpora import load_corpora
+
+        return load_corpora(self.corpus, self.labels.policy() if self.labels is not None else None)
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -231,7 +313,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if isinstance(data.get("model"), dict):
         data["model"] = _resolve_backbones(data["model"], path.parent)
     cfg = config_from_dict(data, str(path))
-    return cfg.model_copy(update={"corpus": resolve_spec_path(cfg.corpus, path.parent)})
+    corpus = [resolve_spec_path(c, path.parent) for c in cfg.corpus_specs]
+    update: dict[str, Any] = {"corpus": corpus[0] if isinstance(cfg.corpus, str) else corpus}
+    if cfg.control is not None and cfg.control.asr:
+        update["control"] = cfg.control.model_copy(update={"asr": resolve_local_path(cfg.control.asr, path.parent)})
+    return cfg.model_copy(update=update)
 
 
 #: Keys of a model section whose string values may be local paths (resolved like ``backbone``).

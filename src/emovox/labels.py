@@ -90,3 +90,47 @@ MELD_CODES: dict[str, str] = {
     "fear": FEARFUL,
 }
 MELD_LABELS: tuple[str, ...] = (ANGRY, DISGUSTED, FEARFUL, HAPPY, NEUTRAL, SAD, SURPRISED)
+
+#: ASED file-name emotion letter -> canonical names (``n1-01-01-01-01.wav``; one file of the release
+#: has a capital ``S``, so letters are read case-insensitively).
+ASED_CODES: dict[str, str] = {"n": NEUTRAL, "f": FEARFUL, "h": HAPPY, "s": SAD, "a": ANGRY}
+#: In the order of the release's folders (01Neutral ... 05Angry).
+ASED_LABELS: tuple[str, ...] = (NEUTRAL, FEARFUL, HAPPY, SAD, ANGRY)
+
+# --- one vocabulary ------------------------------------------------------------------------
+
+#: emovox's canonical names. They stay the long forms (``fearful``, not ``fear``): saved
+#: recognizers, every recipe and emotion2vec's label names use them.
+CANONICAL: tuple[str, ...] = (
+    ANGRY, HAPPY, NEUTRAL, SAD, FEARFUL, DISGUSTED, SURPRISED, CALM, BORED, EXCITED, FRUSTRATED, OTHER,
+)  # fmt: skip
+
+#: Other words for the canonical classes (the short forms of EmoBox, MELD, MEACorpus and most
+#: papers: fear, disgust, surprise, anger, joy, sadness, ...). Accepted wherever a user writes a label
+#: name (a spec's ``labels=``, the config's ``labels:`` section, a manifest's label column).
+ALIASES: dict[str, str] = {
+    "anger": ANGRY,
+    "joy": HAPPY,
+    "happiness": HAPPY,
+    "neutrality": NEUTRAL,
+    "sadness": SAD,
+    "fear": FEARFUL,
+    "disgust": DISGUSTED,
+    "surprise": SURPRISED,
+    "calmness": CALM,
+    "boredom": BORED,
+    "excitement": EXCITED,
+    "frustration": FRUSTRATED,
+}
+
+
+def canonical_label(name: str) -> str:
+    """The canonical name of ``name`` (any case; ``fear`` -> ``fearful``, ``Anger`` -> ``angry``).
+
+    A word that is neither a canonical name nor an alias is returned unchanged: manifests may use
+    labels of their own (``positive``, ``high``), which keep working as before.
+    """
+    key = str(name).strip().lower()
+    if key in CANONICAL:
+        return key
+    return ALIASES.get(key, str(name))

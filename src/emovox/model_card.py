@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 #: Language of the speech (and transcripts) in each corpus format emovox reads (ISO 639-1).
-CORPUS_LANGUAGES = {"emodb": "de", "iemocap": "en", "ravdess": "en", "meacorpus": "es", "meld": "en"}
-CORPUS_NAMES = {"emodb": "EmoDB", "iemocap": "IEMOCAP", "ravdess": "RAVDESS", "meacorpus": "MEACorpus", "meld": "MELD"}
+CORPUS_LANGUAGES = {"emodb": "de", "iemocap": "en", "ravdess": "en", "meacorpus": "es", "meld": "en", "ased": "am"}
+CORPUS_NAMES = {
+    "emodb": "EmoDB", "iemocap": "IEMOCAP", "ravdess": "RAVDESS", "meacorpus": "MEACorpus", "meld": "MELD", "ased": "ASED",
+}  # fmt: skip
 #: emovox's metric names -> (hub metric id, name shown on the hub)
 METRICS = {"wa": ("accuracy", "WA (accuracy)"), "ua": ("recall", "UA (macro recall)"), "macro_f1": ("f1", "macro-F1")}
 
@@ -51,13 +53,17 @@ def card_data(info: dict, labels: Sequence[str]):
     name = str(info.get("name") or "emovox-recognizer")
     modality = info.get("modality", "audio")
     pipeline = "text-classification" if modality == "text" else "audio-classification"
-    corpus = _corpus_format(info)
-    language = [CORPUS_LANGUAGES[corpus]] if corpus in CORPUS_LANGUAGES else []
+    formats = _corpus_formats(info)
+    corpus = formats[0] if len(formats) == 1 else None
+    language = list(dict.fromkeys(CORPUS_LANGUAGES[f] for f in formats if f in CORPUS_LANGUAGES))
     asr_language = (info.get("asr") or {}).get("language") if isinstance(info.get("asr"), dict) else None
     if asr_language and asr_language not in language:
         language.append(asr_language)
-    dataset = _dataset_id(info)
+    datasets = _dataset_ids(info)
+    dataset = datasets[0] if len(datasets) == 1 else None
     tags = ["emovox", "speech-emotion-recognition", "emotion-recognition", pipeline]
+    if len(formats) > 1:
+        tags.append("multi-corpus")
     for b in branches(info):  # a registry name, a hub id or a local directory: its last part, never a local path
         if b.get("backbone"):
             tags.append(_slug(Path(str(b["backbone"]).rstrip("/")).name))
@@ -86,13 +92,23 @@ def card_data(info: dict, labels: Sequence[str]):
                         metric_config=how,
                     )
                 )
+    for ev in (info.get("training") or {}).get("corpus_evaluations") or []:  # per held-out corpus
+        for held, x in (ev.get("per_corpus") or {}).items():
+            results.append(
+                EvalResult(
+                    task_type=pipeline, dataset_type=held, dataset_name=f"{held} (held out: {ev.get('protocol', '?')})",
+                    dataset_split=ev.get("protocol", "?"), dataset_args={"protocol": ev.get("protocol", "?")},
+                    metric_type="recall", metric_name="UA (macro recall) on a corpus never trained on",
+                    metric_value=round(float(x["ua"]), 4), metric_config="held-out corpus",
+                )
+            )  # fmt: skip
     return ModelCardData(
         model_name=name,
         library_name="emovox",
         pipeline_tag=pipeline,
         tags=tags,
         language=language or None,
-        datasets=[dataset] if dataset else None,
+        datasets=datasets or None,
         metrics=[m for m, _ in METRICS.values()] if results else None,
         base_model=_base_model(info),
         eval_results=results or None,
@@ -127,18 +143,14 @@ def _body(info: dict, labels: Sequence[str], directory: Path | None) -> str:
         "",
         *_model_lines(info),
         f"- Labels: {', '.join(labels)}",
-        f"- Trained on: `{t.get('corpus', '?')}` ({t.get('train_utterances', '?')} utterances for training, "
+        f"- Trained on: {_corpus_text(t.get('corpus'))} ({t.get('train_utterances', '?')} utterances for training, "
         f"{t.get('valid_utterances', '?')} held out for early stopping: {t.get('validation', '?')})",
         f"- Corpus fingerprint: `{t.get('corpus_fingerprint', '?')}`",
         *_asr_lines(info),
         f"- emovox {info.get('emovox_version', '?')}",
         "",
-        "## Label map",
-        "",
-        "| id | label |",
-        "| --: | --- |",
-        *(f"| {i} | {label} |" for i, label in enumerate(labels)),
-        "",
+        *_corpora_lines(t),
+        *_label_map_lines(t, labels),
         "## Training",
         "",
     ]
@@ -190,12 +202,15 @@ def _body(info: dict, labels: Sequence[str], directory: Path | None) -> str:
                 pair = isinstance(bounds, (list, tuple)) and len(bounds) == 2
                 row += f" {_num(bounds[0])} - {_num(bounds[1])} |" if pair else " - |"
             lines.append(row)
+    elif t.get("corpus_evaluations"):
+        lines.append("No in-corpus cross-validation is recorded here; its scores on corpora it never heard follow.")
     else:
         lines.append(
             "No cross-validated evaluation is recorded for this recognizer. Run `emovox cv CONFIG` and train with "
             "`emovox train CONFIG --cv-results RUN/results.json` to add one here."
         )
     lines.append("")
+    lines += _corpus_evaluation_lines(t)
     if directory is not None:
         files = weight_files(directory)
         total = sum(size for _, size in files)
@@ -268,21 +283,119 @@ def _asr_lines(info: dict) -> list[str]:
     return [f"- ASR for clips without a transcript: `{asr.get('model')}` (language {language})"]
 
 
-def _corpus_format(info: dict) -> str | None:
-    corpus = str(info.get("training", {}).get("corpus") or "")
-    fmt, sep, _ = corpus.partition(":")
-    return fmt.strip().lower() if sep else None
+def _specs(info: dict) -> list[str]:
+    corpus = info.get("training", {}).get("corpus") or []
+    return [str(c) for c in (corpus if isinstance(corpus, list) else [corpus])]
 
 
-def _dataset_id(info: dict) -> str | None:
-    """A dataset name for the hub metadata: the corpus format, or a manifest's file name."""
-    fmt = _corpus_format(info)
-    if fmt is None:
-        return None
-    if fmt == "manifest":
-        path = str(info["training"]["corpus"]).partition(":")[2].partition("?")[0]
-        return _slug(Path(path).stem) or None
-    return fmt
+def _corpus_formats(info: dict) -> list[str]:
+    """The format of each training corpus (``emodb``, ``manifest``...), in order."""
+    out = []
+    for spec in _specs(info):
+        fmt, sep, _ = spec.partition(":")
+        if sep:
+            out.append(fmt.strip().lower())
+    return out
+
+
+def _dataset_ids(info: dict) -> list[str]:
+    """Dataset names for the hub metadata: each corpus's format, or a manifest's file name."""
+    out = []
+    for spec in _specs(info):
+        fmt, sep, rest = spec.partition(":")
+        if not sep:
+            continue
+        fmt = fmt.strip().lower()
+        name = _slug(Path(rest.partition("?")[0]).stem) if fmt == "manifest" else fmt
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+def _corpus_text(corpus: Any) -> str:
+    if isinstance(corpus, list):
+        return " + ".join(f"`{c}`" for c in corpus)
+    return f"`{corpus if corpus is not None else '?'}`"
+
+
+def _corpora_lines(training: dict) -> list[str]:
+    """The "Corpora" section of a recognizer trained on several corpora."""
+    corpora = training.get("corpora") or []
+    if len(corpora) < 2:
+        return []
+    policy = training.get("label_policy") or {}
+    keep = policy.get("keep") or "shared"
+    merge = policy.get("merge") or {}
+    lines = [
+        "## Corpora",
+        "",
+        f"Pooled from {len(corpora)} corpora (ids and speakers `<corpus>/<id>`), over "
+        + ("the classes every corpus has" if keep == "shared" else "every class of any corpus" if keep == "all"
+           else f"the classes {', '.join(keep)}")
+        + (f", after merging {', '.join(f'{a} into {b}' for a, b in merge.items())}" if merge else "") + ".",
+        "",
+        "| corpus | language | utterances | speakers | fingerprint |",
+        "| --- | --- | --: | --: | --- |",
+    ]  # fmt: skip
+    for c in corpora:
+        fmt = str(c.get("spec", "")).partition(":")[0].strip().lower()
+        lines.append(
+            f"| {c.get('name', '?')} | {CORPUS_LANGUAGES.get(fmt, '?')} | {c.get('utterances', '?')} | "
+            f"{c.get('speakers', '?')} | `{c.get('fingerprint', '?')}` |"
+        )
+    return [*lines, ""]
+
+
+def _label_map_lines(training: dict, labels: Sequence[str]) -> list[str]:
+    """The label map: class id -> label, and over several corpora each corpus's own codes for it."""
+    corpora = training.get("corpora") or []
+    if len(corpora) < 2:
+        rows = [f"| {i} | {label} |" for i, label in enumerate(labels)]
+        return ["## Label map", "", "| id | label |", "| --: | --- |", *rows, ""]
+    names = [str(c.get("name", "?")) for c in corpora]
+    lines = [
+        "## Label map",
+        "",
+        "Each corpus's own labels (`corpus_label`) for each class; - where a corpus has none of it.",
+        "",
+        "| id | label | " + " | ".join(names) + " |",
+        "| --: | --- |" + " --- |" * len(names),
+    ]
+    for i, label in enumerate(labels):
+        codes = [", ".join(map(str, (c.get("label_map") or {}).get(label, []))) or "-" for c in corpora]
+        lines.append(f"| {i} | {label} | " + " | ".join(codes) + " |")
+    return [*lines, ""]
+
+
+def _corpus_evaluation_lines(training: dict) -> list[str]:
+    """Per held-out corpus figures of leave-one-corpus-out / cross-corpus runs of this recipe."""
+    lines: list[str] = []
+    for ev in training.get("corpus_evaluations") or []:
+        per = ev.get("per_corpus") or {}
+        if not per:
+            continue
+        title = "Leave-one-corpus-out" if str(ev.get("protocol", "")).startswith("leave-one-corpus-out") else "Cross-corpus"
+        lines += [
+            f"## {title}",
+            "",
+            f"The same recipe, protocol `{ev.get('protocol', '?')}` (`{ev.get('results', 'results.json')}`): each corpus "
+            "below was tested by a model that never heard it (not this recognizer, which heard them all). UA is over "
+            "the classes the corpus has; chance is a constant prediction's UA; baseline: logistic regression on the "
+            "same frozen layers, same folds; ECE: expected calibration error (15 bins).",
+            "",
+            "| held-out corpus | utterances | classes | UA | WA | macro-F1 | chance UA | baseline UA | ECE |",
+            "| --- | --: | --: | --: | --: | --: | --: | --: | --: |",
+        ]
+        for name, x in per.items():
+            absent = f" (no {', '.join(x['absent_classes'])})" if x.get("absent_classes") else ""
+            lines.append(
+                f"| {name}{absent} | {x.get('n', '?')} | {len(x.get('classes_present') or [])} | {_num(x.get('ua'))} | "
+                f"{_num(x.get('wa'))} | {_num(x.get('macro_f1'))} | {_num(x.get('chance_ua'))} | "
+                f"{_num(x.get('baseline_ua')) if x.get('baseline_ua') is not None else '-'} | {_num(x.get('ece'))} |"
+            )
+        mean = sum(float(x["ua"]) for x in per.values()) / len(per)
+        lines += ["", f"Mean UA over the held-out corpora: {mean:.4f}.", ""]
+    return lines
 
 
 def _base_model(info: dict) -> str | None:

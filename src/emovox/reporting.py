@@ -148,6 +148,10 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
+#: Public name for other modules' CSV files (per-corpus figures, the corpus matrix).
+csv_text = _csv
+
+
 def folds_csv(result: CVResult) -> str:
     """One row per fold plus ``mean``, ``std`` and ``pooled`` rows; fractions at full precision."""
     rows: list[list[Any]] = [
@@ -229,6 +233,35 @@ def plot_confusion(metrics: Metrics, path: str | Path, title: str = "Confusion m
             ax.text(j, i, text, ha="center", va="center", fontsize=8,
                     color="white" if values[i, j] > 0.6 * vmax else "black")
     fig.suptitle(title)
+    return _save_figure(fig, path)
+
+
+def plot_corpus_matrix(cells: Sequence[Mapping[str, Any]], path: str | Path, title: str = "Train -> test UA") -> Path:
+    """Heatmap of UA per (training corpora -> test corpus) cell: rows what the model learned from,
+    columns the corpus it was tested on; each cell shows UA (%) and, below, the chance level and how
+    many classes both sides share. Pairs no fold measured are left blank."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    rows = list(dict.fromkeys(str(c["train"]) for c in cells))
+    cols = list(dict.fromkeys(str(c["test"]) for c in cells))
+    ua = np.full((len(rows), len(cols)), np.nan)
+    notes: dict[tuple[int, int], str] = {}
+    for c in cells:
+        i, j = rows.index(str(c["train"])), cols.index(str(c["test"]))
+        ua[i, j] = 100 * float(c["ua"])
+        notes[i, j] = f"{ua[i, j]:.1f}\nchance {100 * float(c['chance_ua']):.0f}, {c['shared_labels']} shared"
+    fig = Figure(figsize=(1.9 * len(cols) + 2.8, 0.9 * len(rows) + 1.8), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(np.ma.masked_invalid(ua), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="UA (%)")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("tested on")
+    ax.set_ylabel("trained on")
+    for (i, j), text in notes.items():
+        ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if ua[i, j] < 60 else "black")
+    ax.set_title(title)
     return _save_figure(fig, path)
 
 

@@ -35,6 +35,27 @@ Protocols (the ``protocol`` string):
     official dev part (``paper`` is refused: it would select on the test part the corpus's
     authors kept apart).
 
+Protocols over several corpora (``corpus:`` a list of specs; each utterance's ``Utterance.corpus``):
+
+``leave-one-corpus-out``
+    One fold per corpus: it is the test part, never seen in training or validation; the other
+    corpora train. Corpus-independent and speaker-independent (both checked).
+``cross-corpus:TRAIN[:TEST]``
+    One fold: the corpora named in TRAIN (``+``-joined, e.g. ``emodb+ased``) train, those in TEST
+    (default: every other corpus) are tested once. Every corpus of the run must be in one of the
+    two. With several test corpora the report breaks the figures down per corpus.
+``in-corpus:K``
+    Each corpus cut into K speaker groups (as ``speaker-groups:K``); a fold trains and validates on
+    its own corpus only, so the run gives each corpus's in-corpus figure over the run's label set
+    (the diagonal of the corpus matrix, ``emovox corpus matrix``).
+``speaker-groups:K`` over several corpora
+    Each corpus's speakers are cut into K groups of their own and group k of every corpus makes
+    fold k, so every fold tests (and trains on) speakers of every corpus, not one corpus per group.
+
+In the two corpus protocols, ``strict`` validation holds out a speaker group of every training
+corpus (its speakers in natural order cut into ``VALID_GROUPS`` groups; fold k takes group k), so
+choices are made on unheard voices of the corpora the model learns from, never on the test corpus.
+
 Validation (the data early stopping and model selection look at):
 
 ``paper``
@@ -70,12 +91,15 @@ from emovox.errors import SplitError
 
 #: Share of the training part that ``strict`` validation carves out for stratified/holdout.
 VALID_FRACTION = 0.1
+#: Speaker groups of each training corpus in the corpus protocols; fold k validates on group k of each.
+VALID_GROUPS = 5
 
 VALIDATIONS = ("paper", "strict")
 
 _PROTOCOL_HELP = (
     "use one of: leave-one-session-out, leave-one-speaker-out, speaker-groups:K, "
-    "speaker-groups:K:shuffle, stratified:K, holdout:FRACTION (e.g. holdout:0.2), official"
+    "speaker-groups:K:shuffle, stratified:K, holdout:FRACTION (e.g. holdout:0.2), official; over several "
+    "corpora also leave-one-corpus-out, cross-corpus:TRAIN[:TEST] (e.g. cross-corpus:emodb+ased:ravdess), in-corpus:K"
 )
 
 #: ``Utterance.session`` values of the ``official`` protocol's parts (first name = canonical).
@@ -101,6 +125,11 @@ class Fold:
     #: What the validation part is, for people: the held-out unit ("speaker 08"), "= test" (paper),
     #: or "10% of training"; the learning curves are measured on it.
     valid_name: str = ""
+    #: The protocol's promise that no corpus of the test part is in training or validation
+    #: (leave-one-corpus-out, cross-corpus); ``check`` proves it.
+    corpus_independent: bool = False
+    #: The corpora this fold covers (an ``in-corpus`` fold: its own); None: the whole corpus.
+    scope: tuple[str, ...] | None = None
 
     @property
     def curve_name(self) -> str:
@@ -113,6 +142,11 @@ class Fold:
     def speakers(self, corpus: Corpus, part: str) -> list[str]:
         """Speakers of one part (``train``, ``valid`` or ``test``), in natural order."""
         return natural_sorted({corpus[i].speaker for i in self.parts()[part]})
+
+    def corpora(self, corpus: Corpus, part: str) -> list[str]:
+        """Corpora of one part (``train``, ``valid`` or ``test``), in the corpus's order."""
+        present = {corpus[i].corpus for i in self.parts()[part]}
+        return [name for name in corpus.corpora if name in present]
 
     def missing_train_classes(self, corpus: Corpus) -> list[str]:
         """Labels of the corpus's label set with no training utterance, in label-set order.
@@ -147,10 +181,26 @@ class Fold:
             both = a & b
             if both:
                 raise SplitError(f"{where}: {len(both)} utterance(s) in both {name_a} and {name_b}, e.g. {min(both)!r}")
-        if train | valid | test != {u.id for u in corpus}:
-            raise SplitError(f"{where}: train, valid and test together do not cover the corpus")
+        covered = {u.id for u in corpus if self.scope is None or u.corpus in self.scope}
+        if train | valid | test != covered:
+            scope = f"corpora {', '.join(self.scope)}" if self.scope is not None else "the corpus"
+            raise SplitError(f"{where}: train, valid and test together do not cover {scope} (and nothing else)")
+        if self.corpus_independent:
+            self._check_corpora(corpus, where)
         if self.speaker_independent:
             self._check_speakers(corpus, where)
+
+    def _check_corpora(self, corpus: Corpus, where: str) -> None:
+        if any(corpus[i].corpus is None for i in self.test):
+            raise SplitError(f"{where}: a corpus protocol needs the corpus of every utterance (Utterance.corpus)")
+        tested = set(self.corpora(corpus, "test"))
+        for part in ("train", "valid") if self.validation == "strict" else ("train",):
+            shared = tested & set(self.corpora(corpus, part))
+            if shared:
+                raise SplitError(
+                    f"{where}: corpus {', '.join(sorted(shared))} is both tested and in {part}, so the fold is not "
+                    "corpus-independent; this is a bug in the protocol, please report it"
+                )
 
     def _check_speakers(self, corpus: Corpus, where: str) -> None:
         spk = {part: set(self.speakers(corpus, part)) for part in ("train", "valid", "test")}
@@ -174,6 +224,8 @@ class Fold:
             "validation": self.validation,
             "valid_name": self.valid_name,
             "speaker_independent": self.speaker_independent,
+            "corpus_independent": self.corpus_independent,
+            "scope": list(self.scope) if self.scope is not None else None,
             "train": list(self.train),
             "valid": list(self.valid),
             "test": list(self.test),
@@ -202,13 +254,22 @@ def make_folds(corpus: Corpus, protocol: str, validation: str = "strict", seed: 
     if kind == "leave-one-session-out":
         folds = _session_folds(corpus, protocol, validation)
     elif kind == "leave-one-speaker-out":
-        folds = _speaker_group_folds(corpus, protocol, len(corpus.speakers), validation, seed, shuffle=False)
+        folds = _speaker_group_folds(corpus, protocol, len(corpus.speakers), validation, seed, shuffle=False, spread=False)
     elif kind == "speaker-groups":
         folds = _speaker_group_folds(corpus, protocol, int(arg), validation, seed, shuffle)
     elif kind == "stratified":
         folds = _stratified_folds(corpus, protocol, int(arg), validation, seed)
     elif kind == "official":
         folds = _official_folds(corpus, protocol, validation)
+    elif kind == "leave-one-corpus-out":
+        names = _corpus_names(corpus, protocol)
+        folds = [_cross_fold(corpus, protocol, validation, k + 1, [n for n in names if n != test], [test], test)
+                 for k, test in enumerate(names)]  # fmt: skip
+    elif kind == "cross-corpus":
+        train, test = _cross_corpora(corpus, protocol, arg)
+        folds = [_cross_fold(corpus, protocol, validation, 1, train, test, f"{'+'.join(train)} -> {'+'.join(test)}")]
+    elif kind == "in-corpus":
+        folds = _in_corpus_folds(corpus, protocol, int(arg), validation, seed)
     else:
         folds = _holdout_folds(corpus, protocol, float(arg), validation, seed)
     check_folds(folds, corpus)
@@ -224,7 +285,7 @@ def check_folds(folds: Sequence[Fold], corpus: Corpus) -> None:
         raise SplitError(f"{corpus.spec or corpus.name}: the protocol produced no folds")
     for fold in folds:
         fold.check(corpus)
-    if len(folds) == 1 and folds[0].protocol.startswith(("holdout", "official")):
+    if len(folds) == 1 and folds[0].protocol.startswith(("holdout", "official", "cross-corpus")):
         return
     seen: dict[str, int] = {}
     for fold in folds:
@@ -265,15 +326,19 @@ def write_folds(folds: Sequence[Fold], corpus: Corpus, out_dir: str | Path) -> l
             path = fold_dir / f"{part}.jsonl"
             atomic_write_text(path, lines)
             written.append(path)
+    from emovox.corpora.pool import corpus_sources
+
     summary = {
         "corpus": corpus.name,
         "spec": corpus.spec,
         "fingerprint": corpus.fingerprint(),
         "labels": list(corpus.labels),
+        "corpora": corpus_sources(corpus),
         "folds": [
             {
                 **{k: v for k, v in fold.to_dict().items() if k not in ("train", "valid", "test")},
                 "sizes": {part: len(ids) for part, ids in fold.parts().items()},
+                "corpora": {part: fold.corpora(corpus, part) for part in ("train", "valid", "test")},
                 "speakers": {part: fold.speakers(corpus, part) for part in ("train", "valid", "test")},
                 "missing_train_classes": fold.missing_train_classes(corpus),
             }
@@ -292,7 +357,19 @@ def write_folds(folds: Sequence[Fold], corpus: Corpus, out_dir: str | Path) -> l
 def _parse_protocol(protocol: str) -> tuple[str, str, bool]:
     parts = protocol.strip().split(":")
     kind = parts[0]
-    if kind in ("leave-one-session-out", "leave-one-speaker-out", "official"):
+    if kind == "cross-corpus":
+        if len(parts) not in (2, 3) or not all(parts[1:]):
+            raise SplitError(
+                f"protocol {protocol!r}: name the training corpora and optionally the test corpora, "
+                "cross-corpus:TRAIN[:TEST] with names joined by '+', e.g. cross-corpus:emodb+ased:ravdess"
+            )
+        return kind, ":".join(parts[1:]), False
+    if kind == "in-corpus":
+        kind, arg, _ = _parse_protocol("speaker-groups:" + ":".join(parts[1:])) if len(parts) == 2 else ("", "", False)
+        if not arg:
+            raise SplitError(f"protocol {protocol!r} needs a number of speaker groups per corpus, e.g. in-corpus:5")
+        return "in-corpus", arg, False
+    if kind in ("leave-one-session-out", "leave-one-speaker-out", "official", "leave-one-corpus-out"):
         if len(parts) != 1:
             raise SplitError(f"protocol {protocol!r} takes no argument; {_PROTOCOL_HELP}")
         return kind, "", False
@@ -364,8 +441,11 @@ def _session_folds(corpus: Corpus, protocol: str, validation: str) -> list[Fold]
 
 
 def _speaker_group_folds(
-    corpus: Corpus, protocol: str, k: int, validation: str, seed: int, shuffle: bool
+    corpus: Corpus, protocol: str, k: int, validation: str, seed: int, shuffle: bool, *, spread: bool = True
 ) -> list[Fold]:
+    """K speaker groups; over several corpora (``spread``) each corpus's speakers are spread over the groups."""
+    if spread and len(corpus.corpora) > 1:
+        return _pooled_group_folds(corpus, protocol, k, validation, seed, shuffle)
     speakers = natural_sorted(corpus.speakers)
     if k > len(speakers):
         raise SplitError(
@@ -379,6 +459,118 @@ def _speaker_group_folds(
     groups = _balanced_chunks(speakers, k)
     names = ["speakers " + ",".join(natural_sorted(g)) if len(g) > 1 else f"speaker {g[0]}" for g in groups]
     return _unit_folds(corpus, protocol, validation, "speaker", groups, names)
+
+
+def _pooled_group_folds(corpus: Corpus, protocol: str, k: int, validation: str, seed: int, shuffle: bool) -> list[Fold]:
+    """``speaker-groups:K`` over several corpora: each corpus's speakers cut into K groups of its own
+    (contiguous in natural order, or a seeded permutation), group k of every corpus together make fold k."""
+    groups: list[list[str]] = [[] for _ in range(k)]
+    for name in corpus.corpora:
+        speakers = natural_sorted({u.speaker for u in corpus if u.corpus == name})
+        if shuffle:
+            random.Random(f"{seed}:{name}").shuffle(speakers)
+        for g, chunk in enumerate(_balanced_chunks(speakers, k)):
+            groups[g] += chunk
+    empty = [g + 1 for g, members in enumerate(groups) if not members]
+    if empty:
+        raise SplitError(f"{corpus.spec or corpus.name}, {protocol}: speaker group(s) {empty} are empty; use fewer groups")
+    return _unit_folds(corpus, protocol, validation, "speaker", groups, [f"speaker group {g + 1}" for g in range(k)])
+
+
+def _corpus_names(corpus: Corpus, protocol: str, minimum: int = 2) -> list[str]:
+    where = corpus.spec or corpus.name
+    unnamed = next((u.id for u in corpus if u.corpus is None), None)
+    if unnamed is not None:
+        raise SplitError(
+            f"{where}, {protocol}: utterance {unnamed!r} has no corpus (Utterance.corpus); read corpora with load_corpus"
+        )
+    names = corpus.corpora
+    if len(names) < minimum:
+        raise SplitError(
+            f"{where}, {protocol}: needs at least {minimum} corpora, found {names}; give corpus: a list of specs"
+        )
+    return names
+
+
+def _cross_corpora(corpus: Corpus, protocol: str, arg: str) -> tuple[list[str], list[str]]:
+    """The training and test corpora that ``cross-corpus:TRAIN[:TEST]`` names (TEST default: all the others)."""
+    names = _corpus_names(corpus, protocol)
+    train_raw, _, test_raw = arg.partition(":")
+    train = train_raw.split("+")
+    test = test_raw.split("+") if test_raw else [n for n in names if n not in train]
+    where = f"{corpus.spec or corpus.name}, {protocol}"
+    for part, listed in (("training", train), ("test", test)):
+        unknown = [n for n in listed if n not in names]
+        if unknown or len(set(listed)) != len(listed) or not listed:
+            raise SplitError(
+                f"{where}: {part} corpora {listed} must be distinct names of the run's corpora {names} "
+                "(a corpus is named by its format or its spec's ?name=)"
+            )
+    both = sorted(set(train) & set(test))
+    if both:
+        raise SplitError(f"{where}: corpus {', '.join(both)} is both trained and tested on; a cross-corpus test is unseen")
+    unused = [n for n in names if n not in train and n not in test]
+    if unused:
+        raise SplitError(
+            f"{where}: corpus {', '.join(unused)} is neither trained nor tested on; name it in the protocol or remove it "
+            "from corpus:"
+        )
+    return [n for n in names if n in train], [n for n in names if n in test]
+
+
+def _cross_fold(
+    corpus: Corpus, protocol: str, validation: str, index: int, train_names: list[str], test_names: list[str], name: str
+) -> Fold:
+    """Train on ``train_names``, test on ``test_names``; strict validation holds out a speaker group of each
+    training corpus (group ``index`` of ``VALID_GROUPS``)."""
+    test = tuple(u.id for u in corpus if u.corpus in test_names)
+    training = [u for u in corpus if u.corpus in train_names]
+    if validation == "paper":
+        train, valid, valid_name = tuple(u.id for u in training), test, "= test"
+    else:
+        held: list[str] = []
+        shown: list[str] = []
+        for c in train_names:
+            speakers = natural_sorted({u.speaker for u in training if u.corpus == c})
+            if len(speakers) < 2:
+                continue  # one speaker cannot be both trained on and held out
+            chunks = _balanced_chunks(speakers, min(VALID_GROUPS, len(speakers)))
+            chunk = chunks[(index - 1) % len(chunks)]
+            held += chunk
+            shown.append(f"{c} {','.join(s.removeprefix(c + '/') for s in chunk)}")
+        if not held:
+            raise SplitError(
+                f"{corpus.spec or corpus.name}, {protocol}: 'strict' validation holds out speakers of the training "
+                f"corpora, but {'+'.join(train_names)} have fewer than 2 speakers each; use --validation paper"
+            )
+        held_set = set(held)
+        valid = tuple(u.id for u in training if u.speaker in held_set)
+        train = tuple(u.id for u in training if u.speaker not in held_set)
+        valid_name = "speakers " + "; ".join(shown)
+    return Fold(index, name, train, valid, test, True, protocol, validation, valid_name, corpus_independent=True)
+
+
+def _in_corpus_folds(corpus: Corpus, protocol: str, k: int, validation: str, seed: int) -> list[Fold]:
+    """``in-corpus:K``: ``speaker-groups:K`` inside each corpus alone, one corpus after another."""
+    from dataclasses import replace
+
+    folds: list[Fold] = []
+    for name in _corpus_names(corpus, protocol, minimum=1):
+        alone = corpus.subset([u.id for u in corpus if u.corpus == name])
+        if k > len(alone.speakers):
+            raise SplitError(
+                f"{corpus.spec or corpus.name}, {protocol}: corpus {name} has {len(alone.speakers)} speakers, too few "
+                f"for {k} groups; use in-corpus:{len(alone.speakers)} or fewer"
+            )
+        prefix = f"{name}/"
+        for f in _speaker_group_folds(alone, protocol, k, validation, seed, shuffle=False):
+            folds.append(
+                replace(
+                    f, index=len(folds) + 1, name=f"{name} {f.name.replace(prefix, '')}",
+                    valid_name=f"{name} {f.valid_name.replace(prefix, '')}", scope=(name,),
+                )
+            )  # fmt: skip
+    return folds
 
 
 def _balanced_chunks(items: list[str], k: int) -> list[list[str]]:

@@ -158,10 +158,9 @@ def fold_indices(cfg) -> list[int]:
     """The folds a config runs: its ``folds``, or every fold of its protocol on its corpus."""
     if cfg.folds is not None:
         return sorted(set(cfg.folds))
-    from emovox.corpora import load_corpus
     from emovox.splits import make_folds
 
-    return [f.index for f in make_folds(load_corpus(cfg.corpus), cfg.protocol, cfg.validation, seed=cfg.train.seed)]
+    return [f.index for f in make_folds(cfg.open_corpus(), cfg.protocol, cfg.validation, seed=cfg.train.seed)]
 
 
 def print_cv_summary(cfg, payload: dict, out: Path) -> None:
@@ -184,7 +183,37 @@ def print_cv_summary(cfg, payload: dict, out: Path) -> None:
             f"baseline ({b['description']}): pooled UA {b['pooled']['ua']:.4f}, WA {b['pooled']['wa']:.4f}; "
             f"the recipe is [{style}]{100 * diff:+.2f} points[/] on pooled UA (same folds; `baseline: false` turns this off)"
         )
+    print_corpus_summary(payload, console)
     warn_skipped(payload["skipped"], f"{out}/report.md ('Skipped utterances') and results.json ('skipped')")
+
+
+def print_corpus_summary(payload: dict, console: Console) -> None:
+    """Per test corpus (runs over several corpora), the train -> test cells, and the text-only control."""
+    from rich.table import Table
+
+    per = payload.get("per_corpus") or {}
+    base = (payload.get("baseline") or {}).get("per_corpus") or {}
+    text = ((payload.get("control") or {}).get("text") or {}).get("per_corpus") or {}
+    if len(per) > 1:
+        table = Table(title="per test corpus", show_edge=False)
+        for col in ("corpus", "n", "classes", "UA (%)", "baseline UA (%)", "text-only UA (%)", "chance (%)", "ECE"):
+            table.add_column(col, justify="left" if col == "corpus" else "right")
+        for name, r in per.items():
+            absent = f" (no {', '.join(r['absent_classes'])})" if r["absent_classes"] else ""
+            pct = lambda d: f"{100 * d['ua']:.2f}" if d else "-"  # noqa: E731
+            table.add_row(name + absent, str(r["n"]), str(len(r["classes_present"])), f"{100 * r['ua']:.2f}",
+                          pct(base.get(name)), pct(text.get(name)), f"{100 * r['chance_ua']:.1f}", f"{r['ece']:.3f}")
+        console.print(table)
+    if payload.get("corpus_matrix"):
+        cells = ", ".join(f"{c['train']} -> {c['test']} {100 * c['ua']:.1f}" for c in payload["corpus_matrix"])
+        console.print(f"train -> test UA (%): {cells} (corpus_matrix.csv, corpus_matrix.png)", highlight=False)
+    control = (payload.get("control") or {}).get("text")
+    if control:
+        console.print(
+            f"text-only control ({control['transcripts']}): pooled UA {control['pooled']['ua']:.4f} against the recipe's "
+            f"{payload['pooled']['ua']:.4f}; near chance means the words do not give the label away",
+            highlight=False,
+        )
 
 
 def warn_skipped(skipped: list[dict], where: str) -> None:
@@ -203,8 +232,14 @@ def train(
     config: Path = typer.Argument(..., metavar="CONFIG", help="Experiment YAML (see recipes/)."),
     out: Path = typer.Option(..., "--out", metavar="DIR", help="Recognizer directory to create."),
     set_: list[str] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
-    cv_results: Path = typer.Option(
-        None, "--cv-results", metavar="FILE", help="results.json of a cv run to quote in the model card."
+    cv_results: list[Path] = typer.Option(
+        None, "--cv-results", metavar="RUN",
+        help="A cv run (its directory or results.json) to quote in the model card (repeatable: e.g. an in-corpus run and "
+        "a leave-one-corpus-out run). Default: the finished runs of this recipe found under --runs-dir.",
+    ),
+    runs_dir: Path = typer.Option(
+        Path("runs"), "--runs-dir", metavar="DIR",
+        help="Where to look for cv runs of this recipe (same corpora, labels and model) when no --cv-results is given.",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     force: bool = typer.Option(
@@ -228,7 +263,8 @@ def train(
 
     cfg = load_config(config, set_)
     try:
-        rec = train_recognizer(cfg, out, progress=not quiet, cv_results=cv_results, force=force, runtime=runtime)
+        rec = train_recognizer(cfg, out, progress=not quiet, cv_results=cv_results or None, force=force, runtime=runtime,
+                               runs_dir=runs_dir)
         main = distributed.is_main()
     finally:
         distributed.end()
@@ -245,6 +281,8 @@ def train(
         from emovox.model_card import selection_text
 
         typer.echo(f"saved {out}: {len(rec.labels)} labels, best epoch {t['best_epoch']}, {selection_text(t)}")
+    for found in t.get("evaluations_found") or []:
+        typer.echo(f"model card quotes {found} (a finished cv run of this recipe; --cv-results to choose)")
     if rec.info.get("runtime"):
         r = rec.info["runtime"]
         typer.echo(f"runtime: {out}/runtime ({r['runs']}; agrees with torch within {r['check']['fp32']['max_abs_diff']:.1e})")

@@ -25,6 +25,10 @@ class Utterance:
     ``start``/``end`` are seconds on the recording's timeline (the dialogue for IEMOCAP); they
     order turns. When ``cut`` is true the audio file is a longer recording and the utterance is
     the ``[start, end]`` segment of it; otherwise the file holds just this utterance.
+
+    ``corpus`` names the corpus the utterance comes from (``emodb``, or the spec's ``?name=``), so
+    that a run over several corpora can split, normalise and report by corpus. ``label`` is always a
+    canonical name (``emovox.labels``); ``corpus_label`` keeps the corpus's own word or code.
     """
 
     id: str
@@ -39,6 +43,7 @@ class Utterance:
     end: float | None = None
     text: str | None = None
     cut: bool = False
+    corpus: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -67,6 +72,9 @@ class Corpus:
     #: Utterances a reader left out under a skip policy, as (utterance id or file, reason), so a
     #: run can list them in its report instead of losing them silently.
     dropped: list[tuple[str, str]] = field(default_factory=list)
+    #: The corpora pooled into this one (``emovox.corpora.pool``): name, spec, fingerprint of the
+    #: corpus as read alone, utterances. Empty for a corpus read from one spec.
+    sources: list[dict] = field(default_factory=list)
     _by_id: dict[str, Utterance] = field(default_factory=dict, init=False, repr=False)
     _previous: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
 
@@ -129,6 +137,11 @@ class Corpus:
         return sorted({u.speaker for u in self.utterances})
 
     @property
+    def corpora(self) -> list[str]:
+        """Names of the corpora its utterances come from, in order of first appearance."""
+        return list(dict.fromkeys(u.corpus for u in self.utterances if u.corpus is not None))
+
+    @property
     def sessions(self) -> list[str]:
         return sorted({u.session for u in self.utterances if u.session is not None})
 
@@ -141,13 +154,22 @@ class Corpus:
     def subset(self, ids: list[str] | set[str]) -> Corpus:
         """A corpus of just these utterances (same label set); dialogue links are recomputed."""
         keep = set(ids)
-        return Corpus(self.name, [u for u in self.utterances if u.id in keep], self.labels, self.spec, list(self.dropped))
+        return Corpus(
+            self.name, [u for u in self.utterances if u.id in keep], self.labels, self.spec, list(self.dropped),
+            [dict(s) for s in self.sources],
+        )
 
     def fingerprint(self) -> str:
-        """A short hash of ids, labels, speakers and paths: two runs on the same data agree."""
+        """A short hash of ids, labels, speakers and paths: two runs on the same data agree.
+
+        The corpus of each utterance counts only when there are several: a corpus read alone keeps
+        the fingerprint it always had, so its existing runs and recognizers stay valid.
+        """
+        several = len(self.corpora) > 1
         h = hashlib.sha256()
         for u in sorted(self.utterances, key=lambda u: u.id):
-            h.update(json.dumps([u.id, u.label, u.speaker, u.session, str(u.audio), u.text, u.start, u.end]).encode())
+            row = [u.id, u.label, u.speaker, u.session, str(u.audio), u.text, u.start, u.end]
+            h.update(json.dumps([*row, u.corpus] if several else row).encode())
         h.update(json.dumps(list(self.labels)).encode())
         return h.hexdigest()[:16]
 

@@ -5,10 +5,15 @@ one: ``emovox corpus export`` writes every corpus in this form and reading it ba
 same utterances.
 
 Columns: ``path`` and ``label`` are required; ``id``, ``corpus_label``, ``text``, ``speaker``,
-``session``, ``dialogue``, ``turn``, ``start``, ``end`` and ``cut`` are optional; other columns
-are ignored. Relative paths are relative to the manifest file. Without ``id`` the id is the
-file name without extension (plus ``@start-end`` for cuts). Without ``speaker`` the speaker is
-``unknown`` (see ``UNKNOWN_SPEAKER``). Labels are free strings. When ``start``/``end`` are given
+``session``, ``dialogue``, ``turn``, ``start``, ``end``, ``cut`` and ``corpus`` are optional;
+other columns are ignored. Relative paths are relative to the manifest file. Without ``id`` the id
+is the file name without extension (plus ``@start-end`` for cuts). Without ``speaker`` the speaker
+is ``unknown`` (see ``UNKNOWN_SPEAKER``). Labels are free strings, except that emotion words are
+read as emovox's canonical names in any case (``fear``, ``Anger``, ``joy`` -> ``fearful``,
+``angry``, ``happy``; ``emovox.labels.canonical_label``) so that a manifest pools with the other
+corpora; the cell as written stays in ``corpus_label`` (unless a ``corpus_label`` column gives it).
+``corpus`` names each row's corpus (an exported pool of corpora keeps it); without it every row
+belongs to the manifest's corpus (its file name, or ``?name=``). When ``start``/``end`` are given
 the utterance is that segment of the file (``cut`` true) unless a ``cut`` column says false --
 which is how an export keeps IEMOCAP's dialogue timestamps on whole-utterance files.
 """
@@ -26,6 +31,7 @@ from emovox.corpora.base import Corpus, Utterance
 from emovox.corpora.spec import ON_MISSING_AUDIO, UNKNOWN_SPEAKER, Option, Reader, boolean, missing_audio, name_list
 from emovox.corpora.tables import TABLE_SUFFIXES, read_table
 from emovox.errors import CorpusError
+from emovox.labels import canonical_label
 
 #: Column order of an exported manifest.
 MANIFEST_COLUMNS = (
@@ -41,6 +47,7 @@ MANIFEST_COLUMNS = (
     "start",
     "end",
     "cut",
+    "corpus",
 )
 REQUIRED_COLUMNS = ("path", "label")
 
@@ -56,6 +63,10 @@ def read_manifest(
     """Read a CSV/TSV/JSONL manifest (see the module docstring for its columns)."""
     path = Path(os.path.abspath(Path(path).expanduser()))
     spec = spec or f"manifest:{path}"
+    if labels is not None:
+        from emovox.corpora.spec import canonical_names
+
+        labels = canonical_names(spec, labels)
     columns, rows = read_table(path, "manifest")
     absent = [c for c in REQUIRED_COLUMNS if c not in columns]
     if absent:
@@ -132,6 +143,7 @@ def _record(u: Utterance, base: Path, relative: bool) -> dict[str, Any]:
         "start": u.start,
         "end": u.end,
         "cut": u.cut,
+        "corpus": u.corpus,
     }
 
 
@@ -173,10 +185,11 @@ def _utterance(row: dict[str, Any], manifest: Path, line: int) -> Utterance:
         if cut:
             utt_id += f"@{start or 0:g}-" + (f"{end:g}" if end is not None else "end")
     label = str(label)
+    canonical = canonical_label(label)
     return Utterance(
         id=str(utt_id),
         speaker=_text(row.get("speaker")) or UNKNOWN_SPEAKER,
-        label=label,
+        label=canonical,
         corpus_label=_text(row.get("corpus_label")) or label,
         audio=audio,
         session=_text(row.get("session")),
@@ -186,6 +199,7 @@ def _utterance(row: dict[str, Any], manifest: Path, line: int) -> Utterance:
         end=end,
         text=_text(row.get("text")),
         cut=cut,
+        corpus=_text(row.get("corpus")),
     )
 
 

@@ -7,6 +7,7 @@ or a bad value is a ``CorpusError`` that lists what is valid instead of being si
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from urllib.parse import parse_qsl
 
 from emovox.corpora.base import Corpus
 from emovox.errors import CorpusError
+from emovox.labels import canonical_label
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,40 @@ ON_MISSING_AUDIO = Option(
 )
 
 
+#: What a corpus name may hold: it prefixes ids and speakers (``emodb/03``) and is written in
+#: protocols (``cross-corpus:emodb+ased:ravdess``), so no ``/``, ``+``, ``:`` or spaces.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def corpus_name(raw: str) -> str:
+    """A corpus name for ``?name=`` (letters, digits, ``_ . -``)."""
+    v = raw.strip()
+    if not _NAME.match(v):
+        raise ValueError("a corpus name is letters, digits, '_', '.' or '-' (it prefixes ids: NAME/id), e.g. name=emodb2")
+    return v
+
+
+#: The option every reader takes: the corpus's name in a run over several corpora (default: the
+#: reader's name, or a manifest's file name), so that two manifests, or two copies of one corpus,
+#: can be pooled.
+NAME_OPTION = Option("name", None, "the corpus's name in a run over several corpora (default: the format's name)", corpus_name)
+
+
+def canonical_names(spec_text: str, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """``labels=`` names as canonical names (``fear`` -> ``fearful``), order kept; a class named twice is an error."""
+    names = tuple(canonical_label(w) for w in wanted)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise CorpusError(f"{spec_text}: labels= names {twice} more than once (an alias and its canonical name?)")
+    return names
+
+
 def select_labels(spec_text: str, available: tuple[str, ...], wanted: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The label set: ``available`` as is, or the ``labels=`` subset in the order the user gave."""
+    """The label set: ``available`` as is, or the ``labels=`` subset in the order the user gave
+    (aliases such as ``fear`` or ``anger`` name their canonical class)."""
     if wanted is None:
         return available
+    wanted = canonical_names(spec_text, wanted)
     bad = [w for w in wanted if w not in available]
     if bad:
         raise CorpusError(f"{spec_text}: labels {bad} are not labels of this corpus; choose from {list(available)}")

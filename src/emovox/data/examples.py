@@ -57,7 +57,9 @@ class Example:
     ``audio`` is 16 kHz mono float32 (cropped to ``max_seconds``), ``text`` the transcript;
     ``context_*`` are the previous utterance's (``None`` for the first one of a dialogue).
     ``length`` (seconds of audio, else characters of text) only groups similar lengths into
-    batches. ``cached`` holds what a model precomputed for this example (frozen features, a
+    batches. ``speaker`` and ``corpus`` are the utterance's (namespaced ``<corpus>/<speaker>`` in a
+    run over several corpora), for what is computed per speaker or per corpus.
+    ``cached`` holds what a model precomputed for this example (frozen features, a
     frozen bottom's frames), keyed by the branch that owns it; it is empty for raw inputs.
     """
 
@@ -70,7 +72,7 @@ class Example:
     length: float = 0.0
     cached: Mapping[str, Any] = field(default_factory=dict)
     speaker: str | None = None  # who spoke it: inner cross-validation groups by speaker; per-speaker normalisation
-    corpus: str | None = None  # which corpus it comes from: per-corpus normalisation and reports
+    corpus: str | None = None  # which corpus it comes from (``Utterance.corpus``): per-corpus normalisation and reports
 
     def with_cached(self, name: str, value: Any) -> Example:
         """A copy with ``value`` cached under ``name`` (examples are immutable and shared by folds)."""
@@ -233,8 +235,9 @@ def load_example(
     text = utterance_text(u) if "text" in fields else None
     context_audio = _context(corpus, u, "audio", max_seconds, context) if "context_audio" in fields else None
     context_text = _context(corpus, u, "text", max_seconds, context) if "context_text" in fields else None
-    return Example(u.id, target, audio, text, context_audio, context_text, example_length(audio, text), speaker=u.speaker,
-                   corpus=getattr(u, "corpus", None))
+    return Example(
+        u.id, target, audio, text, context_audio, context_text, example_length(audio, text), speaker=u.speaker, corpus=u.corpus
+    )
 
 
 def build_examples(

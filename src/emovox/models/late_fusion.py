@@ -378,8 +378,11 @@ def _refuse_same_corpus(member: Member, corpus) -> None:
     """A recognizer trained on this corpus has seen every test fold: refuse it in cross-validation."""
     training = member.info.get("training") or {}
     same_data = training.get("corpus_fingerprint") == corpus.fingerprint()
-    same_place = _spec_path(str(training.get("corpus") or "")) == _spec_path(str(corpus.spec or ""))
-    if same_data or (same_place and training.get("corpus")):
+    trained = training.get("corpus") or []
+    trained_on = {_spec_path(str(c)) for c in (trained if isinstance(trained, list) else [trained])} - {""}
+    evaluated = {_spec_path(s.strip()) for s in str(corpus.spec or "").split(" + ")} - {""}  # a pool's spec joins its specs
+    same_place = bool(trained_on & evaluated)
+    if same_data or same_place:
         raise EmovoxError(
             f"late-fusion member {member.source} was trained on this corpus ({training.get('corpus')}), so it has seen "
             "the test utterances of every fold and the scores would leak them. For cross-validation give the members' "

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from emovox.corpora.base import Corpus
 from emovox.metrics import aggregate
 from emovox.models.logistic import DEFAULT_C
+from emovox.training.breakdown import per_corpus
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
@@ -41,6 +42,7 @@ def baseline_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
         name=f"{cfg.name} (baseline)",
         search=None,
         baseline=False,
+        control=None,
         folds=None,
         model={
             "kind": "classifier",
@@ -121,6 +123,7 @@ def summarize(cfg: ExperimentConfig, corpus: Corpus, outcomes: list, out_dir: Pa
             k: v for k, v in result.pooled.to_dict().items() if k not in ("confusion", "confusion_normalized", "per_class")
         },
         "folds": [o.metrics.scores.to_dict() for o in outcomes],
+        "per_corpus": per_corpus(outcomes, corpus),
         "choices": [o.choices for o in outcomes],
         "directory": str(out_dir),
     }

@@ -59,11 +59,10 @@ def extract(
     from tqdm.auto import tqdm
 
     from emovox.cache import FeatureCache
-    from emovox.corpora import load_corpus
     from emovox.training.trainer import set_threads
 
     set_threads(cfg.train.extract_threads or cfg.train.threads)  # extraction only: the extraction setting applies
-    corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
+    corpus = corpus if corpus is not None else cfg.open_corpus()
     ids = [u.id for u in corpus]
     ranges = shard.chunks(len(ids), chunk)
     summary = ExtractSummary(shard, utterances=sum(len(r) for r in ranges), chunks=len(ranges))

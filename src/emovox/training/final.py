@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from emovox import __version__
 from emovox.config import ExperimentConfig
 from emovox.corpora.base import Corpus
+from emovox.corpora.pool import corpus_sources
 from emovox.data.examples import build_examples
 from emovox.errors import EmovoxError
 from emovox.metrics import compute_metrics
@@ -102,23 +104,26 @@ def train_recognizer(
     *,
     progress: bool = True,
     corpus: Corpus | None = None,
-    cv_results: Path | None = None,
+    cv_results: Path | Sequence[Path] | None = None,
     force: bool = False,
     runtime: bool = True,
+    runs_dir: Path | None = None,
 ):
     """Train on the whole corpus (less a held-out speaker group for early stopping) and save a
     self-contained recognizer directory (refusing to overwrite one unless ``force``).
 
     ``runtime``: also write what inference needs without torch (``emovox.export.write_runtime``) when the
     recognizer is one a runtime covers; ``info["runtime"]`` then says so, or why there is none.
-    """
-    from emovox.corpora import load_corpus
+
+    The model card quotes the cv runs in ``cv_results`` (run directories or their results.json), or,
+    when none is given, the finished runs of this recipe found under ``runs_dir`` (``find_cv_runs``):
+    a cross-validation's figures, and a leave-one-corpus-out or cross-corpus run's per held-out corpus."""
     from emovox.models import directory as recognizer_dir
 
     set_threads(cfg.train.threads)
     model_dir = Path(model_dir)
     prepare_model_dir(model_dir, force=force)
-    corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
+    corpus = corpus if corpus is not None else cfg.open_corpus()
     train_ids, valid_ids = holdout_speakers(corpus, cfg.train.seed)
     from emovox.training import distributed
 
@@ -128,7 +133,9 @@ def train_recognizer(
     labels = corpus.labels
     missing = sorted({*labels} - {labels[e.target] for e in train})
     if missing:
-        raise EmovoxError(f"{cfg.corpus}: classes {missing} have no training utterances; remove them from the label set")
+        raise EmovoxError(
+            f"{' + '.join(cfg.corpus_specs)}: classes {missing} have no training utterances; remove them from the label set"
+        )
     model = data.build_model()
     model.use_fold(None, corpus)
     work = model_dir / "_training"
@@ -150,6 +157,8 @@ def train_recognizer(
         "training": {
             "corpus": cfg.corpus,
             "corpus_fingerprint": corpus.fingerprint(),
+            "corpora": corpus_sources(corpus),
+            "label_policy": cfg.labels.model_dump() if cfg.labels is not None else None,
             "train_utterances": len(train),
             "valid_utterances": len(valid),
             "validation": "held-out speakers" if len(corpus.speakers) >= 3 else "held-out utterances",
@@ -164,20 +173,23 @@ def train_recognizer(
             "skipped": [s.to_dict() for s in corpus_dropped(corpus) + list(data.skipped)],
         },
     }
-    if cv_results is not None and Path(cv_results).is_file():
-        r = json.loads(Path(cv_results).read_text())
-        info["cross_validation"] = {
-            "results": str(cv_results),
-            "protocol": r["protocol"],
-            "folds": len(r["folds"]),
-            "mean": r["mean"],
-            "std": r["std"],
-            "pooled": {k: r["pooled"][k] for k in ("wa", "ua", "macro_f1", "weighted_f1") if k in r["pooled"]},
-        }
-        ci = (r.get("confidence_intervals") or {}).get("utterance")
-        if ci:  # the model card shows them
-            info["cross_validation"]["ci"] = {k: [v["low"], v["high"]] for k, v in ci.items() if isinstance(v, dict)}
-            info["cross_validation"]["ci_level"] = r["confidence_intervals"]["level"]
+    given = [cv_results] if isinstance(cv_results, (str, Path)) else list(cv_results or [])
+    results = [Path(p) / "results.json" if Path(p).is_dir() else Path(p) for p in given]
+    missing_files = [str(p) for p in results if not p.is_file()]
+    if missing_files:
+        raise EmovoxError(
+            f"--cv-results {', '.join(missing_files)}: no such results.json (give a cv run directory or its results.json)"
+        )
+    if not given and runs_dir is not None:
+        results = find_cv_runs(cfg, corpus, Path(runs_dir))
+    for path in results:
+        r = json.loads(path.read_text())
+        record = evaluation_record(r, path)
+        if corpus_protocol(r["protocol"]):  # leave-one-corpus-out, cross-corpus: figures per held-out corpus
+            info["training"].setdefault("corpus_evaluations", []).append(record)
+        elif "cross_validation" not in info:
+            info["cross_validation"] = record
+    info["training"]["evaluations_found"] = [str(p) for p in results] if not given else []
     from emovox.training import distributed
 
     if distributed.is_main():  # several processes trained one model: one of them saves it
@@ -219,6 +231,62 @@ def add_runtime(model, model_dir: Path, *, progress: bool = True) -> dict | None
             return None
         bar.update(1)
     return json.loads((Path(model_dir) / "emovox.json").read_text(encoding="utf-8"))
+
+
+def corpus_protocol(protocol: str) -> bool:
+    """True for the protocols that test on corpora never trained on."""
+    return protocol.startswith(("leave-one-corpus-out", "cross-corpus"))
+
+
+def evaluation_record(r: dict, path: Path) -> dict:
+    """What a recognizer's ``emovox.json`` keeps of a cv run's ``results.json``: its headline figures, and per
+    corpus where it ran over several (with the baseline's on the same folds)."""
+    record = {
+        "results": str(path),
+        "protocol": r["protocol"],
+        "folds": len(r["folds"]),
+        "mean": r["mean"],
+        "std": r["std"],
+        "pooled": {k: r["pooled"][k] for k in ("wa", "ua", "macro_f1", "weighted_f1") if k in r["pooled"]},
+    }
+    ci = (r.get("confidence_intervals") or {}).get("utterance")
+    if ci:  # the model card shows them
+        record["ci"] = {k: [v["low"], v["high"]] for k, v in ci.items() if isinstance(v, dict)}
+        record["ci_level"] = r["confidence_intervals"]["level"]
+    per = r.get("per_corpus") or {}
+    if len(per) > 1:
+        base = (r.get("baseline") or {}).get("per_corpus") or {}
+        keep = ("n", "ua", "wa", "macro_f1", "ece", "chance_ua", "classes_present", "absent_classes")
+        record["per_corpus"] = {
+            name: {**{k: x[k] for k in keep}, "baseline_ua": (base.get(name) or {}).get("ua")} for name, x in per.items()
+        }
+        record["corpus_matrix"] = [
+            {k: c[k] for k in ("train", "test", "ua", "shared_labels", "chance_ua")} for c in r.get("corpus_matrix") or []
+        ]
+    return record
+
+
+def find_cv_runs(cfg: ExperimentConfig, corpus: Corpus, runs_dir: Path) -> list[Path]:
+    """Finished cv runs under ``runs_dir`` of this recognizer's recipe: the same corpus (fingerprint: corpora,
+    labels, ids) and the same model section, every fold of their protocol, whatever the protocol; corpus
+    protocols first."""
+    want = json.loads(cfg.model.model_dump_json())
+    found = []
+    for path in sorted(Path(runs_dir).glob("*/results.json")):
+        try:
+            record = json.loads((path.parent / "run.json").read_text())
+            r = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        config = record.get("config") or {}
+        if (
+            record.get("corpus_fingerprint") == corpus.fingerprint()
+            and config.get("model") == want
+            and config.get("folds") is None  # every fold of its protocol, not a smoke test of one
+            and not r.get("missing")
+        ):
+            found.append(path)
+    return sorted(found, key=lambda p: not corpus_protocol(json.loads(p.read_text()).get("protocol", "")))
 
 
 def evaluate_recognizer(recognizer, corpus: Corpus, *, on_bad_audio: str = "skip", progress: bool = True):

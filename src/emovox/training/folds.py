@@ -6,7 +6,9 @@ resumes from its last epoch checkpoint inside ``fold_dir``.
 ``on_missing_class: error|drop`` (default error): a class with no training utterance in a fold
 (small corpora, rare classes) stops the run naming fold and class, or that class's test and
 validation utterances are left out of that fold only (the model still has the class's output,
-so its other predictions are scored over the full label set).
+so its other predictions are scored over the full label set). A class with no utterance in the
+fold's training, validation *or* test part (an ``in-corpus`` fold of a corpus without it) is
+neither learnt nor scored, so it stops nothing.
 """
 
 from __future__ import annotations
@@ -245,7 +247,7 @@ def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progr
             run_dir=run_dir,
             progress=progress,
             description=f"fold {fold.index}" + (f" point {i + 1}/{len(points)}" if len(points) > 1 else ""),
-            allow_absent_classes=cfg.on_missing_class == "drop",
+            allow_absent_classes=cfg.on_missing_class == "drop" or _unscored_absent(train, valid),
             tracker=tracker,
         )
         # a grid point may have its own job (train_point): never fit it twice at once
@@ -269,6 +271,13 @@ def fit_fold_model(cfg, data, fold: Fold, fold_dir: Path, train, valid, *, progr
     chosen_on = f"valid_{cfg.train.select_on}"
     fit.choices = {**fit.choices, "search": {"chosen": describe(_point_of(cfg, i)), chosen_on: scores}}
     return trainer, fit
+
+
+def _unscored_absent(train: list[Example], valid: list[Example]) -> bool:
+    """True when the classes without training utterances have no validation utterance either (after the missing-class
+    policy, none in the test part): the model keeps their outputs and is never scored on them."""
+    present = {e.target for e in train}
+    return not any(e.target not in present for e in valid)
 
 
 def _score(fit) -> float:
@@ -366,6 +375,8 @@ def apply_missing_class_policy(
         return valid, test, []
     names = [labels[i] for i in missing]
     n_test = sum(e.target in missing for e in test)
+    if n_test + sum(e.target in missing for e in valid) == 0:
+        return valid, test, []  # classes this fold neither learns nor scores (e.g. a corpus without them): nothing to drop
     if cfg.on_missing_class == "error":
         raise EmovoxError(
             f"fold {fold.index} ({fold.name}): class(es) {names} have no training utterance in this fold "

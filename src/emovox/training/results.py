@@ -22,6 +22,7 @@ import yaml
 from emovox import __version__
 from emovox.atomic import atomic_write_json, atomic_write_text
 from emovox.corpora.base import Corpus
+from emovox.corpora.pool import corpus_sources
 from emovox.data.examples import Skipped
 from emovox.metrics import aggregate
 from emovox.predictions import write_predictions
@@ -49,6 +50,7 @@ def environment_record(cfg: ExperimentConfig, corpus: Corpus) -> dict:
         "threads": torch.get_num_threads(),
         "corpus": cfg.corpus,
         "corpus_fingerprint": corpus.fingerprint(),
+        "corpora": {s["name"]: s["fingerprint"] for s in corpus_sources(corpus)},
         "utterances": len(corpus),
         "protocol": cfg.protocol,
         "validation": cfg.validation,
@@ -82,8 +84,11 @@ def write_results(
     prep_seconds: float,
     baseline: dict | None = None,
     missing: Sequence[str] = (),
+    baseline_outcomes: Sequence[FoldOutcome] | None = None,
+    control: dict | None = None,
 ) -> dict:
     from emovox import reporting
+    from emovox.training import breakdown
 
     labels = corpus.labels
     pooled_true = [t for o in outcomes for t in o.y_true]
@@ -120,10 +125,19 @@ def write_results(
             "temperatures": [o.calibration.get("temperature") for o in outcomes],
             "skipped": [s.to_dict() for s in skipped],
             "baseline": baseline,
+            "control": control,
             "missing": list(missing),
+            "corpora": corpus_sources(corpus),
+            "label_policy": cfg.labels.model_dump() if cfg.labels is not None else None,
+            "per_corpus": breakdown.per_corpus(outcomes, corpus),
+            "folds_absent_classes": breakdown.folds_with_absent_classes(outcomes, labels),
             "environment": environment_record(cfg, corpus),
         }
     )
+    several = len(corpus.corpora) > 1
+    cells = breakdown.matrix_cells(outcomes, corpus, baseline_outcomes) if several else []
+    if several:
+        payload["corpus_matrix"] = cells
     reporting.write_report(
         result, out_dir, title=cfg.name, history=[o.history for o in outcomes], curve_names=[o.fold.curve_name for o in outcomes]
     )
@@ -133,9 +147,27 @@ def write_results(
         report.read_text(encoding="utf-8").rstrip("\n"),
         reporting.ci_markdown(payload["confidence_intervals"]),
         baseline_markdown(payload),
+        breakdown.per_corpus_markdown(payload),
+        breakdown.matrix_markdown(cells),
+        control_markdown(payload),
         skipped_markdown(skipped, cfg),
     ]
     atomic_write_text(report, "\n\n".join(x for x in sections if x))
+    if several:
+        per = payload["per_corpus"]
+        base = (baseline or {}).get("per_corpus") or {}
+        keys = ("n", "ua", "wa", "macro_f1", "weighted_f1", "ece", "chance_ua")
+        atomic_write_text(
+            out_dir / "per_corpus.csv",
+            reporting.csv_text(
+                ["corpus", *keys, "classes_present", "absent_classes", "baseline_ua"],
+                [[name, *(r[k] for k in keys), " ".join(r["classes_present"]), " ".join(r["absent_classes"]),
+                  base.get(name, {}).get("ua")] for name, r in per.items()],
+            ),
+        )  # fmt: skip
+        matrix_csv = reporting.csv_text(breakdown.MATRIX_COLUMNS, breakdown.matrix_csv_rows(cells))
+        atomic_write_text(out_dir / "corpus_matrix.csv", matrix_csv)
+        reporting.plot_corpus_matrix(cells, out_dir / "corpus_matrix.png", f"{cfg.name}: UA, trained on -> tested on")
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
     atomic_write_json(out_dir / "results.json", payload)  # a superset of the report's results.json
     rows = [(uid, o.fold.name, t, p) for o in outcomes for uid, t, p in zip(o.ids, o.y_true, o.probs, strict=True)]
@@ -168,6 +200,31 @@ def skipped_markdown(skipped: Sequence[Skipped], cfg: ExperimentConfig) -> str:
     cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     for x in skipped:
         lines.append(f"| {cell(x.id)} | {cell(x.fold or 'all')} | {x.kind} | {cell(x.reason)} |")
+    return "\n".join(lines) + "\n"
+
+
+def control_markdown(payload: dict) -> str:
+    """The report's "Text-only control" section: what the transcripts alone score on the same folds."""
+    c = (payload.get("control") or {}).get("text")
+    if not c:
+        return ""
+    lines = [
+        "## Text-only control",
+        "",
+        f"{c['description']}; same folds. Transcripts: {c['transcripts']}. A control far above chance means the words "
+        "give the label away, so the audio figure beside it is no evidence of hearing emotion.",
+        "",
+        "| corpus | n | audio UA (%) | text-only UA (%) | chance UA (%) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| all (pooled) | {payload['pooled']['n']} | {100 * payload['pooled']['ua']:.2f} | {100 * c['pooled']['ua']:.2f} | "
+        f"{100 / len([x for x in payload['pooled']['per_class'].values() if x['support']]):.2f} |",
+    ]
+    per = payload.get("per_corpus") or {}
+    if len(per) > 1:
+        for name, r in per.items():
+            t = c["per_corpus"].get(name)
+            if t:
+                lines.append(f"| {name} | {r['n']} | {100 * r['ua']:.2f} | {100 * t['ua']:.2f} | {100 * r['chance_ua']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

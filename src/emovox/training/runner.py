@@ -44,6 +44,8 @@ TIMING_FILE = "timing.json"
 JOBS_DIR = "jobs"
 #: Utterances the run's data left out (unusable audio or transcript), for ``collect_cv`` that loads no audio.
 SKIPPED_FILE = "skipped.json"
+#: Where the text-only control (``control: text``) writes its folds and transcripts.
+CONTROL_DIR = "control_text"
 #: Temporaries in the shared run directory younger than this may be another job's write in flight.
 SHARED_TEMP_SECONDS = 3600.0
 
@@ -80,6 +82,7 @@ def run_cv(
         from emovox.training.parallel import train_folds_parallel
 
         clock = _Clock(out_dir / TIMING_FILE)
+        train_controls(cfg, corpus, folds, out_dir, progress=progress)
         train_folds_parallel(
             cfg, corpus, folds, out_dir, jobs=jobs, clock=clock, skipped_file=out_dir / SKIPPED_FILE, progress=progress
         )
@@ -128,11 +131,13 @@ def open_run(cfg: ExperimentConfig, out_dir: Path, *, corpus: Corpus | None, res
     Every fold of the protocol is written to ``splits/`` (the same files from every job, so
     concurrent jobs agree), whichever folds this invocation trains.
     """
-    from emovox.corpora import load_corpus
     from emovox.training import distributed
 
-    corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
+    corpus = corpus if corpus is not None else cfg.open_corpus()
     all_folds = make_folds(corpus, cfg.protocol, cfg.validation, seed=cfg.train.seed)
+    from emovox.training.control import check_control
+
+    check_control(cfg, corpus)
     if distributed.is_main():
         prepare_run_dir(out_dir, resume=resume, fresh=fresh)
         check_same_run(out_dir, cfg, corpus)
@@ -166,8 +171,9 @@ def train_folds(
     on_fold: Callable[[FoldOutcome], None] | None = None,
     point: int | None = None,
 ) -> list[FoldOutcome]:
-    """Train (or read back) ``folds``, then the baseline on the same folds; records timing and unusable data
-    (``point``: only that grid point of each fold, and no baseline, which belongs to the fold's own job)."""
+    """The controls (``control:``), then train (or read back) ``folds``, then the baseline on the same folds; records
+    timing and unusable data (``point``: only that grid point of each fold, and no baseline or control, which belong
+    to the fold's own job)."""
     from emovox.progress import progress_bar
     from emovox.training import distributed
 
@@ -178,6 +184,8 @@ def train_folds(
     if main:
         atomic_write_json(out_dir / SKIPPED_FILE, {"skipped": [x.to_dict() for x in data.skipped]})
         clock.tick(prep=True)
+    if point is None:  # first: cheap once transcribed, and a control that cannot run stops nothing trained
+        train_controls(cfg, corpus, folds, out_dir, progress=progress and main)
     outcomes: list[FoldOutcome] = []
     if point is not None:
         from emovox.training.folds import train_point
@@ -203,6 +211,16 @@ def train_folds(
     return outcomes
 
 
+def train_controls(cfg: ExperimentConfig, corpus: Corpus, folds: list[Fold], out_dir: Path, *, progress: bool = True) -> None:
+    """The controls the config asks for (``control: text``) on ``folds``, in ``out_dir/control_text``."""
+    from emovox.training import distributed
+
+    if cfg.control is not None and cfg.control.text and distributed.is_main():
+        from emovox.training.control import train_text_control
+
+        train_text_control(cfg, corpus, folds, out_dir / CONTROL_DIR, progress=progress)
+
+
 @dataclass
 class Collected:
     """What ``collect_cv`` found: the results (None when no fold is finished) and what is missing."""
@@ -219,7 +237,6 @@ def collect_cv(cfg: ExperimentConfig, out_dir: Path, *, corpus: Corpus | None = 
     results of an incomplete run say so (``missing`` in results.json, a warning atop report.md).
     The baseline is reported only when it is finished on every collected fold (the same folds).
     """
-    from emovox.corpora import load_corpus
     from emovox.training.baseline import baseline_config, read_baseline_folds, summarize
     from emovox.training.folds import read_fold
 
@@ -229,7 +246,7 @@ def collect_cv(cfg: ExperimentConfig, out_dir: Path, *, corpus: Corpus | None = 
             f"{out_dir}: no run here (no run.json); start its folds first (emovox cv CONFIG --out {out_dir} --fold K, "
             "or --list-jobs for every command)"
         )
-    corpus = corpus if corpus is not None else load_corpus(cfg.corpus)
+    corpus = corpus if corpus is not None else cfg.open_corpus()
     check_same_run(out_dir, cfg, corpus)
     all_folds = make_folds(corpus, cfg.protocol, cfg.validation, seed=cfg.train.seed)
     wanted = select_folds(all_folds, folds if folds is not None else cfg.folds)
@@ -240,19 +257,27 @@ def collect_cv(cfg: ExperimentConfig, out_dir: Path, *, corpus: Corpus | None = 
             missing.append(f"fold {fold.index} ({fold.name})")
         else:
             outcomes.append(outcome)
-    baseline = None
+    baseline = base = None
     if cfg.baseline and outcomes and baseline_config(cfg) is not None:
         finished = [o.fold for o in outcomes]
         base, base_missing = read_baseline_folds(cfg, corpus, finished, out_dir / "baseline")
         missing += [f"baseline fold {f.index} ({f.name})" for f in base_missing]
         baseline = summarize(cfg, corpus, base, out_dir / "baseline") if not base_missing else None
+        base = base if not base_missing else None
     if not outcomes:
         return Collected(None, [], missing)
+    control = None
+    if cfg.control is not None and cfg.control.text:
+        from emovox.training.control import read_text_control
+
+        control, control_missing = read_text_control(cfg, corpus, [o.fold for o in outcomes], out_dir / CONTROL_DIR)
+        missing += [f"text control fold {f.index} ({f.name})" for f in control_missing]
     skipped = corpus_dropped(corpus) + _read_skipped(out_dir) + [x for o in outcomes for x in o.skipped]
     seconds, prep_seconds = _timings(out_dir)
     payload = write_results(
         cfg, corpus, outcomes_folds(outcomes), outcomes, skipped, out_dir,
         seconds=seconds, prep_seconds=prep_seconds, baseline=baseline, missing=missing,
+        baseline_outcomes=base, control=control,
     )  # fmt: skip
     log_run_results(cfg, out_dir, payload)
     return Collected(payload, [o.fold.index for o in outcomes], missing)
@@ -363,16 +388,24 @@ def check_same_run(out_dir: Path, cfg: ExperimentConfig, corpus: Corpus) -> None
                 "to delete that run and start this one"
             )
     else:
-        atomic_write_json(record, current)
+        from emovox.corpora.pool import corpus_sources
+
+        atomic_write_json(record, {**current, "corpora": corpus_sources(corpus)})
 
 
 #: Fields that change how a run is recorded or checkpointed, never its numbers: a run may be resumed with others.
 BOOKKEEPING = {"train": ("report_to", "mlflow_tracking_uri", "checkpoint_every_steps", "keep_checkpoints")}
 
 
+#: Top-level fields that add to a run without changing its folds' results: a finished run may be continued with them.
+ADDITIONS = ("folds", "control")
+
+
 def _results_config(config: dict) -> dict:
-    """The part of a config that decides the run's results (which folds run is not part of it either)."""
-    out = {k: v for k, v in config.items() if k != "folds"}
+    """The part of a config that decides the run's results (which folds run is not part of it either, nor the
+    controls reported beside them). Fields left at None count as absent, so the runs of an emovox that had no
+    such field (``labels``) are still continued."""
+    out = {k: v for k, v in config.items() if k not in ADDITIONS and v is not None}
     for section, fields in BOOKKEEPING.items():
         out[section] = {k: v for k, v in out.get(section, {}).items() if k not in fields}
     return out

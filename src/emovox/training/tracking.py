@@ -329,7 +329,8 @@ class _MLflowRun:
 def _parent_run(cfg: ExperimentConfig, run_root: Path) -> _MLflowRun:
     """The run of the whole cross-validation (kept in ``RUN/tracking.json``): the folds' runs nest under it."""
     uri, artifacts = mlflow_store(cfg, run_root)
-    tags = {"emovox.run_dir": str(run_root.resolve()), "emovox.corpus": cfg.corpus, "emovox.protocol": cfg.protocol}
+    corpus = " + ".join(cfg.corpus_specs)
+    tags = {"emovox.run_dir": str(run_root.resolve()), "emovox.corpus": corpus, "emovox.protocol": cfg.protocol}
     return _MLflowRun(uri, cfg.name, artifacts, run_root / TRACKING_FILE, run_root.resolve().name, tags, flatten_config(cfg))
 
 
