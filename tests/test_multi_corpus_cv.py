@@ -219,3 +219,48 @@ def test_a_recognizer_of_several_corpora_cards_its_corpora_and_held_out_figures(
     assert "| 3 | neutral | neutral | 01, 02 | n |" in card  # RAVDESS's neutral (01) and calm (02), ASED's n
     loco_ua = json.loads((loco / "results.json").read_text())["per_corpus"]["gamma"]["ua"]
     assert f"| gamma (no happy) | 24 | 4 | {loco_ua:.4f} |" in card
+
+
+def test_evaluate_on_a_corpus_with_other_labels(pseudo_corpora, work) -> None:
+    """A recognizer scored on a corpus it was not trained on: labels it does not know are refused with a hint, or
+    (--labels shared) left out and counted; where the corpus lacks some of its labels, its answers are also scored
+    restricted to the corpus's labels (equal to scikit-learn on the renormalised probabilities it lists)."""
+    recognizers = {}
+    keep = {"beta": {"keep": ["angry", "calm", "fearful", "happy", "neutral", "sad"]},
+            "gamma": {"keep": ["angry", "fearful", "neutral", "sad"]}}  # what each has
+    for name in ("beta", "gamma"):
+        cfg = _config(work / f"only-{name}.yaml", {name: pseudo_corpora[name]}, "leave-one-speaker-out", work / "cache",
+                      baseline=False, labels=keep[name])  # fmt: skip
+        out = work / f"recognizer-{name}"
+        r = runner.invoke(app, ["train", str(cfg), "--out", str(out), "--quiet", "--no-runtime"])
+        assert r.exit_code == 0, r.output
+        recognizers[name] = out
+
+    refused = runner.invoke(app, ["evaluate", str(recognizers["gamma"]), pseudo_corpora["beta"], "--quiet"])
+    assert refused.exit_code != 0
+    assert "['calm', 'happy'] are not among the recognizer's" in str(refused.exception) + refused.output
+    assert "--labels shared" in str(refused.exception) + refused.output
+
+    js = work / "gamma-on-beta.json"
+    r = runner.invoke(app, ["evaluate", str(recognizers["gamma"]), pseudo_corpora["beta"], "--labels", "shared", "--quiet",
+                            "--json", str(js)], env={"COLUMNS": "200"})  # fmt: skip
+    assert r.exit_code == 0, r.output
+    record = json.loads(js.read_text())
+    assert record["left_out"] == {"calm": 6, "happy": 6} and "left out (labels the recognizer does not know): calm 6, happy 6" in r.output
+    assert record["utterances"] == 24 and {p["true"] for p in record["predictions"]} == {"angry", "fearful", "neutral", "sad"}
+    assert record["restricted"] is None  # beta has every label gamma's recognizer knows
+
+    js = work / "beta-on-gamma.json"
+    r = runner.invoke(app, ["evaluate", str(recognizers["beta"]), pseudo_corpora["gamma"], "--labels", "shared", "--quiet",
+                            "--json", str(js)], env={"COLUMNS": "200"})  # fmt: skip
+    assert r.exit_code == 0, r.output
+    record = json.loads(js.read_text())
+    rows = record["predictions"]
+    assert record["left_out"] == {} and len(rows) == 24
+    answers = record["restricted"]["answers"]
+    assert answers == ["angry", "fearful", "neutral", "sad"]
+    true = [p["true"] for p in rows]
+    assert record["ua"] == pytest.approx(balanced_accuracy_score(true, [p["pred"] for p in rows]))
+    restricted = [max(answers, key=lambda a, p=p: p["probabilities"][a]) for p in rows]
+    assert record["restricted"]["ua"] == pytest.approx(balanced_accuracy_score(true, restricted))
+    assert f"answers restricted to the 4 labels the corpus has (angry, fearful, neutral, sad): WA" in r.output

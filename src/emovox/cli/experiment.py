@@ -301,9 +301,18 @@ def evaluate(
         "skip", "--on-bad-audio", metavar="skip|error",
         help="skip (default: leave unusable utterances out, count them here and list them in --json) | error.",
     ),
+    labels: str = typer.Option(
+        "all", "--labels", metavar="all|shared",
+        help="all (default: every label of the corpus must be one the recognizer knows) | shared (a corpus it was not "
+        "trained on: leave out the utterances of labels it does not know, and also score its answers restricted to the "
+        "labels the corpus has).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar; the tables and warnings are still printed."),
 ) -> None:
-    """Score a trained recognizer on a corpus: WA, UA, macro-F1, per-class scores and the confusion matrix."""
+    """Score a trained recognizer on a corpus: WA, UA, macro-F1, per-class scores and the confusion matrix.
+
+    A recognizer that normalises per speaker takes each speaker's statistics from the corpus's own clips
+    (its speaker ids: a manifest's speaker column)."""
     import time
 
     from emovox.errors import EmovoxError
@@ -318,9 +327,22 @@ def evaluate(
 
     corpus = load_corpus(spec)
     rec = Recognizer.load(model_dir)
-    metrics, examples, probs, skipped = evaluate_recognizer(rec, corpus, on_bad_audio=on_bad_audio, progress=not quiet)
+    ev = evaluate_recognizer(rec, corpus, on_bad_audio=on_bad_audio, progress=not quiet, labels=labels)
+    metrics, examples, probs, skipped = ev.metrics, ev.examples, ev.probs, ev.skipped
     console = Console()
     print_evaluation(metrics, console=console, title=f"{model_dir} on {spec}")
+    if ev.left_out:
+        console.print(
+            "left out (labels the recognizer does not know): "
+            + ", ".join(f"{label} {n}" for label, n in ev.left_out.items()), highlight=False,
+        )
+    if ev.restricted is not None:
+        r = ev.restricted
+        console.print(
+            f"answers restricted to the {len(ev.answer_labels)} labels the corpus has ({', '.join(ev.answer_labels)}): "
+            f"WA {100 * r.wa:.2f}, UA {100 * r.ua:.2f}, macro-F1 {100 * r.macro_f1:.2f} "
+            f"(above: the recognizer's own answers over its {len(rec.labels)} labels)", highlight=False,
+        )
     if json_out:
         labels = rec.labels
         predictions = [
@@ -336,7 +358,9 @@ def evaluate(
             json_out,
             dict(
                 metrics.to_dict(), recognizer=str(model_dir), corpus=spec, utterances=len(examples),
-                skipped=[s.to_dict() for s in skipped], predictions=predictions,
+                skipped=[s.to_dict() for s in skipped], predictions=predictions, labels=labels,
+                left_out=ev.left_out or {},
+                restricted=None if ev.restricted is None else dict(ev.restricted.to_dict(), answers=list(ev.answer_labels)),
             ),
         )
     warn_skipped([s.to_dict() for s in skipped], str(json_out) if json_out else "--json FILE for the list")

@@ -289,24 +289,68 @@ def find_cv_runs(cfg: ExperimentConfig, corpus: Corpus, runs_dir: Path) -> list[
     return sorted(found, key=lambda p: not corpus_protocol(json.loads(p.read_text()).get("protocol", "")))
 
 
-def evaluate_recognizer(recognizer, corpus: Corpus, *, on_bad_audio: str = "skip", progress: bool = True):
-    """Score a trained recognizer on a corpus; its labels must all be known to the recognizer.
+@dataclass(frozen=True)
+class Evaluation:
+    """A recognizer scored on a corpus.
 
-    Unusable utterances are left out and returned as the fourth value (``on_bad_audio="skip"``),
-    or raise (``"error"``)."""
+    ``metrics`` scores the recognizer's own answers (any of its labels). When the corpus has only some of
+    the recognizer's labels (another corpus), ``restricted`` scores the same clips with the answers
+    restricted to the labels the corpus has (the probabilities of the others dropped, the rest
+    renormalised): the figure comparable with a classifier trained on those labels alone.
+    ``left_out`` counts the utterances whose label the recognizer does not know (``labels="shared"``).
+    """
+
+    metrics: Any
+    examples: list
+    probs: Any
+    skipped: list
+    restricted: Any = None
+    answer_labels: tuple[str, ...] = ()
+    left_out: dict[str, int] | None = None
+
+
+def evaluate_recognizer(
+    recognizer, corpus: Corpus, *, on_bad_audio: str = "skip", progress: bool = True, labels: str = "all"
+) -> Evaluation:
+    """Score a trained recognizer on a corpus.
+
+    ``labels="all"``: every label of the corpus must be known to the recognizer (a clear error otherwise).
+    ``labels="shared"``: the utterances of labels the recognizer does not know are left out and counted
+    (a corpus the recognizer was not trained on: RAVDESS's calm and surprised for an EmoDB recognizer).
+    Unusable utterances are left out and returned (``on_bad_audio="skip"``), or raise (``"error"``).
+    """
+    from collections import Counter
+
+    import numpy as np
+
     from emovox.errors import RecognizerError
 
-    unknown = sorted({u.label for u in corpus} - set(recognizer.labels))
-    if unknown:
+    if labels not in ("all", "shared"):
+        raise EmovoxError(f"labels={labels!r}: use all or shared")
+    name = corpus.spec or corpus.name
+    known = set(recognizer.labels)
+    unknown = Counter(u.label for u in corpus if u.label not in known)
+    if unknown and labels == "all":
         raise RecognizerError(
-            f"{corpus.spec or corpus.name}: labels {unknown} are not among the recognizer's {list(recognizer.labels)}"
+            f"{name}: labels {sorted(unknown)} are not among the recognizer's {list(recognizer.labels)} "
+            "(--labels shared scores the utterances of the labels both have)"
         )
+    ids = [u.id for u in corpus if u.label in known]
+    if not ids:
+        raise RecognizerError(f"{name}: none of its labels {sorted(unknown)} is among the recognizer's {list(recognizer.labels)}")
     examples, skipped = build_examples(
-        corpus, [u.id for u in corpus], recognizer.model.fields(), max_seconds=recognizer.max_seconds, on_error=on_bad_audio,
+        corpus, ids, recognizer.model.fields(), max_seconds=recognizer.max_seconds, on_error=on_bad_audio,
         context=recognizer.model.context_format(),
     )
     probs = recognizer.predict_examples(examples, progress=progress, desc="evaluate")
     index = {label: i for i, label in enumerate(recognizer.labels)}
     y_true = [index[corpus[e.id].label] for e in examples]
     metrics = compute_metrics(y_true, probs.argmax(1).tolist(), recognizer.labels)
-    return metrics, examples, probs, skipped
+    has = {u.label for u in corpus}
+    answer = tuple(label for label in recognizer.labels if label in has)
+    restricted = None
+    if len(answer) < len(recognizer.labels):
+        keep = np.array([index[label] for label in answer])
+        pred = keep[probs[:, keep].argmax(1)]  # argmax of the renormalised probabilities over the labels kept
+        restricted = compute_metrics(y_true, pred.tolist(), recognizer.labels)
+    return Evaluation(metrics, examples, probs, skipped, restricted, answer, dict(sorted(unknown.items())) or None)
