@@ -263,4 +263,4 @@ def test_evaluate_on_a_corpus_with_other_labels(pseudo_corpora, work) -> None:
     assert record["ua"] == pytest.approx(balanced_accuracy_score(true, [p["pred"] for p in rows]))
     restricted = [max(answers, key=lambda a, p=p: p["probabilities"][a]) for p in rows]
     assert record["restricted"]["ua"] == pytest.approx(balanced_accuracy_score(true, restricted))
-    assert f"answers restricted to the 4 labels the corpus has (angry, fearful, neutral, sad): WA" in r.output
+    assert "answers restricted to the 4 labels the corpus has (angry, fearful, neutral, sad): WA" in r.output
