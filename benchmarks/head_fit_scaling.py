@@ -45,13 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from emovox.config import load_config
-    from emovox.corpora import load_corpus
     from emovox.splits import make_folds
     from emovox.training.data import ExperimentData
 
     torch.set_num_threads(1)
     cfg = load_config(args.recipe, args.overrides).model_copy(update={"baseline": False})
-    corpus = load_corpus(cfg.corpus)
+    corpus = cfg.open_corpus()
     fold = next(f for f in make_folds(corpus, cfg.protocol, cfg.validation, seed=cfg.train.seed) if f.index == args.fold)
     print(f"{cfg.name}: fold {fold.index} ({fold.name}), load average {os.getloadavg()[0]:.1f}", flush=True)
     data = ExperimentData(cfg, corpus, progress=True)
