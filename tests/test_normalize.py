@@ -309,3 +309,27 @@ def test_the_runtime_head_normalises_and_falls_back_as_the_torch_model_does():
     np.testing.assert_allclose(ours, expected, atol=1e-4)
     lone = probabilities(states[:, model.branch.layer_index][:, positions].numpy(), head, None)
     assert not np.allclose(lone, ours, atol=1e-3)  # without speakers every clip takes the fallback
+
+
+def test_evaluate_on_a_corpus_that_does_not_say_who_spoke_classifies_each_clip_alone(speaker_recognizer, tmp_path):
+    """A manifest without a speaker column gives every clip the placeholder speaker ``unknown``: its clips
+    must not be standardised together as if one person spoke them all, but each alone, with the warning."""
+    from emovox.corpora import load_corpus
+    from emovox.training.final import evaluate_recognizer
+
+    rec, root = speaker_recognizer
+    a, labels_a = new_speaker_clips(root, "cat", 1.1)
+    b, labels_b = new_speaker_clips(root, "dan", 0.9)
+    rows = [{"path": p, "label": lab} for p, lab in zip(a + b, labels_a + labels_b, strict=True)]
+    manifest = write_manifest(tmp_path / "nobody.csv", rows, ("path", "label"))
+    corpus = load_corpus(f"manifest:{manifest}")
+    assert {u.speaker for u in corpus} == {"unknown"}
+    with pytest.warns(EmovoxWarning, match=f"{len(rows)} of {len(rows)} clip\\(s\\) have no other clip of their speaker"):
+        ev = evaluate_recognizer(rec, corpus, progress=False)
+    with pytest.warns(EmovoxWarning):
+        alone = [rec.predict(p) for p in a + b]
+    by_path = {str(u.audio): u.id for u in corpus}
+    order = {e.id: i for i, e in enumerate(ev.examples)}
+    for p, pred in zip(a + b, alone, strict=True):
+        row = ev.probs[order[by_path[p]]]
+        assert [pred.probabilities[label] for label in rec.labels] == pytest.approx(row.tolist(), abs=1e-5)

@@ -162,7 +162,7 @@ class Recognizer:
             return examples
         from emovox.inference.prediction import warn_ungrouped
 
-        warn_ungrouped(mode, [getattr(e, mode) for e in examples], fallback=getattr(self.model, "fallback", None) is not None,
+        warn_ungrouped(mode, [self.model.normalizer.key(e) for e in examples], fallback=getattr(self.model, "fallback", None) is not None,
                        stacklevel=4)
         return self.model.observe(examples)
 

@@ -194,3 +194,11 @@ def missing_audio(spec_text: str, missing: list[Path], policy: str) -> list[tupl
 #: split sees a single speaker group and refuses, instead of silently treating every utterance
 #: as its own speaker (which would hide speaker leakage behind a "speaker-independent" label).
 UNKNOWN_SPEAKER = "unknown"
+
+
+def known_speaker(speaker: str | None) -> str | None:
+    """The speaker, or None where the corpus does not say who spoke (``UNKNOWN_SPEAKER``, also namespaced
+    ``<corpus>/unknown``): per-speaker statistics must not pool a whole corpus as one "speaker"."""
+    if speaker is None or speaker == UNKNOWN_SPEAKER or speaker.endswith("/" + UNKNOWN_SPEAKER):
+        return None
+    return speaker

@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from emovox.corpora.spec import known_speaker
 from emovox.models.pooling import WeightedLayerSum
 
 Combine = Literal["weighted", "concat"]
@@ -151,9 +152,10 @@ class GroupNormalizer(nn.Module):
         self.table = {}
 
     def key(self, example) -> str | None:
-        """The group an example belongs to under the current mode (None: no group)."""
+        """The group an example belongs to under the current mode (None: no group, also for the placeholder
+        speaker of a corpus that does not say who spoke, which must not pool every clip as one speaker)."""
         if self.mode == "speaker":
-            return getattr(example, "speaker", None)
+            return known_speaker(getattr(example, "speaker", None))
         if self.mode == "corpus":
             return getattr(example, "corpus", None)
         return None
