@@ -162,8 +162,8 @@ class Recognizer:
             return examples
         from emovox.inference.prediction import warn_ungrouped
 
-        warn_ungrouped(mode, [self.model.normalizer.key(e) for e in examples], fallback=getattr(self.model, "fallback", None) is not None,
-                       stacklevel=4)
+        keys = [self.model.normalizer.key(e) for e in examples]
+        warn_ungrouped(mode, keys, fallback=getattr(self.model, "fallback", None) is not None, stacklevel=4)
         return self.model.observe(examples)
 
     def predict_proba(self, items: Sequence, batch_size: int = 8) -> np.ndarray:
