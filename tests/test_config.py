@@ -33,6 +33,9 @@ def test_unknown_keys_and_bad_values_name_the_field(tmp_path):
         load_config(RECIPES / "emodb-whisper-base-frozen.yaml", ["train.lr=-1"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["train.lr"])
+    with pytest.raises(ConfigError, match=r"--set 'corpus=\[ased:d\?s=01,02, emodb:e\]': the value is not valid YAML"):
+        parse_overrides(["corpus=[ased:d?s=01,02, emodb:e]"])  # a bare '?' in a flow list: a clear error, no traceback
+    assert parse_overrides(['corpus=["ased:d?s=01,02", "emodb:e"]']) == {"corpus": ["ased:d?s=01,02", "emodb:e"]}
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
 

@@ -276,7 +276,15 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         if "=" not in pair:
             raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set train.lr=1e-4")
         key, raw = pair.split("=", 1)
-        _set_dotted(out, key.strip(), _scalar(raw))
+        try:
+            value = _scalar(raw)
+        except yaml.YAMLError as exc:
+            problem = str(getattr(exc, "problem", None) or exc).strip()
+            raise ConfigError(
+                f"--set {pair!r}: the value is not valid YAML ({problem}); quote an item holding ',' '?' ':' or '#', "
+                "e.g. --set 'corpus=[\"ased:data/ased?sentences=01,02\", \"emodb:data/emodb\"]'"
+            ) from None
+        _set_dotted(out, key.strip(), value)
     return out
 
 
