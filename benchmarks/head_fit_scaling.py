@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         views = sum(len((e.cached.get(model.branch.slot) or {}).get("variants") or []) for e in part) if hasattr(model, "branch") else 0
         rows = len(part) + views
         width = model.reducer.out_width if hasattr(model, "reducer") else 0
+        sets = getattr(model.config, "layer_sets", None) if hasattr(model, "branch") else None
+        if sets:  # the inner fits run on each candidate's columns: the widest candidate decides the space
+            width = max(len(s) for s in sets) * model.branch.width
         space = "rows" if rows < width else "features"
         results.append((len(keep), rows, width, space, cpu, wall, choices))
         print(

@@ -324,8 +324,9 @@ def test_evaluate_on_a_corpus_that_does_not_say_who_spoke_classifies_each_clip_a
     manifest = write_manifest(tmp_path / "nobody.csv", rows, ("path", "label"))
     corpus = load_corpus(f"manifest:{manifest}")
     assert {u.speaker for u in corpus} == {"unknown"}
-    with pytest.warns(EmovoxWarning, match=f"{len(rows)} of {len(rows)} clip\\(s\\) have no other clip of their speaker"):
+    with pytest.warns(EmovoxWarning, match=f"{len(rows)} of {len(rows)} clip\\(s\\) have no other clip of their speaker") as said:
         ev = evaluate_recognizer(rec, corpus, progress=False)
+    assert len(said) == 1  # said once
     with pytest.warns(EmovoxWarning):
         alone = [rec.predict(p) for p in a + b]
     by_path = {str(u.audio): u.id for u in corpus}
