@@ -478,7 +478,7 @@ def loso_on_features(cfg, corpus, examples, features: torch.Tensor, out_dir: Pat
     """The recipe's protocol and head trained on given features (the 10 s-padded ones): the
     runner's own ``train_fold`` on each fold, pooled UA over all test predictions."""
     from emovox.data.examples import Example
-    from emovox.metrics import compute_metrics
+    from emovox.evaluation.metrics import compute_metrics
     from emovox.models.branch import BackboneStore
     from emovox.splits import make_folds
     from emovox.training.data import ExperimentData
@@ -513,7 +513,7 @@ def startup_seconds() -> float:
     import subprocess
 
     t0 = time.perf_counter()
-    modules = "emovox.cli, emovox.training.runner, emovox.backbones.whisper, emovox.backbones.audio, emovox.reporting"
+    modules = "emovox.cli, emovox.training.runner, emovox.backbones.whisper, emovox.backbones.audio, emovox.evaluation.reporting"
     subprocess.run([sys.executable, "-c", f"import {modules}, emovox.cache, emovox.models.classifier"], check=True, cwd=ROOT)
     return time.perf_counter() - t0
 

@@ -429,8 +429,8 @@ def test_a_fold_model_is_rebuilt_exactly_from_its_run(halves):
     """What late fusion reads per fold is the very model that fold tested."""
     from emovox.corpora import load_corpus
     from emovox.data.examples import build_examples
+    from emovox.evaluation.predictions import read_predictions
     from emovox.models.fold_model import load_fold_model
-    from emovox.predictions import read_predictions
 
     corpus = load_corpus(halves["spec"])
     for fold in ("fold_1", "fold_3"):

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from emovox.cli import app
 from emovox.errors import ConfigError, EmovoxError
-from emovox.predictions import read_predictions
+from emovox.evaluation.predictions import read_predictions
 
 runner = CliRunner()
 LABELS = ["angry", "fearful", "happy", "neutral", "sad"]

@@ -17,7 +17,7 @@ from helpers import tiny_config, tone_rows, write_manifest
 
 from emovox.config import config_from_dict
 from emovox.errors import ConfigError
-from emovox.metrics import HEADLINE
+from emovox.evaluation.metrics import HEADLINE
 from emovox.training import trainer as trainer_module
 from emovox.training.runner import run_cv
 from emovox.training.tracking import Tracker, TrackingError

@@ -164,8 +164,8 @@ def fold_indices(cfg) -> list[int]:
 
 
 def print_cv_summary(cfg, payload: dict, out: Path) -> None:
-    from emovox.metrics import CVResult
-    from emovox.reporting import print_summary
+    from emovox.evaluation.metrics import CVResult
+    from emovox.evaluation.reporting import print_summary
 
     result = CVResult.from_dict(payload)
     console = Console()
@@ -312,8 +312,8 @@ def evaluate(
     if on_bad_audio not in ("error", "skip"):
         raise EmovoxError(f"--on-bad-audio {on_bad_audio!r}: use error or skip")
     from emovox.corpora import load_corpus
+    from emovox.evaluation.reporting import print_evaluation, write_json
     from emovox.recognizer import Recognizer
-    from emovox.reporting import print_evaluation, write_json
     from emovox.training.final import evaluate_recognizer
 
     corpus = load_corpus(spec)

@@ -34,7 +34,7 @@ def splits_command(
     from rich.table import Table
 
     from emovox.corpora import load_corpora
-    from emovox.reporting import NOT_SPEAKER_INDEPENDENT
+    from emovox.evaluation.reporting import NOT_SPEAKER_INDEPENDENT
     from emovox.splits import make_folds, write_folds
 
     corpus = load_corpora(specs)

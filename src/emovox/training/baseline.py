@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emovox.corpora.base import Corpus
-from emovox.metrics import aggregate
+from emovox.evaluation.metrics import aggregate
 from emovox.models.logistic import DEFAULT_C
 from emovox.training.breakdown import per_corpus
 

@@ -36,8 +36,8 @@ import numpy as np
 from emovox.atomic import atomic_write_json, atomic_write_text
 from emovox.corpora.base import Corpus
 from emovox.errors import ConfigError, EmovoxError
-from emovox.metrics import aggregate, compute_metrics
-from emovox.predictions import read_predictions, write_predictions
+from emovox.evaluation.metrics import aggregate, compute_metrics
+from emovox.evaluation.predictions import read_predictions, write_predictions
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
@@ -186,7 +186,7 @@ def train_text_control(cfg: ExperimentConfig, corpus: Corpus, folds: Sequence[Fo
     if not todo:
         return
     texts = transcripts(cfg, corpus, progress=progress)
-    from emovox.reporting import csv_text
+    from emovox.evaluation.reporting import csv_text
 
     atomic_write_text(out_dir / "transcripts.csv", csv_text(
         ["id", "source", "text"], [[u.id, *reversed(texts[u.id])] for u in corpus if u.id in texts]))  # fmt: skip

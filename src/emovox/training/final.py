@@ -19,7 +19,7 @@ from emovox.corpora.base import Corpus
 from emovox.corpora.pool import corpus_sources
 from emovox.data.examples import build_examples
 from emovox.errors import EmovoxError
-from emovox.metrics import compute_metrics
+from emovox.evaluation.metrics import compute_metrics
 from emovox.models.directory import OWNED
 from emovox.training.data import ExperimentData
 from emovox.training.folds import fit_model

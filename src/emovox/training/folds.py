@@ -27,8 +27,8 @@ import torch
 from emovox.atomic import atomic_write_json
 from emovox.data.examples import Example, Skipped
 from emovox.errors import EmovoxError
-from emovox.metrics import Metrics, compute_metrics
-from emovox.predictions import read_predictions, write_predictions
+from emovox.evaluation.metrics import Metrics, compute_metrics
+from emovox.evaluation.predictions import read_predictions, write_predictions
 from emovox.splits import Fold
 from emovox.training import distributed
 from emovox.training.checkpoint import remove_stale_temporaries
@@ -336,7 +336,7 @@ def fit_model(model, trainer: Trainer, train: list[Example], valid: list[Example
     else:
         fit = FitResult(choices=choices)
         if valid:
-            from emovox.metrics import compute_metrics
+            from emovox.evaluation.metrics import compute_metrics
 
             v = heldout_valid_proba(trainer, valid)  # argmax only: probabilities rank like logits
             fit.best_valid_ua = float(compute_metrics([e.target for e in valid], v.argmax(1).tolist(), model.labels).ua)

@@ -44,7 +44,7 @@ from emovox.config import TrainConfig
 from emovox.data.batching import length_grouped_batches, plain_batches
 from emovox.data.examples import Example
 from emovox.errors import EmovoxError
-from emovox.metrics import compute_metrics
+from emovox.evaluation.metrics import compute_metrics
 from emovox.training import distributed
 from emovox.training.checkpoint import (
     atomic_save_tensors,

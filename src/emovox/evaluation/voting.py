@@ -54,8 +54,8 @@ import numpy as np
 
 from emovox.atomic import atomic_write_text
 from emovox.errors import EmovoxError
-from emovox.metrics import HEADLINE, CVResult, aggregate, compute_metrics, headline_scores
-from emovox.predictions import PREDICTIONS, VALID_PREDICTIONS, PredictionTable, Run, load_run, write_predictions
+from emovox.evaluation.metrics import HEADLINE, CVResult, aggregate, compute_metrics, headline_scores
+from emovox.evaluation.predictions import PREDICTIONS, VALID_PREDICTIONS, PredictionTable, Run, load_run, write_predictions
 
 METHODS = ("hard", "soft", "weighted")
 CHOOSE_ON = ("valid", "test")
@@ -348,8 +348,8 @@ def describe(vote: Vote) -> dict:
 
 def write_vote(vote: Vote, out_dir: Path, *, title: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
     """Write the vote as a run directory; returns its ``results.json`` content (with confidence intervals)."""
-    from emovox import reporting
-    from emovox.stats import add_confidence_intervals
+    from emovox.evaluation import reporting
+    from emovox.evaluation.stats import add_confidence_intervals
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -434,7 +434,7 @@ def candidates_csv(vote: Vote) -> str:
 
 def vote_markdown(vote: Vote) -> str:
     """The report's "Vote" section: method, tie rule, members with their own scores, each fold's choice."""
-    from emovox.reporting import METRIC_TITLES, fmt_pct, markdown_table
+    from emovox.evaluation.reporting import METRIC_TITLES, fmt_pct, markdown_table
 
     lines = ["## Vote", ""]
     if vote.optimistic:

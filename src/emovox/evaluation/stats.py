@@ -15,7 +15,7 @@ numpy.random.default_rng(seed)`` and ``m`` units in a fixed order (utterances in
 speakers sorted), resample ``b`` is ``rng.integers(0, m, size=m)`` for ``b = 1 .. B`` in turn; its
 score is the metric of the utterances of the drawn units, each unit counted as often as drawn.
 The interval is ``numpy.percentile(scores, [100 (1 - level) / 2, 100 (1 + level) / 2])`` (linear
-interpolation), default 95 % with B = 1000. Scores come from ``emovox.metrics.headline_scores``
+interpolation), default 95 % with B = 1000. Scores come from ``emovox.evaluation.metrics.headline_scores``
 on the summed confusion matrices of the drawn units, so an interval is always an interval of the
 very metric that is reported (and tests check it against scikit-learn on each resample).
 
@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from emovox.errors import EmovoxError
-from emovox.metrics import HEADLINE, compute_metrics, headline_scores
-from emovox.predictions import Run, load_run
+from emovox.evaluation.metrics import HEADLINE, compute_metrics, headline_scores
+from emovox.evaluation.predictions import Run, load_run
 from emovox.splits import natural_sorted
 
 DEFAULT_BOOT = 1000
@@ -186,7 +186,7 @@ def add_confidence_intervals(
         "level": level,
         "n_boot": n_boot,
         "seed": seed,
-        "method": "percentile bootstrap of the pooled test predictions (emovox.stats)",
+        "method": "percentile bootstrap of the pooled test predictions (emovox.evaluation.stats)",
     }
     for unit, groups in (("utterance", None), ("speaker", speakers)):
         if unit == "speaker" and speakers is None:

@@ -260,7 +260,7 @@ def headline_scores(confusions: Any) -> dict[str, np.ndarray]:
     """WA, UA, macro-F1 and weighted-F1 of one confusion matrix ``[C, C]`` or a stack ``[..., C, C]``.
 
     The single implementation of the headline definitions (module docstring): ``Metrics`` and the
-    bootstrap (thousands of resampled confusion matrices at once, ``emovox.stats``) both call it,
+    bootstrap (thousands of resampled confusion matrices at once, ``emovox.evaluation.stats``) both call it,
     so a confidence interval is always an interval of the very number that is reported. Every
     matrix must hold at least one utterance.
     """

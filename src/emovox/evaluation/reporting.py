@@ -6,7 +6,7 @@ put next to the published numbers. CSV and JSON keep fractions at full precision
 A result whose protocol is not speaker-independent carries ``NOT speaker-independent`` in every
 human-readable output, because such numbers are not comparable with speaker-independent ones.
 
-Metric definitions live in ``emovox.metrics``; this module only formats them.
+Metric definitions live in ``emovox.evaluation.metrics``; this module only formats them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from emovox.atomic import atomic_write_text
-from emovox.metrics import HEADLINE, CVResult, Metrics
+from emovox.evaluation.metrics import HEADLINE, CVResult, Metrics
 
 NOT_SPEAKER_INDEPENDENT = "NOT speaker-independent"
 
@@ -119,7 +119,7 @@ def report_markdown(result: CVResult, title: str = "Results") -> str:
 
 
 def ci_markdown(block: Mapping[str, Any]) -> str:
-    """The report section for a ``confidence_intervals`` block (``emovox.stats.add_confidence_intervals``)."""
+    """The report section for a ``confidence_intervals`` block (``emovox.evaluation.stats.add_confidence_intervals``)."""
     units = [u for u in ("utterance", "speaker") if u in block]
     level = f"{100 * block['level']:g} %"
     header = ["Metric", "pooled (%)", *(f"{level} CI, {u}s (n={block[u]['n_units']})" for u in units)]
