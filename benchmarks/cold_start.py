@@ -49,8 +49,8 @@ family = json.loads(next((pathlib.Path(sys.argv[1]) / "branches").glob("*/emovox
 module = {"whisper": "transformers.models.whisper.modeling_whisper"}.get(family, "transformers")
 importlib.import_module(module)
 mark(f"import {module.replace('transformers.models.', '')}")
-from emovox.recognizer import Recognizer
-mark("import emovox.recognizer (rest)")
+from emovox.inference.recognizer import Recognizer
+mark("import emovox.inference.recognizer (rest)")
 rec = Recognizer.load(sys.argv[1])
 mark("Recognizer.load")
 rec.predict(sys.argv[2])

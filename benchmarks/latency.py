@@ -47,7 +47,7 @@ def four_second_clip() -> np.ndarray:
 
 def ensure_model(model_dir: Path, recipe: Path):
     from emovox.config import load_config
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     if not (model_dir / "emovox.json").is_file():
@@ -126,7 +126,7 @@ def torch_int8(rec):
 
     import torch
 
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     with warnings.catch_warnings():  # torch.ao's dynamic quantisation is deprecated in favour of torchao (not installed)
         warnings.simplefilter("ignore")
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from emovox.export import write_runtime
+    from emovox.inference.export import write_runtime
     from emovox.inference.runtime import Runtime
 
     torch.set_num_threads(args.threads)

@@ -60,7 +60,7 @@ def main() -> None:
 
     from emovox.config import config_from_dict
     from emovox.corpora import load_corpus
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     work = Path(args.work)

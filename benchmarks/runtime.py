@@ -65,8 +65,8 @@ def stats_ms(values: list[float]) -> dict:
 
 
 def agreement(args) -> dict:
+    from emovox.inference.recognizer import Recognizer
     from emovox.inference.runtime import Runtime
-    from emovox.recognizer import Recognizer
 
     names, clips = load_clips(args.emodb)
     print(f"{len(clips)} EmoDB clips; load average {load_average()}", flush=True)

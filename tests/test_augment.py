@@ -123,7 +123,7 @@ def test_a_recognizer_trained_on_one_clip_length_works_on_every_length(whisper_b
 
     from emovox.config import config_from_dict
     from emovox.corpora import load_corpus
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     corpus = load_corpus(f"emodb:{emodb_dir}")

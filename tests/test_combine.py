@@ -119,7 +119,7 @@ def test_emovox_predict_gives_a_context_recognizer_the_previous_utterance(tmp_pa
     from typer.testing import CliRunner
 
     from emovox.cli import app
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     cfg = config_from_dict(experiment("dialogues:synthetic", tmp_path / "cache", {
@@ -190,7 +190,7 @@ def test_a_context_of_two_turns_reads_what_only_the_turn_before_the_previous_tel
     from typer.testing import CliRunner
 
     from emovox.cli import app
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     corpus = two_back_corpus()
@@ -268,7 +268,7 @@ def test_serve_gives_an_audio_and_text_context_recognizer_the_previous_utterance
     from fastapi.testclient import TestClient
 
     from emovox.errors import EmovoxWarning
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.serve import ServeConfig, create_app
     from emovox.training.final import train_recognizer
 
@@ -351,7 +351,7 @@ def test_an_audio_and_text_recognizer_predicts_from_the_cli_with_the_manifests_t
     from typer.testing import CliRunner
 
     from emovox.cli import app
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     cfg = experiment(halves["spec"], halves["cache"], {"kind": "fusion", "projection": 16, "branches": [AUDIO, TEXT]})
@@ -402,7 +402,7 @@ def test_late_fusion_over_cv_runs_uses_each_folds_member_models_and_beats_both(h
 
 def test_a_logistic_late_fusion_head_fits_the_member_outputs_in_closed_form_and_reloads(halves, tmp_path):
     """head: logistic: no hidden layers, one scikit-learn fit over the standardised member outputs."""
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     cfg = late(halves, [halves["audio"], halves["text"]], head="logistic", C=[0.1, 1.0], select="inner-logloss")
@@ -470,7 +470,7 @@ def test_late_fusion_never_uses_a_member_that_saw_the_test_part(halves, tmp_path
 
 def test_a_saved_late_fusion_recognizer_holds_its_members_and_predicts_the_same(halves, tmp_path):
     from emovox.data.examples import Example
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     members = []
@@ -573,7 +573,7 @@ def test_a_text_context_model_runs_cv_train_predict_and_serve_without_audio(tmp_
     from typer.testing import CliRunner
 
     from emovox.cli import app
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.serve import ServeConfig, create_app
 
     config = tmp_path / "meld-context.yaml"

@@ -113,8 +113,8 @@ def test_temperature_recovers_a_known_overconfidence_and_lowers_calibration_erro
 
 
 def test_a_logistic_recognizer_round_trips_through_save_load_and_onnx(tmp_path):
+    from emovox.inference.recognizer import Recognizer
     from emovox.inference.runtime import Runtime
-    from emovox.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     manifest = make_tone_manifest(tmp_path / "corpus")

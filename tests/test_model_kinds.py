@@ -61,7 +61,7 @@ def test_unknown_kinds_and_bad_sections_are_config_errors(manifest, tmp_path):
 
 
 def test_two_branch_recognizer_trains_saves_loads_and_predicts(manifest, tmp_path):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     cfg = config_from_dict(fusion_config(manifest, tmp_path))
@@ -167,7 +167,7 @@ def write_v1(model: ClassifierModel, directory: Path, kind: str, layer_weights: 
                                                        ("end-to-end", "finetune", True)])
 def test_recognizers_saved_by_0_1_still_load_and_predict_the_same(tmp_path, kind, mode, layer_weights):
     from emovox.backbones import load_backbone
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     torch.manual_seed(0)
     config = ClassifierConfig(backbone="wav2vec2-base", tiny=True, mode=mode, layers="all" if layer_weights else "last",
@@ -192,7 +192,7 @@ def test_recognizers_saved_by_0_1_still_load_and_predict_the_same(tmp_path, kind
 
 def test_a_0_1_recognizer_that_cannot_be_converted_says_what_to_do(tmp_path):
     from emovox.backbones import load_backbone
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     config = ClassifierConfig(backbone="wav2vec2-base", tiny=True, mode="finetune", layers="all")
     model = ClassifierModel(config, ["high", "low"], load_backbone("wav2vec2-base", tiny=True))

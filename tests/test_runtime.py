@@ -12,9 +12,9 @@ import torch
 from helpers import tone, train_tiny, write_wav
 
 from emovox.errors import RecognizerError
-from emovox.export import ExportError, read_positions, write_runtime
+from emovox.inference.export import ExportError, read_positions, write_runtime
+from emovox.inference.recognizer import Recognizer
 from emovox.inference.runtime import Runtime, has_runtime
-from emovox.recognizer import Recognizer
 
 LABELS = ["angry", "bored", "disgusted", "fearful", "happy", "neutral", "sad"]
 
@@ -217,7 +217,7 @@ def test_numpy_log_mel_equals_the_feature_extractor_and_emovox_whisper_input(whi
     from transformers import WhisperFeatureExtractor
 
     from emovox.backbones import load_backbone
-    from emovox.export import frontend_of
+    from emovox.inference.export import frontend_of
 
     backbone = load_backbone(str(whisper_base_dir), max_seconds=4.0)
     frontend, _ = frontend_of(backbone)

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from emovox.audio import load_audio
 from emovox.cli import app
 from emovox.errors import AudioError, RecognizerError
-from emovox.recognizer import Recognizer
-from emovox.segments import (
+from emovox.inference.recognizer import Recognizer
+from emovox.inference.segments import (
     SAMPLE_RATE,
     SegmentConfig,
     SegmentError,

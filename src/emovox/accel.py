@@ -24,7 +24,7 @@ figures and the commands that produced them. bf16 and int8 change the numbers, s
 ``preprocess``, ``spec``, ``num_layers``; a classifier still returns logits): bf16 adds hooks that
 cast floating inputs to bf16 and floating outputs back to float32, so callers, pooling and
 metrics keep working in float32. The original model is never modified. ONNX Runtime, the other
-inference path, is a recognizer's runtime (``emovox.export`` writes it, ``emovox.inference`` runs it).
+inference path, is a recognizer's runtime (``emovox.inference.export`` writes it, ``emovox.inference`` runs it).
 """
 
 from __future__ import annotations

@@ -120,14 +120,13 @@ def weight_files(directory: Path) -> list[tuple[str, int]]:
 
     Folders whose name starts with ``_`` or ``.`` are work areas (``_training`` is still there
     while ``train`` saves), not part of the recognizer, and are left out; so is ``runtime/``, whose
-    arrays are the head's own, rearranged for inference without torch.
+    arrays are the head's own, rearranged for inference without torch (``emovox.inference.runtime.RUNTIME_DIR``,
+    named here as ``models.directory.OWNED`` names it: the card is written below the inference package).
     """
-    from emovox.inference.runtime import RUNTIME_DIR
-
     found = []
     for p in directory.rglob("*.safetensors"):
         rel = p.relative_to(directory)
-        if p.is_file() and rel.parts[0] != RUNTIME_DIR and not any(part.startswith(("_", ".")) for part in rel.parts[:-1]):
+        if p.is_file() and rel.parts[0] != "runtime" and not any(part.startswith(("_", ".")) for part in rel.parts[:-1]):
             found.append((rel.as_posix(), p.stat().st_size))
     return sorted(found)
 

@@ -40,7 +40,7 @@ from emovox.errors import EmovoxError
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
 
 @dataclass(frozen=True)
@@ -288,8 +288,8 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
     from pydantic import BaseModel, Field
     from starlette.concurrency import run_in_threadpool
 
-    from emovox import __version__
     from emovox.audio import MIN_SECONDS, too_short_message
+    from emovox.version import __version__
 
     worker = InferenceQueue(recognizer, max_queue=config.max_queue, max_batch=config.max_batch, batch_wait=config.batch_wait)
     labels = list(recognizer.labels)
@@ -552,7 +552,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
                             f"{name}: {seconds:.1f} s of audio is longer than this server's timeline limit of "
                             f"{config.max_timeline_seconds:g} s"
                         )
-                    from emovox.segments import predict_timeline
+                    from emovox.inference.segments import predict_timeline
 
                     return predict_timeline(recognizer, tmp, mode=mode)
                 except EmovoxError as exc:

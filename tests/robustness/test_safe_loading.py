@@ -153,7 +153,7 @@ BACKBONE = Path("branches") / "audio"
 
 
 def test_a_flipped_byte_in_any_file_is_named_before_anything_is_loaded(recognizer_copy, tripwires):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     for rel in ("weights.safetensors", BACKBONE / "model.safetensors", BACKBONE / "config.json"):
         path = recognizer_copy / rel
@@ -173,7 +173,7 @@ def test_a_flipped_byte_in_any_file_is_named_before_anything_is_loaded(recognize
 
 
 def test_a_missing_file_is_named(recognizer_copy):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     (recognizer_copy / "weights.safetensors").unlink()
     with pytest.raises(RecognizerError, match="weights.safetensors: missing"):
@@ -181,7 +181,7 @@ def test_a_missing_file_is_named(recognizer_copy):
 
 
 def test_pickled_head_weights_are_never_unpickled(recognizer_copy, tmp_path, tripwires):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     marker = tmp_path / "UNPICKLED"
     (recognizer_copy / "weights.safetensors").unlink()
@@ -197,7 +197,7 @@ def test_pickled_head_weights_are_never_unpickled(recognizer_copy, tmp_path, tri
 
 
 def test_pickled_backbone_weights_are_refused_without_unpickling_them(recognizer_copy, tmp_path, monkeypatch):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     marker = tmp_path / "UNPICKLED"
     (recognizer_copy / BACKBONE / "model.safetensors").unlink()
@@ -209,7 +209,7 @@ def test_pickled_backbone_weights_are_refused_without_unpickling_them(recognizer
 
 
 def test_pickled_backbone_weights_are_a_recognizer_error_and_never_reach_torch_load(recognizer_copy, tmp_path, tripwires):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     marker = tmp_path / "UNPICKLED"
     (recognizer_copy / BACKBONE / "model.safetensors").unlink()
@@ -245,7 +245,7 @@ def _edit_info(directory: Path, **changes) -> None:
     ],
 )
 def test_recognizer_directories_are_validated(recognizer_copy, change, message, tripwires):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     _edit_info(recognizer_copy, **change)
     with pytest.raises(RecognizerError, match=message):
@@ -256,7 +256,7 @@ def test_recognizer_directories_are_validated(recognizer_copy, change, message, 
 def test_a_head_of_the_wrong_shape_is_named(recognizer_copy, tripwires):
     from safetensors.torch import load_file, save_file
 
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     head = load_file(str(recognizer_copy / "weights.safetensors"))
     name = next(k for k, v in head.items() if v.ndim == 2)

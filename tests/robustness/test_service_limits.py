@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 from helpers import tone, write_wav
 
-from emovox.recognizer import Recognizer
+from emovox.inference.recognizer import Recognizer
 from emovox.serve import ServeConfig, create_app
 
 

@@ -59,8 +59,8 @@ def _torch_installed() -> bool:
 def _torch_recognizer(model_dir: Path, asr: str | None, asr_language: str | None, threads: int | None):
     import torch
 
-    from emovox.asr import AsrConfig
-    from emovox.recognizer import Recognizer
+    from emovox.inference.asr import AsrConfig
+    from emovox.inference.recognizer import Recognizer
 
     if threads is not None:
         torch.set_num_threads(threads)

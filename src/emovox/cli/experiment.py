@@ -313,7 +313,7 @@ def evaluate(
         raise EmovoxError(f"--on-bad-audio {on_bad_audio!r}: use error or skip")
     from emovox.corpora import load_corpus
     from emovox.evaluation.reporting import print_evaluation, write_json
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import evaluate_recognizer
 
     corpus = load_corpus(spec)

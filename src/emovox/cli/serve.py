@@ -31,7 +31,7 @@ def _prepare(model_dir: Path, asr: str | None, asr_language: str | None, threads
                    "each is classified " + ("by its unnormalised head" if _has_fallback(rec) else "with the training "
                    "statistics") + " (emovox predict with a manifest's speaker column gathers a speaker's clips)", err=True)
     if rec.needs_text and rec.asr is not None:
-        from emovox.asr import get_transcriber
+        from emovox.inference.asr import get_transcriber
 
         get_transcriber(rec.asr)  # load Whisper now: the first request should not wait for it, and a bad --asr fails here
     return rec

@@ -36,7 +36,7 @@ MODALITIES = ("audio", "text", "audio+text")
 #: ``train --force``); anything else a user keeps in the folder is theirs and never read. ``tensorboard/`` holds the
 #: final model's training curves (``train.report_to``), kept with it as a hub model keeps ``runs/``; an MLflow store
 #: beside it is not part of the recognizer (a database MLflow may still write to). ``runtime/`` is what inference needs
-#: without torch (``emovox.export``, ``emovox.inference.runtime``).
+#: without torch (``emovox.inference.export``, ``emovox.inference.runtime``).
 OWNED = ("weights.safetensors", "README.md", "branches", "adapters", "members", "tensorboard", "llm.json", "runtime")
 
 
@@ -107,7 +107,7 @@ def read_meta(directory: Path) -> dict:
     if not isinstance(info, dict):
         raise RecognizerError(f"{meta_path}: expected a JSON object")
     if info.get("schema_version") not in (1, SCHEMA_VERSION):
-        from emovox import __version__
+        from emovox.version import __version__
 
         raise RecognizerError(
             f"{meta_path}: schema_version {info.get('schema_version')!r}; "

@@ -10,7 +10,7 @@ the fold's test part, and the report puts its UA beside the recipe's.
 
 - **Transcripts** (``control.transcripts``): ``auto`` takes the corpus's own where it has them
   (EmoDB's and RAVDESS's sentences, a manifest's ``text``) and asks the ASR (``control.asr``, a
-  Whisper model, ``emovox.asr``) for the others; ``asr`` transcribes every clip (the words a
+  Whisper model, ``emovox.inference.asr``) for the others; ``asr`` transcribes every clip (the words a
   recognizer could read from the audio, mis-hearings included); ``given`` uses the corpus's only.
   ASR transcripts are cached on disk beside the feature cache (``<cache>/../transcripts``), keyed
   by the ASR model, its language and the audio content, so a clip is transcribed once for every run.
@@ -102,9 +102,9 @@ def transcripts(cfg: ExperimentConfig, corpus: Corpus, *, progress: bool = True)
 
 def asr_transcripts(cfg: ExperimentConfig, utterances: Sequence, *, progress: bool = True) -> dict[str, str]:
     """Whisper transcripts of ``utterances`` (cached by ASR model, language and audio content)."""
-    from emovox.asr import AsrConfig, get_transcriber
     from emovox.cache import cache_key, item_key, weights_fingerprint
     from emovox.data.examples import load_cropped_audio
+    from emovox.inference.asr import AsrConfig, get_transcriber
     from emovox.progress import progress_bar
 
     control = cfg.control

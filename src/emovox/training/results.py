@@ -19,13 +19,13 @@ import numpy as np
 import torch
 import yaml
 
-from emovox import __version__
 from emovox.atomic import atomic_write_json, atomic_write_text
 from emovox.corpora.base import Corpus
 from emovox.corpora.pool import corpus_sources
 from emovox.data.examples import Skipped
 from emovox.evaluation.metrics import aggregate
 from emovox.evaluation.predictions import write_predictions
+from emovox.version import __version__
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig

@@ -42,14 +42,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from emovox import __version__
-from emovox.activity import DEFAULT as SPEECH_CHECK
 from emovox.atomic import sha256_file
 from emovox.errors import EmovoxError
 from emovox.inference import runtime as rt
+from emovox.inference.activity import DEFAULT as SPEECH_CHECK
 from emovox.inference.frontend import Waveform, WhisperLogMel
 from emovox.inference.head import Head
 from emovox.models.pooling import pool
+from emovox.version import __version__
 
 SAMPLE_RATE = 16_000
 OPSET = 17

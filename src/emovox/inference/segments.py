@@ -38,7 +38,7 @@ from emovox.audio import SAMPLE_RATE
 from emovox.errors import AudioError, EmovoxError
 
 if TYPE_CHECKING:
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
 #: Source frames decoded per block (about 4 s at 16 kHz, 1.4 s at 44.1 kHz).
 BLOCK_FRAMES = 1 << 16
@@ -277,7 +277,7 @@ def iter_segments(path: str | Path, config: SegmentConfig = SegmentConfig()) -> 
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    """One segment's prediction; ``speech`` is ``emovox.activity.has_speech`` of its audio (None: not checked)."""
+    """One segment's prediction; ``speech`` is ``emovox.inference.activity.has_speech`` of its audio (None: not checked)."""
 
     start: float
     end: float
@@ -357,11 +357,11 @@ def predict_timeline(
 
     A recording shorter than ``emovox.audio.MIN_SECONDS`` is refused (``TooShortError``, the same
     message as everywhere); shorter segments (only a custom ``min_tail`` makes them) are not
-    predicted. Every entry records whether its audio holds speech (``emovox.activity``).
+    predicted. Every entry records whether its audio holds speech (``emovox.inference.activity``).
     """
-    from emovox.activity import has_speech
     from emovox.audio import MIN_SECONDS, audio_duration, too_short_message
     from emovox.errors import TooShortError
+    from emovox.inference.activity import has_speech
     from emovox.progress import progress_bar
 
     if config is None:

@@ -74,7 +74,7 @@ class Recognizer:
     @property
     def asr(self):
         """The ``AsrConfig`` used to transcribe audio for a text recognizer, or None."""
-        from emovox.asr import AsrConfig, AsrError
+        from emovox.inference.asr import AsrConfig, AsrError
 
         data = self.info.get("asr")
         if data is None:
@@ -87,7 +87,7 @@ class Recognizer:
     @asr.setter
     def asr(self, value) -> None:
         """An ``AsrConfig``, a model directory / hub id, or None; ``save`` keeps it in emovox.json."""
-        from emovox.asr import AsrConfig
+        from emovox.inference.asr import AsrConfig
 
         if value is None:
             self.info.pop("asr", None)
@@ -97,7 +97,7 @@ class Recognizer:
 
     @property
     def max_seconds(self) -> float:
-        """Clips are cropped to this many seconds, as in training (long recordings: ``emovox.segments.predict_timeline``)."""
+        """Clips are cropped to this many seconds, as in training (long recordings: ``segments.predict_timeline``)."""
         return float(self.info.get("preprocessing", {}).get("max_seconds") or self.model.max_seconds())
 
     @property
@@ -119,7 +119,7 @@ class Recognizer:
 
         model, labels, info = recognizer_dir.load(Path(directory))
         if info.get("asr") is not None:
-            from emovox.asr import AsrConfig, AsrError
+            from emovox.inference.asr import AsrConfig, AsrError
 
             try:
                 AsrConfig.from_dict(info["asr"], where=f"{Path(directory) / 'emovox.json'} 'asr'")
@@ -187,7 +187,7 @@ class Recognizer:
 
     def transcribe(self, clips: Sequence[np.ndarray]) -> list[str]:
         """Transcripts of 16 kHz clips with this recognizer's ASR model (``RecognizerError`` if none)."""
-        from emovox.asr import get_transcriber
+        from emovox.inference.asr import get_transcriber
 
         config = self.asr
         if config is None:
@@ -249,7 +249,7 @@ class Recognizer:
             for i in range(n)
         ]
         probs = self.predict_examples(examples, batch_size=batch_size)
-        from emovox.activity import has_speech
+        from emovox.inference.activity import has_speech
 
         speech = [has_speech(a) if a is not None else None for a in audio]
         preds = [
