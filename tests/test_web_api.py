@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from helpers import tone
 
 from emovox.inference.recognizer import Recognizer
-from emovox.serve import InferenceQueue, ServeConfig, create_app
+from emovox.serve.app import InferenceQueue, ServeConfig, create_app
 
 
 def wav_bytes(samples: np.ndarray, sr: int = 16_000) -> bytes:

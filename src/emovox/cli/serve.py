@@ -13,7 +13,7 @@ MODEL_DIR_HELP = "Recognizer directory from `emovox train`."
 
 
 def _config(max_upload_mb: float, max_seconds: float, max_timeline_seconds: float, max_queue: int, max_batch: int):
-    from emovox.serve import ServeConfig
+    from emovox.serve.app import ServeConfig
 
     return ServeConfig(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_seconds=max_seconds, max_queue=max_queue, max_batch=max_batch,
@@ -56,7 +56,7 @@ def serve(
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Serve a recognizer over HTTP: the demo page at /, POST /predict, POST /timeline, GET /health, GET /labels, /docs."""
-    from emovox.serve import serve as run
+    from emovox.serve.app import serve as run
 
     config = _config(max_upload_mb, max_seconds, max_timeline_seconds, max_queue, max_batch)
     rec = _prepare(model_dir, asr, asr_language, threads, engine)
@@ -80,7 +80,7 @@ def demo(
     """Try a recognizer in the browser: serve it and open its page (upload or record a clip, type a transcript)."""
     import webbrowser
 
-    from emovox.serve import serve as run
+    from emovox.serve.app import serve as run
 
     config = _config(max_upload_mb, max_seconds, max_timeline_seconds, 32, 8)
     rec = _prepare(model_dir, asr, asr_language, threads, engine)

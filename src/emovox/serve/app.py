@@ -2,7 +2,7 @@
 
 Endpoints: ``POST /predict`` (multipart: an ``audio`` upload and/or a ``text`` transcript),
 ``POST /timeline`` (a long recording in ``audio``: a label per segment), ``GET /health``,
-``GET /labels``, the demo page at ``/`` (``emovox.web``), and the OpenAPI schema at
+``GET /labels``, the demo page at ``/`` (``emovox.serve.web``), and the OpenAPI schema at
 ``/openapi.json`` with Swagger UI at ``/docs``, whose scripts and styles are served from the
 installed ``fastapi-offline`` package, so that the docs work on a machine without internet.
 
@@ -573,7 +573,7 @@ def create_app(recognizer: "Recognizer", config: ServeConfig = ServeConfig()) ->
             data["source"] = name
             return TimelineResponse(**data)
 
-    from emovox.web import add_demo_page
+    from emovox.serve.web import add_demo_page
 
     add_demo_page(app)
     app.add_middleware(BodyLimit, limit=config.max_upload_bytes)

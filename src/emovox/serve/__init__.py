@@ -1,0 +1,1 @@
+"""The HTTP service around one recognizer (``app``) and its demo page (``web/``)."""
