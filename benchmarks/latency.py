@@ -143,7 +143,8 @@ def http_throughput(rec, clip: np.ndarray, clients: int, per_client: int, max_ba
     import soundfile as sf
     import uvicorn
 
-    from emovox.serve.app import ServeConfig, create_app
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
 
     app = create_app(rec, ServeConfig(max_batch=max_batch, max_queue=4 * clients))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))

@@ -163,7 +163,8 @@ def test_min_duration_is_one_constant_with_one_message(audio_recognizer_dir, tmp
     from emovox.corpora import load_corpus
     from emovox.data.examples import build_examples
     from emovox.inference.recognizer import Recognizer
-    from emovox.serve.app import ServeConfig, create_app
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
 
     assert MIN_SECONDS == 0.1
     short = write_wav(tmp_path / "short.wav", tone(300, 0.09))

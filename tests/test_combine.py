@@ -150,7 +150,8 @@ def test_emovox_predict_gives_a_context_recognizer_the_previous_utterance(tmp_pa
     # serve: the previous utterance in the form field 'context'
     from fastapi.testclient import TestClient
 
-    from emovox.serve.app import ServeConfig, create_app
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
 
     with TestClient(create_app(rec, ServeConfig())) as client:
         for previous, label in (("awful", "low"), ("wonderful", "high")):
@@ -225,7 +226,8 @@ def test_a_context_of_two_turns_reads_what_only_the_turn_before_the_previous_tel
     # serve takes the formatted turns in its 'context' field, and its schema says how to format them
     from fastapi.testclient import TestClient
 
-    from emovox.serve.app import ServeConfig, create_app
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
 
     with TestClient(create_app(rec, ServeConfig())) as client:
         assert "last 2 turn(s) each as 'speaker: text'" in json.dumps(client.get("/openapi.json").json())
@@ -269,7 +271,8 @@ def test_serve_gives_an_audio_and_text_context_recognizer_the_previous_utterance
 
     from emovox.errors import EmovoxWarning
     from emovox.inference.recognizer import Recognizer
-    from emovox.serve.app import ServeConfig, create_app
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
     from emovox.training.final import train_recognizer
 
     model = {"kind": "fusion", "projection": 16, "branches": [AUDIO, TEXT, {**TEXT, "input": "context"}]}
@@ -371,7 +374,8 @@ def test_an_audio_and_text_recognizer_predicts_from_the_cli_with_the_manifests_t
     # and from the HTTP service: the upload and the typed transcript together
     from fastapi.testclient import TestClient
 
-    from emovox.serve.app import ServeConfig, create_app
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
 
     row = rows[0]
     audio = manifest.parent / row["path"]
@@ -574,7 +578,8 @@ def test_a_text_context_model_runs_cv_train_predict_and_serve_without_audio(tmp_
 
     from emovox.cli import app
     from emovox.inference.recognizer import Recognizer
-    from emovox.serve.app import ServeConfig, create_app
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
 
     config = tmp_path / "meld-context.yaml"
     config.write_text(yaml.safe_dump({

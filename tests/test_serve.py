@@ -16,7 +16,9 @@ import soundfile as sf
 from helpers import free_port, running_server, tone
 
 from emovox.inference.recognizer import Recognizer
-from emovox.serve.app import Busy, InferenceQueue, ServeConfig, create_app
+from emovox.serve.app import create_app
+from emovox.serve.limits import ServeConfig
+from emovox.serve.queue import Busy, InferenceQueue
 
 
 def wav_bytes(samples: np.ndarray, sr: int = 16_000, *, fmt: str = "WAV") -> bytes:

@@ -20,7 +20,9 @@ from fastapi.testclient import TestClient
 from helpers import tone
 
 from emovox.inference.recognizer import Recognizer
-from emovox.serve.app import InferenceQueue, ServeConfig, create_app
+from emovox.serve.app import create_app
+from emovox.serve.limits import ServeConfig
+from emovox.serve.queue import InferenceQueue
 
 
 def wav_bytes(samples: np.ndarray, sr: int = 16_000) -> bytes:

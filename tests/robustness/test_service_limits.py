@@ -19,7 +19,8 @@ import soundfile as sf
 from helpers import tone, write_wav
 
 from emovox.inference.recognizer import Recognizer
-from emovox.serve.app import ServeConfig, create_app
+from emovox.serve.app import create_app
+from emovox.serve.limits import ServeConfig
 
 
 def wav_bytes(samples: np.ndarray, sr: int = 16_000) -> bytes:

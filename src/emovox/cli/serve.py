@@ -13,7 +13,7 @@ MODEL_DIR_HELP = "Recognizer directory from `emovox train`."
 
 
 def _config(max_upload_mb: float, max_seconds: float, max_timeline_seconds: float, max_queue: int, max_batch: int):
-    from emovox.serve.app import ServeConfig
+    from emovox.serve.limits import ServeConfig
 
     return ServeConfig(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_seconds=max_seconds, max_queue=max_queue, max_batch=max_batch,
