@@ -254,7 +254,7 @@ def depth(args) -> dict:
     import torch
 
     from emovox.backbones import load_backbone
-    from emovox.models.branch import extract_pooled
+    from emovox.models.extraction import extract_pooled
 
     torch.set_num_threads(1)
     _, clips = load_clips(args.emodb, args.clips, every=max(1, 535 // args.clips))

@@ -12,7 +12,7 @@ Whisper-base (``../shared/models/whisper-base``):
      this path does not depend on which clips it sees, every clip costs 30 s);
    - ``10 s``: the IEMOCAP paper's path, clips padded to 10 s (1000 mel frames) and the encoder's
      position table truncated to 500, mean over all 500 frames, padding included;
-   - ``emovox``: ``emovox.models.branch.extract_pooled`` (length-grouped real-length batches through
+   - ``emovox``: ``emovox.models.extraction.extract_pooled`` (length-grouped real-length batches through
      the backbone, masked pooling, float32 linears on oneDNN), cache off: pure computation;
    - two diagnostic rows that split the gain: the 10 s path with oneDNN linears, and emovox with
      torch's default (MKL) linears;
@@ -291,7 +291,7 @@ def bench_extraction(backbone, examples, *, ways: Sequence[str] = EXTRACTION_WAY
     ``subset`` clips; every clip costs them the same, so the rate does not depend on which.
     """
     from emovox.accel import onednn_linears
-    from emovox.models.branch import extract_pooled
+    from emovox.models.extraction import extract_pooled
 
     clips = [e.audio for e in examples]
     sub = clips[: subset or len(clips)]
@@ -351,7 +351,7 @@ def pooling_check(backbone, examples, *, batch_size: int = 16, seed: int = 0) ->
     """Masked batched pooling vs each clip alone, on clips cut to random lengths (0.5 s to full),
     so the length-grouped batches are ragged: max abs difference and its scale."""
     from emovox.data.examples import Example
-    from emovox.models.branch import extract_pooled, pool_all_layers
+    from emovox.models.extraction import extract_pooled, pool_all_layers
 
     rng = np.random.default_rng(seed)
     cut = []
@@ -376,7 +376,7 @@ def bench_precisions(backbone, examples, reference: torch.Tensor, *, batch_size:
     """emovox's extraction through ``emovox.accel.optimize_for_inference`` at other precisions:
     timing rows and the features ``{precision: [N, L, H]}``."""
     from emovox.accel import AccelError, optimize_for_inference
-    from emovox.models.branch import extract_pooled
+    from emovox.models.extraction import extract_pooled
 
     clips = [e.audio for e in examples]
     rows = []

@@ -28,8 +28,8 @@ from emovox.cli import app  # noqa: E402
 from emovox.data.examples import Example, example_length  # noqa: E402
 from emovox.errors import BackboneError, ConfigError, EmovoxWarning, RecognizerError  # noqa: E402
 from emovox.inference.recognizer import Recognizer  # noqa: E402
-from emovox.models.branch import extract_pooled  # noqa: E402
 from emovox.models.classifier import ClassifierConfig, ClassifierModel  # noqa: E402
+from emovox.models.extraction import extract_pooled  # noqa: E402
 
 #: angry (W), happy (F), sad (T) and neutral (N) clips of four speakers, extracted in about two seconds:
 #: angry and happy are what eGeMAPS confuses most on EmoDB, so probabilities stay away from 0 and 1

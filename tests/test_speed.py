@@ -27,8 +27,8 @@ from emovox.accel import (
 from emovox.backbones import load_backbone
 from emovox.config import TrainConfig
 from emovox.data.examples import Example
-from emovox.models.branch import extract_pooled, pooled_cache_key
-from emovox.models.branch import pool_all_layers as _pool_all_layers
+from emovox.models.extraction import extract_pooled, pooled_cache_key
+from emovox.models.extraction import pool_all_layers as _pool_all_layers
 from emovox.models.heads import LayerReducer
 from emovox.training.trainer import SMALL_MODEL_PARAMETERS, Trainer, compute_threads
 

@@ -305,8 +305,8 @@ def test_a_pickle_in_the_feature_cache_is_recomputed_unread(tmp_path, tripwires)
     from emovox.backbones import load_backbone
     from emovox.cache import FeatureCache, item_key
     from emovox.data.examples import Example
-    from emovox.models.branch import extract_pooled
-    from emovox.models.branch import pooled_cache_key as backbone_key
+    from emovox.models.extraction import extract_pooled
+    from emovox.models.extraction import pooled_cache_key as backbone_key
 
     backbone = load_backbone("wav2vec2-base", tiny=True)
     clip = tone(300, 0.5)
