@@ -556,9 +556,9 @@ def main(argv: list[str] | None = None) -> str:
             sys.exit(f"missing {path}: this benchmark needs ../shared (EmoDB and Whisper-base); set EMOVOX_SHARED")
     os.chdir(ROOT)  # the recipe's ../shared paths are relative to the project root
 
+    from emovox.accel import set_threads
     from emovox.backbones import load_backbone
     from emovox.config import load_config
-    from emovox.training.trainer import set_threads
 
     set_threads(args.threads)
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, cpu capability "

@@ -143,7 +143,8 @@ def test_checkpoints_leave_out_a_frozen_tied_output_layer():
     import torch
     from torch import nn
 
-    from emovox.training.trainer import load_trainable_state, trainable_state
+    from emovox.models.fold_model import learnt_state as trainable_state
+    from emovox.training.checkpoint import load_trainable_state
 
     class TiedLM(nn.Module):
         def __init__(self):

@@ -277,7 +277,8 @@ def test_a_head_of_the_wrong_shape_is_named(recognizer_copy, tripwires):
 def test_a_pickle_in_place_of_a_checkpoint_is_refused_unread(tmp_path, tripwires):
     from emovox.config import TrainConfig
     from emovox.data.examples import Example
-    from emovox.training.trainer import STATE_FILE, Trainer
+    from emovox.training.checkpoint import STATE_FILE
+    from emovox.training.trainer import Trainer
 
     examples = [Example(f"u{i}", i % 2, length=1.0, cached={"x": torch.full((4,), float(i % 2))}) for i in range(8)]
     run = tmp_path / "run"

@@ -58,8 +58,8 @@ def extract(
     """Compute and cache this shard's frozen features for every model the run will build."""
     from tqdm.auto import tqdm
 
+    from emovox.accel import set_threads
     from emovox.cache import FeatureCache
-    from emovox.training.trainer import set_threads
 
     set_threads(cfg.train.extract_threads or cfg.train.threads)  # extraction only: the extraction setting applies
     corpus = corpus if corpus is not None else cfg.open_corpus()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emovox.accel import set_threads
 from emovox.config import ExperimentConfig
 from emovox.corpora.base import Corpus
 from emovox.corpora.pool import corpus_sources
@@ -24,7 +25,7 @@ from emovox.training.data import ExperimentData
 from emovox.training.folds import fit_model
 from emovox.training.runner import corpus_dropped
 from emovox.training.tracking import open_tracker
-from emovox.training.trainer import Trainer, set_threads
+from emovox.training.trainer import Trainer
 from emovox.version import __version__
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from emovox.accel import set_threads
 from emovox.atomic import atomic_write_json
 from emovox.config import ExperimentConfig
 from emovox.corpora.base import Corpus
@@ -36,7 +37,6 @@ from emovox.training.data import ExperimentData
 from emovox.training.folds import FoldOutcome, train_fold
 from emovox.training.results import write_results
 from emovox.training.tracking import log_run_results
-from emovox.training.trainer import set_threads
 
 #: Wall time of every invocation that worked on a run directory (so a resumed run reports its whole cost).
 TIMING_FILE = "timing.json"
