@@ -253,7 +253,7 @@ def serve(args) -> dict:
 def depth(args) -> dict:
     import torch
 
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.models.extraction import extract_pooled
 
     torch.set_num_threads(1)

@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> str:
     os.chdir(ROOT)  # the recipe's ../shared paths are relative to the project root
 
     from emovox.accel import set_threads
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.config import load_config
 
     set_threads(args.threads)

@@ -237,7 +237,7 @@ def test_a_context_of_two_turns_reads_what_only_the_turn_before_the_previous_tel
 
 
 def test_a_long_context_of_several_turns_loses_its_oldest_words_not_its_newest():
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.cache import item_key
     from emovox.data.examples import EndText
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from emovox.backbones import load_backbone
+from emovox.backbones.loader import load_backbone
 from emovox.cache import CacheWarning, FeatureCache
 from emovox.models.extraction import extract_pooled
 

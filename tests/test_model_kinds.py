@@ -103,7 +103,7 @@ def test_cv_of_a_fusion_model_uses_the_feature_cache_and_saves_validation_predic
 
 
 def context_model(**branch) -> ClassifierModel:
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
 
     config = ClassifierConfig(backbone="bert-base", tiny=True, mode="frozen", input="context", layers="all", **branch)
     return ClassifierModel(config, ["a", "b"], load_backbone("bert-base", tiny=True))
@@ -125,7 +125,7 @@ def test_a_context_branch_reads_the_previous_utterance_and_a_learned_vector_when
 
 
 def test_a_pair_branch_reads_previous_and_current_as_one_tokenizer_pair():
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
 
     config = ClassifierConfig(backbone="bert-base", tiny=True, mode="frozen", context=True)
     model = ClassifierModel(config, ["a", "b"], load_backbone("bert-base", tiny=True))
@@ -166,7 +166,7 @@ def write_v1(model: ClassifierModel, directory: Path, kind: str, layer_weights: 
 @pytest.mark.parametrize("kind, mode, layer_weights", [("frozen-features", "frozen", True), ("frozen-features", "frozen", False),
                                                        ("end-to-end", "finetune", True)])
 def test_recognizers_saved_by_0_1_still_load_and_predict_the_same(tmp_path, kind, mode, layer_weights):
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.inference.recognizer import Recognizer
 
     torch.manual_seed(0)
@@ -191,7 +191,7 @@ def test_recognizers_saved_by_0_1_still_load_and_predict_the_same(tmp_path, kind
 
 
 def test_a_0_1_recognizer_that_cannot_be_converted_says_what_to_do(tmp_path):
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.inference.recognizer import Recognizer
 
     config = ClassifierConfig(backbone="wav2vec2-base", tiny=True, mode="finetune", layers="all")

@@ -114,7 +114,7 @@ def as_examples(model, rows):
 
 
 def fitted(one_emotion_each: bool, normalize, *, model_out: list | None = None, **shape):
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.models.classifier import ClassifierConfig, ClassifierModel
 
     labels = ("a", "b", "c")
@@ -173,7 +173,7 @@ def test_validation_turns_normalisation_off_where_each_speaker_shows_one_emotion
 
 
 def test_normalisation_needs_the_closed_form_head_over_a_frozen_branch():
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.models.classifier import ClassifierConfig, ClassifierModel
 
     for bad in ({"head": "linear"}, {"head": "logistic", "mode": "finetune"}):

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 opensmile = pytest.importorskip("opensmile", reason="the opensmile package is not installed (pip install 'emovox[opensmile]')")
 
 from emovox.audio import load_audio  # noqa: E402
-from emovox.backbones import load_backbone  # noqa: E402
 from emovox.backbones import smile as smile_module  # noqa: E402
+from emovox.backbones.loader import load_backbone  # noqa: E402
 from emovox.backbones.registry import EMOVOX_FILE  # noqa: E402
 from emovox.backbones.smile import OpenSmileVersionWarning, SmileExtractor  # noqa: E402
 from emovox.cache import FeatureCache  # noqa: E402

@@ -26,7 +26,7 @@ from emovox.accel import (
     onednn_linears,
     optimize_for_inference,
 )
-from emovox.backbones import load_backbone
+from emovox.backbones.loader import load_backbone
 from emovox.config import TrainConfig
 from emovox.data.examples import Example
 from emovox.models.extraction import extract_pooled, pooled_cache_key

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from emovox.backbones import load_backbone
+from emovox.backbones.loader import load_backbone
 from emovox.data.examples import Example
 from emovox.errors import ConfigError
 from emovox.models.classifier import ClassifierConfig, ClassifierModel

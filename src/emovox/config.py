@@ -246,7 +246,7 @@ class ExperimentConfig(_Strict):
         return load_corpora(self.corpus, self.labels.policy() if self.labels is not None else None)
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = data
     for p in parts[:-1]:
@@ -276,7 +276,7 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         if "=" not in pair:
             raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set train.lr=1e-4")
         key, raw = pair.split("=", 1)
-        _set_dotted(out, key.strip(), _scalar(raw))
+        set_dotted(out, key.strip(), _scalar(raw))
     return out
 
 

@@ -110,7 +110,7 @@ def card_data(info: dict, labels: Sequence[str]):
         language=language or None,
         datasets=datasets or None,
         metrics=[m for m, _ in METRICS.values()] if results else None,
-        base_model=_base_model(info),
+        base_model=base_model(info),
         eval_results=results or None,
     )
 
@@ -397,7 +397,7 @@ def _corpus_evaluation_lines(training: dict) -> list[str]:
     return lines
 
 
-def _base_model(info: dict) -> str | None:
+def base_model(info: dict) -> str | None:
     """The hub id the backbone started from; None for tiny random builds and local directories."""
     found = branches(info)
     model = found[0] if found else {}

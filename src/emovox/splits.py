@@ -637,7 +637,7 @@ def _official_folds(corpus: Corpus, protocol: str, validation: str) -> list[Fold
 
 def _holdout_folds(corpus: Corpus, protocol: str, fraction: float, validation: str, seed: int) -> list[Fold]:
     ids = [u.id for u in corpus]
-    rest, test = _seeded_split(corpus, ids, fraction, seed, protocol, what="test")
+    rest, test = seeded_split(corpus, ids, fraction, seed, protocol, what="test")
     train, valid = _carve_valid(corpus, rest, validation, seed, test, protocol)
     return [Fold(1, f"holdout {fraction * 100:g}%", train, valid, test, False, protocol, validation, _carved_name(validation))]
 
@@ -651,10 +651,10 @@ def _carve_valid(
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if validation == "paper":
         return tuple(train), test
-    return _seeded_split(corpus, train, VALID_FRACTION, seed, protocol, what="valid")
+    return seeded_split(corpus, train, VALID_FRACTION, seed, protocol, what="valid")
 
 
-def _seeded_split(
+def seeded_split(
     corpus: Corpus, ids: list[str], fraction: float, seed: int, protocol: str, what: str
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Split ``ids`` into (rest, held) with ``fraction`` held out, stratified by label when possible.

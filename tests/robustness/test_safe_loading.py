@@ -141,11 +141,11 @@ def recognizer_copy(audio_recognizer_dir, tmp_path):
 def rehash(directory: Path) -> None:
     """Record the sha256 of the directory's files as they are now: a hand-made (or hostile) directory
     whose checksums agree, so the checks behind the checksum are what the test exercises."""
-    from emovox.models.directory import _files, sha256_file
+    from emovox.models.directory import owned_files, sha256_file
 
     path = directory / "emovox.json"
     info = json.loads(path.read_text())
-    info["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in _files(directory)}
+    info["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in owned_files(directory)}
     path.write_text(json.dumps(info))
 
 
@@ -303,7 +303,7 @@ def test_a_pickle_in_place_of_a_checkpoint_is_refused_unread(tmp_path, tripwires
 
 
 def test_a_pickle_in_the_feature_cache_is_recomputed_unread(tmp_path, tripwires):
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.cache import FeatureCache, item_key
     from emovox.data.examples import Example
     from emovox.models.extraction import extract_pooled

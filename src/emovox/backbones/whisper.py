@@ -28,8 +28,9 @@ from torch import nn
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, WhisperPreTrainedModel
 
 from emovox.audio import SAMPLE_RATE
-from emovox.backbones import BackboneSpec, Encoded
-from emovox.backbones.audio import AudioBackbone, _length_mask, _stack_time_major, truncated_encoder
+from emovox.backbones.audio import AudioBackbone, length_mask, stack_time_major, truncated_encoder
+from emovox.backbones.base import Encoded
+from emovox.backbones.registry import BackboneSpec
 from emovox.errors import BackboneError, ConfigError
 
 
@@ -67,7 +68,7 @@ class WhisperBackbone(AudioBackbone):
             ][0].T  # [frames, mel bins]: clip-own log-mel, time first for padding
             for clip in self._clips(items)
         ]
-        features, mask = _stack_time_major(mels)
+        features, mask = stack_time_major(mels)
         return {"input_features": features.transpose(1, 2).contiguous(), "attention_mask": mask}
 
     def stop_after(self, top: int | None):
@@ -121,7 +122,7 @@ class WhisperBackbone(AudioBackbone):
         if all_layers:
             states.append(x)
             x = torch.stack(states)
-        return Encoded(hidden=x, mask=_length_mask(half.sum(dim=-1), length))
+        return Encoded(hidden=x, mask=length_mask(half.sum(dim=-1), length))
 
 
 # -- the top layers alone (``mode: finetune-top``) -----------------------------------------------------------------

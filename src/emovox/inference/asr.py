@@ -98,10 +98,10 @@ class Transcriber:
 
         self.config = config
         source = _resolve_source(config.model)
-        from emovox.backbones import _QuietTransformers  # no load report / progress bars: emovox reports errors itself
+        from emovox.backbones.base import QuietTransformers  # no load report / progress bars: emovox reports errors itself
 
         try:
-            with _QuietTransformers():
+            with QuietTransformers():
                 self.processor = WhisperProcessor.from_pretrained(source)
                 self.model = WhisperForConditionalGeneration.from_pretrained(
                     source, dtype=torch.float32, use_safetensors=True

@@ -147,14 +147,14 @@ class AudioLLM(ModelKind):
     # -- the kind interface ----------------------------------------------------------------------
     @classmethod
     def build(cls, config: AudioLLMConfig, labels: Sequence[str], *, seed: int = 0, backbones=None) -> AudioLLM:
-        from emovox.llm.classifier import _load_lm
+        from emovox.llm.classifier import load_lm
         from emovox.models.branch import BackboneStore
 
         # the frozen encoder is shared by every fold of a run (BackboneStore keys it like a frozen branch)
         spec = SimpleNamespace(backbone=config.audio, tiny=config.audio_tiny, max_tokens=100,
                                max_seconds=config.max_seconds, mode="frozen")
         audio = (backbones or BackboneStore()).get(spec, seed)
-        return cls(config, labels, _load_lm(config.llm, config.gguf_file, seed), audio, seed=seed)
+        return cls(config, labels, load_lm(config.llm, config.gguf_file, seed), audio, seed=seed)
 
     def fields(self) -> set[str]:
         return {"audio", "text"} if self.config.prompt.reads_text() else {"audio"}

@@ -131,7 +131,7 @@ class BackboneStore:
         self._frozen: dict[tuple, Any] = {}
 
     def get(self, cfg: BranchConfig, seed: int):
-        from emovox.backbones import load_backbone
+        from emovox.backbones.loader import load_backbone
 
         key = (cfg.backbone, cfg.tiny, cfg.max_tokens, cfg.max_seconds, seed if cfg.tiny else None)
         if cfg.mode == "frozen" and key in self._frozen:

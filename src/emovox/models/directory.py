@@ -40,7 +40,7 @@ MODALITIES = ("audio", "text", "audio+text")
 OWNED = ("weights.safetensors", "README.md", "branches", "adapters", "members", "tensorboard", "llm.json", "runtime")
 
 
-def _files(directory: Path) -> list[Path]:
+def owned_files(directory: Path) -> list[Path]:
     owned = (p for p in directory.rglob("*") if p.is_file() and p.relative_to(directory).parts[0] in OWNED)
     return sorted(p for p in owned if not p.name.startswith("."))
 
@@ -72,7 +72,7 @@ def save(directory: Path, model: ModelKind, labels: Sequence[str], info: dict, *
         describe=model.describe(),
     )
     atomic_write_text(directory / "README.md", card or model_card(meta, labels, directory=directory))
-    meta["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in _files(directory)}
+    meta["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in owned_files(directory)}
     atomic_write_json(directory / META_FILE, meta)
     return directory
 
@@ -87,7 +87,7 @@ def record_files(directory: Path, **entries) -> dict:
             meta.pop(key, None)
         else:
             meta[key] = value
-    meta["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in _files(directory)}
+    meta["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in owned_files(directory)}
     atomic_write_json(directory / META_FILE, meta)
     return meta
 
