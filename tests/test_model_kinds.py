@@ -188,6 +188,12 @@ def test_recognizers_saved_by_0_1_still_load_and_predict_the_same(tmp_path, kind
     with torch.inference_mode():
         expected = torch.softmax(model(model.collate(examples)), -1).numpy()
     np.testing.assert_allclose(rec.predict_proba(clips), expected, atol=1e-5)
+    # the upgrade route models/legacy.py names before its removal (0.3.0): load, save, read as schema 2
+    rec.save(tmp_path / "new")
+    assert json.loads((tmp_path / "new" / "emovox.json").read_text())["schema_version"] == 2
+    upgraded = Recognizer.load(tmp_path / "new")
+    assert not (tmp_path / "new" / "head.safetensors").exists() and (tmp_path / "new" / "weights.safetensors").is_file()
+    np.testing.assert_allclose(upgraded.predict_proba(clips), expected, atol=1e-5)
 
 
 def test_a_0_1_recognizer_that_cannot_be_converted_says_what_to_do(tmp_path):

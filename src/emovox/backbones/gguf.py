@@ -85,17 +85,6 @@ PACKAGED: dict[str, PackagedGGUF] = {
 }
 
 
-def packaged_available(name: str) -> bool:
-    """Whether the package holding ``name``'s GGUF is installed (without importing it)."""
-    from importlib import metadata
-
-    try:
-        metadata.distribution(PACKAGED[name].distribution)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 def packaged_gguf(name: str, *, work_dir: Path | None = None) -> Path:
     """The GGUF file of a packaged LLM, assembling split packages (sha256-checked) when needed.
 

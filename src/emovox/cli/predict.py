@@ -169,7 +169,7 @@ def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on
     A job that cannot be predicted becomes a row with ``label`` None and an ``error`` (``on_bad_audio="skip"``),
     or raises (``"error"``).
     """
-    from emovox.audio import check_min_duration, load_audio
+    from emovox.audio import SAMPLE_RATE, check_min_duration, load_audio
     from emovox.errors import AudioError
     from emovox.progress import progress_bar
 
@@ -213,8 +213,8 @@ def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on
                         continue
                     row = {"input": job.name, **replace(pred, source=None).to_dict()}  # with the recognizer's speech flag
                     if clip is not None:
-                        if len(clip) / 16_000 > rec.max_seconds + 1e-6:
-                            row["seconds"] = round(len(clip) / 16_000, 3)
+                        if len(clip) / SAMPLE_RATE > rec.max_seconds + 1e-6:
+                            row["seconds"] = round(len(clip) / SAMPLE_RATE, 3)
                             row["seconds_used"] = rec.max_seconds
                     if job.reference is not None:
                         row["reference"] = job.reference

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from emovox.audio import SAMPLE_RATE
+
 #: Frame length (seconds) over which the level is measured.
 FRAME_SECONDS = 0.02
 #: Frequencies (Hz) whose energy counts: where speech is, above rumble and below hiss.

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from emovox.atomic import sha256_file
+from emovox.audio import SAMPLE_RATE
 from emovox.errors import EmovoxError
 from emovox.inference import runtime as rt
 from emovox.inference.activity import DEFAULT as SPEECH_CHECK
@@ -51,7 +52,6 @@ from emovox.inference.head import Head
 from emovox.models.pooling import pool
 from emovox.version import __version__
 
-SAMPLE_RATE = 16_000
 OPSET = 17
 #: families whose backbone runs without padding masks in one traced graph
 SSL_FAMILIES = ("wav2vec2", "hubert", "wavlm", "unispeech")

@@ -37,6 +37,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from emovox.audio import SAMPLE_RATE
 from emovox.errors import LLMError
 from emovox.llm.classifier import (
     LLM_FILE,
@@ -200,7 +201,7 @@ class AudioLLM(ModelKind):
 
         width = self.projector.linear.in_features
         out = fill(
-            [e.audio for e in examples], [len(e.audio) / 16000 for e in examples],
+            [e.audio for e in examples], [len(e.audio) / SAMPLE_RATE for e in examples],
             lambda clips: [{"tokens": t} for t in self.audio_tokens(clips)],
             cache=cache, model_key=self._cache_key() if cache is not None else None,
             expect=lambda clip: {"tokens": (None, width)}, batch_size=8, progress=progress,

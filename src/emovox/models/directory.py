@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emovox.atomic import atomic_write_json, atomic_write_text, sha256_file
+from emovox.audio import SAMPLE_RATE
 from emovox.errors import RecognizerError
 from emovox.models import registry
 from emovox.models.base import ModelKind
@@ -68,7 +69,7 @@ def save(directory: Path, model: ModelKind, labels: Sequence[str], info: dict, *
         fields=fields,
         labels=list(labels),
         model=json.loads(model.saved_config().model_dump_json()),
-        preprocessing={"sample_rate": 16000, "max_seconds": model.max_seconds()},
+        preprocessing={"sample_rate": SAMPLE_RATE, "max_seconds": model.max_seconds()},
         describe=model.describe(),
     )
     atomic_write_text(directory / "README.md", card or model_card(meta, labels, directory=directory))

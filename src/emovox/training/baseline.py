@@ -70,14 +70,6 @@ def describe(cfg: ExperimentConfig) -> str:
     )
 
 
-def run_baseline(
-    cfg: ExperimentConfig, corpus: Corpus, folds: list[Fold], out_dir: Path, *, progress: bool = True
-) -> dict | None:
-    """Fit the baseline on ``folds`` (in ``out_dir``, resumable like any run); its summary for results.json."""
-    outcomes = train_baseline_folds(cfg, corpus, folds, out_dir, progress=progress)
-    return None if outcomes is None else summarize(cfg, corpus, outcomes, out_dir)
-
-
 def train_baseline_folds(cfg: ExperimentConfig, corpus: Corpus, folds: list[Fold], out_dir: Path, *, progress: bool = True):
     """Train (or read back) the baseline on ``folds`` only: a fold job fits the baseline of its own fold."""
     from emovox.training.data import ExperimentData
