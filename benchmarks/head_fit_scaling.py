@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from emovox.config import load_config
     from emovox.corpora import load_corpus
-    from emovox.splits import make_folds
+    from emovox.splits.protocols import make_folds
     from emovox.training.data import ExperimentData
 
     torch.set_num_threads(1)

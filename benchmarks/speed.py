@@ -480,7 +480,7 @@ def loso_on_features(cfg, corpus, examples, features: torch.Tensor, out_dir: Pat
     from emovox.data.examples import Example
     from emovox.evaluation.metrics import compute_metrics
     from emovox.models.branch import BackboneStore
-    from emovox.splits import make_folds
+    from emovox.splits.protocols import make_folds
     from emovox.training.data import ExperimentData
     from emovox.training.folds import train_fold
 

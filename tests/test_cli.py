@@ -283,7 +283,7 @@ def test_train_out_checks_reuse_the_run_dir_rules(tmp_path):
 def test_learning_curves_name_the_validation_speaker_and_keep_legends_off_the_curves(tmp_path):
     from emovox.corpora import load_corpus
     from emovox.evaluation.reporting import learning_curves_figure
-    from emovox.splits import make_folds
+    from emovox.splits.protocols import make_folds
 
     manifest = make_tone_manifest(tmp_path / "corpus", speakers=12, per_class=1)
     corpus = load_corpus(f"manifest:{manifest}")

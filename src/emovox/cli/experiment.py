@@ -158,7 +158,7 @@ def fold_indices(cfg) -> list[int]:
     """The folds a config runs: its ``folds``, or every fold of its protocol on its corpus."""
     if cfg.folds is not None:
         return sorted(set(cfg.folds))
-    from emovox.splits import make_folds
+    from emovox.splits.protocols import make_folds
 
     return [f.index for f in make_folds(cfg.open_corpus(), cfg.protocol, cfg.validation, seed=cfg.train.seed)]
 

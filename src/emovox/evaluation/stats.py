@@ -38,7 +38,7 @@ import numpy as np
 from emovox.errors import EmovoxError
 from emovox.evaluation.metrics import HEADLINE, compute_metrics, headline_scores
 from emovox.evaluation.predictions import Run, load_run
-from emovox.splits import natural_sorted
+from emovox.splits.fold import natural_sorted
 
 DEFAULT_BOOT = 1000
 DEFAULT_LEVEL = 0.95

@@ -23,7 +23,7 @@ from emovox.training.breakdown import per_corpus
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
-    from emovox.splits import Fold
+    from emovox.splits.fold import Fold
 
 
 def baseline_config(cfg: ExperimentConfig) -> ExperimentConfig | None:

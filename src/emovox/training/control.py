@@ -41,7 +41,7 @@ from emovox.evaluation.predictions import read_predictions, write_predictions
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
-    from emovox.splits import Fold
+    from emovox.splits.fold import Fold
 
 DESCRIPTION = (
     "text-only control: character 1-4-gram TF-IDF (within word boundaries) + logistic regression (C = 1, "

@@ -56,7 +56,7 @@ def holdout_speakers(corpus: Corpus, seed: int, fraction: float = 0.1) -> tuple[
         train = [u.id for u in corpus if u.speaker not in held]
         valid = [u.id for u in corpus if u.speaker in held]
         return train, valid
-    from emovox.splits import seeded_split
+    from emovox.splits.protocols import seeded_split
 
     rest, held_ids = seeded_split(corpus, [u.id for u in corpus], fraction, seed, "train", what="valid")
     return list(rest), list(held_ids)

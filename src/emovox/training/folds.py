@@ -29,7 +29,7 @@ from emovox.data.examples import Example, Skipped
 from emovox.errors import EmovoxError
 from emovox.evaluation.metrics import Metrics, compute_metrics
 from emovox.evaluation.predictions import read_predictions, write_predictions
-from emovox.splits import Fold
+from emovox.splits.fold import Fold
 from emovox.training import distributed
 from emovox.training.checkpoint import clear_resume_state, remove_stale_temporaries
 from emovox.training.tracking import open_tracker

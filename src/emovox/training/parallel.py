@@ -25,7 +25,7 @@ from emovox.atomic import atomic_write_json
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
     from emovox.corpora.base import Corpus
-    from emovox.splits import Fold
+    from emovox.splits.fold import Fold
 
 #: What a worker process keeps between tasks.
 _STATE: dict[str, Any] = {}

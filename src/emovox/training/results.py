@@ -29,7 +29,7 @@ from emovox.version import __version__
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
-    from emovox.splits import Fold
+    from emovox.splits.fold import Fold
     from emovox.training.folds import FoldOutcome
 
 RESULTS_SCHEMA = 1

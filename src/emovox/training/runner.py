@@ -31,7 +31,8 @@ from emovox.config import ExperimentConfig
 from emovox.corpora.base import Corpus
 from emovox.data.examples import Skipped
 from emovox.errors import EmovoxError
-from emovox.splits import Fold, make_folds, write_folds
+from emovox.splits.fold import Fold, write_folds
+from emovox.splits.protocols import make_folds
 from emovox.training.checkpoint import remove_stale_temporaries
 from emovox.training.data import ExperimentData
 from emovox.training.folds import FoldOutcome, train_fold
