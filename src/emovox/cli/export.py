@@ -36,7 +36,7 @@ def export(
     from rich.table import Table
 
     from emovox.audio import load_audio
-    from emovox.cli.predict import expand_inputs
+    from emovox.cli.inputs import expand_inputs
     from emovox.inference.export import ExportError, unsupported, write_runtime  # torch: the train extra (else one line, no bar)
     from emovox.inference.recognizer import Recognizer
     from emovox.progress import progress_bar

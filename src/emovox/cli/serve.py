@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from emovox.cli import app
-from emovox.cli.predict import ASR_HELP, ASR_LANG_HELP, ENGINE_OPTION, load_recognizer
+from emovox.cli.engine import ASR_HELP, ASR_LANG_HELP, ENGINE_OPTION, open_recognizer
 
 MODEL_DIR_HELP = "Recognizer directory from `emovox train`."
 
@@ -22,7 +22,7 @@ def _config(max_upload_mb: float, max_seconds: float, max_timeline_seconds: floa
 
 
 def _prepare(model_dir: Path, asr: str | None, asr_language: str | None, threads: int | None, engine: str):
-    rec = load_recognizer(model_dir, asr, asr_language, engine, threads)
+    rec = open_recognizer(model_dir, engine, asr=asr, asr_language=asr_language, threads=threads)
     describe = getattr(rec, "describe", None)
     typer.echo(f"emovox: serving {model_dir} with {describe() if callable(describe) else f'engine {rec.engine}'}", err=True)
     norm = getattr(rec, "normalization", "none")
