@@ -144,7 +144,7 @@ def test_malformed_multipart_is_a_json_400(client, content_type, body, message):
 
 def test_timeline_endpoint_equals_predict_timeline(client, audio_rec, tmp_path):
     path = long_recording(tmp_path / "long.wav")
-    from emovox.inference.segments import predict_timeline
+    from emovox.inference.timeline import predict_timeline
 
     expected = predict_timeline(audio_rec, path).to_dict()
     r = client.post("/timeline", files={"audio": ("my talk.wav", path.read_bytes(), "audio/wav")})

@@ -41,7 +41,8 @@ def timeline(
     from rich.table import Table
 
     from emovox.cli.output import warn
-    from emovox.inference.segments import SegmentConfig, plot_timeline, predict_timeline
+    from emovox.inference.segments import SegmentConfig
+    from emovox.inference.timeline import plot_timeline, predict_timeline
 
     config = SegmentConfig(
         mode=mode, window=window, overlap=overlap, max_segment=max_segment, min_silence=min_silence,

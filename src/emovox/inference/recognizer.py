@@ -97,7 +97,7 @@ class Recognizer:
 
     @property
     def max_seconds(self) -> float:
-        """Clips are cropped to this many seconds, as in training (long recordings: ``segments.predict_timeline``)."""
+        """Clips are cropped to this many seconds, as in training (long recordings: ``timeline.predict_timeline``)."""
         return float(self.info.get("preprocessing", {}).get("max_seconds") or self.model.max_seconds())
 
     @property

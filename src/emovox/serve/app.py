@@ -300,7 +300,7 @@ def add_timeline_route(app, recognizer: "Recognizer", worker: InferenceQueue, co
                         f"{name}: {seconds:.1f} s of audio is longer than this server's timeline limit of "
                         f"{config.max_timeline_seconds:g} s"
                     )
-                from emovox.inference.segments import predict_timeline
+                from emovox.inference.timeline import predict_timeline
 
                 return predict_timeline(recognizer, tmp, mode=mode)
             except EmovoxError as exc:
