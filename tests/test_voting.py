@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from emovox.cli import app
 from emovox.evaluation.predictions import PredictionsError, load_predictions, load_run
 from emovox.evaluation.stats import compare_runs
-from emovox.evaluation.voting import VoteError, hard_vote, soft_vote, vote_runs, weight_grid, write_vote
+from emovox.evaluation.vote_report import write_vote
+from emovox.evaluation.voting import VoteError, hard_vote, soft_vote, vote_runs, weight_grid
 
 L = ("angry", "happy", "neutral", "sad")
 A, H, N, S = range(4)

@@ -39,12 +39,13 @@ def vote_command(
 
     from emovox.evaluation.reporting import NOT_SPEAKER_INDEPENDENT, ci_markdown, print_summary
     from emovox.evaluation.stats import add_confidence_intervals
-    from emovox.evaluation.voting import OPTIMISTIC, describe, vote_markdown, vote_runs
+    from emovox.evaluation.vote_report import describe, vote_markdown
+    from emovox.evaluation.voting import OPTIMISTIC, vote_runs
 
     method = "weighted" if weighted else "soft" if soft else "hard"
     vote = vote_runs(runs, method=method, k=k, choose_on=choose_on, metric=metric, grid=grid, progress=not quiet and not as_json)
     if out is not None:
-        from emovox.evaluation.voting import write_vote
+        from emovox.evaluation.vote_report import write_vote
 
         payload = write_vote(vote, out, n_boot=n_boot)
     else:
