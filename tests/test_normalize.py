@@ -289,7 +289,7 @@ def test_a_recognizer_without_normalisation_is_unchanged_by_speaker_names(tmp_pa
 def test_the_runtime_head_normalises_and_falls_back_as_the_torch_model_does():
     """The torch-free head (``emovox.inference.head``) gets the normalisation, the group statistics and the
     fallback head from the export, and answers what the torch model answers, grouped and alone."""
-    from emovox.inference.export import head_of, read_positions
+    from emovox.inference.export_head import head_of, read_positions
     from emovox.inference.head import Head, probabilities
 
     held = []

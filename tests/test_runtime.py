@@ -12,7 +12,8 @@ import torch
 from helpers import tone, train_tiny, write_wav
 
 from emovox.errors import RecognizerError
-from emovox.inference.export import ExportError, read_positions, write_runtime
+from emovox.inference.export import ExportError, write_runtime
+from emovox.inference.export_head import read_positions
 from emovox.inference.recognizer import Recognizer
 from emovox.inference.runtime import Runtime, has_runtime
 
