@@ -6,7 +6,7 @@ Measures, on this machine:
 - the same clients through the HTTP service (``emovox serve``'s app under uvicorn, batched queue),
 and prints a table and one final machine-readable line ``BENCHMARK {json}``.
 
-The recognizer is trained with ``recipes/emodb-whisper-base-frozen.yaml`` (``train_recognizer``)
+The recognizer is trained with ``recipes/emodb/emodb-whisper-base-frozen.yaml`` (``train_recognizer``)
 when ``--model-dir`` does not exist yet; that needs ``../shared`` (EmoDB and Whisper-base).
 
     python benchmarks/latency.py --model-dir runs/emodb-whisper-base-frozen-model

@@ -11,7 +11,7 @@ Two systems are trained on the same data and seed:
 - ``before``: emovox 0.1's main recipe and defaults: a learned weighted sum of the 7 Whisper-base
   layers, standardised with ``std.clamp_min(1e-5)`` (``std_floor: 0``), dropout + linear head trained
   with Adam and early stopping, no length augmentation;
-- ``after``: today's main recipe (``recipes/emodb-whisper-base-frozen.yaml``) with today's defaults:
+- ``after``: today's main recipe (``recipes/emodb/emodb-whisper-base-frozen.yaml``) with today's defaults:
   relative variance floor, one length-augmented copy per training clip (random crop 60-100 %, then
   0-150 % silence), logistic head chosen by inner speaker-group log-loss, temperature-calibrated.
 

@@ -20,7 +20,7 @@ Whisper-base (``../shared/models/whisper-base``):
    lengths, so batches are ragged), and optionally the bf16/int8 inference paths (``--precisions``);
 2. one fine-tuning epoch of Whisper-base (weighted layer sum, mean pooling, dropout, linear; AdamW),
    10 s padding vs emovox (and emovox on MKL linears), the same clips and optimizer steps;
-3. the whole leave-one-speaker-out frozen experiment (``recipes/emodb-whisper-base-frozen.yaml``
+3. the whole leave-one-speaker-out frozen experiment (``recipes/emodb/emodb-whisper-base-frozen.yaml``
    through ``emovox.training.runner.run_cv``, feature cache in a temporary folder), cold and then
    again with the warm cache, and the same protocol trained on the 10 s-padded features (and on
    the bf16/int8 features of stage 1).

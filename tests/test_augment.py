@@ -138,7 +138,7 @@ def test_a_recognizer_trained_on_one_clip_length_works_on_every_length(whisper_b
             rows.append(f"{path},{u.label},{u.speaker}")
     (tmp_path / "u2.csv").write_text("\n".join(rows) + "\n")
     # the recognizer the README's main recipe trains (issue 9 was found with it), on the uniform-length copy
-    recipe = yaml.safe_load((REPO / "recipes" / "emodb-whisper-base-frozen.yaml").read_text())
+    recipe = yaml.safe_load((REPO / "recipes" / "emodb" / "emodb-whisper-base-frozen.yaml").read_text())
     recipe["model"]["backbone"] = str(whisper_base_dir)
     cfg = config_from_dict({
         **recipe, "name": "uniform-2s", "corpus": f"manifest:{tmp_path / 'u2.csv'}?labels={','.join(corpus.labels)}",

@@ -623,7 +623,7 @@ def test_the_iemocap_papers_combination_recipes_are_valid_configs_of_its_tables(
     from emovox.config import load_config
 
     def branches(name: str) -> list[tuple[str, str]]:
-        cfg = load_config(RECIPES / f"{name}.yaml")
+        cfg = load_config(RECIPES / "iemocap" / f"{name}.yaml")
         assert cfg.name == name and cfg.model.kind == "fusion" and cfg.model.projection == 256 and cfg.model.dropout == 0.1
         assert cfg.protocol == "leave-one-session-out" and cfg.train.lr == 1e-5 and cfg.train.batch_size == 12
         assert all(b.mode == "finetune" for b in cfg.model.branches)
@@ -642,7 +642,7 @@ def test_the_iemocap_papers_combination_recipes_are_valid_configs_of_its_tables(
     assert branches("iemocap-fusion-whisper-opt-context") == [(w, "utterance"), (w, "context"), (o, "utterance"), (o, "context")]
     assert branches("iemocap-fusion-whisper-opt-context-no-audio-context") == [(w, "utterance"), (o, "utterance"), (o, "context")]
     assert branches("iemocap-fusion-whisper-opt-context-no-text-context") == [(w, "utterance"), (w, "context"), (o, "utterance")]
-    assert "WA 82.12 / UA 83.34" in (RECIPES / "iemocap-fusion-whisper-opt-context.yaml").read_text()
+    assert "WA 82.12 / UA 83.34" in (RECIPES / "iemocap" / "iemocap-fusion-whisper-opt-context.yaml").read_text()
 
 
 def test_the_late_fusion_recipes_name_their_members_runs():
@@ -650,9 +650,10 @@ def test_the_late_fusion_recipes_name_their_members_runs():
 
     for name, members in (("iemocap6-late-fusion-deberta-wav2vec2", ["iemocap6-deberta-v3-small", "iemocap6-wav2vec2-base-960h"]),
                           ("emodb-late-fusion-whisper-minilm", ["emodb-whisper-base-frozen", "emodb-minilm-frozen"])):
-        cfg = load_config(RECIPES / f"{name}.yaml")
+        folder = RECIPES / name.split("-")[0].removesuffix("6")
+        cfg = load_config(folder / f"{name}.yaml")
         assert cfg.model.kind == "late-fusion" and len(cfg.model.hidden) + 1 == 4  # the paper's 4-layer MLP
         assert [Path(m).name for m in cfg.model.members] == members and all(Path(m).is_absolute() for m in cfg.model.members)
         for member in members:  # each member's own recipe is there, with the same corpus and protocol
-            member_cfg = load_config(RECIPES / f"{member}.yaml")
+            member_cfg = load_config(folder / f"{member}.yaml")
             assert (member_cfg.corpus, member_cfg.protocol) == (cfg.corpus, cfg.protocol)
