@@ -310,6 +310,12 @@ def test_freeze_and_freeze_feature_encoder():
     cnn = {id(p) for p in backbone.model.feature_extractor.parameters()}
     assert all(not p.requires_grad for p in backbone.model.feature_extractor.parameters())
     assert all(p.requires_grad for p in backbone.parameters() if id(p) not in cnn)
+    for name in ("hubert-base", "unispeech-large-1500h-cv", "wavlm-base"):  # base models without transformers' method
+        other = load_backbone(name, tiny=True)
+        other.freeze_feature_encoder()
+        cnn_other = {id(p) for p in other.model.feature_extractor.parameters()}
+        assert cnn_other and all(not p.requires_grad for p in other.model.feature_extractor.parameters())
+        assert all(p.requires_grad for p in other.parameters() if id(p) not in cnn_other), name
     speecht5 = load_backbone("speecht5-asr", tiny=True)
     speecht5.freeze_feature_encoder()
     assert not any(p.requires_grad for p in speecht5.model.encoder.prenet.feature_encoder.parameters())

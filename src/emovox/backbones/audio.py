@@ -262,4 +262,6 @@ class SSLBackbone(AudioBackbone):
         return truncated_encoder(self.model.encoder, max(top, 1), final_norm="layer_norm" if stable else None)
 
     def freeze_feature_encoder(self) -> None:
-        self.model.freeze_feature_encoder()
+        # transformers gives freeze_feature_encoder to Wav2Vec2Model but not to HubertModel or UniSpeechModel (only
+        # to their task heads); every base model of the family has the CNN itself, which is what is frozen
+        self.model.feature_extractor._freeze_parameters()
