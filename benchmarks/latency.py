@@ -183,7 +183,7 @@ def http_throughput(rec, clip: np.ndarray, clients: int, per_client: int, max_ba
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", type=Path, default=ROOT / "runs" / "emodb-whisper-base-frozen-model")
-    ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "emodb-whisper-base-frozen.yaml")
+    ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "emodb" / "emodb-whisper-base-frozen.yaml")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--per-client", type=int, default=4)

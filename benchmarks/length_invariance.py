@@ -86,7 +86,7 @@ def main() -> None:
         "original lengths (1.2-9.0 s)": originals,
     }
 
-    recipe = yaml.safe_load((ROOT / "recipes" / "emodb-whisper-base-frozen.yaml").read_text())
+    recipe = yaml.safe_load((ROOT / "recipes" / "emodb" / "emodb-whisper-base-frozen.yaml").read_text())
     common = {
         "corpus": f"manifest:{(work / 'u2.csv').resolve()}?labels={','.join(corpus.labels)}",
         "protocol": "leave-one-speaker-out", "validation": "strict", "cache_dir": str(work / "cache"),

@@ -72,7 +72,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVOX_SHARED", ROOT.parent / "shared"))
 EMODB = SHARED / "data" / "emodb"
 WHISPER_BASE = SHARED / "models" / "whisper-base"
-RECIPE = ROOT / "recipes" / "emodb-whisper-base-frozen.yaml"
+RECIPE = ROOT / "recipes" / "emodb" / "emodb-whisper-base-frozen.yaml"
 
 
 # --- measuring ------------------------------------------------------------------------------------
