@@ -483,10 +483,12 @@ def loso_on_features(cfg, corpus, examples, features: torch.Tensor, out_dir: Pat
     from emovox.splits.protocols import make_folds
     from emovox.training.data import ExperimentData
     from emovox.training.folds import train_fold
+    from emovox.training.search import config_at, grid_points
 
     class GivenFeatures(ExperimentData):
         def __init__(self):  # what ExperimentData holds, with the given features as the frozen branch's cache
             self.cfg, self.corpus, self.skipped, self.backbones = cfg, corpus, [], BackboneStore()
+            self.points = [config_at(cfg, p) for p in grid_points(cfg.search)]
             self.prototype = self.build_model()
             slot = self.prototype.branch.slot
             self.examples = {
@@ -631,9 +633,14 @@ def main(argv: list[str] | None = None) -> str:
             f"realtime_factor={emovox_row.rate:.1f} "
             f"loso_seconds={loso.get('seconds', float('nan')):.1f} "
             f"ua_fast={loso.get('ua_fast', float('nan')):.4f} ua_padded={loso.get('ua_padded', float('nan')):.4f}")
-    print(line, flush=True)
     return line
 
 
 if __name__ == "__main__":
-    main()
+    result = main()
+    # The promise of the module docstring: the machine-readable line is the last line, whatever the stages
+    # printed or warned before it (notes go to stdout as "# ..." lines, warnings to stderr): both streams are
+    # flushed first, and nothing is printed after it.
+    sys.stderr.flush()
+    sys.stdout.flush()
+    print(result, flush=True)

@@ -1,6 +1,6 @@
 """``emovox extract CFG --shard i/n``: fill the shared feature cache for a config's frozen parts, one shard at a time.
 
-A run precomputes what its frozen branches compute (``ModelKind.prepare`` -> ``Branch.precompute``
+A run precomputes what its frozen branches compute (``ModelKind.prepare`` -> ``models.extraction.precompute``
 -> ``emovox.cache.fill``) before its first fold. On a cluster that is the step to spread over many
 machines first: ``n`` extraction jobs each fill a deterministic shard of the corpus
 (``emovox.data.shards``) into one shared cache, after which every fold job only reads it. What is
