@@ -14,7 +14,7 @@ is the cold start a user sees on the second call, not after a reboot). Three vie
     python benchmarks/cold_start.py --model-dir /tmp/emodb-frozen [--clip a.wav] [--repeat 5]
 
 A ``--model-dir`` that does not exist yet is trained first with
-``emovox train recipes/emodb-whisper-base-frozen.yaml --out MODEL_DIR`` (minutes; it writes the
+``emovox train recipes/emodb/emodb-whisper-base-frozen.yaml --out MODEL_DIR`` (minutes; it writes the
 runtime); one without a runtime gets one with ``emovox export MODEL_DIR``.
 """
 
@@ -49,8 +49,8 @@ family = json.loads(next((pathlib.Path(sys.argv[1]) / "branches").glob("*/emovox
 module = {"whisper": "transformers.models.whisper.modeling_whisper"}.get(family, "transformers")
 importlib.import_module(module)
 mark(f"import {module.replace('transformers.models.', '')}")
-from emovox.recognizer import Recognizer
-mark("import emovox.recognizer (rest)")
+from emovox.inference.recognizer import Recognizer
+mark("import emovox.inference.recognizer (rest)")
 rec = Recognizer.load(sys.argv[1])
 mark("Recognizer.load")
 rec.predict(sys.argv[2])
@@ -107,8 +107,8 @@ def main() -> None:
     emovox = shutil.which("emovox", path=str(Path(python).parent)) or "emovox"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""), HF_HUB_OFFLINE="1")
     if not (args.model_dir / "emovox.json").is_file():
-        print(f"training {args.model_dir} first (emovox train recipes/emodb-whisper-base-frozen.yaml)", flush=True)
-        subprocess.run([emovox, "train", "recipes/emodb-whisper-base-frozen.yaml", "--out", str(args.model_dir), "--quiet"],
+        print(f"training {args.model_dir} first (emovox train recipes/emodb/emodb-whisper-base-frozen.yaml)", flush=True)
+        subprocess.run([emovox, "train", "recipes/emodb/emodb-whisper-base-frozen.yaml", "--out", str(args.model_dir), "--quiet"],
                        cwd=ROOT, env=env, check=True)
     if not (args.model_dir / "runtime" / "runtime.json").is_file():
         subprocess.run([emovox, "export", str(args.model_dir), "--quiet"], cwd=ROOT, env=env, check=True)

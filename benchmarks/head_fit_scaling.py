@@ -10,7 +10,7 @@ a recipe, gives its head growing random subsets of the fold's training speakers,
 test predictions) in CPU seconds of this process: CPU time, not wall time, because the machine
 may be shared; one BLAS thread, as in a fold.
 
-    python benchmarks/head_fit_scaling.py recipes/emodb-whisper-base-frozen.yaml \\
+    python benchmarks/head_fit_scaling.py recipes/emodb/emodb-whisper-base-frozen.yaml \\
         --set corpus=ravdess:runs/data/ravdess --set protocol=speaker-groups:6 --fractions 0.25 0.5 0.75 1
 
 Prints one row per subset (speakers, rows the fit sees with augmented views, features, the space
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from emovox.config import load_config
-    from emovox.splits import make_folds
+    from emovox.splits.protocols import make_folds
     from emovox.training.data import ExperimentData
 
     torch.set_num_threads(1)

@@ -6,7 +6,7 @@ Measures, on this machine:
 - the same clients through the HTTP service (``emovox serve``'s app under uvicorn, batched queue),
 and prints a table and one final machine-readable line ``BENCHMARK {json}``.
 
-The recognizer is trained with ``recipes/emodb-whisper-base-frozen.yaml`` (``train_recognizer``)
+The recognizer is trained with ``recipes/emodb/emodb-whisper-base-frozen.yaml`` (``train_recognizer``)
 when ``--model-dir`` does not exist yet; that needs ``../shared`` (EmoDB and Whisper-base).
 
     python benchmarks/latency.py --model-dir runs/emodb-whisper-base-frozen-model
@@ -47,7 +47,7 @@ def four_second_clip() -> np.ndarray:
 
 def ensure_model(model_dir: Path, recipe: Path):
     from emovox.config import load_config
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     if not (model_dir / "emovox.json").is_file():
@@ -126,7 +126,7 @@ def torch_int8(rec):
 
     import torch
 
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     with warnings.catch_warnings():  # torch.ao's dynamic quantisation is deprecated in favour of torchao (not installed)
         warnings.simplefilter("ignore")
@@ -143,7 +143,8 @@ def http_throughput(rec, clip: np.ndarray, clients: int, per_client: int, max_ba
     import soundfile as sf
     import uvicorn
 
-    from emovox.serve import ServeConfig, create_app
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
 
     app = create_app(rec, ServeConfig(max_batch=max_batch, max_queue=4 * clients))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
@@ -182,7 +183,7 @@ def http_throughput(rec, clip: np.ndarray, clients: int, per_client: int, max_ba
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", type=Path, default=ROOT / "runs" / "emodb-whisper-base-frozen-model")
-    ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "emodb-whisper-base-frozen.yaml")
+    ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "emodb" / "emodb-whisper-base-frozen.yaml")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--per-client", type=int, default=4)
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from emovox.export import write_runtime
+    from emovox.inference.export import write_runtime
     from emovox.inference.runtime import Runtime
 
     torch.set_num_threads(args.threads)

@@ -11,7 +11,7 @@ Two systems are trained on the same data and seed:
 - ``before``: emovox 0.1's main recipe and defaults: a learned weighted sum of the 7 Whisper-base
   layers, standardised with ``std.clamp_min(1e-5)`` (``std_floor: 0``), dropout + linear head trained
   with Adam and early stopping, no length augmentation;
-- ``after``: today's main recipe (``recipes/emodb-whisper-base-frozen.yaml``) with today's defaults:
+- ``after``: today's main recipe (``recipes/emodb/emodb-whisper-base-frozen.yaml``) with today's defaults:
   relative variance floor, one length-augmented copy per training clip (random crop 60-100 %, then
   0-150 % silence), logistic head chosen by inner speaker-group log-loss, temperature-calibrated.
 
@@ -60,7 +60,7 @@ def main() -> None:
 
     from emovox.config import config_from_dict
     from emovox.corpora import load_corpus
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     work = Path(args.work)
@@ -86,7 +86,7 @@ def main() -> None:
         "original lengths (1.2-9.0 s)": originals,
     }
 
-    recipe = yaml.safe_load((ROOT / "recipes" / "emodb-whisper-base-frozen.yaml").read_text())
+    recipe = yaml.safe_load((ROOT / "recipes" / "emodb" / "emodb-whisper-base-frozen.yaml").read_text())
     common = {
         "corpus": f"manifest:{(work / 'u2.csv').resolve()}?labels={','.join(corpus.labels)}",
         "protocol": "leave-one-speaker-out", "validation": "strict", "cache_dir": str(work / "cache"),

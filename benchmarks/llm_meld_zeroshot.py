@@ -12,7 +12,7 @@ split (``meld:...?splits=test`` through emovox's MELD reader). Two readings of t
   (what the LoRA classifier is trained and scored with).
 
 Reported for each: weighted-F1 (MELD's usual metric), macro-F1, WA, UA, with 95% percentile
-bootstrap intervals over utterances (``emovox.stats``), and the majority-class (neutral)
+bootstrap intervals over utterances (``emovox.evaluation.stats``), and the majority-class (neutral)
 reference on the same sample. SmolLM2's weights are dequantised from a 4-bit GGUF (Q4_1), so
 they are a slightly lossy copy of the original model.
 
@@ -42,8 +42,8 @@ SHARED = Path(os.environ.get("EMOVOX_SHARED", REPO.parent / "shared"))
 
 
 def scores(y_true, y_pred, labels, seed: int) -> dict:
-    from emovox.metrics import compute_metrics
-    from emovox.stats import confidence_intervals
+    from emovox.evaluation.metrics import compute_metrics
+    from emovox.evaluation.stats import confidence_intervals
 
     m = compute_metrics(y_true, y_pred, labels)
     ci = confidence_intervals(y_true, y_pred, labels, seed=seed)
@@ -53,7 +53,7 @@ def scores(y_true, y_pred, labels, seed: int) -> dict:
 
 def score_runs(runs: list[Path], utterances: list, labels: list[str], seed: int) -> None:
     """Each run's saved test predictions restricted to the sample, with the same metrics and intervals."""
-    from emovox.predictions import load_predictions
+    from emovox.evaluation.predictions import load_predictions
 
     for run in runs:
         table = load_predictions(run / "predictions.csv", labels)

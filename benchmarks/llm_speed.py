@@ -155,7 +155,7 @@ def emodb_audio_tokens(frames_per_token: int = 10) -> dict | None:
     out = {"clips": len(counts), "min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
     whisper = SHARED / "models" / "whisper-base"
     if (whisper / "config.json").is_file():
-        from emovox.backbones import load_backbone
+        from emovox.backbones.loader import load_backbone
         from emovox.llm.audio_llm import pool_frames
 
         audio = load_backbone(whisper)

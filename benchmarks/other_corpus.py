@@ -15,7 +15,7 @@ recipe rather than merely change its score:
   10 s crop).
 
     python benchmarks/other_corpus.py --out runs/data/emodb-other
-    emovox cv recipes/emodb-whisper-base-frozen.yaml --set corpus=manifest:runs/data/emodb-other/manifest.csv --jobs 2
+    emovox cv recipes/emodb/emodb-whisper-base-frozen.yaml --set corpus=manifest:runs/data/emodb-other/manifest.csv --jobs 2
 
 The output is derived data: keep it out of git (``runs/`` is ignored). Deterministic: no randomness.
 """

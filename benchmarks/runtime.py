@@ -65,8 +65,8 @@ def stats_ms(values: list[float]) -> dict:
 
 
 def agreement(args) -> dict:
+    from emovox.inference.recognizer import Recognizer
     from emovox.inference.runtime import Runtime
-    from emovox.recognizer import Recognizer
 
     names, clips = load_clips(args.emodb)
     print(f"{len(clips)} EmoDB clips; load average {load_average()}", flush=True)
@@ -253,8 +253,8 @@ def serve(args) -> dict:
 def depth(args) -> dict:
     import torch
 
-    from emovox.backbones import load_backbone
-    from emovox.models.branch import extract_pooled
+    from emovox.backbones.loader import load_backbone
+    from emovox.models.extraction import extract_pooled
 
     torch.set_num_threads(1)
     _, clips = load_clips(args.emodb, args.clips, every=max(1, 535 // args.clips))

@@ -1,9 +1,9 @@
-"""Measurements behind the thresholds of ``emovox.activity`` (prints numbers, asserts nothing).
+"""Measurements behind the thresholds of ``emovox.inference.activity`` (prints numbers, asserts nothing).
 
 For every EmoDB clip: its active speech seconds, active fraction, loudest and background frame
 levels; for synthetic signals that must not count as speech (digital silence, near-silence,
 stationary noise and tones at every level) and for EmoDB speech made harder (30 dB quieter,
-under steady noise): the same. The thresholds in ``emovox.activity`` should leave a wide gap
+under steady noise): the same. The thresholds in ``emovox.inference.activity`` should leave a wide gap
 between the smallest EmoDB value and the largest no-speech value.
 
     python benchmarks/speech_activity.py [--emodb ../shared/data/emodb]
@@ -20,7 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from emovox.activity import (  # noqa: E402
+from emovox.audio import load_audio  # noqa: E402
+from emovox.inference.activity import (  # noqa: E402
     ABSOLUTE_FLOOR_DB,
     BACKGROUND_PERCENTILE,
     FRAME_SECONDS,
@@ -30,7 +31,6 @@ from emovox.activity import (  # noqa: E402
     frame_levels_db,
     has_speech,
 )
-from emovox.audio import load_audio  # noqa: E402
 
 SR = 16_000
 

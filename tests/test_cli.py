@@ -162,8 +162,9 @@ def test_min_duration_is_one_constant_with_one_message(audio_recognizer_dir, tmp
 
     from emovox.corpora import load_corpus
     from emovox.data.examples import build_examples
-    from emovox.recognizer import Recognizer
-    from emovox.serve import ServeConfig, create_app
+    from emovox.inference.recognizer import Recognizer
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
 
     assert MIN_SECONDS == 0.1
     short = write_wav(tmp_path / "short.wav", tone(300, 0.09))
@@ -281,8 +282,8 @@ def test_train_out_checks_reuse_the_run_dir_rules(tmp_path):
 
 def test_learning_curves_name_the_validation_speaker_and_keep_legends_off_the_curves(tmp_path):
     from emovox.corpora import load_corpus
-    from emovox.reporting import learning_curves_figure
-    from emovox.splits import make_folds
+    from emovox.evaluation.reporting import learning_curves_figure
+    from emovox.splits.protocols import make_folds
 
     manifest = make_tone_manifest(tmp_path / "corpus", speakers=12, per_class=1)
     corpus = load_corpus(f"manifest:{manifest}")

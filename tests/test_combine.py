@@ -119,7 +119,7 @@ def test_emovox_predict_gives_a_context_recognizer_the_previous_utterance(tmp_pa
     from typer.testing import CliRunner
 
     from emovox.cli import app
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     cfg = config_from_dict(experiment("dialogues:synthetic", tmp_path / "cache", {
@@ -150,7 +150,8 @@ def test_emovox_predict_gives_a_context_recognizer_the_previous_utterance(tmp_pa
     # serve: the previous utterance in the form field 'context'
     from fastapi.testclient import TestClient
 
-    from emovox.serve import ServeConfig, create_app
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
 
     with TestClient(create_app(rec, ServeConfig())) as client:
         for previous, label in (("awful", "low"), ("wonderful", "high")):
@@ -190,7 +191,7 @@ def test_a_context_of_two_turns_reads_what_only_the_turn_before_the_previous_tel
     from typer.testing import CliRunner
 
     from emovox.cli import app
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     corpus = two_back_corpus()
@@ -225,7 +226,8 @@ def test_a_context_of_two_turns_reads_what_only_the_turn_before_the_previous_tel
     # serve takes the formatted turns in its 'context' field, and its schema says how to format them
     from fastapi.testclient import TestClient
 
-    from emovox.serve import ServeConfig, create_app
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
 
     with TestClient(create_app(rec, ServeConfig())) as client:
         assert "last 2 turn(s) each as 'speaker: text'" in json.dumps(client.get("/openapi.json").json())
@@ -235,7 +237,7 @@ def test_a_context_of_two_turns_reads_what_only_the_turn_before_the_previous_tel
 
 
 def test_a_long_context_of_several_turns_loses_its_oldest_words_not_its_newest():
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.cache import item_key
     from emovox.data.examples import EndText
 
@@ -268,8 +270,9 @@ def test_serve_gives_an_audio_and_text_context_recognizer_the_previous_utterance
     from fastapi.testclient import TestClient
 
     from emovox.errors import EmovoxWarning
-    from emovox.recognizer import Recognizer
-    from emovox.serve import ServeConfig, create_app
+    from emovox.inference.recognizer import Recognizer
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
     from emovox.training.final import train_recognizer
 
     model = {"kind": "fusion", "projection": 16, "branches": [AUDIO, TEXT, {**TEXT, "input": "context"}]}
@@ -351,7 +354,7 @@ def test_an_audio_and_text_recognizer_predicts_from_the_cli_with_the_manifests_t
     from typer.testing import CliRunner
 
     from emovox.cli import app
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     cfg = experiment(halves["spec"], halves["cache"], {"kind": "fusion", "projection": 16, "branches": [AUDIO, TEXT]})
@@ -371,7 +374,8 @@ def test_an_audio_and_text_recognizer_predicts_from_the_cli_with_the_manifests_t
     # and from the HTTP service: the upload and the typed transcript together
     from fastapi.testclient import TestClient
 
-    from emovox.serve import ServeConfig, create_app
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
 
     row = rows[0]
     audio = manifest.parent / row["path"]
@@ -402,7 +406,7 @@ def test_late_fusion_over_cv_runs_uses_each_folds_member_models_and_beats_both(h
 
 def test_a_logistic_late_fusion_head_fits_the_member_outputs_in_closed_form_and_reloads(halves, tmp_path):
     """head: logistic: no hidden layers, one scikit-learn fit over the standardised member outputs."""
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     cfg = late(halves, [halves["audio"], halves["text"]], head="logistic", C=[0.1, 1.0], select="inner-logloss")
@@ -429,8 +433,8 @@ def test_a_fold_model_is_rebuilt_exactly_from_its_run(halves):
     """What late fusion reads per fold is the very model that fold tested."""
     from emovox.corpora import load_corpus
     from emovox.data.examples import build_examples
+    from emovox.evaluation.predictions import read_predictions
     from emovox.models.fold_model import load_fold_model
-    from emovox.predictions import read_predictions
 
     corpus = load_corpus(halves["spec"])
     for fold in ("fold_1", "fold_3"):
@@ -470,7 +474,7 @@ def test_late_fusion_never_uses_a_member_that_saw_the_test_part(halves, tmp_path
 
 def test_a_saved_late_fusion_recognizer_holds_its_members_and_predicts_the_same(halves, tmp_path):
     from emovox.data.examples import Example
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     members = []
@@ -573,8 +577,9 @@ def test_a_text_context_model_runs_cv_train_predict_and_serve_without_audio(tmp_
     from typer.testing import CliRunner
 
     from emovox.cli import app
-    from emovox.recognizer import Recognizer
-    from emovox.serve import ServeConfig, create_app
+    from emovox.inference.recognizer import Recognizer
+    from emovox.serve.app import create_app
+    from emovox.serve.limits import ServeConfig
 
     config = tmp_path / "meld-context.yaml"
     config.write_text(yaml.safe_dump({
@@ -618,7 +623,7 @@ def test_the_iemocap_papers_combination_recipes_are_valid_configs_of_its_tables(
     from emovox.config import load_config
 
     def branches(name: str) -> list[tuple[str, str]]:
-        cfg = load_config(RECIPES / f"{name}.yaml")
+        cfg = load_config(RECIPES / "iemocap" / f"{name}.yaml")
         assert cfg.name == name and cfg.model.kind == "fusion" and cfg.model.projection == 256 and cfg.model.dropout == 0.1
         assert cfg.protocol == "leave-one-session-out" and cfg.train.lr == 1e-5 and cfg.train.batch_size == 12
         assert all(b.mode == "finetune" for b in cfg.model.branches)
@@ -637,7 +642,7 @@ def test_the_iemocap_papers_combination_recipes_are_valid_configs_of_its_tables(
     assert branches("iemocap-fusion-whisper-opt-context") == [(w, "utterance"), (w, "context"), (o, "utterance"), (o, "context")]
     assert branches("iemocap-fusion-whisper-opt-context-no-audio-context") == [(w, "utterance"), (o, "utterance"), (o, "context")]
     assert branches("iemocap-fusion-whisper-opt-context-no-text-context") == [(w, "utterance"), (w, "context"), (o, "utterance")]
-    assert "WA 82.12 / UA 83.34" in (RECIPES / "iemocap-fusion-whisper-opt-context.yaml").read_text()
+    assert "WA 82.12 / UA 83.34" in (RECIPES / "iemocap" / "iemocap-fusion-whisper-opt-context.yaml").read_text()
 
 
 def test_the_late_fusion_recipes_name_their_members_runs():
@@ -645,9 +650,10 @@ def test_the_late_fusion_recipes_name_their_members_runs():
 
     for name, members in (("iemocap6-late-fusion-deberta-wav2vec2", ["iemocap6-deberta-v3-small", "iemocap6-wav2vec2-base-960h"]),
                           ("emodb-late-fusion-whisper-minilm", ["emodb-whisper-base-frozen", "emodb-minilm-frozen"])):
-        cfg = load_config(RECIPES / f"{name}.yaml")
+        folder = RECIPES / name.split("-")[0].removesuffix("6")
+        cfg = load_config(folder / f"{name}.yaml")
         assert cfg.model.kind == "late-fusion" and len(cfg.model.hidden) + 1 == 4  # the paper's 4-layer MLP
         assert [Path(m).name for m in cfg.model.members] == members and all(Path(m).is_absolute() for m in cfg.model.members)
         for member in members:  # each member's own recipe is there, with the same corpus and protocol
-            member_cfg = load_config(RECIPES / f"{member}.yaml")
+            member_cfg = load_config(folder / f"{member}.yaml")
             assert (member_cfg.corpus, member_cfg.protocol) == (cfg.corpus, cfg.protocol)

@@ -9,7 +9,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def test_every_recipe_is_a_valid_config():
-    recipes = sorted(RECIPES.glob("*.yaml"))
+    recipes = sorted(RECIPES.glob("*/*.yaml"))
     assert len(recipes) >= 19 + 12 + 2
     for path in recipes:
         cfg = load_config(path)
@@ -20,7 +20,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
     assert parse_overrides(["train.lr=1e-4", "model.mode=frozen", "folds=[1,2]"]) == {
         "train": {"lr": 1e-4}, "model": {"mode": "frozen"}, "folds": [1, 2]
     }
-    cfg = load_config(RECIPES / "emodb-whisper-base-frozen.yaml", ["train.lr=0.5", "train.seed=7"])
+    cfg = load_config(RECIPES / "emodb" / "emodb-whisper-base-frozen.yaml", ["train.lr=0.5", "train.seed=7"])
     assert cfg.train.lr == 0.5 and cfg.train.seed == 7
 
 
@@ -30,7 +30,7 @@ def test_unknown_keys_and_bad_values_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match="model.mdoe"):
         load_config(bad)
     with pytest.raises(ConfigError, match="train.lr"):
-        load_config(RECIPES / "emodb-whisper-base-frozen.yaml", ["train.lr=-1"])
+        load_config(RECIPES / "emodb" / "emodb-whisper-base-frozen.yaml", ["train.lr=-1"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["train.lr"])
     with pytest.raises(ConfigError, match=r"--set 'corpus=\[ased:d\?s=01,02, emodb:e\]': the value is not valid YAML"):

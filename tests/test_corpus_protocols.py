@@ -13,7 +13,8 @@ import pytest
 
 from emovox.corpora import LabelPolicy, load_corpora
 from emovox.errors import SplitError
-from emovox.splits import check_folds, make_folds, write_folds
+from emovox.splits.fold import check_folds, write_folds
+from emovox.splits.protocols import make_folds
 
 
 @pytest.fixture(scope="module")

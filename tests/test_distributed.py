@@ -91,7 +91,7 @@ def test_two_gloo_processes_train_exactly_as_one_process_with_twice_the_accumula
 def test_emovox_train_under_torchrun_saves_one_recognizer_equal_to_one_process(setup, tmp_path):
     import numpy as np
 
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     root, cfg = setup

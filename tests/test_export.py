@@ -11,7 +11,7 @@ from helpers import tone, write_wav
 from typer.testing import CliRunner
 
 from emovox.cli import app
-from emovox.export import ExportError
+from emovox.inference.export import ExportError
 from emovox.inference.runtime import has_runtime
 
 runner = CliRunner()

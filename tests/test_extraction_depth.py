@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from emovox.backbones import load_backbone
+from emovox.backbones.loader import load_backbone
 from emovox.cache import CacheWarning, FeatureCache
-from emovox.models.branch import extract_pooled
+from emovox.models.extraction import extract_pooled
 
 FAMILIES = ["whisper-base", "wav2vec2-base", "hubert-base", "wavlm-base", "wav2vec2-large-xlsr-53", "unispeech-large-1500h-cv"]
 

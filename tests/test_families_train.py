@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from emovox.backbones import FAMILIES, REGISTRY, load_backbone
+from emovox.backbones.loader import load_backbone
+from emovox.backbones.registry import FAMILIES, REGISTRY
 from emovox.data.examples import Example
 from emovox.models.classifier import ClassifierConfig, ClassifierModel
 

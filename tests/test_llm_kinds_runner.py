@@ -43,7 +43,7 @@ def run_config(manifest, tmp_path, model: dict, **train) -> dict:
 
 
 def test_llm_classifier_cross_validation_and_recognizer(manifest, tmp_path):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
     from emovox.training.runner import run_cv
 
@@ -117,7 +117,7 @@ def test_zero_shot_mode_runs_without_gradient_steps(manifest, tmp_path):
 def test_audio_llm_cross_validation_and_recognizer(manifest, tmp_path):
     from helpers import tone
 
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
     from emovox.training.runner import run_cv
 
@@ -143,7 +143,8 @@ def test_checkpoints_leave_out_a_frozen_tied_output_layer():
     import torch
     from torch import nn
 
-    from emovox.training.trainer import load_trainable_state, trainable_state
+    from emovox.models.fold_model import learnt_state as trainable_state
+    from emovox.training.checkpoint import load_trainable_state
 
     class TiedLM(nn.Module):
         def __init__(self):

@@ -14,9 +14,21 @@ import pytest
 import torch
 from llm_fixtures import class_logits, example
 
-from emovox.backbones.gguf import GGUF_SIDECAR, file_sha256, packaged_available, packaged_gguf
+from emovox.backbones.gguf import GGUF_SIDECAR, PACKAGED, file_sha256, packaged_gguf
 from emovox.labels import MELD_LABELS
 from emovox.llm.classifier import LLMClassifier, LLMClassifierConfig
+
+
+def packaged_available(name: str) -> bool:
+    """Whether the package holding ``name``'s GGUF is installed (without importing it)."""
+    from importlib import metadata
+
+    try:
+        metadata.distribution(PACKAGED[name].distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
 
 pytestmark = pytest.mark.skipif(
     not packaged_available("smollm2-135m-instruct"),

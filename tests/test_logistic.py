@@ -11,7 +11,7 @@ from helpers import make_tone_manifest, tone
 from sklearn.linear_model import LogisticRegression
 
 from emovox.config import config_from_dict
-from emovox.metrics import expected_calibration_error
+from emovox.evaluation.metrics import expected_calibration_error
 from emovox.models.logistic import fit_logistic
 from emovox.models.temperature import fit_temperature
 
@@ -113,8 +113,8 @@ def test_temperature_recovers_a_known_overconfidence_and_lowers_calibration_erro
 
 
 def test_a_logistic_recognizer_round_trips_through_save_load_and_onnx(tmp_path):
+    from emovox.inference.recognizer import Recognizer
     from emovox.inference.runtime import Runtime
-    from emovox.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     manifest = make_tone_manifest(tmp_path / "corpus")
@@ -192,7 +192,7 @@ def test_a_refitted_head_writes_validation_predictions_it_was_not_fitted_on(tmp_
     from helpers import make_tone_manifest, tiny_config
 
     from emovox.config import config_from_dict
-    from emovox.predictions import read_predictions
+    from emovox.evaluation.predictions import read_predictions
     from emovox.training.runner import run_cv
 
     manifest = make_tone_manifest(tmp_path / "corpus", speakers=4, per_class=3)

@@ -19,9 +19,9 @@ from corpus_fixtures import (
 )
 from typer.testing import CliRunner
 
-from emovox.audio import load_utterance_audio
 from emovox.cli import app
 from emovox.corpora import UNKNOWN_SPEAKER, load_corpus, read_manifest, write_manifest
+from emovox.data.examples import load_cropped_audio
 from emovox.errors import CorpusError
 
 runner = CliRunner()
@@ -52,10 +52,10 @@ def test_manifest_reads_every_column(tmp_path: Path, fmt: str) -> None:
 def test_manifest_cuts_load_their_own_segment(tmp_path: Path) -> None:
     c = load_corpus(f"manifest:{make_manifest(tmp_path)}")
     for uid in ("d1_t1", "d1_t2", "d1_t3"):
-        x = load_utterance_audio(c[uid])
+        x = load_cropped_audio(c[uid], 10.0)
         assert len(x) == 16_000
         assert dominant_freq(x) == pytest.approx(LABEL_TONES[c[uid].label], abs=2)
-    assert len(load_utterance_audio(c["c"])) == 4_800  # 0.3 s of 44.1 kHz stereo
+    assert len(load_cropped_audio(c["c"], 10.0)) == 4_800  # 0.3 s of 44.1 kHz stereo
 
 
 def test_manifest_labels_option_orders_and_filters(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from emovox.cli import app
 from emovox.corpora import load_corpus
 from emovox.corpora.base import Corpus, Utterance
 from emovox.errors import CorpusError, SplitError
-from emovox.splits import make_folds, write_folds
+from emovox.splits.fold import write_folds
+from emovox.splits.protocols import make_folds
 
 runner = CliRunner()
 

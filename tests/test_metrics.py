@@ -16,8 +16,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-import emovox.metrics
-from emovox.metrics import CVResult, LabelMismatchError, Metrics, aggregate, compute_metrics, headline_scores
+import emovox.evaluation.metrics
+from emovox.evaluation.metrics import CVResult, LabelMismatchError, Metrics, aggregate, compute_metrics, headline_scores
 
 LABELS = ("angry", "happy", "neutral", "sad", "fearful", "calm")
 
@@ -156,7 +156,7 @@ def test_headline_scores_of_a_stack_equal_each_matrix_alone() -> None:
         cases.append((y_true, y_pred))
     stack = np.stack([confusion_matrix(t, p, labels=list(labels)) for t, p in cases])
     scores = headline_scores(stack)
-    assert set(scores) == set(emovox.metrics.HEADLINE)
+    assert set(scores) == set(emovox.evaluation.metrics.HEADLINE)
     for i, (t, p) in enumerate(cases):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -180,7 +180,7 @@ def test_docstring_quotes_the_ravdess_paper_verbatim() -> None:
     if not paper.is_file():
         pytest.skip("papers not found beside the repository")
     text = " ".join(paper.read_text(encoding="utf-8").split())
-    doc = " ".join(emovox.metrics.__doc__.split())
+    doc = " ".join(emovox.evaluation.metrics.__doc__.split())
     quotes = [
         "Unweighted accuracy (UA) represents the proportion of correctly predicted instances, calculated by "
         "dividing the total number of correct predictions by the total number of instances",
@@ -196,7 +196,7 @@ def test_expected_calibration_error_equals_a_direct_computation() -> None:
     """ECE (15 equal-width confidence bins by default, right-closed) against numpy written out here."""
     import inspect
 
-    from emovox.metrics import expected_calibration_error
+    from emovox.evaluation.metrics import expected_calibration_error
 
     assert inspect.signature(expected_calibration_error).parameters["bins"].default == 15
     rng = np.random.default_rng(7)

@@ -61,7 +61,7 @@ def test_unknown_kinds_and_bad_sections_are_config_errors(manifest, tmp_path):
 
 
 def test_two_branch_recognizer_trains_saves_loads_and_predicts(manifest, tmp_path):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     cfg = config_from_dict(fusion_config(manifest, tmp_path))
@@ -103,7 +103,7 @@ def test_cv_of_a_fusion_model_uses_the_feature_cache_and_saves_validation_predic
 
 
 def context_model(**branch) -> ClassifierModel:
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
 
     config = ClassifierConfig(backbone="bert-base", tiny=True, mode="frozen", input="context", layers="all", **branch)
     return ClassifierModel(config, ["a", "b"], load_backbone("bert-base", tiny=True))
@@ -125,7 +125,7 @@ def test_a_context_branch_reads_the_previous_utterance_and_a_learned_vector_when
 
 
 def test_a_pair_branch_reads_previous_and_current_as_one_tokenizer_pair():
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
 
     config = ClassifierConfig(backbone="bert-base", tiny=True, mode="frozen", context=True)
     model = ClassifierModel(config, ["a", "b"], load_backbone("bert-base", tiny=True))
@@ -166,8 +166,8 @@ def write_v1(model: ClassifierModel, directory: Path, kind: str, layer_weights: 
 @pytest.mark.parametrize("kind, mode, layer_weights", [("frozen-features", "frozen", True), ("frozen-features", "frozen", False),
                                                        ("end-to-end", "finetune", True)])
 def test_recognizers_saved_by_0_1_still_load_and_predict_the_same(tmp_path, kind, mode, layer_weights):
-    from emovox.backbones import load_backbone
-    from emovox.recognizer import Recognizer
+    from emovox.backbones.loader import load_backbone
+    from emovox.inference.recognizer import Recognizer
 
     torch.manual_seed(0)
     config = ClassifierConfig(backbone="wav2vec2-base", tiny=True, mode=mode, layers="all" if layer_weights else "last",
@@ -188,11 +188,17 @@ def test_recognizers_saved_by_0_1_still_load_and_predict_the_same(tmp_path, kind
     with torch.inference_mode():
         expected = torch.softmax(model(model.collate(examples)), -1).numpy()
     np.testing.assert_allclose(rec.predict_proba(clips), expected, atol=1e-5)
+    # the upgrade route models/legacy.py names before its removal (0.3.0): load, save, read as schema 2
+    rec.save(tmp_path / "new")
+    assert json.loads((tmp_path / "new" / "emovox.json").read_text())["schema_version"] == 2
+    upgraded = Recognizer.load(tmp_path / "new")
+    assert not (tmp_path / "new" / "head.safetensors").exists() and (tmp_path / "new" / "weights.safetensors").is_file()
+    np.testing.assert_allclose(upgraded.predict_proba(clips), expected, atol=1e-5)
 
 
 def test_a_0_1_recognizer_that_cannot_be_converted_says_what_to_do(tmp_path):
-    from emovox.backbones import load_backbone
-    from emovox.recognizer import Recognizer
+    from emovox.backbones.loader import load_backbone
+    from emovox.inference.recognizer import Recognizer
 
     config = ClassifierConfig(backbone="wav2vec2-base", tiny=True, mode="finetune", layers="all")
     model = ClassifierModel(config, ["high", "low"], load_backbone("wav2vec2-base", tiny=True))

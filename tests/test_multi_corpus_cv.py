@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from emovox.cli import app
 from emovox.errors import ConfigError, EmovoxError
-from emovox.predictions import read_predictions
+from emovox.evaluation.predictions import read_predictions
 
 runner = CliRunner()
 LABELS = ["angry", "fearful", "happy", "neutral", "sad"]
@@ -50,7 +50,7 @@ def _cv(config: Path, out: Path, *extra: str) -> dict:
 
 
 class FakeAsr:
-    """Stands in for Whisper (``emovox.asr.get_transcriber``): a transcript from the clip's length, and a count."""
+    """Stands in for Whisper (``emovox.inference.asr.get_transcriber``): a transcript from the clip's length, and a count."""
 
     calls = 0
 
@@ -78,7 +78,7 @@ def in_corpus(pseudo_corpora, work) -> Path:
                   baseline=False, control={"text": True, "asr": "stand-in-whisper"})  # fmt: skip
     out = work / "runs" / "in-corpus"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("emovox.asr.get_transcriber", lambda config: FakeAsr())
+        mp.setattr("emovox.inference.asr.get_transcriber", lambda config: FakeAsr())
         FakeAsr.calls = 0
         _cv(cfg, out)
         first = FakeAsr.calls
@@ -167,7 +167,7 @@ def test_a_finished_run_takes_a_new_control_without_retraining(in_corpus: Path, 
     """Other transcripts (ASR for every clip): the control is refitted on them, the folds are read back."""
     before = {p: p.stat().st_mtime_ns for p in in_corpus.glob("fold_*/done.json")}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("emovox.asr.get_transcriber", lambda config: FakeAsr())
+        mp.setattr("emovox.inference.asr.get_transcriber", lambda config: FakeAsr())
         FakeAsr.calls = 0
         r = _cv(work / "in.yaml", in_corpus, "--set", "control.transcripts=asr")
     assert FakeAsr.calls == 56  # alpha's and beta's clips; gamma's come from the cache

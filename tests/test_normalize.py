@@ -114,7 +114,7 @@ def as_examples(model, rows):
 
 
 def fitted(one_emotion_each: bool, normalize, *, model_out: list | None = None, **shape):
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.models.classifier import ClassifierConfig, ClassifierModel
 
     labels = ("a", "b", "c")
@@ -173,7 +173,7 @@ def test_validation_turns_normalisation_off_where_each_speaker_shows_one_emotion
 
 
 def test_normalisation_needs_the_closed_form_head_over_a_frozen_branch():
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.models.classifier import ClassifierConfig, ClassifierModel
 
     for bad in ({"head": "linear"}, {"head": "logistic", "mode": "finetune"}):
@@ -187,7 +187,7 @@ def speaker_recognizer(tmp_path_factory):
     """A tiny frozen recognizer forced to normalise per speaker, trained on tones whose pitch moves
     with the speaker."""
     from emovox.config import config_from_dict
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import train_recognizer
 
     root = tmp_path_factory.mktemp("speaker-rec")
@@ -289,7 +289,7 @@ def test_a_recognizer_without_normalisation_is_unchanged_by_speaker_names(tmp_pa
 def test_the_runtime_head_normalises_and_falls_back_as_the_torch_model_does():
     """The torch-free head (``emovox.inference.head``) gets the normalisation, the group statistics and the
     fallback head from the export, and answers what the torch model answers, grouped and alone."""
-    from emovox.export import head_of, read_positions
+    from emovox.inference.export_head import head_of, read_positions
     from emovox.inference.head import Head, probabilities
 
     held = []

@@ -19,17 +19,17 @@ from typer.testing import CliRunner
 opensmile = pytest.importorskip("opensmile", reason="the opensmile package is not installed (pip install 'emovox[opensmile]')")
 
 from emovox.audio import load_audio  # noqa: E402
-from emovox.backbones import load_backbone  # noqa: E402
 from emovox.backbones import smile as smile_module  # noqa: E402
+from emovox.backbones.loader import load_backbone  # noqa: E402
 from emovox.backbones.registry import EMOVOX_FILE  # noqa: E402
 from emovox.backbones.smile import OpenSmileVersionWarning, SmileExtractor  # noqa: E402
 from emovox.cache import FeatureCache  # noqa: E402
 from emovox.cli import app  # noqa: E402
 from emovox.data.examples import Example, example_length  # noqa: E402
 from emovox.errors import BackboneError, ConfigError, EmovoxWarning, RecognizerError  # noqa: E402
-from emovox.models.branch import extract_pooled  # noqa: E402
+from emovox.inference.recognizer import Recognizer  # noqa: E402
 from emovox.models.classifier import ClassifierConfig, ClassifierModel  # noqa: E402
-from emovox.recognizer import Recognizer  # noqa: E402
+from emovox.models.extraction import extract_pooled  # noqa: E402
 
 #: angry (W), happy (F), sad (T) and neutral (N) clips of four speakers, extracted in about two seconds:
 #: angry and happy are what eGeMAPS confuses most on EmoDB, so probabilities stay away from 0 and 1

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from emovox.cli import app
 from emovox.errors import AudioError, EmovoxError, RecognizerError
-from emovox.recognizer import Prediction, Recognizer
+from emovox.inference.recognizer import Prediction, Recognizer
 
 runner = CliRunner()
 
@@ -70,7 +70,7 @@ def test_predict_one_file_a_list_and_arrays(audio_rec, clips):
     assert many[1].probabilities == pytest.approx(one.probabilities, abs=1e-5)
     probs = audio_rec.predict_proba([tone(520, 1.2)])[0]
     assert probs == pytest.approx([many[3].probabilities["high"], many[3].probabilities["low"]], abs=1e-5)
-    # a steady synthetic tone holds no speech (emovox.activity): the prediction says so
+    # a steady synthetic tone holds no speech (emovox.inference.activity): the prediction says so
     assert one.to_dict() == {"label": "high", "probabilities": one.probabilities, "source": str(clips["high"]), "speech": False}
 
 
@@ -110,7 +110,7 @@ def test_text_recognizer_reads_transcripts_and_needs_asr_for_audio(text_rec, cli
 
 
 def test_asr_setting_is_validated_and_saved(text_recognizer_dir, tmp_path):
-    from emovox.asr import AsrConfig
+    from emovox.inference.asr import AsrConfig
 
     d = tmp_path / "rec"
     shutil.copytree(text_recognizer_dir, d)

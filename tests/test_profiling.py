@@ -9,11 +9,11 @@ import socket
 import pytest
 from typer.testing import CliRunner
 
-from emovox.backbones import FAMILIES, REGISTRY
 from emovox.backbones.architectures import ARCHITECTURES, PAPER_TABLE1, PAPER_TABLE6_MB, Architecture
+from emovox.backbones.registry import FAMILIES, REGISTRY
 from emovox.cli import app
 from emovox.errors import BackboneError
-from emovox.profiling import _build, count_params_and_flops, count_weight_bytes, profile_all, profile_backbone
+from emovox.profiling import build_architecture, count_params_and_flops, count_weight_bytes, profile_all, profile_backbone
 
 TOLERANCE = 0.02  # the bar: every Table 1 row within 2 %
 
@@ -200,7 +200,7 @@ def test_size_is_the_data_of_a_real_safetensors_file(name: str, tmp_path) -> Non
 
     arch = TINY_SIZES[name]
     torch.manual_seed(0)
-    model, _ = _build(arch, seconds=None)  # real tensors here: no FakeTensorMode
+    model, _ = build_architecture(arch, seconds=None)  # real tensors here: no FakeTensorMode
     path = tmp_path / "model.safetensors"
     save_model(model, str(path))
     raw = path.read_bytes()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from emovox.metrics import CVResult, aggregate, compute_metrics
-from emovox.reporting import (
+from emovox.evaluation.metrics import CVResult, aggregate, compute_metrics
+from emovox.evaluation.reporting import (
     confusion_markdown,
     folds_csv,
     per_class_csv,

@@ -101,7 +101,7 @@ def test_cli_train_then_evaluate_round_trip(manifest, tmp_path):
     truth, scored = [r["true"] for r in m["predictions"]], [r["pred"] for r in m["predictions"]]
     assert m["ua"] == pytest.approx(balanced_accuracy_score(truth, scored)) and m["wa"] == pytest.approx(accuracy_score(truth, scored))
     # the recognizer predicts each file the same way evaluate scored it: same label, same probabilities
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     rec = Recognizer.load(tmp_path / "rec")
     files = [str(manifest.parent / "wav" / f"{r['id']}.wav") for r in m["predictions"]]

@@ -12,9 +12,10 @@ import torch
 from helpers import tone, train_tiny, write_wav
 
 from emovox.errors import RecognizerError
-from emovox.export import ExportError, read_positions, write_runtime
+from emovox.inference.export import ExportError, write_runtime
+from emovox.inference.export_head import read_positions
+from emovox.inference.recognizer import Recognizer
 from emovox.inference.runtime import Runtime, has_runtime
-from emovox.recognizer import Recognizer
 
 LABELS = ["angry", "bored", "disgusted", "fearful", "happy", "neutral", "sad"]
 
@@ -191,7 +192,7 @@ def emodb_clips(emodb_dir):
 def whisper_base_runtime(whisper_base_dir, emodb_clips, tmp_path_factory):
     """The main recipe's shape on the real Whisper-base: every state kept, a concatenating logistic-style head with
     weight on states 2-5 only (as every fold chose), standardised with real statistics; saved, then exported."""
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.models.classifier import ClassifierConfig, ClassifierModel
 
     config = ClassifierConfig(backbone=str(whisper_base_dir), mode="frozen", layers="all", combine="concat", head="logistic")
@@ -216,8 +217,8 @@ def whisper_base_runtime(whisper_base_dir, emodb_clips, tmp_path_factory):
 def test_numpy_log_mel_equals_the_feature_extractor_and_emovox_whisper_input(whisper_base_dir, emodb_clips):
     from transformers import WhisperFeatureExtractor
 
-    from emovox.backbones import load_backbone
-    from emovox.export import frontend_of
+    from emovox.backbones.loader import load_backbone
+    from emovox.inference.export import frontend_of
 
     backbone = load_backbone(str(whisper_base_dir), max_seconds=4.0)
     frontend, _ = frontend_of(backbone)
@@ -258,7 +259,7 @@ def test_whisper_base_runtime_runs_states_0_to_5_and_gives_torchs_answers_on_emo
     ids=["whisper-weighted-mlp", "wavlm-stats-unstandardised", "xlsr-max-one-layer"],
 )
 def test_every_head_shape_gives_torchs_answers(backbone, settings, tmp_path):
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.data.examples import Example
     from emovox.models.classifier import ClassifierConfig, ClassifierModel
 

@@ -80,7 +80,7 @@ def test_import_emovox_and_help_load_no_training_stack():
 
 
 def test_predict_and_timeline_on_the_runtime_import_no_torch(audio_recognizer_dir, speechy, tmp_path):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     clip, long = speechy
     done = emovox("predict", str(audio_recognizer_dir), str(clip), "--json", "-")

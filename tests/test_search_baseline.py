@@ -72,7 +72,7 @@ def poisoned(corpus: Corpus, ids: set[str]) -> Corpus:
 
 
 def test_search_and_logistic_choices_never_read_test_labels(manifest, tmp_path):
-    from emovox.splits import make_folds
+    from emovox.splits.protocols import make_folds
     from emovox.training.runner import run_cv
 
     search = {"model.head": ["linear", "logistic"], "model.layers": ["all", "last"], "model.C": [[0.001, 0.1, 10.0]]}
@@ -111,7 +111,7 @@ def test_the_baseline_on_real_emodb_equals_a_direct_scikit_learn_fit(whisper_bas
     from threadpoolctl import threadpool_limits
 
     from emovox.models.logistic import DEFAULT_C
-    from emovox.splits import make_folds
+    from emovox.splits.protocols import make_folds
     from emovox.training.data import ExperimentData
     from emovox.training.runner import run_cv
 

@@ -11,21 +11,19 @@ import soundfile as sf
 from helpers import tone, write_wav
 from typer.testing import CliRunner
 
-from emovox.audio import load_audio
+from emovox.audio import SAMPLE_RATE, load_audio
 from emovox.cli import app
 from emovox.errors import AudioError, RecognizerError
-from emovox.recognizer import Recognizer
-from emovox.segments import (
-    SAMPLE_RATE,
+from emovox.inference.recognizer import Recognizer
+from emovox.inference.segments import (
     SegmentConfig,
     SegmentError,
     fixed_windows,
     iter_segments,
-    plot_timeline,
-    predict_timeline,
     stream_audio,
     vad_segments,
 )
+from emovox.inference.timeline import plot_timeline, predict_timeline
 
 SR = SAMPLE_RATE
 

@@ -15,8 +15,10 @@ import pytest
 import soundfile as sf
 from helpers import free_port, running_server, tone
 
-from emovox.recognizer import Recognizer
-from emovox.serve import Busy, InferenceQueue, ServeConfig, create_app
+from emovox.inference.recognizer import Recognizer
+from emovox.serve.app import create_app
+from emovox.serve.limits import ServeConfig
+from emovox.serve.queue import Busy, InferenceQueue
 
 
 def wav_bytes(samples: np.ndarray, sr: int = 16_000, *, fmt: str = "WAV") -> bytes:
@@ -217,7 +219,7 @@ def test_text_recognizer_over_http(text_recognizer_dir):
 def test_text_recognizer_with_asr_transcribes_uploads(text_recognizer_dir, whisper_base_dir, emodb_dir):
     from fastapi.testclient import TestClient
 
-    from emovox.asr import AsrConfig
+    from emovox.inference.asr import AsrConfig
 
     rec = Recognizer.load(text_recognizer_dir, asr=AsrConfig(str(whisper_base_dir), "de"))
     wav = emodb_dir / "wav" / "03a01Wa.wav"

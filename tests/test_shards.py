@@ -167,10 +167,12 @@ def test_more_shards_than_inputs(audio_recognizer_dir, inputs, tmp_path):
 
 
 def _predict_direct(model: Path, inputs: Path, out: Path, shard: Shard):
+    from emovox.cli.engine import open_recognizer
+    from emovox.cli.inputs import Job, expand_inputs
     from emovox.cli.parts import predict_parts
-    from emovox.cli.predict import Job, expand_inputs, load_recognizer, run_predictions
+    from emovox.cli.predict import run_predictions
 
-    rec = load_recognizer(model, None, None)
+    rec = open_recognizer(model)
     predict_parts(
         rec, model, expand_inputs([inputs]), shard=shard, out=out, batch_size=2, on_bad_audio="skip", progress=False,
         rows_of=run_predictions, job_type=Job,

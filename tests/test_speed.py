@@ -17,20 +17,22 @@ from torch import nn
 
 from emovox import accel
 from emovox.accel import (
+    SMALL_MODEL_PARAMETERS,
     AccelError,
     OneDNNLinear,
     bf16_support,
+    compute_threads,
     onednn_linear_available,
     onednn_linears,
     optimize_for_inference,
 )
-from emovox.backbones import load_backbone
+from emovox.backbones.loader import load_backbone
 from emovox.config import TrainConfig
 from emovox.data.examples import Example
-from emovox.models.branch import extract_pooled, pooled_cache_key
-from emovox.models.branch import pool_all_layers as _pool_all_layers
+from emovox.models.extraction import extract_pooled, pooled_cache_key
+from emovox.models.extraction import pool_all_layers as _pool_all_layers
 from emovox.models.heads import LayerReducer
-from emovox.training.trainer import SMALL_MODEL_PARAMETERS, Trainer, compute_threads
+from emovox.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from emovox.corpora.base import Corpus, Utterance
 from emovox.errors import SplitError
-from emovox.splits import VALID_FRACTION, check_folds, make_folds, natural_sorted, write_folds
+from emovox.splits.fold import check_folds, natural_sorted, write_folds
+from emovox.splits.protocols import VALID_FRACTION, make_folds
 
 LABELS = ("angry", "happy", "neutral", "sad")
 

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from emovox.cli import app
 from emovox.errors import EmovoxError
-from emovox.metrics import HEADLINE
-from emovox.reporting import ci_markdown
-from emovox.splits import natural_sorted
-from emovox.stats import StatsError, add_confidence_intervals, compare_runs, confidence_intervals, paired_bootstrap
+from emovox.evaluation.metrics import HEADLINE
+from emovox.evaluation.reporting import ci_markdown
+from emovox.evaluation.stats import StatsError, add_confidence_intervals, compare_runs, confidence_intervals, paired_bootstrap
+from emovox.splits.fold import natural_sorted
 
 LABELS = ("angry", "happy", "neutral", "sad")
 runner = CliRunner()

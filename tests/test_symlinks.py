@@ -97,7 +97,7 @@ def test_manifest_beside_linked_audio_folders(tmp_path: Path) -> None:
 
 
 def test_predict_folders_follow_links(tmp_path: Path) -> None:
-    from emovox.cli.predict import expand_inputs
+    from emovox.cli.inputs import expand_inputs
 
     real = make_emodb_tree(tmp_path / "real")
     linked = tmp_path / "linked"

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from emovox.backbones import load_backbone
+from emovox.backbones.loader import load_backbone
 from emovox.data.examples import Example
 from emovox.errors import ConfigError
-from emovox.models.branch import pool_all_layers
 from emovox.models.classifier import ClassifierConfig, ClassifierModel
+from emovox.models.extraction import pool_all_layers
 
 
 def clips(n=3):

@@ -17,8 +17,8 @@ from helpers import tiny_config, tone_rows, write_manifest
 
 from emovox.config import config_from_dict
 from emovox.errors import ConfigError
-from emovox.metrics import HEADLINE
-from emovox.training import trainer as trainer_module
+from emovox.evaluation.metrics import HEADLINE
+from emovox.training.checkpoint import Checkpointer
 from emovox.training.runner import run_cv
 from emovox.training.tracking import Tracker, TrackingError
 
@@ -194,16 +194,16 @@ def test_a_resumed_run_logs_every_step_exactly_once(tmp_path, monkeypatch):
     must show each once, equal to the finished fold's history."""
     data = tracked_config(tmp_path, available(), checkpoint_every_steps=2, max_epochs=3)
     data["folds"] = [1]
-    real_save = trainer_module.Trainer._save_last
+    real_save = Checkpointer.save
     calls = {"n": 0}
 
-    def dies_at_the_fourth_checkpoint(self, optimizer, scheduler, state):
+    def dies_at_the_fourth_checkpoint(self, model, optimizer, scheduler, state):
         calls["n"] += 1
         if calls["n"] == 4:
             raise Killed
-        real_save(self, optimizer, scheduler, state)
+        real_save(self, model, optimizer, scheduler, state)
 
-    monkeypatch.setattr(trainer_module.Trainer, "_save_last", dies_at_the_fourth_checkpoint)
+    monkeypatch.setattr(Checkpointer, "save", dies_at_the_fourth_checkpoint)
     with pytest.raises(Killed):
         run_cv(config_from_dict(data), tmp_path / "run", progress=False)
     monkeypatch.undo()

@@ -13,9 +13,10 @@ from run_fixtures import make_run, onehot
 from typer.testing import CliRunner
 
 from emovox.cli import app
-from emovox.predictions import PredictionsError, load_predictions, load_run
-from emovox.stats import compare_runs
-from emovox.voting import VoteError, hard_vote, soft_vote, vote_runs, weight_grid, write_vote
+from emovox.evaluation.predictions import PredictionsError, load_predictions, load_run
+from emovox.evaluation.stats import compare_runs
+from emovox.evaluation.vote_report import write_vote
+from emovox.evaluation.voting import VoteError, hard_vote, soft_vote, vote_runs, weight_grid
 
 L = ("angry", "happy", "neutral", "sad")
 A, H, N, S = range(4)
@@ -280,8 +281,8 @@ def test_a_run_refitted_on_its_validation_speakers_without_held_out_predictions_
     """Validation predictions of a head refitted on them (written by emovox before they were held
     out) are in-sample: choosing members by them is refused, naming the run; voting without a
     choice still works, and a run whose choices carry the held-out mark is accepted."""
+    from emovox.evaluation.voting import VoteError, vote_runs
     from emovox.models.closed_form import VALID_HELD_OUT
-    from emovox.voting import VoteError, vote_runs
 
     L = ["a", "b"]
     rows = {1: {"valid": [("v1", "s1", "a", onehot(L, "a"))], "test": [("t1", "s2", "b", onehot(L, "b"))]}}

@@ -19,8 +19,10 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 from helpers import tone
 
-from emovox.recognizer import Recognizer
-from emovox.serve import InferenceQueue, ServeConfig, create_app
+from emovox.inference.recognizer import Recognizer
+from emovox.serve.app import create_app
+from emovox.serve.limits import ServeConfig
+from emovox.serve.queue import InferenceQueue
 
 
 def wav_bytes(samples: np.ndarray, sr: int = 16_000) -> bytes:
@@ -142,7 +144,7 @@ def test_malformed_multipart_is_a_json_400(client, content_type, body, message):
 
 def test_timeline_endpoint_equals_predict_timeline(client, audio_rec, tmp_path):
     path = long_recording(tmp_path / "long.wav")
-    from emovox.segments import predict_timeline
+    from emovox.inference.timeline import predict_timeline
 
     expected = predict_timeline(audio_rec, path).to_dict()
     r = client.post("/timeline", files={"audio": ("my talk.wav", path.read_bytes(), "audio/wav")})

@@ -231,7 +231,7 @@ def test_docs_render_offline_in_the_browser(server, chromium):
 
 
 def test_text_recognizer_page_takes_a_transcript(text_recognizer_dir, chromium, tmp_path):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     text = "I feel sad and tired"
     expected = Recognizer.load(text_recognizer_dir).predict(text=text)

@@ -81,7 +81,7 @@ def test_finetuning_whisper_base_updates_the_encoder(emodb_small, whisper_base_d
     (a frozen model, checked on real EmoDB by tests/test_search_baseline.py); what is asserted is fine-tuning."""
     import torch
 
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.training.runner import run_cv
 
     firsts: dict[tuple[str, str], list[str]] = {}

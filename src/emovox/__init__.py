@@ -6,7 +6,7 @@ the package is organised along the path every experiment travels (see ARCHITECTU
 README): corpora -> splits -> data -> backbones/models -> training -> metrics/reporting.
 """
 
-__version__ = "0.1.0"
+from emovox.version import __version__
 
 __all__ = ["Recognizer", "Runtime", "load_corpus", "__version__"]
 
@@ -14,7 +14,7 @@ __all__ = ["Recognizer", "Runtime", "load_corpus", "__version__"]
 def __getattr__(name: str):
     # Lazy: importing emovox must not import torch/transformers (the CLI starts faster).
     if name == "Recognizer":
-        from emovox.recognizer import Recognizer
+        from emovox.inference.recognizer import Recognizer
 
         return Recognizer
     if name == "Runtime":

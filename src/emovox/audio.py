@@ -27,7 +27,7 @@ import soxr
 from emovox.errors import AudioError, TooShortError
 
 if TYPE_CHECKING:  # imported for annotations only: audio must not depend on the corpus layer
-    from emovox.corpora.base import Utterance
+    pass
 
 #: The sample rate every backbone in emovox consumes.
 SAMPLE_RATE = 16_000
@@ -105,15 +105,6 @@ def check_min_duration(clip: np.ndarray, name: str, sample_rate: int = SAMPLE_RA
     if len(clip) < round(MIN_SECONDS * sample_rate):
         raise TooShortError(too_short_message(name, len(clip), sample_rate) + hint)
     return clip
-
-
-def load_utterance_audio(u: Utterance, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The audio of one utterance: its whole file, or the ``[start, end]`` cut when ``u.cut``."""
-    if u.audio is None:
-        raise AudioError(f"utterance {u.id!r} has no audio file; use a text-only model or add a path for it")
-    if u.cut:
-        return load_audio(u.audio, u.start, u.end, sample_rate=sample_rate)
-    return load_audio(u.audio, sample_rate=sample_rate)
 
 
 # --- internals ---------------------------------------------------------------------------

@@ -246,7 +246,7 @@ class ExperimentConfig(_Strict):
         return load_corpora(self.corpus, self.labels.policy() if self.labels is not None else None)
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = data
     for p in parts[:-1]:
@@ -284,7 +284,7 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
                 f"--set {pair!r}: the value is not valid YAML ({problem}); quote an item holding ',' '?' ':' or '#', "
                 "e.g. --set 'corpus=[\"ased:data/ased?sentences=01,02\", \"emodb:data/emodb\"]'"
             ) from None
-        _set_dotted(out, key.strip(), value)
+        set_dotted(out, key.strip(), value)
     return out
 
 

@@ -110,7 +110,7 @@ def card_data(info: dict, labels: Sequence[str]):
         language=language or None,
         datasets=datasets or None,
         metrics=[m for m, _ in METRICS.values()] if results else None,
-        base_model=_base_model(info),
+        base_model=base_model(info),
         eval_results=results or None,
     )
 
@@ -120,14 +120,13 @@ def weight_files(directory: Path) -> list[tuple[str, int]]:
 
     Folders whose name starts with ``_`` or ``.`` are work areas (``_training`` is still there
     while ``train`` saves), not part of the recognizer, and are left out; so is ``runtime/``, whose
-    arrays are the head's own, rearranged for inference without torch.
+    arrays are the head's own, rearranged for inference without torch (``emovox.inference.runtime.RUNTIME_DIR``,
+    named here as ``models.directory.OWNED`` names it: the card is written below the inference package).
     """
-    from emovox.inference.runtime import RUNTIME_DIR
-
     found = []
     for p in directory.rglob("*.safetensors"):
         rel = p.relative_to(directory)
-        if p.is_file() and rel.parts[0] != RUNTIME_DIR and not any(part.startswith(("_", ".")) for part in rel.parts[:-1]):
+        if p.is_file() and rel.parts[0] != "runtime" and not any(part.startswith(("_", ".")) for part in rel.parts[:-1]):
             found.append((rel.as_posix(), p.stat().st_size))
     return sorted(found)
 
@@ -398,7 +397,7 @@ def _corpus_evaluation_lines(training: dict) -> list[str]:
     return lines
 
 
-def _base_model(info: dict) -> str | None:
+def base_model(info: dict) -> str | None:
     """The hub id the backbone started from; None for tiny random builds and local directories."""
     found = branches(info)
     model = found[0] if found else {}

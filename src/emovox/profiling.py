@@ -165,13 +165,13 @@ def _profile_cached(name: str, tokens: int, seconds: float) -> ProfileRow:
 
 
 def _learned(spec: Any) -> bool:
-    from emovox.backbones import FAMILIES
+    from emovox.backbones.registry import FAMILIES
 
     return FAMILIES[spec.family].learned
 
 
 def _registry() -> Mapping[str, Any]:
-    from emovox.backbones import REGISTRY
+    from emovox.backbones.registry import REGISTRY
 
     return REGISTRY
 
@@ -188,7 +188,7 @@ def count_params_and_flops(
     from torch.utils.flop_counter import FlopCounterMode
 
     with FakeTensorMode(), torch.no_grad():
-        model, config = _build(arch, seconds=seconds)
+        model, config = build_architecture(arch, seconds=seconds)
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         inputs = _dummy_inputs(arch, config, tokens=tokens, seconds=seconds)
         counter = FlopCounterMode(display=False, custom_mapping=_fvcore_extra())
@@ -203,7 +203,7 @@ def count_weight_bytes(arch: Architecture) -> int:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode(), torch.no_grad():
-        model, _ = _build(arch, seconds=None)
+        model, _ = build_architecture(arch, seconds=None)
         return state_dict_bytes(model)
 
 
@@ -223,7 +223,7 @@ def state_dict_bytes(module: Any) -> int:
     return total
 
 
-def _build(arch: Architecture, *, seconds: float | None = DEFAULT_SECONDS) -> tuple[Any, Any]:
+def build_architecture(arch: Architecture, *, seconds: float | None = DEFAULT_SECONDS) -> tuple[Any, Any]:
     """The profiled module of ``arch``, randomly initialised, in eval mode, and its config.
 
     Called inside ``FakeTensorMode``, so the weights take no memory.

@@ -150,7 +150,7 @@ def test_recognizer_label_set_not_matching_the_data(audio_recognizer_dir, tmp_pa
     rows = tone_rows(tmp_path, speakers=1, per_class=1)
     rows[0]["label"] = "furious"  # the recognizer knows high and low only
     manifest = write_manifest(tmp_path / "m.csv", rows)
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import evaluate_recognizer
 
     rec = Recognizer.load(audio_recognizer_dir)

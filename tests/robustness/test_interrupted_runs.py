@@ -21,15 +21,16 @@ import torch
 import yaml
 from helpers import tiny_config, tone_rows, write_manifest
 from robustness_helpers import EMOVOX, Net, blobs, collate
+from safetensors.torch import load_file as load_tensors
 from typer.testing import CliRunner
 
 from emovox import atomic as checkpoint  # the atomic writers (re-exported by training.checkpoint)
 from emovox.cli import app
 from emovox.config import TrainConfig, config_from_dict
 from emovox.errors import EmovoxError
-from emovox.training.checkpoint import load_tensors
+from emovox.training.checkpoint import STATE_FILE
 from emovox.training.runner import run_cv
-from emovox.training.trainer import STATE_FILE, Trainer
+from emovox.training.trainer import Trainer
 
 MAX_EPOCHS = 6
 
@@ -139,9 +140,9 @@ def test_a_crash_after_the_tensors_but_before_the_state_resumes_from_the_previou
     ref_fit = ref.fit(train, valid)
     ref_probs = ref.predict_proba(test)
 
-    import emovox.training.trainer as trainer_module
+    import emovox.training.checkpoint as checkpoint_module
 
-    real_write = trainer_module.atomic_write_json
+    real_write = checkpoint_module.atomic_write_json
     run = tmp_path / "run"
 
     def dies_at_epoch_3(path, data):
@@ -150,7 +151,7 @@ def test_a_crash_after_the_tensors_but_before_the_state_resumes_from_the_previou
             raise Killed
         real_write(path, data)
 
-    monkeypatch.setattr(trainer_module, "atomic_write_json", dies_at_epoch_3)
+    monkeypatch.setattr(checkpoint_module, "atomic_write_json", dies_at_epoch_3)
     with pytest.raises(Killed):
         fresh_trainer(run).fit(train, valid)
     monkeypatch.undo()

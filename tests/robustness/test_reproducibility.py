@@ -88,7 +88,7 @@ def test_a_changed_corpus_is_not_mixed_into_an_old_run(runs, tmp_path):
 def test_a_recognizer_predicts_identically_every_time(audio_recognizer_dir, tmp_path):
     from helpers import tone, write_wav
 
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     clips = [str(write_wav(tmp_path / f"{f}.wav", tone(f, 0.7))) for f in (170, 300, 540)]
     a = Recognizer.load(audio_recognizer_dir)

@@ -141,11 +141,11 @@ def recognizer_copy(audio_recognizer_dir, tmp_path):
 def rehash(directory: Path) -> None:
     """Record the sha256 of the directory's files as they are now: a hand-made (or hostile) directory
     whose checksums agree, so the checks behind the checksum are what the test exercises."""
-    from emovox.models.directory import _files, sha256_file
+    from emovox.models.directory import owned_files, sha256_file
 
     path = directory / "emovox.json"
     info = json.loads(path.read_text())
-    info["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in _files(directory)}
+    info["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in owned_files(directory)}
     path.write_text(json.dumps(info))
 
 
@@ -153,7 +153,7 @@ BACKBONE = Path("branches") / "audio"
 
 
 def test_a_flipped_byte_in_any_file_is_named_before_anything_is_loaded(recognizer_copy, tripwires):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     for rel in ("weights.safetensors", BACKBONE / "model.safetensors", BACKBONE / "config.json"):
         path = recognizer_copy / rel
@@ -173,7 +173,7 @@ def test_a_flipped_byte_in_any_file_is_named_before_anything_is_loaded(recognize
 
 
 def test_a_missing_file_is_named(recognizer_copy):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     (recognizer_copy / "weights.safetensors").unlink()
     with pytest.raises(RecognizerError, match="weights.safetensors: missing"):
@@ -181,7 +181,7 @@ def test_a_missing_file_is_named(recognizer_copy):
 
 
 def test_pickled_head_weights_are_never_unpickled(recognizer_copy, tmp_path, tripwires):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     marker = tmp_path / "UNPICKLED"
     (recognizer_copy / "weights.safetensors").unlink()
@@ -197,7 +197,7 @@ def test_pickled_head_weights_are_never_unpickled(recognizer_copy, tmp_path, tri
 
 
 def test_pickled_backbone_weights_are_refused_without_unpickling_them(recognizer_copy, tmp_path, monkeypatch):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     marker = tmp_path / "UNPICKLED"
     (recognizer_copy / BACKBONE / "model.safetensors").unlink()
@@ -209,7 +209,7 @@ def test_pickled_backbone_weights_are_refused_without_unpickling_them(recognizer
 
 
 def test_pickled_backbone_weights_are_a_recognizer_error_and_never_reach_torch_load(recognizer_copy, tmp_path, tripwires):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     marker = tmp_path / "UNPICKLED"
     (recognizer_copy / BACKBONE / "model.safetensors").unlink()
@@ -245,7 +245,7 @@ def _edit_info(directory: Path, **changes) -> None:
     ],
 )
 def test_recognizer_directories_are_validated(recognizer_copy, change, message, tripwires):
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     _edit_info(recognizer_copy, **change)
     with pytest.raises(RecognizerError, match=message):
@@ -256,7 +256,7 @@ def test_recognizer_directories_are_validated(recognizer_copy, change, message, 
 def test_a_head_of_the_wrong_shape_is_named(recognizer_copy, tripwires):
     from safetensors.torch import load_file, save_file
 
-    from emovox.recognizer import Recognizer
+    from emovox.inference.recognizer import Recognizer
 
     head = load_file(str(recognizer_copy / "weights.safetensors"))
     name = next(k for k, v in head.items() if v.ndim == 2)
@@ -277,7 +277,8 @@ def test_a_head_of_the_wrong_shape_is_named(recognizer_copy, tripwires):
 def test_a_pickle_in_place_of_a_checkpoint_is_refused_unread(tmp_path, tripwires):
     from emovox.config import TrainConfig
     from emovox.data.examples import Example
-    from emovox.training.trainer import STATE_FILE, Trainer
+    from emovox.training.checkpoint import STATE_FILE
+    from emovox.training.trainer import Trainer
 
     examples = [Example(f"u{i}", i % 2, length=1.0, cached={"x": torch.full((4,), float(i % 2))}) for i in range(8)]
     run = tmp_path / "run"
@@ -302,11 +303,11 @@ def test_a_pickle_in_place_of_a_checkpoint_is_refused_unread(tmp_path, tripwires
 
 
 def test_a_pickle_in_the_feature_cache_is_recomputed_unread(tmp_path, tripwires):
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.cache import FeatureCache, item_key
     from emovox.data.examples import Example
-    from emovox.models.branch import extract_pooled
-    from emovox.models.branch import pooled_cache_key as backbone_key
+    from emovox.models.extraction import extract_pooled
+    from emovox.models.extraction import pooled_cache_key as backbone_key
 
     backbone = load_backbone("wav2vec2-base", tiny=True)
     clip = tone(300, 0.5)

@@ -18,8 +18,9 @@ import pytest
 import soundfile as sf
 from helpers import tone, write_wav
 
-from emovox.recognizer import Recognizer
-from emovox.serve import ServeConfig, create_app
+from emovox.inference.recognizer import Recognizer
+from emovox.serve.app import create_app
+from emovox.serve.limits import ServeConfig
 
 
 def wav_bytes(samples: np.ndarray, sr: int = 16_000) -> bytes:

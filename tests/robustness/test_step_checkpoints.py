@@ -25,9 +25,9 @@ from robustness_helpers import EMOVOX, Net, blobs, collate
 
 from emovox.config import TrainConfig, config_from_dict
 from emovox.errors import EmovoxWarning
-from emovox.training import trainer as trainer_module
+from emovox.training.checkpoint import STATE_FILE, Checkpointer
 from emovox.training.runner import run_cv
-from emovox.training.trainer import STATE_FILE, Trainer
+from emovox.training.trainer import Trainer
 
 
 def read_state(path) -> dict | None:
@@ -131,15 +131,15 @@ class Killed(BaseException):
 
 def dies_at_checkpoint(monkeypatch, n: int) -> None:
     """The process dies as it is about to commit its ``n``-th checkpoint (after the ``n-1``-th)."""
-    real, calls = Trainer._save_last, {"n": 0}
+    real, calls = Checkpointer.save, {"n": 0}
 
-    def save(self, optimizer, scheduler, state):
+    def save(self, model, optimizer, scheduler, state):
         calls["n"] += 1
         if calls["n"] == n:
             raise Killed
-        real(self, optimizer, scheduler, state)
+        real(self, model, optimizer, scheduler, state)
 
-    monkeypatch.setattr(trainer_module.Trainer, "_save_last", save)
+    monkeypatch.setattr(Checkpointer, "save", save)
 
 
 @pytest.mark.parametrize(("keep", "grad_accum"), [(1, 1), (2, 1), (3, 2)])

@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from emovox.audio import SAMPLE_RATE
-from emovox.backbones import Backbone, BackboneSpec, Encoded
+from emovox.backbones.base import Backbone, Encoded
+from emovox.backbones.registry import BackboneSpec
 from emovox.errors import AudioError, BackboneError
 
 SSL_MODEL_CLASSES: dict[str, str] = {
@@ -57,7 +58,7 @@ SSL_MODEL_CLASSES: dict[str, str] = {
 # helpers
 
 
-class _PerClip(nn.Module):
+class PerClip(nn.Module):
     """Runs a length-dependent front end on each clip's real length, then zero-pads the outputs."""
 
     def __init__(self, inner: nn.Module, lengths: torch.Tensor, in_dim: int, out_dim: int):
@@ -70,10 +71,10 @@ class _PerClip(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [self.inner(x[i : i + 1].narrow(self.in_dim, 0, n)) for i, n in enumerate(self.lengths)]
         longest = max(o.shape[self.out_dim] for o in outs)
-        return torch.cat([_pad_dim(o, self.out_dim, longest) for o in outs], dim=0)
+        return torch.cat([pad_dim(o, self.out_dim, longest) for o in outs], dim=0)
 
 
-def _pad_dim(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+def pad_dim(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     extra = size - x.shape[dim]
     if extra == 0:
         return x
@@ -87,7 +88,7 @@ _SWAP_LOCK = threading.RLock()
 
 
 @contextmanager
-def _swapped(parent: nn.Module, attr: str, replacement: nn.Module):
+def swapped(parent: nn.Module, attr: str, replacement: nn.Module):
     """Temporarily replace a submodule for one forward; always restored, weights untouched."""
     with _SWAP_LOCK:
         original = getattr(parent, attr)
@@ -133,18 +134,18 @@ def conv_min_samples(frames: int, kernels, strides) -> int:
     return n
 
 
-def _length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+def length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
     return torch.arange(size, device=lengths.device).unsqueeze(0) < lengths.to(torch.long).unsqueeze(1)
 
 
-def _stack_time_major(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+def stack_time_major(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-pad ``[T_i, ...]`` arrays along time: ``[B, T, ...]`` float32 and a ``[B, T]`` mask."""
     longest = max(a.shape[0] for a in arrays)
     out = np.zeros((len(arrays), longest, *arrays[0].shape[1:]), dtype=np.float32)
     for i, a in enumerate(arrays):
         out[i, : a.shape[0]] = a
     lengths = torch.tensor([a.shape[0] for a in arrays])
-    return torch.from_numpy(out), _length_mask(lengths, longest).to(torch.long)
+    return torch.from_numpy(out), length_mask(lengths, longest).to(torch.long)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,13 +221,13 @@ class SSLBackbone(AudioBackbone):
                                         self.model.config.conv_stride)
                 clip = clip[:keep]
             values.append(self.feature_extractor(clip, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_values"][0])
-        input_values, mask = _stack_time_major(values)
+        input_values, mask = stack_time_major(values)
         return {"input_values": input_values, "attention_mask": mask}
 
     def forward(self, inputs: dict, all_layers: bool = False) -> Encoded:
         values, attention = inputs["input_values"], inputs["attention_mask"]
         lengths = attention.sum(dim=-1)
-        swap = (_swapped(self.model, "feature_extractor", _PerClip(self.model.feature_extractor, lengths, 1, 2))
+        swap = (swapped(self.model, "feature_extractor", PerClip(self.model.feature_extractor, lengths, 1, 2))
                 if self.per_clip_cnn else nullcontext())
         with swap, warnings.catch_warnings():
             # WavLM hands torch a bool key mask with a float position bias; torch warns per layer.
@@ -246,7 +247,7 @@ class SSLBackbone(AudioBackbone):
                 frames = frames // self.squeeze
         else:
             hidden = out.last_hidden_state
-        return Encoded(hidden=hidden, mask=_length_mask(frames, hidden.shape[-2]))
+        return Encoded(hidden=hidden, mask=length_mask(frames, hidden.shape[-2]))
 
     def stop_after(self, top: int | None):
         """Only the layers below hidden state ``top`` run (not SEW, whose states are at another rate); a
@@ -261,4 +262,6 @@ class SSLBackbone(AudioBackbone):
         return truncated_encoder(self.model.encoder, max(top, 1), final_norm="layer_norm" if stable else None)
 
     def freeze_feature_encoder(self) -> None:
-        self.model.freeze_feature_encoder()
+        # transformers gives freeze_feature_encoder to Wav2Vec2Model but not to HubertModel or UniSpeechModel (only
+        # to their task heads); every base model of the family has the CNN itself, which is what is frozen
+        self.model.feature_extractor._freeze_parameters()

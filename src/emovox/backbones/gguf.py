@@ -85,17 +85,6 @@ PACKAGED: dict[str, PackagedGGUF] = {
 }
 
 
-def packaged_available(name: str) -> bool:
-    """Whether the package holding ``name``'s GGUF is installed (without importing it)."""
-    from importlib import metadata
-
-    try:
-        metadata.distribution(PACKAGED[name].distribution)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 def packaged_gguf(name: str, *, work_dir: Path | None = None) -> Path:
     """The GGUF file of a packaged LLM, assembling split packages (sha256-checked) when needed.
 
@@ -204,13 +193,13 @@ def convert_gguf(path: str | Path, *, cache_dir: Path | None = None, sha256: str
         raise LLMError(f"reading '{path}' needs the 'gguf' package: pip install 'emovox[llm]'") from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from emovox.backbones import _QuietTransformers, describe
+    from emovox.backbones.base import QuietTransformers, describe
 
     started = time.time()
     print(f"emovox: converting {path.name} ({path.stat().st_size / 1e6:.0f} MB) to a safetensors model, once "
           f"(can take minutes) -> {target}", file=sys.stderr)
     try:
-        with _QuietTransformers(), _shared_gguf_parsing():
+        with QuietTransformers(), _shared_gguf_parsing():
             tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
             model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, use_safetensors=True)
     except Exception as exc:  # unsupported architecture or quantisation, damaged file
@@ -228,7 +217,7 @@ def convert_gguf(path: str | Path, *, cache_dir: Path | None = None, sha256: str
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
-        with _QuietTransformers():
+        with QuietTransformers():
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
         sidecar = {

@@ -148,7 +148,7 @@ def load_causal_lm(source: str, *, gguf_file: str | None = None, cache_dir: Path
     """A pretrained causal LM and its tokenizer, in eval mode (see the module docstring for sources)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from emovox.backbones import _QuietTransformers, describe
+    from emovox.backbones.base import QuietTransformers, describe
     from emovox.backbones.gguf import GGUF_SIDECAR, resolve_gguf
 
     source = str(source).strip()
@@ -160,7 +160,7 @@ def load_causal_lm(source: str, *, gguf_file: str | None = None, cache_dir: Path
     local = Path(source).expanduser()
     where = str(directory) if directory is not None else str(local) if local.is_dir() else source
     try:
-        with _QuietTransformers():
+        with QuietTransformers():
             tokenizer = AutoTokenizer.from_pretrained(where)
             model, info = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, use_safetensors=True,
                                                                output_loading_info=True)

@@ -13,8 +13,9 @@ from transformers.models.speech_to_text.modeling_speech_to_text import (
 )
 
 from emovox.audio import SAMPLE_RATE
-from emovox.backbones import BackboneSpec, Encoded
-from emovox.backbones.audio import AudioBackbone, _length_mask, _PerClip, _stack_time_major, _swapped
+from emovox.backbones.audio import AudioBackbone, PerClip, length_mask, stack_time_major, swapped
+from emovox.backbones.base import Encoded
+from emovox.backbones.registry import BackboneSpec
 
 
 class Speech2TextEncoderOnly(Speech2TextPreTrainedModel):
@@ -40,15 +41,15 @@ class Speech2TextBackbone(AudioBackbone):
             self.feature_extractor(clip, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="np")["input_features"][0]
             for clip in self._clips(items)
         ]
-        features, mask = _stack_time_major(feats)
+        features, mask = stack_time_major(feats)
         return {"input_features": features, "attention_mask": mask}
 
     def forward(self, inputs: dict, all_layers: bool = False) -> Encoded:
         features, attention = inputs["input_features"], inputs["attention_mask"]
         encoder = self.model.encoder
         lengths = attention.sum(dim=-1)
-        with _swapped(encoder, "conv", _PerClip(encoder.conv, lengths, 1, 1)):
+        with swapped(encoder, "conv", PerClip(encoder.conv, lengths, 1, 1)):
             out = encoder(features, attention_mask=attention, output_hidden_states=all_layers)
         hidden = torch.stack(tuple(out.hidden_states)) if all_layers else out.last_hidden_state
         frames = encoder._get_feat_extract_output_lengths(lengths)
-        return Encoded(hidden=hidden, mask=_length_mask(frames, hidden.shape[-2]))
+        return Encoded(hidden=hidden, mask=length_mask(frames, hidden.shape[-2]))

@@ -42,8 +42,8 @@ import torch
 from torch import nn
 
 from emovox.audio import SAMPLE_RATE
-from emovox.backbones import Backbone, BackboneSpec, Encoded
-from emovox.backbones.registry import EMOVOX_FILE, OPENSMILE_PREFIX
+from emovox.backbones.base import Backbone, Encoded
+from emovox.backbones.registry import EMOVOX_FILE, OPENSMILE_PREFIX, BackboneSpec
 from emovox.errors import AudioError, BackboneError, EmovoxWarning
 
 #: The one openSMILE level emovox reads: one vector of statistics per clip.

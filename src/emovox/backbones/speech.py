@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from emovox.audio import SAMPLE_RATE
-from emovox.backbones import BackboneSpec, describe, from_pretrained_checked
 from emovox.backbones.audio import SSL_MODEL_CLASSES, AudioBackbone, SSLBackbone
+from emovox.backbones.base import describe, from_pretrained_checked
+from emovox.backbones.registry import BackboneSpec
 from emovox.backbones.tiny import build_seeded, tiny_audio_config, tiny_feature_extractor
 from emovox.errors import BackboneError
 

@@ -12,8 +12,9 @@ from transformers.models.speecht5.modeling_speecht5 import (
 )
 
 from emovox.audio import SAMPLE_RATE
-from emovox.backbones import BackboneSpec, Encoded
-from emovox.backbones.audio import AudioBackbone, _length_mask, _pad_dim, _stack_time_major, conv_min_samples
+from emovox.backbones.audio import AudioBackbone, conv_min_samples, length_mask, pad_dim, stack_time_major
+from emovox.backbones.base import Encoded
+from emovox.backbones.registry import BackboneSpec
 
 
 class SpeechT5SpeechEncoderOnly(SpeechT5PreTrainedModel):
@@ -40,7 +41,7 @@ class SpeechT5Backbone(AudioBackbone):
             self.feature_extractor(audio=clip, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_values"][0]
             for clip in self._clips(items)
         ]
-        input_values, mask = _stack_time_major(values)
+        input_values, mask = stack_time_major(values)
         return {"input_values": input_values, "attention_mask": mask}
 
     def forward(self, inputs: dict, all_layers: bool = False) -> Encoded:
@@ -50,8 +51,8 @@ class SpeechT5Backbone(AudioBackbone):
         states = [encoder.prenet(values[i : i + 1, :n])[0] for i, n in enumerate(lengths)]
         frames = torch.tensor([s.shape[1] for s in states], device=values.device)
         longest = int(frames.max())
-        hidden = torch.cat([_pad_dim(s, 1, longest) for s in states], dim=0)
-        mask = _length_mask(frames, longest)
+        hidden = torch.cat([pad_dim(s, 1, longest) for s in states], dim=0)
+        mask = length_mask(frames, longest)
         out = encoder.wrapped_encoder(hidden_states=hidden, attention_mask=mask.long(),
                                       output_hidden_states=all_layers, return_dict=True)
         hidden = torch.stack(tuple(out.hidden_states)) if all_layers else out.last_hidden_state

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from emovox.backbones import Backbone, BackboneSpec, Encoded, describe, from_pretrained_checked
+from emovox.backbones.base import Backbone, Encoded, describe, from_pretrained_checked
+from emovox.backbones.registry import BackboneSpec
 from emovox.backbones.tiny import build_seeded, tiny_text_config, tiny_tokenizer
 from emovox.data.examples import EndText
 from emovox.errors import BackboneError

@@ -28,9 +28,10 @@ from torch import nn
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, WhisperPreTrainedModel
 
 from emovox.audio import SAMPLE_RATE
-from emovox.backbones import BackboneSpec, Encoded
-from emovox.backbones.audio import AudioBackbone, _length_mask, _stack_time_major, truncated_encoder
-from emovox.errors import BackboneError
+from emovox.backbones.audio import AudioBackbone, length_mask, stack_time_major, truncated_encoder
+from emovox.backbones.base import Encoded
+from emovox.backbones.registry import BackboneSpec
+from emovox.errors import BackboneError, ConfigError
 
 
 class WhisperEncoderOnly(WhisperPreTrainedModel):
@@ -67,7 +68,7 @@ class WhisperBackbone(AudioBackbone):
             ][0].T  # [frames, mel bins]: clip-own log-mel, time first for padding
             for clip in self._clips(items)
         ]
-        features, mask = _stack_time_major(mels)
+        features, mask = stack_time_major(mels)
         return {"input_features": features.transpose(1, 2).contiguous(), "attention_mask": mask}
 
     def stop_after(self, top: int | None):
@@ -121,4 +122,35 @@ class WhisperBackbone(AudioBackbone):
         if all_layers:
             states.append(x)
             x = torch.stack(states)
-        return Encoded(hidden=x, mask=_length_mask(half.sum(dim=-1), length))
+        return Encoded(hidden=x, mask=length_mask(half.sum(dim=-1), length))
+
+
+# -- the top layers alone (``mode: finetune-top``) -----------------------------------------------------------------
+def unfreeze_top(backbone, top_layers: int) -> int:
+    """Freeze everything but the top ``top_layers`` encoder layers and the final norm; return the cut (the index of
+    the hidden state entering the first trained layer)."""
+    encoder = backbone.model.encoder
+    n = len(encoder.layers)
+    if not 1 <= top_layers <= n:
+        raise ConfigError(f"top_layers must be between 1 and {n} for {backbone.spec.name}, not {top_layers}")
+    backbone.freeze()
+    for module in list(encoder.layers[n - top_layers :]) + [encoder.layer_norm]:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return n - top_layers
+
+
+def top_states(backbone, frames: torch.Tensor, mask: torch.Tensor, cut: int) -> list[torch.Tensor]:
+    """The hidden states of the encoder layers above ``cut``, run over cached bottom ``frames`` (``[B, T, H]``,
+    padded keys hidden by ``mask``); the last one after the final norm, as ``forward`` gives it."""
+    encoder = backbone.model.encoder
+    x = frames
+    blocked = torch.finfo(x.dtype).min
+    bias = torch.where(mask, torch.zeros((), dtype=x.dtype), torch.full((), blocked, dtype=x.dtype))
+    attention = bias[:, None, None, :].expand(-1, 1, x.shape[1], x.shape[1])
+    states = []
+    for layer in encoder.layers[cut:]:
+        x = layer(x, attention)
+        states.append(x)
+    states[-1] = encoder.layer_norm(x)
+    return states

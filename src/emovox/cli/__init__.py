@@ -16,8 +16,8 @@ import sys
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from emovox import __version__
 from emovox.errors import EmovoxError
+from emovox.version import __version__
 
 
 class _FlagsTakeNoValue:

@@ -16,7 +16,7 @@ COMMANDS = {
     "corpus": "corpus",
     "profile": "profile",
     "predict": "predict",
-    "timeline": "predict",
+    "timeline": "timeline",
     "serve": "serve",
     "demo": "serve",
     "export": "export",

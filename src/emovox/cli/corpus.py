@@ -121,7 +121,7 @@ def matrix(
     one cross-corpus:A run per corpus A gives row A, an in-corpus:K run the diagonal.
     """
     from emovox.errors import EmovoxError
-    from emovox.reporting import csv_text, plot_corpus_matrix
+    from emovox.evaluation.reporting import csv_text, plot_corpus_matrix
     from emovox.training.breakdown import MATRIX_COLUMNS, matrix_csv_rows
 
     cells: dict[tuple[str, str], dict] = {}

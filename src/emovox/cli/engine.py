@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
+
 from emovox.errors import EmovoxError, MissingExtraError, missing_extra
 
 ENGINES = ("auto", "torch", "onnx", "onnx-int8")
@@ -18,6 +20,9 @@ ENGINE_HELP = (
     "auto: the recognizer's runtime (ONNX, no torch) when it has one, else torch; torch; onnx; "
     "onnx-int8 (the runtime's int8 encoder, `emovox export --int8`)."
 )
+ENGINE_OPTION = typer.Option("auto", "--engine", metavar="|".join(ENGINES), help=ENGINE_HELP)
+ASR_HELP = "Whisper model (local directory or hub id) that transcribes audio for recognizers reading transcripts."
+ASR_LANG_HELP = "Language the ASR transcribes (code or name, e.g. de); default: the recognizer's, else detected."
 
 
 def open_recognizer(model_dir: Path, engine: str = "auto", *, asr: str | None = None, asr_language: str | None = None,
@@ -59,8 +64,8 @@ def _torch_installed() -> bool:
 def _torch_recognizer(model_dir: Path, asr: str | None, asr_language: str | None, threads: int | None):
     import torch
 
-    from emovox.asr import AsrConfig
-    from emovox.recognizer import Recognizer
+    from emovox.inference.asr import AsrConfig
+    from emovox.inference.recognizer import Recognizer
 
     if threads is not None:
         torch.set_num_threads(threads)

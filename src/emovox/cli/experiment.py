@@ -158,14 +158,14 @@ def fold_indices(cfg) -> list[int]:
     """The folds a config runs: its ``folds``, or every fold of its protocol on its corpus."""
     if cfg.folds is not None:
         return sorted(set(cfg.folds))
-    from emovox.splits import make_folds
+    from emovox.splits.protocols import make_folds
 
     return [f.index for f in make_folds(cfg.open_corpus(), cfg.protocol, cfg.validation, seed=cfg.train.seed)]
 
 
 def print_cv_summary(cfg, payload: dict, out: Path) -> None:
-    from emovox.metrics import CVResult
-    from emovox.reporting import print_summary
+    from emovox.evaluation.metrics import CVResult
+    from emovox.evaluation.reporting import print_summary
 
     result = CVResult.from_dict(payload)
     console = Console()
@@ -321,8 +321,8 @@ def evaluate(
     if on_bad_audio not in ("error", "skip"):
         raise EmovoxError(f"--on-bad-audio {on_bad_audio!r}: use error or skip")
     from emovox.corpora import load_corpus
-    from emovox.recognizer import Recognizer
-    from emovox.reporting import print_evaluation, write_json
+    from emovox.evaluation.reporting import print_evaluation, write_json
+    from emovox.inference.recognizer import Recognizer
     from emovox.training.final import evaluate_recognizer
 
     corpus = load_corpus(spec)

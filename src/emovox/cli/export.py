@@ -36,10 +36,10 @@ def export(
     from rich.table import Table
 
     from emovox.audio import load_audio
-    from emovox.cli.predict import expand_inputs
-    from emovox.export import ExportError, unsupported, write_runtime  # torch: the train extra (else one line, no bar)
+    from emovox.cli.inputs import expand_inputs
+    from emovox.inference.export import ExportError, unsupported, write_runtime  # torch: the train extra (else one line, no bar)
+    from emovox.inference.recognizer import Recognizer
     from emovox.progress import progress_bar
-    from emovox.recognizer import Recognizer
 
     t0 = time.time()
     stages = ["load", "export", "check", *(("int8", "check int8") if int8 else ())]

@@ -155,7 +155,7 @@ class RayPredictor:
     def __init__(self, model_dir: str, asr, batch_size: int, on_bad_audio: str, rows_of: Callable, job_type: type,
                  engine: str = "torch"):
         if engine == "torch":
-            from emovox.recognizer import Recognizer
+            from emovox.inference.recognizer import Recognizer
 
             self.rec = Recognizer.load(Path(model_dir), asr=asr)
         else:  # the engine the driver chose: every actor runs what a plain `predict` would have run

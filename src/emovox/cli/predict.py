@@ -1,165 +1,22 @@
-"""``emovox predict`` (clips, folders, manifests) and ``emovox timeline`` (long recordings)."""
+"""``emovox predict``: clips, folders and manifests (``cli.inputs`` reads them) through one recognizer, in
+length-grouped batches, to a table, CSV or JSON; a bad clip is reported in its row, never lost work."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from emovox.cli import app
-from emovox.cli.engine import ENGINE_HELP, ENGINES
+from emovox.cli.engine import ASR_HELP, ASR_LANG_HELP, ENGINE_OPTION, open_recognizer
+from emovox.cli.inputs import InputError, Job, expand_inputs, with_groups, with_history
 from emovox.errors import EmovoxError
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
-
-
-class InputError(EmovoxError):
-    """An input given to ``emovox predict`` is missing, empty or not audio."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One thing to predict: a file, or the ``[start, end]`` cut of one (manifest rows)."""
-
-    name: str
-    path: Path | None
-    start: float | None = None
-    end: float | None = None
-    text: str | None = None
-    reference: str | None = None
-    context: str | None = None  # the previous utterance's transcript (context recognizers); None: a dialogue's first
-    #: a ``dialogue`` manifest's earlier rows of this row's dialogue as (speaker, text), oldest first: the
-    #: recognizer, once loaded, turns them into ``context`` in the format it was trained on (``with_history``)
-    history: tuple[tuple[str | None, str], ...] | None = None
-    #: who spoke it, and which corpus it belongs to: recognizers that standardise clips per speaker (corpus)
-    #: classify each speaker's clips together (``Recognizer.normalization``)
-    speaker: str | None = None
-    corpus: str | None = None
-
-
-def audio_suffixes() -> set[str]:
-    import soundfile as sf
-
-    return {"." + f.lower() for f in sf.available_formats()} | {".aif", ".oga", ".opus"}
-
-
-def expand_inputs(inputs: list[Path]) -> list[Job]:
-    """Files as given; folders -> every audio file in them (recursively, sorted); tables -> their rows."""
-    jobs: list[Job] = []
-    suffixes = audio_suffixes()
-    for p in inputs:
-        if p.is_dir():
-            from emovox.corpora.base import files_under
-
-            found = [f for f in files_under(p, tuple(suffixes)) if f.is_file()]  # follows linked folders
-            if not found:
-                raise InputError(f"{p}: the folder holds no audio files ({', '.join(sorted(suffixes))})")
-            jobs.extend(Job(str(f), f) for f in found)
-        elif p.is_file() and p.suffix.lower() in TABLE_SUFFIXES:
-            jobs.extend(manifest_jobs(p))
-        elif p.is_file():
-            jobs.append(Job(str(p), p))
-        else:
-            raise InputError(
-                f"{p}: no such file or folder; INPUT is an audio file, a folder of them, or a manifest (.csv/.tsv/.jsonl)"
-            )
-    return jobs
-
-
-MANIFEST_COLUMNS = "path and/or text; optional: id, start, end, label, context, dialogue, speaker, corpus"
-
-
-def manifest_jobs(path: Path) -> list[Job]:
-    """Rows of a manifest: ``path`` (relative to the manifest) and/or ``text`` (a transcript-only row
-    for recognizers that read text alone); optional ``id``, ``start``, ``end``, ``label``, and the
-    previous utterance for context recognizers: a ``context`` column (its transcript; empty for a
-    dialogue's first utterance), or a ``dialogue`` column, whose rows are taken in manifest order
-    and each row's context is made from the rows before it in the same dialogue (the row just
-    before, or as many turns, with the ``speaker`` column's names, as the recognizer was trained on)."""
-    from emovox.corpora.tables import read_table
-
-    columns, rows = read_table(path, "manifest")
-    if "path" not in columns and "text" not in columns:
-        raise InputError(f"manifest {path}: needs a 'path' or a 'text' column (found {columns}); {MANIFEST_COLUMNS}")
-    if "context" in columns and "dialogue" in columns:
-        raise InputError(f"manifest {path}: give the previous utterance by 'context' or by 'dialogue', not both")
-    jobs, previous = [], {}
-    for line, row in rows:
-        where = f"manifest {path}, line {line}"
-        text = None if row.get("text") is None else str(row["text"])
-        if row.get("path") is None and text is None:
-            raise InputError(f"{where}: neither a path nor a text: nothing to predict")
-        audio = None if row.get("path") is None else (path.parent / str(row["path"])).expanduser()
-        start, end = _seconds(row.get("start"), where, "start"), _seconds(row.get("end"), where, "end")
-        name = row.get("id")
-        if name is None:
-            cut = start is not None or end is not None
-            if audio is None:
-                name = f"{path.name}:{line}"
-            else:
-                name = f"{audio}@{start or 0:g}-{end if end is not None else 'end'}" if cut else audio
-        history = None
-        if "dialogue" in columns:
-            dialogue = str(row.get("dialogue"))
-            history = tuple(previous.get(dialogue, ()))
-            context = history[-1][1] if history else None  # the paper's context; `with_history` reformats it
-            speaker = None if row.get("speaker") is None else str(row["speaker"])
-            previous[dialogue] = [*history, (speaker, text)]
-        else:
-            context = None if row.get("context") is None else str(row["context"])
-        label = row.get("label")
-        speaker_name = None if row.get("speaker") is None else str(row["speaker"])
-        corpus_name = None if row.get("corpus") is None else str(row["corpus"])
-        jobs.append(Job(str(name), audio, start, end, text, None if label is None else str(label), context, history,
-                        speaker_name, corpus_name))
-    if not jobs:
-        raise InputError(f"manifest {path} has no rows")
-    return jobs
-
-
-def with_history(jobs: list[Job], rec) -> list[Job]:
-    """Jobs whose context is their dialogue's earlier rows, formatted as ``rec`` was trained to read them."""
-    if "context_text" not in rec.fields:
-        return jobs
-    def context(history) -> str | None:  # no context when the row just before has no transcript, as for one turn
-        return rec.context_text(history) if history and history[-1][1] is not None else None
-
-    return [replace(j, context=context(j.history)) if j.history is not None else j for j in jobs]
-
-
-def with_groups(jobs: list[Job], speaker: str | None, corpus: str | None) -> list[Job]:
-    """``--speaker`` / ``--corpus`` name every input's speaker (corpus); a manifest column says it per row instead."""
-    for flag, value, field in (("--speaker", speaker, "speaker"), ("--corpus", corpus, "corpus")):
-        if value is None:
-            continue
-        named = [j.name for j in jobs if getattr(j, field) is not None and getattr(j, field) != value]
-        if named:
-            raise InputError(f"{flag} {value!r}, but the manifest names another {field} for {named[0]}; use one or the other")
-        jobs = [replace(j, **{field: value}) for j in jobs]
-    return jobs
-
-
-def _seconds(value: Any, where: str, column: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        x = math.nan
-    if not math.isfinite(x) or x < 0:
-        raise InputError(f"{where}: {column} {value!r} is not a number of seconds")
-    return x
-
-
-#: Exit status of ``predict`` when some inputs could not be predicted (the others were written);
-#: 2 is a usage or input error before anything was predicted, as everywhere in emovox.
 PARTIAL_FAILURE_EXIT = 3
 
 
@@ -169,7 +26,7 @@ def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on
     A job that cannot be predicted becomes a row with ``label`` None and an ``error`` (``on_bad_audio="skip"``),
     or raises (``"error"``).
     """
-    from emovox.audio import check_min_duration, load_audio
+    from emovox.audio import SAMPLE_RATE, check_min_duration, load_audio
     from emovox.errors import AudioError
     from emovox.progress import progress_bar
 
@@ -213,8 +70,8 @@ def run_predictions(rec, jobs: list[Job], *, batch_size: int, progress: bool, on
                         continue
                     row = {"input": job.name, **replace(pred, source=None).to_dict()}  # with the recognizer's speech flag
                     if clip is not None:
-                        if len(clip) / 16_000 > rec.max_seconds + 1e-6:
-                            row["seconds"] = round(len(clip) / 16_000, 3)
+                        if len(clip) / SAMPLE_RATE > rec.max_seconds + 1e-6:
+                            row["seconds"] = round(len(clip) / SAMPLE_RATE, 3)
                             row["seconds_used"] = rec.max_seconds
                     if job.reference is not None:
                         row["reference"] = job.reference
@@ -310,19 +167,6 @@ def write_rows(rows: list[dict], labels: tuple[str, ...], out: Path | None, fmt:
     return text
 
 
-def load_recognizer(model_dir: Path, asr: str | None, asr_language: str | None, engine: str = "auto",
-                    threads: int | None = None):
-    """The recognizer ``predict``, ``timeline`` and ``serve`` run: its runtime or torch (``emovox.cli.engine``)."""
-    from emovox.cli.engine import open_recognizer
-
-    return open_recognizer(model_dir, engine, asr=asr, asr_language=asr_language, threads=threads)
-
-
-ASR_HELP = "Whisper model (local directory or hub id) that transcribes audio for recognizers reading transcripts."
-ASR_LANG_HELP = "Language the ASR transcribes (code or name, e.g. de); default: the recognizer's, else detected."
-ENGINE_OPTION = typer.Option("auto", "--engine", metavar="|".join(ENGINES), help=ENGINE_HELP)
-
-
 @app.command()
 def predict(
     model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="Recognizer directory from `emovox train`."),
@@ -386,7 +230,7 @@ def predict(
             "nothing to predict: give INPUT files/folders/manifests, or --text for a recognizer that reads transcripts"
         )
     jobs = expand_inputs(inputs) if inputs else [Job("--text", None, text=text)]
-    rec = load_recognizer(model_dir, asr, asr_language, engine)
+    rec = open_recognizer(model_dir, engine, asr=asr, asr_language=asr_language)
     jobs = with_history(jobs, rec)
     jobs = with_groups(jobs, speaker, corpus_name)
     if context is not None:
@@ -495,88 +339,3 @@ def report_predictions(
         stderr_console().print(
             f"predicted {done} of {len(rows)} input(s) in {seconds:.1f} s (engine {rec.engine}){where}", markup=False
         )
-
-
-@app.command()
-def timeline(
-    model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="Recognizer directory from `emovox train`."),
-    audio: Path = typer.Argument(..., metavar="AUDIO", help="A long recording (any length: it is streamed, never loaded whole)."),
-    mode: str = typer.Option(
-        "vad", "--mode", metavar="vad|fixed", help="vad (energy-based voice activity) | fixed (overlapping windows)."
-    ),
-    window: float = typer.Option(4.0, "--window", help="fixed: window length in seconds."),
-    overlap: float = typer.Option(1.0, "--overlap", help="fixed: overlap of consecutive windows in seconds."),
-    max_segment: float = typer.Option(
-        10.0, "--max-segment", help="vad: longer speech is split into pieces of this many seconds."
-    ),
-    min_silence: float = typer.Option(0.4, "--min-silence", help="vad: a pause this long (s) ends a segment."),
-    min_speech: float = typer.Option(0.3, "--min-speech", help="vad: shorter bursts (s) are ignored."),
-    threshold_db: float = typer.Option(None, "--threshold-db", help="vad: fixed energy threshold in dBFS (default: adaptive)."),
-    json_out: Path = typer.Option(
-        None, "--json", metavar="FILE", help="Write the timeline (start, end, label, probabilities) as JSON here."
-    ),
-    plot: Path = typer.Option(None, "--plot", metavar="FILE", help="Write a PNG plot of the timeline here."),
-    asr: str = typer.Option(None, "--asr", metavar="MODEL", help=ASR_HELP),
-    asr_language: str = typer.Option(None, "--asr-language", metavar="LANG", help=ASR_LANG_HELP),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Segments per forward pass."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table; warnings still go to stderr."),
-    engine: str = ENGINE_OPTION,
-) -> None:
-    """Segment a long recording, predict every segment, and report the timeline."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from emovox.cli.output import warn
-    from emovox.segments import SegmentConfig, plot_timeline, predict_timeline
-
-    config = SegmentConfig(
-        mode=mode, window=window, overlap=overlap, max_segment=max_segment, min_silence=min_silence,
-        min_speech=min_speech, threshold_db=threshold_db,
-    )
-    if not audio.is_file():
-        raise InputError(f"{audio}: audio file not found")
-    if plot is not None:
-        import importlib.util
-
-        if importlib.util.find_spec("matplotlib") is None:  # say so before the work, not after it
-            from emovox.errors import MissingExtraError
-
-            raise MissingExtraError("--plot needs matplotlib, which comes with the train extra: pip install 'emovox[train]' "
-                                    "(or pip install matplotlib)")
-    rec = load_recognizer(model_dir, asr, asr_language, engine)
-    if getattr(rec, "normalization", "none") != "none":
-        from emovox.cli.output import warn
-
-        warn(f"{model_dir} standardises clips with their {rec.normalization}'s statistics; a timeline classifies each "
-             "segment on its own, without them")
-    tl = predict_timeline(rec, audio, config, batch_size=batch_size, progress=not quiet)
-    if json_out is not None:
-        tl.write_json(json_out)
-    if plot is not None:
-        plot_timeline(tl, plot)
-    console = Console(highlight=False)
-    if not tl.speech_found:
-        what = "no segment" if not tl.entries else f"{len(tl.entries)} segment(s), none of them speech-like"
-        warn(
-            f"no speech found in {audio.name} ({tl.duration:.1f} s, {mode}: {what}); "
-            "silence or steady noise has no emotion to report"
-        )
-    elif not quiet:
-        flagged = any(e.speech is False for e in tl.entries)
-        title = f"{audio.name}: {len(tl.entries)} segments over {tl.duration:.1f} s ({mode}, engine {rec.engine})"
-        table = Table(show_edge=False, title=title)
-        for col in ("start", "end", "label", "p", *(("speech",) if flagged else ())):
-            table.add_column(col, justify="left" if col in ("label", "speech") else "right")
-        shown = tl.entries if len(tl.entries) <= 40 else tl.entries[:20] + tl.entries[-20:]
-        for i, e in enumerate(shown):
-            if len(tl.entries) > 40 and i == 20:
-                table.add_row("...", "", f"({len(tl.entries) - 40} more)", "", *(("",) if flagged else ()))
-            cells = [f"{e.start:.2f}", f"{e.end:.2f}", e.label, f"{e.probabilities[e.label]:.3f}"]
-            table.add_row(*cells, *(("[yellow]none[/]" if e.speech is False else "",) if flagged else ()))
-        console.print(table)
-        shares = ", ".join(f"{k} {v:.1f} s" for k, v in tl.label_seconds().items())
-        console.print(f"time per label: {shares}")
-    if not quiet:
-        for what, path in (("timeline", json_out), ("plot", plot)):
-            if path is not None:
-                console.print(f"{what}: {path}", markup=False)

@@ -7,13 +7,13 @@ from pathlib import Path
 import typer
 
 from emovox.cli import app
-from emovox.cli.predict import ASR_HELP, ASR_LANG_HELP, ENGINE_OPTION, load_recognizer
+from emovox.cli.engine import ASR_HELP, ASR_LANG_HELP, ENGINE_OPTION, open_recognizer
 
 MODEL_DIR_HELP = "Recognizer directory from `emovox train`."
 
 
 def _config(max_upload_mb: float, max_seconds: float, max_timeline_seconds: float, max_queue: int, max_batch: int):
-    from emovox.serve import ServeConfig
+    from emovox.serve.limits import ServeConfig
 
     return ServeConfig(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_seconds=max_seconds, max_queue=max_queue, max_batch=max_batch,
@@ -22,7 +22,7 @@ def _config(max_upload_mb: float, max_seconds: float, max_timeline_seconds: floa
 
 
 def _prepare(model_dir: Path, asr: str | None, asr_language: str | None, threads: int | None, engine: str):
-    rec = load_recognizer(model_dir, asr, asr_language, engine, threads)
+    rec = open_recognizer(model_dir, engine, asr=asr, asr_language=asr_language, threads=threads)
     describe = getattr(rec, "describe", None)
     typer.echo(f"emovox: serving {model_dir} with {describe() if callable(describe) else f'engine {rec.engine}'}", err=True)
     norm = getattr(rec, "normalization", "none")
@@ -31,7 +31,7 @@ def _prepare(model_dir: Path, asr: str | None, asr_language: str | None, threads
                    "each is classified " + ("by its unnormalised head" if _has_fallback(rec) else "with the training "
                    "statistics") + " (emovox predict with a manifest's speaker column gathers a speaker's clips)", err=True)
     if rec.needs_text and rec.asr is not None:
-        from emovox.asr import get_transcriber
+        from emovox.inference.asr import get_transcriber
 
         get_transcriber(rec.asr)  # load Whisper now: the first request should not wait for it, and a bad --asr fails here
     return rec
@@ -56,7 +56,7 @@ def serve(
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Serve a recognizer over HTTP: the demo page at /, POST /predict, POST /timeline, GET /health, GET /labels, /docs."""
-    from emovox.serve import serve as run
+    from emovox.serve.app import serve as run
 
     config = _config(max_upload_mb, max_seconds, max_timeline_seconds, max_queue, max_batch)
     rec = _prepare(model_dir, asr, asr_language, threads, engine)
@@ -80,7 +80,7 @@ def demo(
     """Try a recognizer in the browser: serve it and open its page (upload or record a clip, type a transcript)."""
     import webbrowser
 
-    from emovox.serve import serve as run
+    from emovox.serve.app import serve as run
 
     config = _config(max_upload_mb, max_seconds, max_timeline_seconds, 32, 8)
     rec = _prepare(model_dir, asr, asr_language, threads, engine)

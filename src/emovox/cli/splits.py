@@ -34,8 +34,9 @@ def splits_command(
     from rich.table import Table
 
     from emovox.corpora import load_corpora
-    from emovox.reporting import NOT_SPEAKER_INDEPENDENT
-    from emovox.splits import make_folds, write_folds
+    from emovox.evaluation.reporting import NOT_SPEAKER_INDEPENDENT
+    from emovox.splits.fold import write_folds
+    from emovox.splits.protocols import make_folds
 
     corpus = load_corpora(specs)
     folds = make_folds(corpus, protocol, validation=validation, seed=seed)

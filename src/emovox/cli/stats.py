@@ -1,7 +1,7 @@
 """``emovox compare`` and ``emovox ci``: is a difference real, and how sure is a figure?
 
 Both read finished run directories (``emovox cv`` or ``emovox vote``) and resample their pooled
-test predictions (``emovox.stats``); neither retrains anything.
+test predictions (``emovox.evaluation.stats``); neither retrains anything.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def compare_command(
     """Paired bootstrap of A - B over the same test utterances: the difference, its interval and a verdict."""
     from rich.console import Console
 
-    from emovox.reporting import METRIC_TITLES
-    from emovox.stats import compare_runs
+    from emovox.evaluation.reporting import METRIC_TITLES
+    from emovox.evaluation.stats import compare_runs
 
     c = compare_runs(run_a, run_b, metric=metric, by=by, n_boot=n_boot, level=level, seed=seed)
     if as_json:
@@ -70,8 +70,8 @@ def ci_command(
     as_json: bool = typer.Option(False, "--json", help="Print the intervals as JSON."),
 ) -> None:
     """Bootstrap confidence intervals of a run's pooled WA, UA, macro-F1 and weighted-F1."""
-    from emovox.reporting import ci_markdown
-    from emovox.stats import run_intervals
+    from emovox.evaluation.reporting import ci_markdown
+    from emovox.evaluation.stats import run_intervals
 
     block = run_intervals(run, by=by, n_boot=n_boot, level=level, seed=seed)
     typer.echo(json.dumps(block, indent=2) if as_json else ci_markdown(block))

@@ -13,7 +13,7 @@ from emovox.cli.experiment import EXIT_INCOMPLETE, SET_HELP, fold_indices
 
 @app.command()
 def study(
-    recipes: list[Path] = typer.Argument(..., help="Experiment YAMLs, e.g. recipes/iemocap-*.yaml."),
+    recipes: list[Path] = typer.Argument(..., help="Experiment YAMLs, e.g. recipes/iemocap/iemocap-*.yaml."),
     set_: list[str] = typer.Option(None, "--set", help=SET_HELP + " Applied to every recipe."),
     out_root: Path = typer.Option(Path("runs"), "--out-root", help="Each recipe runs in OUT_ROOT/<its name>."),
     list_jobs: bool = typer.Option(False, "--list-jobs", help="Print one `emovox cv ... --fold K` per fold of every recipe."),

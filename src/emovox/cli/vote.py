@@ -1,4 +1,4 @@
-"""``emovox vote``: combine the saved predictions of several runs by voting (``emovox.voting``)."""
+"""``emovox vote``: combine the saved predictions of several runs by voting (``emovox.evaluation.voting``)."""
 
 from __future__ import annotations
 
@@ -37,14 +37,15 @@ def vote_command(
     """Hard, soft or weighted vote of several runs, fold by fold; the output is itself a run directory."""
     from rich.console import Console
 
-    from emovox.reporting import NOT_SPEAKER_INDEPENDENT, ci_markdown, print_summary
-    from emovox.stats import add_confidence_intervals
-    from emovox.voting import OPTIMISTIC, describe, vote_markdown, vote_runs
+    from emovox.evaluation.reporting import NOT_SPEAKER_INDEPENDENT, ci_markdown, print_summary
+    from emovox.evaluation.stats import add_confidence_intervals
+    from emovox.evaluation.vote_report import describe, vote_markdown
+    from emovox.evaluation.voting import OPTIMISTIC, vote_runs
 
     method = "weighted" if weighted else "soft" if soft else "hard"
     vote = vote_runs(runs, method=method, k=k, choose_on=choose_on, metric=metric, grid=grid, progress=not quiet and not as_json)
     if out is not None:
-        from emovox.voting import write_vote
+        from emovox.evaluation.vote_report import write_vote
 
         payload = write_vote(vote, out, n_boot=n_boot)
     else:

@@ -25,6 +25,7 @@ from functools import cached_property
 
 import numpy as np
 
+from emovox.audio import SAMPLE_RATE
 from emovox.errors import RecognizerError
 
 
@@ -36,7 +37,7 @@ class WhisperLogMel:
     max_samples: int
     n_fft: int = 400
     hop_length: int = 160
-    sample_rate: int = 16_000
+    sample_rate: int = SAMPLE_RATE
 
     kind = "whisper-log-mel"
 

@@ -19,7 +19,7 @@ from emovox.errors import AudioError, RecognizerError
 @dataclass(frozen=True)
 class Prediction:
     """A label and its class probabilities; ``speech`` is False when the audio holds no speech at all
-    (digital silence, hum, steady noise: ``emovox.activity``), whose label then means nothing."""
+    (digital silence, hum, steady noise: ``emovox.inference.activity``), whose label then means nothing."""
 
     label: str
     probabilities: dict[str, float]

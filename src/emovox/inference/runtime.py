@@ -1,6 +1,6 @@
 """``Runtime``: a recognizer's ``runtime/`` run with onnxruntime and numpy, without torch.
 
-Layout, inside the recognizer directory (written by ``emovox.export.write_runtime``)::
+Layout, inside the recognizer directory (written by ``emovox.inference.export.write_runtime``)::
 
     MODEL_DIR/runtime/
       runtime.json         labels, front end, which hidden states the encoder outputs, the head's
@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from emovox.activity import SpeechCheck, has_speech
 from emovox.atomic import sha256_file
 from emovox.audio import MIN_SECONDS, SAMPLE_RATE
 from emovox.errors import RecognizerError
+from emovox.inference.activity import SpeechCheck, has_speech
 from emovox.inference.frontend import FrontEnd, frontend_from_dict
 from emovox.inference.head import Head, probabilities
 from emovox.inference.prediction import Prediction, decode_inputs, group_names, request, to_prediction, warn_ungrouped

@@ -37,6 +37,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from emovox.audio import SAMPLE_RATE
 from emovox.errors import LLMError
 from emovox.llm.classifier import (
     LLM_FILE,
@@ -147,14 +148,14 @@ class AudioLLM(ModelKind):
     # -- the kind interface ----------------------------------------------------------------------
     @classmethod
     def build(cls, config: AudioLLMConfig, labels: Sequence[str], *, seed: int = 0, backbones=None) -> AudioLLM:
-        from emovox.llm.classifier import _load_lm
+        from emovox.llm.classifier import load_lm
         from emovox.models.branch import BackboneStore
 
         # the frozen encoder is shared by every fold of a run (BackboneStore keys it like a frozen branch)
         spec = SimpleNamespace(backbone=config.audio, tiny=config.audio_tiny, max_tokens=100,
                                max_seconds=config.max_seconds, mode="frozen")
         audio = (backbones or BackboneStore()).get(spec, seed)
-        return cls(config, labels, _load_lm(config.llm, config.gguf_file, seed), audio, seed=seed)
+        return cls(config, labels, load_lm(config.llm, config.gguf_file, seed), audio, seed=seed)
 
     def fields(self) -> set[str]:
         return {"audio", "text"} if self.config.prompt.reads_text() else {"audio"}
@@ -200,7 +201,7 @@ class AudioLLM(ModelKind):
 
         width = self.projector.linear.in_features
         out = fill(
-            [e.audio for e in examples], [len(e.audio) / 16000 for e in examples],
+            [e.audio for e in examples], [len(e.audio) / SAMPLE_RATE for e in examples],
             lambda clips: [{"tokens": t} for t in self.audio_tokens(clips)],
             cache=cache, model_key=self._cache_key() if cache is not None else None,
             expect=lambda clip: {"tokens": (None, width)}, batch_size=8, progress=progress,

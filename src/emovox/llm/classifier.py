@@ -66,7 +66,7 @@ class LLMClassifierConfig(KindConfig):
     save_base: bool = Field(False, description="Copy the base LLM into the recognizer directory (self-contained).")
 
 
-def _load_lm(source: str, gguf_file: str | None, seed: int):
+def load_lm(source: str, gguf_file: str | None, seed: int):
     from emovox.backbones.llm import build_tiny_lm, load_causal_lm
 
     if source.startswith("tiny:"):
@@ -76,11 +76,11 @@ def _load_lm(source: str, gguf_file: str | None, seed: int):
 
 def save_base_lm(peft_or_model, tokenizer, directory: Path) -> None:
     """The base LM (adapters stripped) and its tokenizer as a safetensors HF directory."""
-    from emovox.backbones import _QuietTransformers
+    from emovox.backbones.base import QuietTransformers
 
     base = peft_or_model.get_base_model() if hasattr(peft_or_model, "get_base_model") else peft_or_model
     directory.mkdir(parents=True, exist_ok=True)
-    with _QuietTransformers():
+    with QuietTransformers():
         base.save_pretrained(str(directory), state_dict=base_state_dict(peft_or_model), safe_serialization=True)
         tokenizer.save_pretrained(str(directory))
 
@@ -130,7 +130,7 @@ class LLMClassifier(ModelKind):
     # -- the kind interface ----------------------------------------------------------------------
     @classmethod
     def build(cls, config: LLMClassifierConfig, labels: Sequence[str], *, seed: int = 0, backbones=None) -> LLMClassifier:
-        return cls(config, labels, _load_lm(config.llm, config.gguf_file, seed), seed=seed)
+        return cls(config, labels, load_lm(config.llm, config.gguf_file, seed), seed=seed)
 
     def fields(self) -> set[str]:
         return {"text"}

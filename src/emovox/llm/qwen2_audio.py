@@ -95,10 +95,10 @@ def build_tiny_qwen2_audio(seed: int = 0):
 def _load_pretrained(source: str):
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    from emovox.backbones import _QuietTransformers, describe
+    from emovox.backbones.base import QuietTransformers, describe
 
     try:
-        with _QuietTransformers():
+        with QuietTransformers():
             processor = AutoProcessor.from_pretrained(source)
             model = Qwen2AudioForConditionalGeneration.from_pretrained(source, use_safetensors=True)
     except Exception as exc:
@@ -209,14 +209,14 @@ class Qwen2AudioLoRA(ModelKind):
 
     def save(self, directory: Path) -> None:
         from emovox.atomic import atomic_write_json
-        from emovox.backbones import _QuietTransformers
+        from emovox.backbones.base import QuietTransformers
 
         directory = Path(directory)
         if self.config.mode == "lora":
             save_adapter(self.lm, directory / "adapters" / "llm")
         if self.config.save_base or self.config.tiny:
             base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-            with _QuietTransformers():
+            with QuietTransformers():
                 base.save_pretrained(str(directory / "branches" / BASE_DIR), state_dict=base_state_dict(self.lm))
                 self.processor.save_pretrained(str(directory / "branches" / BASE_DIR))
         save_own_weights(self, directory)

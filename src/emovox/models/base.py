@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from emovox.cache import FeatureCache
     from emovox.corpora.base import Corpus
     from emovox.data.examples import ContextFormat, Example
-    from emovox.splits import Fold
+    from emovox.splits.fold import Fold
 
 #: Everything of a kind that is not a backbone or an adapter.
 WEIGHTS_FILE = "weights.safetensors"

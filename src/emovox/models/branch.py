@@ -5,16 +5,19 @@ batch of examples into ``[B, L, W]``: the selected hidden states of its backbone
 over time. What happens before that depends on its ``mode``:
 
 - ``frozen``: the backbone never changes, so its per-layer pooled states are computed once per
-  run and cached on disk (``emovox.cache``); training reads the cache and never runs the backbone.
+  run and cached on disk (``models.extraction``, ``emovox.cache``); training reads the cache and never runs the backbone.
   (With learned attention pooling the frames are needed, so the frozen backbone runs each step.)
 - ``finetune``: everything trains, the backbone runs on every batch (the papers' recipe);
   ``finetune-frozen-cnn`` keeps a wav2vec2-family CNN front end frozen.
 - ``finetune-top``: only the top ``top_layers`` Whisper encoder layers (and its final norm) train.
   The frozen bottom's output (the frames entering the first trained layer, and the bottom's own
-  pooled states) is computed once, cached on disk like features, and the top layers run live.
+  pooled states) is computed once, cached on disk like features, and the top layers run live
+  (``backbones.whisper.top_states``: Whisper's internals stay with Whisper).
 
 A backbone without weights (openSMILE functionals) gives one vector per clip, one "layer" of one
 "frame": only ``frozen`` applies, and the rest is refused with a ``ConfigError`` (``_check_fixed_features``).
+
+What a frozen branch precomputes, and under which cache identity, is ``models.extraction``'s (``precompute``).
 
 Given raw inputs (no cache, as in a deployed recognizer) every mode runs its backbone itself, so
 the trained module is the deployable one. A context branch reads the previous utterance; the
@@ -31,7 +34,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -129,7 +131,7 @@ class BackboneStore:
         self._frozen: dict[tuple, Any] = {}
 
     def get(self, cfg: BranchConfig, seed: int):
-        from emovox.backbones import load_backbone
+        from emovox.backbones.loader import load_backbone
 
         key = (cfg.backbone, cfg.tiny, cfg.max_tokens, cfg.max_seconds, seed if cfg.tiny else None)
         if cfg.mode == "frozen" and key in self._frozen:
@@ -138,86 +140,6 @@ class BackboneStore:
         if cfg.mode == "frozen":
             self._frozen[key] = backbone
         return backbone
-
-
-def pool_all_layers(backbone, inputs: dict, pooling: str, top: int | None = None) -> torch.Tensor:
-    """``[B, L, W]``: the hidden states ``0..top`` (default: all) of ``backbone`` pooled over its real frames/tokens;
-    the layers above ``top`` are not run where the family allows it (``Backbone.stop_after``)."""
-    with backbone.stop_after(top):
-        enc = backbone(inputs, all_layers=True)
-    hidden = enc.hidden if top is None else enc.hidden[: top + 1]
-    if pooling == "mean" and bool(enc.mask.all()):
-        return hidden.mean(dim=-2).transpose(0, 1)  # no padding in this batch: the plain mean is the masked one
-    return pool(hidden, enc.mask, pooling, eos_mask=enc.eos_mask).transpose(0, 1)
-
-
-def pooled_identity(backbone, *, tiny: bool, seed: int, pooling: str | None = None) -> tuple[str, dict]:
-    """Cache identity of a backbone's per-layer pooled states (the keys of emovox 0.1's feature cache)."""
-    from emovox.cache import backbone_identity
-
-    ident = backbone_identity(backbone, tiny=tiny, seed=seed)
-    ident.update(pooling=pooling or backbone.spec.pooling, layers="all")
-    return backbone.spec.name, ident
-
-
-def pooled_cache_key(backbone, *, tiny: bool, seed: int, pooling: str | None = None) -> str:
-    from emovox.cache import cache_key
-
-    return cache_key(*pooled_identity(backbone, tiny=tiny, seed=seed, pooling=pooling))
-
-
-def raw_item(x):
-    """An ``Example``'s single input (its audio, else its text), or ``x`` itself when it is already raw."""
-    if hasattr(x, "audio") and hasattr(x, "text"):
-        return x.audio if x.audio is not None else x.text
-    return x
-
-
-def extract_pooled(
-    backbone,
-    items: Sequence,
-    *,
-    pooling: str | None = None,
-    cache=None,
-    model_key: str | None = None,
-    batch_size: int = 16,
-    progress: bool = True,
-    description: str = "frozen features",
-    top: int | None = None,
-) -> torch.Tensor:
-    """``[N, L, W]`` per-layer pooled states of ``items`` (clips, texts or single-input ``Example``s),
-    in length-grouped real-length batches, computing only what ``cache`` lacks.
-
-    ``top``: the highest hidden state wanted (default: the last); the backbone stops there and ``L`` is
-    ``top + 1``. A cached entry holding more states serves as well (``emovox.cache.AtLeast``).
-    """
-    from emovox.accel import onednn_linears
-    from emovox.cache import AtLeast, fill
-
-    pooling = pooling or backbone.spec.pooling
-    items = [raw_item(x) for x in items]
-    if not items:
-        return torch.empty(0)
-    width = pooled_width(pooling, backbone.hidden_size)
-    held = backbone.num_layers if top is None else top + 1
-
-    def compute(batch: list) -> list[dict]:
-        return [{"pooled": p} for p in pool_all_layers(backbone, backbone.preprocess(batch), pooling, top)]
-
-    backbone.eval()
-    with torch.inference_mode(), onednn_linears(backbone):  # float32 GEMMs on oneDNN: see emovox.accel
-        rows = fill(
-            items,
-            [_length(x) for x in items],
-            compute,
-            cache=cache,
-            model_key=model_key,
-            expect=lambda item: {"pooled": (AtLeast(held), width)},
-            batch_size=batch_size,
-            progress=progress,
-            description=description,
-        )
-    return torch.stack([r["pooled"][:held] for r in rows])
 
 
 class Branch(nn.Module):
@@ -299,90 +221,13 @@ class Branch(nn.Module):
         depth = self.cut if self.cache_mode == "bottom" else self.top
         return f"{self.name}/{self.cache_mode}/{self.pooling}/{depth}"
 
-    @property
-    def standardize(self) -> bool:
-        return self.cache_mode is not None if self.cfg.standardize is None else bool(self.cfg.standardize)
-
-    # -- precomputation --------------------------------------------------------------------------
-    def cache_identity(self, *, tiny: bool, seed: int) -> tuple[str, dict]:
-        name, ident = pooled_identity(self.backbone, tiny=tiny, seed=seed, pooling=self.pooling)
-        if self.cache_mode == "bottom":
-            ident.update(layers=None, bottom=self.cut)
-        return name, ident
-
     def augments(self, augment) -> bool:
         """Whether this branch sees augmented waveforms: its own utterance's audio, augmentation on."""
         return augment is not None and augment.active and self.modality == "audio" and self.cfg.input == "utterance"
 
-    def precompute(self, examples: list, *, cache, seed: int, progress: bool = True, augment=None,
-                   precision: str = "fp32") -> list:
-        """Examples with this branch's frozen prefix in ``cached[slot]`` (None where there is no input).
-
-        With waveform augmentation on, ``augment.variants`` augmented copies of every clip are computed
-        too (``cached[slot]["variants"]``, one row per copy): each training epoch then reads one view of
-        each clip, the original or a copy (``collate``), without ever running the frozen part again.
-        ``precision`` other than fp32 runs the frozen part on a bf16 copy of the backbone (cached apart).
-        """
-        from emovox.cache import cache_key
-
-        mode = self.cache_mode
-        variants = augment.variants if self.augments(augment) else 0
-        done = all(self.slot in e.cached and (e.cached[self.slot] is None or not variants or "variants" in e.cached[self.slot])
-                   for e in examples)
-        if mode is None or done:
-            return examples
-        if variants and not self.backbone.learned and augment.length and augment.pad[1] > 0:
-            _warn_padded_functionals(self.name, self.backbone)
-        present = [i for i, e in enumerate(examples) if self.item(e) is not None]
-        items = [self.item(examples[i]) for i in present]
-        name, ident = self.cache_identity(tiny=self.cfg.tiny, seed=seed)
-        extractor = self.backbone
-        if precision != "fp32" and self.backbone.learned:  # fixed features (openSMILE) have no arithmetic to lower
-            from emovox.accel import optimize_for_inference
-
-            ident = {**ident, "precision": precision}
-            extractor = optimize_for_inference(self.backbone, precision)
-        key = cache_key(name, ident)
-        rows = self._prefix_rows(items, cache, key, progress, f"({self.name})", extractor)
-        if variants:
-            from emovox.data.augment import augment_audio, rng_for
-
-            copies = [augment_audio(x, rng_for(seed, examples[i].id, 1_000_000 + k), augment)
-                      for i, x in zip(present, items, strict=True) for k in range(variants)]
-            extra = self._prefix_rows(
-                copies, cache, key, progress, f"({self.name}, {variants} augmented copies per clip)", extractor
-            )
-            for j, row in enumerate(rows):
-                row["variants"] = extra[j * variants : (j + 1) * variants]
-        out = [e.with_cached(self.slot, None) for e in examples]
-        for i, row in zip(present, rows, strict=True):
-            out[i] = examples[i].with_cached(self.slot, row)
-        return out
-
-    def _prefix_rows(self, items: list, cache, key: str, progress: bool, what: str, backbone=None) -> list[dict]:
-        """The frozen prefix of every item (cached on disk by content), computed by ``backbone``
-        (default this branch's; a bf16 copy of it for ``train.extract_precision: bf16``)."""
-        from emovox.accel import onednn_linears
-        from emovox.cache import fill
-
-        backbone = backbone if backbone is not None else self.backbone
-        if self.cache_mode == "pooled":
-            pooled = extract_pooled(backbone, items, pooling=self.pooling, cache=cache, model_key=key,
-                                    progress=progress, description=f"frozen features {what}", top=self.top)
-            return [{"pooled": p} for p in pooled]
-        hidden = self.backbone.hidden_size
-        expect = lambda item: {"frames": (None, hidden), "lower": (self.cut + 1, self.width)}  # noqa: E731
-        backbone.eval()
-
-        def rows(batch: list) -> list[dict]:
-            enc = backbone(backbone.preprocess(batch), all_layers=True)
-            lower = pool(enc.hidden[: self.cut + 1], enc.mask, self.pooling).transpose(0, 1)  # [B, cut+1, W]
-            frames = enc.hidden[self.cut]
-            return [{"frames": frames[i, : int(enc.mask[i].sum())], "lower": lower[i]} for i in range(len(batch))]
-
-        with torch.inference_mode(), onednn_linears(backbone):  # float32 GEMMs on oneDNN: see emovox.accel
-            return fill(items, [_length(x) for x in items], rows, cache=cache, model_key=key, expect=expect,
-                        progress=progress, description=f"frozen bottom layers {what}")
+    @property
+    def standardize(self) -> bool:
+        return self.cache_mode is not None if self.cfg.standardize is None else bool(self.cfg.standardize)
 
     # -- batches ---------------------------------------------------------------------------------
     def collate(self, batch: Sequence, *, augment=None, epoch: int = 0, seed: int = 0) -> dict:
@@ -462,21 +307,12 @@ class Branch(nn.Module):
 
     def _top(self, inputs: dict) -> torch.Tensor:
         """Top layers over cached bottom frames: every hidden state pooled, ``[P, L, W]``."""
-        encoder = self.backbone.model.encoder
-        x, mask = inputs["frames"], inputs["mask"]
-        blocked = torch.finfo(x.dtype).min
-        bias = torch.where(mask, torch.zeros((), dtype=x.dtype), torch.full((), blocked, dtype=x.dtype))
-        attention = bias[:, None, None, :].expand(-1, 1, x.shape[1], x.shape[1])
-        states = []
-        for layer in encoder.layers[self.cut :]:
-            x = layer(x, attention)
-            states.append(x)
-        states[-1] = encoder.layer_norm(x)
+        from emovox.backbones.whisper import top_states
+
+        mask = inputs["mask"]
+        states = top_states(self.backbone, inputs["frames"], mask, self.cut)
         live = torch.stack([pool(s, mask, self.pooling) for s in states], dim=1)
         return torch.cat([inputs["lower"], live], dim=1)
-
-    def backbone_trains(self) -> bool:
-        return any(p.requires_grad for p in self.backbone.parameters())
 
     def describe(self) -> dict:
         spec = self.backbone.spec
@@ -498,14 +334,6 @@ def _view(row: dict, rng) -> dict:
     copies = row.get("variants") or []
     j = int(rng.integers(0, len(copies) + 1))
     return row if j == 0 else copies[j - 1]
-
-
-def _length(item) -> float:
-    if isinstance(item, np.ndarray):
-        return len(item) / 16_000
-    if isinstance(item, tuple):
-        return float(sum(len(t or "") for t in item))
-    return float(len(item))
 
 
 def _layer_index(layers, total: int, name: str) -> list[int]:
@@ -544,19 +372,8 @@ def _check_fixed_features(name: str, cfg: BranchConfig, backbone) -> None:
         )
 
 
-def _warn_padded_functionals(name: str, backbone) -> None:
-    warnings.warn(
-        f"branch {name}: train.augment.length pads training clips with digital silence, which drives "
-        f"{backbone.spec.name}'s functionals far outside any real clip's (on EmoDB, ComParE's spectral LPC gains "
-        "reach 2e5 standard deviations): the head learns from inputs it never meets and its fit slows down. "
-        "Set train.augment.length: false (or augment.pad: [0, 0])",
-        EmovoxWarning,
-        stacklevel=4,
-    )
-
-
 def _unfreeze_top(backbone, top_layers: int, pooling: str) -> int:
-    """Freeze everything but the top ``top_layers`` encoder layers and the final norm; return the cut."""
+    """``finetune-top``: Whisper encoders only (``backbones.whisper`` owns their layers), pooled without attention."""
     if backbone.spec.family != "whisper":
         raise ConfigError(
             f"mode finetune-top supports Whisper encoders, not '{backbone.spec.family}'; "
@@ -564,15 +381,9 @@ def _unfreeze_top(backbone, top_layers: int, pooling: str) -> int:
         )
     if pooling == "attention":
         raise ConfigError("mode finetune-top pools its cached states without attention: set pooling to auto, mean or stats")
-    encoder = backbone.model.encoder
-    n = len(encoder.layers)
-    if not 1 <= top_layers <= n:
-        raise ConfigError(f"top_layers must be between 1 and {n} for {backbone.spec.name}, not {top_layers}")
-    backbone.freeze()
-    for module in list(encoder.layers[n - top_layers :]) + [encoder.layer_norm]:
-        for p in module.parameters():
-            p.requires_grad_(True)
-    return n - top_layers
+    from emovox.backbones.whisper import unfreeze_top
+
+    return unfreeze_top(backbone, top_layers)
 
 
 def _frames_collate(cached: list[dict]) -> dict:

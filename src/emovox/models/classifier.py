@@ -20,6 +20,7 @@ from emovox.errors import ConfigError
 from emovox.models.base import WEIGHTS_FILE, KindConfig, ModelKind, check_tensors, read_weights
 from emovox.models.branch import BackboneStore, Branch, BranchConfig, default_branch_name, non_backbone_state
 from emovox.models.closed_form import LogisticFields
+from emovox.models.extraction import precompute
 from emovox.models.heads import ClassifierHead, FallbackHead, GroupNormalizer, LayerReducer, Normalize
 
 
@@ -120,8 +121,8 @@ class ClassifierModel(ModelKind):
         return self.branch.context_format() or ContextFormat()
 
     def prepare(self, examples, *, cache, progress: bool = True):
-        return self.branch.precompute(examples, cache=cache, seed=self.seed, progress=progress, augment=self.augment,
-                                      precision=self.extract_precision)
+        return precompute(self.branch, examples, cache=cache, seed=self.seed, progress=progress, augment=self.augment,
+                          precision=self.extract_precision)
 
     def collate(self, batch, *, augment: bool = False) -> dict:
         aug = self.augment if augment else None

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emovox.atomic import atomic_write_json, atomic_write_text, sha256_file
+from emovox.audio import SAMPLE_RATE
 from emovox.errors import RecognizerError
 from emovox.models import registry
 from emovox.models.base import ModelKind
@@ -36,11 +37,11 @@ MODALITIES = ("audio", "text", "audio+text")
 #: ``train --force``); anything else a user keeps in the folder is theirs and never read. ``tensorboard/`` holds the
 #: final model's training curves (``train.report_to``), kept with it as a hub model keeps ``runs/``; an MLflow store
 #: beside it is not part of the recognizer (a database MLflow may still write to). ``runtime/`` is what inference needs
-#: without torch (``emovox.export``, ``emovox.inference.runtime``).
+#: without torch (``emovox.inference.export``, ``emovox.inference.runtime``).
 OWNED = ("weights.safetensors", "README.md", "branches", "adapters", "members", "tensorboard", "llm.json", "runtime")
 
 
-def _files(directory: Path) -> list[Path]:
+def owned_files(directory: Path) -> list[Path]:
     owned = (p for p in directory.rglob("*") if p.is_file() and p.relative_to(directory).parts[0] in OWNED)
     return sorted(p for p in owned if not p.name.startswith("."))
 
@@ -68,11 +69,11 @@ def save(directory: Path, model: ModelKind, labels: Sequence[str], info: dict, *
         fields=fields,
         labels=list(labels),
         model=json.loads(model.saved_config().model_dump_json()),
-        preprocessing={"sample_rate": 16000, "max_seconds": model.max_seconds()},
+        preprocessing={"sample_rate": SAMPLE_RATE, "max_seconds": model.max_seconds()},
         describe=model.describe(),
     )
     atomic_write_text(directory / "README.md", card or model_card(meta, labels, directory=directory))
-    meta["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in _files(directory)}
+    meta["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in owned_files(directory)}
     atomic_write_json(directory / META_FILE, meta)
     return directory
 
@@ -87,7 +88,7 @@ def record_files(directory: Path, **entries) -> dict:
             meta.pop(key, None)
         else:
             meta[key] = value
-    meta["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in _files(directory)}
+    meta["files"] = {str(p.relative_to(directory)): sha256_file(p) for p in owned_files(directory)}
     atomic_write_json(directory / META_FILE, meta)
     return meta
 
@@ -107,7 +108,7 @@ def read_meta(directory: Path) -> dict:
     if not isinstance(info, dict):
         raise RecognizerError(f"{meta_path}: expected a JSON object")
     if info.get("schema_version") not in (1, SCHEMA_VERSION):
-        from emovox import __version__
+        from emovox.version import __version__
 
         raise RecognizerError(
             f"{meta_path}: schema_version {info.get('schema_version')!r}; "

@@ -30,6 +30,7 @@ from emovox.models.base import WEIGHTS_FILE, KindConfig, ModelKind
 from emovox.models.branch import BackboneStore, Branch, BranchConfig, default_branch_name
 from emovox.models.classifier import branch_states, load_weights
 from emovox.models.closed_form import LogisticFields
+from emovox.models.extraction import precompute
 from emovox.models.heads import LayerReducer
 
 
@@ -100,8 +101,8 @@ class FusionModel(ModelKind):
 
     def prepare(self, examples, *, cache, progress: bool = True):
         for b in self.branches:
-            examples = b.precompute(examples, cache=cache, seed=self.seed, progress=progress, augment=self.augment,
-                                    precision=self.extract_precision)
+            examples = precompute(b, examples, cache=cache, seed=self.seed, progress=progress, augment=self.augment,
+                                  precision=self.extract_precision)
         return examples
 
     @torch.no_grad()

@@ -6,6 +6,9 @@ today's ``classifier`` kind exactly: same standardisation statistics, layer weig
 layer, renamed. The one combination that does not map (learned attention pooling over a learned
 weighted sum of layers: 0.1 mixed the frames first, today each layer is pooled first) is refused
 with what to do. Loading is in memory: the old directory is not modified.
+
+Deprecated: this module is removed in emovox 0.3.0. Until then, upgrade a 0.1 directory once with
+``Recognizer.load(OLD).save(NEW)``, which writes ``schema_version`` 2.
 """
 
 from __future__ import annotations

@@ -155,7 +155,7 @@ def _path_in(z: np.ndarray, y: np.ndarray, Cs: Sequence[float], zs: Sequence[np.
 def speaker_groups(speakers: Sequence[str], k: int) -> np.ndarray:
     """Inner cross-validation groups: the sorted speakers dealt into ``k`` groups (speakers[i::k]),
     so every speaker's utterances stay together and no group is one speaker's few clips."""
-    from emovox.splits import natural_sorted
+    from emovox.splits.fold import natural_sorted
 
     names = natural_sorted(set(speakers))
     k = max(2, min(k, len(names)))

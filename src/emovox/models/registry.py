@@ -74,7 +74,7 @@ def load(directory: Path, info: dict, labels: Sequence[str]) -> ModelKind:
 
 def load_branch_backbone(path: Path, cfg) -> Any:
     """A branch's saved backbone, from safetensors only: a pickle in it is refused unread."""
-    from emovox.backbones import load_backbone
+    from emovox.backbones.loader import load_backbone
     from emovox.backbones.registry import saved_without_weights
     from emovox.errors import BackboneError
 

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emovox.corpora.base import Corpus
-from emovox.metrics import aggregate
+from emovox.evaluation.metrics import aggregate
 from emovox.models.logistic import DEFAULT_C
 from emovox.training.breakdown import per_corpus
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
-    from emovox.splits import Fold
+    from emovox.splits.fold import Fold
 
 
 def baseline_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
@@ -68,14 +68,6 @@ def describe(cfg: ExperimentConfig) -> str:
         f"logistic regression on every frozen layer of {Path(m.backbone).name} "
         "(concatenated, standardised; C = 0.02)"
     )
-
-
-def run_baseline(
-    cfg: ExperimentConfig, corpus: Corpus, folds: list[Fold], out_dir: Path, *, progress: bool = True
-) -> dict | None:
-    """Fit the baseline on ``folds`` (in ``out_dir``, resumable like any run); its summary for results.json."""
-    outcomes = train_baseline_folds(cfg, corpus, folds, out_dir, progress=progress)
-    return None if outcomes is None else summarize(cfg, corpus, outcomes, out_dir)
 
 
 def train_baseline_folds(cfg: ExperimentConfig, corpus: Corpus, folds: list[Fold], out_dir: Path, *, progress: bool = True):

@@ -6,9 +6,9 @@ predictions as its headline:
 
 - **per corpus** (``per_corpus``): WA, UA, macro-F1, weighted-F1, n, the classes the corpus's test
   utterances have, the ones it lacks (UA is the mean recall over the classes *present*, as
-  ``emovox.metrics`` defines it, so an absent class neither helps nor hurts; the report says which
+  ``emovox.evaluation.metrics`` defines it, so an absent class neither helps nor hurts; the report says which
   are absent), the UA of a constant prediction (``1 / classes present``) and the expected
-  calibration error (``emovox.metrics.expected_calibration_error``): a recognizer on a corpus it
+  calibration error (``emovox.evaluation.metrics.expected_calibration_error``): a recognizer on a corpus it
   never heard should not claim in-corpus confidence.
 - **the train -> test matrix** (``corpus_matrix``): one cell per (training corpora, test corpus)
   pair of the run's folds, pooled over the folds that share it: leave-one-corpus-out gives
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emovox.corpora.base import Corpus
-from emovox.metrics import HEADLINE, compute_metrics, expected_calibration_error
+from emovox.evaluation.metrics import HEADLINE, compute_metrics, expected_calibration_error
 
 if TYPE_CHECKING:
     from emovox.training.folds import FoldOutcome

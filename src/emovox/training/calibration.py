@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from emovox.metrics import expected_calibration_error
+from emovox.evaluation.metrics import expected_calibration_error
 from emovox.models.temperature import fit_temperature
 
 

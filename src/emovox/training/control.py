@@ -10,7 +10,7 @@ the fold's test part, and the report puts its UA beside the recipe's.
 
 - **Transcripts** (``control.transcripts``): ``auto`` takes the corpus's own where it has them
   (EmoDB's and RAVDESS's sentences, a manifest's ``text``) and asks the ASR (``control.asr``, a
-  Whisper model, ``emovox.asr``) for the others; ``asr`` transcribes every clip (the words a
+  Whisper model, ``emovox.inference.asr``) for the others; ``asr`` transcribes every clip (the words a
   recognizer could read from the audio, mis-hearings included); ``given`` uses the corpus's only.
   ASR transcripts are cached on disk beside the feature cache (``<cache>/../transcripts``), keyed
   by the ASR model, its language and the audio content, so a clip is transcribed once for every run.
@@ -36,12 +36,12 @@ import numpy as np
 from emovox.atomic import atomic_write_json, atomic_write_text
 from emovox.corpora.base import Corpus
 from emovox.errors import ConfigError, EmovoxError
-from emovox.metrics import aggregate, compute_metrics
-from emovox.predictions import read_predictions, write_predictions
+from emovox.evaluation.metrics import aggregate, compute_metrics
+from emovox.evaluation.predictions import read_predictions, write_predictions
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
-    from emovox.splits import Fold
+    from emovox.splits.fold import Fold
 
 DESCRIPTION = (
     "text-only control: character 1-4-gram TF-IDF (within word boundaries) + logistic regression (C = 1, "
@@ -102,9 +102,9 @@ def transcripts(cfg: ExperimentConfig, corpus: Corpus, *, progress: bool = True)
 
 def asr_transcripts(cfg: ExperimentConfig, utterances: Sequence, *, progress: bool = True) -> dict[str, str]:
     """Whisper transcripts of ``utterances`` (cached by ASR model, language and audio content)."""
-    from emovox.asr import AsrConfig, get_transcriber
     from emovox.cache import cache_key, item_key, weights_fingerprint
     from emovox.data.examples import load_cropped_audio
+    from emovox.inference.asr import AsrConfig, get_transcriber
     from emovox.progress import progress_bar
 
     control = cfg.control
@@ -186,7 +186,7 @@ def train_text_control(cfg: ExperimentConfig, corpus: Corpus, folds: Sequence[Fo
     if not todo:
         return
     texts = transcripts(cfg, corpus, progress=progress)
-    from emovox.reporting import csv_text
+    from emovox.evaluation.reporting import csv_text
 
     atomic_write_text(out_dir / "transcripts.csv", csv_text(
         ["id", "source", "text"], [[u.id, *reversed(texts[u.id])] for u in corpus if u.id in texts]))  # fmt: skip

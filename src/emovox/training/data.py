@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from emovox.audio import SAMPLE_RATE
 from emovox.corpora.base import Corpus
 from emovox.data.examples import Example, build_examples, common_context_format
 from emovox.errors import ConfigError, EmovoxWarning
@@ -83,7 +84,7 @@ UNIFORM_SPREAD_S = 0.05
 def warn_uniform_durations(examples: Sequence[Example], corpus: Corpus) -> None:
     """Warn when every clip lasts (nearly) the same: many public corpus copies are cut to one length,
     and a model trained only on that length can learn it and fail on any other."""
-    _warn_if_uniform(np.array([len(e.audio) / 16_000 for e in examples if e.audio is not None]), corpus)
+    _warn_if_uniform(np.array([len(e.audio) / SAMPLE_RATE for e in examples if e.audio is not None]), corpus)
 
 
 def warn_uniform_durations_of(cfg: ExperimentConfig, corpus: Corpus) -> None:

@@ -1,6 +1,6 @@
 """``emovox extract CFG --shard i/n``: fill the shared feature cache for a config's frozen parts, one shard at a time.
 
-A run precomputes what its frozen branches compute (``ModelKind.prepare`` -> ``Branch.precompute``
+A run precomputes what its frozen branches compute (``ModelKind.prepare`` -> ``models.extraction.precompute``
 -> ``emovox.cache.fill``) before its first fold. On a cluster that is the step to spread over many
 machines first: ``n`` extraction jobs each fill a deterministic shard of the corpus
 (``emovox.data.shards``) into one shared cache, after which every fold job only reads it. What is
@@ -58,8 +58,8 @@ def extract(
     """Compute and cache this shard's frozen features for every model the run will build."""
     from tqdm.auto import tqdm
 
+    from emovox.accel import set_threads
     from emovox.cache import FeatureCache
-    from emovox.training.trainer import set_threads
 
     set_threads(cfg.train.extract_threads or cfg.train.threads)  # extraction only: the extraction setting applies
     corpus = corpus if corpus is not None else cfg.open_corpus()

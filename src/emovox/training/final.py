@@ -13,19 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emovox import __version__
+from emovox.accel import set_threads
 from emovox.config import ExperimentConfig
 from emovox.corpora.base import Corpus
 from emovox.corpora.pool import corpus_sources
 from emovox.data.examples import build_examples
 from emovox.errors import EmovoxError
-from emovox.metrics import compute_metrics
+from emovox.evaluation.metrics import compute_metrics
 from emovox.models.directory import OWNED
 from emovox.training.data import ExperimentData
 from emovox.training.folds import fit_model
 from emovox.training.runner import corpus_dropped
 from emovox.training.tracking import open_tracker
-from emovox.training.trainer import Trainer, set_threads
+from emovox.training.trainer import Trainer
+from emovox.version import __version__
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ def holdout_speakers(corpus: Corpus, seed: int, fraction: float = 0.1) -> tuple[
         train = [u.id for u in corpus if u.speaker not in held]
         valid = [u.id for u in corpus if u.speaker in held]
         return train, valid
-    from emovox.splits import _seeded_split
+    from emovox.splits.protocols import seeded_split
 
-    rest, held_ids = _seeded_split(corpus, [u.id for u in corpus], fraction, seed, "train", what="valid")
+    rest, held_ids = seeded_split(corpus, [u.id for u in corpus], fraction, seed, "train", what="valid")
     return list(rest), list(held_ids)
 
 
@@ -112,7 +113,7 @@ def train_recognizer(
     """Train on the whole corpus (less a held-out speaker group for early stopping) and save a
     self-contained recognizer directory (refusing to overwrite one unless ``force``).
 
-    ``runtime``: also write what inference needs without torch (``emovox.export.write_runtime``) when the
+    ``runtime``: also write what inference needs without torch (``emovox.inference.export.write_runtime``) when the
     recognizer is one a runtime covers; ``info["runtime"]`` then says so, or why there is none.
 
     The model card quotes the cv runs in ``cv_results`` (run directories or their results.json), or,
@@ -210,7 +211,7 @@ def add_runtime(model, model_dir: Path, *, progress: bool = True) -> dict | None
     import warnings
 
     from emovox.errors import EmovoxWarning
-    from emovox.export import ExportError, unsupported, write_runtime
+    from emovox.inference.export import ExportError, unsupported, write_runtime
 
     if unsupported(model) is not None:
         return None

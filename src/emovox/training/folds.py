@@ -27,13 +27,13 @@ import torch
 from emovox.atomic import atomic_write_json
 from emovox.data.examples import Example, Skipped
 from emovox.errors import EmovoxError
-from emovox.metrics import Metrics, compute_metrics
-from emovox.predictions import read_predictions, write_predictions
-from emovox.splits import Fold
+from emovox.evaluation.metrics import Metrics, compute_metrics
+from emovox.evaluation.predictions import read_predictions, write_predictions
+from emovox.splits.fold import Fold
 from emovox.training import distributed
-from emovox.training.checkpoint import remove_stale_temporaries
+from emovox.training.checkpoint import clear_resume_state, remove_stale_temporaries
 from emovox.training.tracking import open_tracker
-from emovox.training.trainer import Trainer, clear_resume_state
+from emovox.training.trainer import Trainer
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
@@ -148,9 +148,9 @@ def _train_fold(cfg: ExperimentConfig, data: ExperimentData, fold: Fold, fold_di
     trainer.tracker.flush()
     record = distributed.describe()  # None in one process: its done.json is what it always was
     if record is not None:
-        from emovox.training.trainer import trainable_state
+        from emovox.models.fold_model import learnt_state
 
-        record["weights_sha256"] = distributed.weights_digests(trainable_state(trainer.model))
+        record["weights_sha256"] = distributed.weights_digests(learnt_state(trainer.model))
     outcome = FoldOutcome(
         fold, ids, y, probs, fit.history, seconds, metrics, skipped, fit.best_epoch, fit.choices, fit.calibration
     )
@@ -336,7 +336,7 @@ def fit_model(model, trainer: Trainer, train: list[Example], valid: list[Example
     else:
         fit = FitResult(choices=choices)
         if valid:
-            from emovox.metrics import compute_metrics
+            from emovox.evaluation.metrics import compute_metrics
 
             v = heldout_valid_proba(trainer, valid)  # argmax only: probabilities rank like logits
             fit.best_valid_ua = float(compute_metrics([e.target for e in valid], v.argmax(1).tolist(), model.labels).ua)

@@ -25,7 +25,7 @@ from emovox.atomic import atomic_write_json
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
     from emovox.corpora.base import Corpus
-    from emovox.splits import Fold
+    from emovox.splits.fold import Fold
 
 #: What a worker process keeps between tasks.
 _STATE: dict[str, Any] = {}
@@ -34,8 +34,8 @@ _STATE: dict[str, Any] = {}
 def _start(cfg: ExperimentConfig, corpus: Corpus, folds: list[Fold], out_dir: str) -> None:
     import warnings
 
+    from emovox.accel import set_threads
     from emovox.errors import EmovoxWarning
-    from emovox.training.trainer import set_threads
 
     warnings.simplefilter("ignore", EmovoxWarning)  # the main process has said it once; N copies add nothing
     train = cfg.train.model_copy(update={"threads": 1, "extract_threads": 1})

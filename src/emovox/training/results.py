@@ -1,7 +1,7 @@
 """What a finished run leaves behind: per-utterance predictions, results.json, report.md.
 
 Predictions keep every class probability (``id,fold,true,pred,p_<label>...``, written by
-``emovox.predictions``), for the test part of each fold (``predictions.csv``) and for its
+``emovox.evaluation.predictions``), for the test part of each fold (``predictions.csv``) and for its
 validation part (``valid_predictions.csv``): votes, late fusion and confidence intervals are
 computed from these files, and choosing an ensemble on validation predictions is what keeps the
 test fold unseen.
@@ -19,17 +19,17 @@ import numpy as np
 import torch
 import yaml
 
-from emovox import __version__
 from emovox.atomic import atomic_write_json, atomic_write_text
 from emovox.corpora.base import Corpus
 from emovox.corpora.pool import corpus_sources
 from emovox.data.examples import Skipped
-from emovox.metrics import aggregate
-from emovox.predictions import write_predictions
+from emovox.evaluation.metrics import aggregate
+from emovox.evaluation.predictions import write_predictions
+from emovox.version import __version__
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig
-    from emovox.splits import Fold
+    from emovox.splits.fold import Fold
     from emovox.training.folds import FoldOutcome
 
 RESULTS_SCHEMA = 1
@@ -87,7 +87,7 @@ def write_results(
     baseline_outcomes: Sequence[FoldOutcome] | None = None,
     control: dict | None = None,
 ) -> dict:
-    from emovox import reporting
+    from emovox.evaluation import reporting
     from emovox.training import breakdown
 
     labels = corpus.labels
@@ -102,7 +102,7 @@ def write_results(
         protocol=cfg.protocol,
         speaker_independent=all(f.speaker_independent for f in folds),
     )
-    from emovox.stats import add_confidence_intervals
+    from emovox.evaluation.stats import add_confidence_intervals
 
     payload = result.to_dict()
     payload["label_set"] = list(labels)

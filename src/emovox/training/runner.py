@@ -25,18 +25,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from emovox.accel import set_threads
 from emovox.atomic import atomic_write_json
 from emovox.config import ExperimentConfig
 from emovox.corpora.base import Corpus
 from emovox.data.examples import Skipped
 from emovox.errors import EmovoxError
-from emovox.splits import Fold, make_folds, write_folds
+from emovox.splits.fold import Fold, write_folds
+from emovox.splits.protocols import make_folds
 from emovox.training.checkpoint import remove_stale_temporaries
 from emovox.training.data import ExperimentData
 from emovox.training.folds import FoldOutcome, train_fold
 from emovox.training.results import write_results
 from emovox.training.tracking import log_run_results
-from emovox.training.trainer import set_threads
 
 #: Wall time of every invocation that worked on a run directory (so a resumed run reports its whole cost).
 TIMING_FILE = "timing.json"

@@ -43,14 +43,14 @@ def grid_points(search: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
 
 def config_at(cfg: ExperimentConfig, point: dict[str, Any]) -> ExperimentConfig:
     """``cfg`` with the point's values set (re-validated like a YAML file with ``--set``)."""
-    from emovox.config import _set_dotted, config_from_dict
+    from emovox.config import config_from_dict, set_dotted
 
     if not point:
         return cfg
     data = json.loads(cfg.model_dump_json())
     data["search"] = None
     for key, value in point.items():
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     return config_from_dict(data, f"search point {point}")
 
 

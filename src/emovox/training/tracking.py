@@ -14,7 +14,7 @@ lengths line up and TensorBoard's restart purge treats every tag alike:
 - every epoch end: ``epoch``, ``train/epoch_loss``, ``valid/loss``, ``valid/wa``, ``valid/ua``,
   ``valid/macro_f1``;
 - once the fold is tested (at its last step): ``test/wa``, ``test/ua``, ``test/macro_f1``, ``test/weighted_f1``
-  (every headline metric of ``emovox.metrics``) and ``best_epoch``;
+  (every headline metric of ``emovox.evaluation.metrics``) and ``best_epoch``;
 - the whole config flattened to dotted keys (``train.lr``): MLflow parameters, TensorBoard hparams.
 
 One tracked run per fold (``fold_k``; ``fold_k/point_i`` for each point of a search): TensorBoard
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from emovox.atomic import atomic_write_json
 from emovox.errors import EmovoxError
-from emovox.metrics import HEADLINE
+from emovox.evaluation.metrics import HEADLINE
 
 if TYPE_CHECKING:
     from emovox.config import ExperimentConfig

@@ -12,23 +12,13 @@ epoch's running loss, and the resumed run skips those batches of the same order.
 must therefore draw from the checkpointed RNGs, or be a function of epoch and example, never
 from a generator advanced batch by batch since ``set_epoch``.)
 
-Checkpoint layout in ``run_dir``: ``last_model.TAG.safetensors`` and
-``last_optimizer.TAG.safetensors`` (TAG ``eNNN`` at the end of epoch NNN, ``eNNN.sSSSSSSS`` at
-global optimizer step S inside epoch NNN; the optimizer file also holds torch's RNG) and
-``last_state.json`` (epoch, step, history, early stopping, scheduler, Python/numpy RNG, and the
-names of those two files), written in that order, each atomically. The JSON is the commit point:
-a process killed after the tensors of a checkpoint were written but before the JSON still resumes
-from the previous checkpoint with that checkpoint's tensors (the files of one checkpoint are never
-overwritten by the next), and older files are deleted only after the JSON naming the newer ones
-is in place. With ``keep_checkpoints: K > 1`` the K-1 checkpoints before the newest are kept too,
-each with its state as ``last_state.TAG.json``, and resuming falls back to the newest readable one.
+The fit loop is this module's one job: what a checkpoint holds and how a run resumes from it is
+``training.checkpoint.Checkpointer``'s; how many threads a step uses is ``emovox.accel``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import math
 import random
 import time
@@ -40,26 +30,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from emovox.accel import fast_compute
 from emovox.config import TrainConfig
 from emovox.data.batching import length_grouped_batches, plain_batches
 from emovox.data.examples import Example
 from emovox.errors import EmovoxError
-from emovox.metrics import compute_metrics
+from emovox.evaluation.metrics import compute_metrics
 from emovox.training import distributed
-from emovox.training.checkpoint import (
-    atomic_save_tensors,
-    atomic_write_json,
-    load_tensors,
-    optimizer_from_flat,
-    optimizer_to_flat,
-    remove_stale_temporaries,
-)
+from emovox.training.checkpoint import Checkpointer
 from emovox.training.tracking import Tracker
-
-#: The file whose presence means "this run can resume"; written last at every checkpoint.
-STATE_FILE = "last_state.json"
-#: Per-checkpoint files that a state names (``*`` is the checkpoint's tag), and older kept states.
-RESUME_GLOBS = ("last_model.e*.safetensors", "last_optimizer.e*.safetensors", "last_state.e*.json")
 
 Collate = Callable[[list[Example]], dict]
 
@@ -81,32 +60,6 @@ def inverse_frequency_weights(targets: Sequence[int], num_classes: int, *, allow
     return torch.tensor(len(targets) / (num_classes * counts), dtype=torch.float32)
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Everything needed to restore the model's learnt state: trainable parameters and buffers.
-
-    Frozen backbone weights are left out (they are reloaded from the backbone itself); tensors
-    shared between names (tied embeddings) are cloned so safetensors accepts them. One definition
-    with the fold-model reader (``emovox.models.fold_model.learnt_state``), which must match it.
-    """
-    from emovox.models.fold_model import learnt_state
-
-    return learnt_state(model)
-
-
-def frozen_names(model: nn.Module) -> set[str]:
-    from emovox.models.fold_model import frozen_names as names
-
-    return names(model)
-
-
-def load_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    frozen = frozen_names(model)
-    really_missing = [k for k in missing if k not in frozen]
-    if really_missing or unexpected:
-        raise EmovoxError(f"checkpoint does not fit the model: missing {really_missing[:5]}, unexpected {list(unexpected)[:5]}")
-
-
 @dataclass
 class FitResult:
     history: list[dict] = field(default_factory=list)
@@ -121,37 +74,12 @@ class FitResult:
     calibration: dict = field(default_factory=dict)
 
 
-#: Below this many parameters a model's ops are too small to split across threads: the fork/join
-#: of every op costs more than the op, and on a busy machine every op waits for a descheduled
-#: sibling thread (measured under load: 10 ms per step of the EmoDB linear head on 2 threads,
-#: 0.6-0.9 ms on one; the whole frozen LOSO run went from 360 s to 32 s).
-SMALL_MODEL_PARAMETERS = 2_000_000
-
-
-def compute_threads(model: nn.Module, requested: int | None) -> int | None:
-    """Intra-op threads for training/predicting ``model``: ``requested`` if set, 1 for small models,
-    else ``None`` (leave torch's setting, i.e. every core ``set_threads`` gave it). A model kind
-    counts only what runs in a step (``compute_size``: a cached frozen backbone does not)."""
-    if requested is not None:
-        return int(requested)
-    size = model.compute_size() if hasattr(model, "compute_size") else sum(p.numel() for p in model.parameters())
-    if size < SMALL_MODEL_PARAMETERS:
-        return 1
-    return None
-
-
 def _fast_compute(method):
-    """Run a Trainer method with the intra-op threads ``compute_threads`` picks and float32 linears
-    on oneDNN (``emovox.accel.onednn_linears``: ~1.8x per fine-tuning step on AMD CPUs, where
-    torch's default MKL sgemm runs without AVX-512), restoring both afterwards."""
+    """Run a Trainer method under ``emovox.accel.fast_compute`` (the thread policy and oneDNN linears)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        from emovox.accel import onednn_linears, torch_threads
-
-        threads = compute_threads(self.model, self.cfg.threads)
-        same = threads is None or threads == torch.get_num_threads()
-        with contextlib.nullcontext() if same else torch_threads(threads), onednn_linears(self.model):
+        with fast_compute(self.model, self.cfg.threads):
             return method(self, *args, **kwargs)
 
     return wrapper
@@ -189,6 +117,7 @@ class Trainer:
         self.cfg = cfg
         self.num_classes = num_classes
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.checkpoints = Checkpointer(self.run_dir, keep=cfg.keep_checkpoints)
         self.progress = progress and distributed.is_main()  # several processes: one progress bar
         self.description = description
         self.device = torch.device(device or distributed.default_device())
@@ -227,115 +156,6 @@ class Trainer:
     def predict_proba(self, examples: Sequence[Example]) -> np.ndarray:
         logits = self.predict_logits(examples)
         return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
-
-    # -- checkpoints -------------------------------------------------------------------------
-    def _save_last(self, optimizer, scheduler, state: dict) -> None:
-        """Commit a resume checkpoint: ``state`` has ``epoch`` (the last finished one), ``global_step``
-        and, mid-epoch, ``in_epoch`` (the unfinished epoch's progress)."""
-        assert self.run_dir is not None
-        part = state.get("in_epoch")
-        tag = f"e{part['epoch']:03d}.s{state['global_step']:07d}" if part else f"e{int(state['epoch']):03d}"
-        model_file, optimizer_file = f"last_model.{tag}.safetensors", f"last_optimizer.{tag}.safetensors"
-        atomic_save_tensors(self.run_dir / model_file, trainable_state(self.model))
-        opt_tensors, opt_plain = optimizer_to_flat(optimizer.state_dict())
-        opt_tensors["__torch_rng__"] = torch.get_rng_state()
-        atomic_save_tensors(self.run_dir / optimizer_file, opt_tensors)
-        np_state = np.random.get_state()
-        state = dict(
-            state,
-            tag=tag,
-            model_file=model_file,
-            optimizer_file=optimizer_file,
-            optimizer=opt_plain,
-            scheduler=scheduler.state_dict(),
-            python_rng=list(_jsonable(random.getstate())),
-            numpy_rng=[np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        )
-        keep_older = self.cfg.keep_checkpoints - 1
-        if keep_older:
-            self._archive_current_state()
-        # the JSON goes last: its presence means the two tensor files it names are complete
-        atomic_write_json(self.run_dir / STATE_FILE, state)
-        keep = {model_file, optimizer_file, STATE_FILE}
-        for name, old in self._older_states()[:keep_older]:
-            keep |= {name, old["model_file"], old["optimizer_file"]}
-        clear_resume_state(self.run_dir, keep=keep)
-
-    def _archive_current_state(self) -> None:
-        """Before a new checkpoint is committed, keep the current one's state as ``last_state.TAG.json``."""
-        assert self.run_dir is not None
-        try:
-            data = json.loads((self.run_dir / STATE_FILE).read_text())
-            archive = self.run_dir / f"last_state.{_tag_of(data)}.json"
-        except (OSError, ValueError, KeyError):
-            return  # none yet, or unreadable: nothing worth keeping
-        if not archive.is_file():
-            atomic_write_json(archive, data)
-
-    def _older_states(self) -> list[tuple[str, dict]]:
-        """The kept states older than ``last_state.json`` (``last_state.TAG.json``), newest first."""
-        assert self.run_dir is not None
-        states = []
-        for p in self.run_dir.glob("last_state.e*.json"):
-            try:
-                data = json.loads(p.read_text())
-                states.append((_position(data), p.name, data))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-        return [(name, data) for _, name, data in sorted(states, key=lambda x: x[0], reverse=True)]
-
-    def _try_resume(self, optimizer, scheduler) -> dict | None:
-        if self.run_dir is None:
-            return None
-        if distributed.is_main():
-            remove_stale_temporaries(self.run_dir)
-        current = self.run_dir / STATE_FILE
-        candidates = [current] if current.is_file() else []
-        candidates += [self.run_dir / name for name, _ in self._older_states()]
-        if not candidates:
-            return None
-        failures = []
-        for path in candidates:
-            reading = path
-            try:
-                state = json.loads(path.read_text())
-                reading = self.run_dir / state["model_file"]
-                model_tensors = load_tensors(reading)
-                reading = self.run_dir / state["optimizer_file"]
-                opt_tensors = load_tensors(reading)
-                break
-            except Exception as exc:  # hand-edited, damaged or copied between machines: say which and what to do
-                failures.append(f"{reading.name}: {type(exc).__name__}: {exc}")
-        else:
-            raise EmovoxError(
-                f"{current}: cannot resume from this checkpoint ({'; '.join(failures)}); delete "
-                f"{self.run_dir} (or run with --fresh) to train this part again"
-            ) from None
-        if failures and distributed.is_main():  # an older kept checkpoint (keep_checkpoints > 1) becomes the newest
-            import warnings
-
-            from emovox.errors import EmovoxWarning
-
-            warnings.warn(
-                f"{self.run_dir}: the newest checkpoint cannot be read ({'; '.join(failures)}); resuming from the "
-                f"older kept checkpoint {_tag_of(state)} instead (the run still ends with the same numbers)",
-                EmovoxWarning,
-                stacklevel=2,
-            )
-            atomic_write_json(current, state)
-            keep = {STATE_FILE, state["model_file"], state["optimizer_file"]}
-            for name, old in self._older_states():
-                if _position(old) < _position(state):
-                    keep |= {name, old["model_file"], old["optimizer_file"]}
-            clear_resume_state(self.run_dir, keep=keep)
-        load_trainable_state(self.model, model_tensors)
-        torch.set_rng_state(opt_tensors.pop("__torch_rng__"))
-        optimizer.load_state_dict(optimizer_from_flat(opt_tensors, state["optimizer"]))
-        scheduler.load_state_dict(state["scheduler"])
-        random.setstate(_python_rng(state["python_rng"]))
-        kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
-        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-        return state
 
     def _param_groups(self) -> list[dict]:
         """Pretrained parameters at ``lr``; the freshly initialised parts at ``head_lr`` when set
@@ -382,7 +202,7 @@ class Trainer:
 
         result = FitResult()
         start_epoch, bad_epochs, global_step, partial = 1, 0, 0, None
-        resumed = self._try_resume(optimizer, scheduler)
+        resumed = self.checkpoints.resume(self.model, optimizer, scheduler)
         if resumed is not None:
             result.history = resumed["history"]
             result.best_epoch, result.best_valid_ua = resumed["best_epoch"], resumed["best_valid_ua"]
@@ -396,7 +216,7 @@ class Trainer:
             if resumed.get("finished"):
                 result.stopped_early = resumed.get("stopped_early", False)
                 self.tracker.resume(global_step)
-                self._load_best()
+                self.checkpoints.load_best(self.model)
                 return result
         self.tracker.resume(global_step)
 
@@ -406,7 +226,7 @@ class Trainer:
         if start_is_candidate and valid and resumed is None:
             result.start_valid = self._valid_scores(valid, valid_targets, loss_fn)
             result.best_valid_score, result.best_valid_ua = result.start_valid["score"], result.start_valid["ua"]
-            self._save_best()  # epoch 0
+            self.checkpoints.save_best(self.model)  # epoch 0
         finished_early = False
         # one bar over epochs (a frozen head's epoch takes milliseconds), batches nested below it
         epochs = progress_bar(
@@ -469,7 +289,7 @@ class Trainer:
                         state = {"epoch": epoch - 1, "global_step": global_step, "history": result.history, "in_epoch": progress}
                         state.update(best_epoch=result.best_epoch, best_valid_ua=result.best_valid_ua, bad_epochs=bad_epochs)
                         state.update(best_valid_score=result.best_valid_score, start_valid=result.start_valid)
-                        self._save_last(optimizer, scheduler, dict(state, finished=False, stopped_early=False))
+                        self.checkpoints.save(self.model, optimizer, scheduler, dict(state, finished=False, stopped_early=False))
             bar.close()
             total, count = distributed.sum_across([total, count])
 
@@ -497,14 +317,15 @@ class Trainer:
             self.tracker.log_epoch(global_step, record)
             if score > result.best_valid_score:
                 result.best_valid_score, result.best_valid_ua, result.best_epoch, bad_epochs = score, v_ua, epoch, 0
-                self._save_best()
+                self.checkpoints.save_best(self.model)
             else:
                 bad_epochs += 1
             finished_early = bad_epochs >= cfg.patience
             done = finished_early or epoch == cfg.max_epochs
             self.tracker.flush()
             if self.run_dir is not None and distributed.is_main():
-                self._save_last(
+                self.checkpoints.save(
+                    self.model,
                     optimizer,
                     scheduler,
                     {
@@ -529,7 +350,7 @@ class Trainer:
                 break
         epochs.close()
         result.stopped_early = finished_early
-        self._load_best()
+        self.checkpoints.load_best(self.model)
         return result
 
     def _schedule(self, train: Sequence[Example]):
@@ -555,63 +376,9 @@ class Trainer:
                "weighted_f1": float(m.weighted_f1)}
         return {**out, "score": out[self.cfg.select_on]}
 
-    def _save_best(self) -> None:
-        if self.run_dir is not None and not distributed.is_main():
-            pass  # the main process writes the checkpoint; this one reads it back after the epoch's barrier
-        elif self.run_dir is not None:
-            atomic_save_tensors(self.run_dir / "best_model.safetensors", trainable_state(self.model))
-        else:
-            self._best_in_memory = {k: v.detach().clone() for k, v in trainable_state(self.model).items()}
-
-    def _load_best(self) -> None:
-        if self.run_dir is not None and (self.run_dir / "best_model.safetensors").is_file():
-            load_trainable_state(self.model, load_tensors(self.run_dir / "best_model.safetensors"))
-        elif getattr(self, "_best_in_memory", None) is not None:
-            load_trainable_state(self.model, self._best_in_memory)
-
-
-def clear_resume_state(run_dir: Path, keep: set[str] | frozenset[str] = frozenset()) -> None:
-    """Delete the resume checkpoint files of ``run_dir`` (all but ``keep``): once a fold is
-    finished only its best weights matter, and each new epoch supersedes the previous one."""
-    run_dir = Path(run_dir)
-    for pattern in (*RESUME_GLOBS, STATE_FILE):
-        for p in run_dir.glob(pattern):
-            if p.name not in keep:
-                p.unlink(missing_ok=True)
-
-
 def _learning_rates(optimizer) -> dict[str, float]:
     """Each parameter group's current learning rate, by the group's ``name`` (its index when unnamed)."""
     return {str(g.get("name", i)): float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
-
-
-def _tag_of(state: dict) -> str:
-    """A checkpoint's tag (states written before tags were recorded: from the model file's name)."""
-    return state.get("tag") or state["model_file"][len("last_model.") : -len(".safetensors")]
-
-
-def _position(state: dict) -> tuple[int, int]:
-    """Order of checkpoints: optimizer steps done, then finished epochs."""
-    return int(state.get("global_step", 0)), int(state["epoch"])
-
-
-def _jsonable(state):
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _python_rng(data):
-    version, internal, gauss = data
-    return (version, tuple(internal), gauss)
-
-
-def set_threads(threads: int | None) -> None:
-    """Use every core we were given (2 here): torch defaults can under- or over-subscribe."""
-    import os
-
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, int(threads)))
 
 
 def linear_schedule(total_steps: int, warmup_ratio: float = 0.0):
