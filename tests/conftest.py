@@ -41,16 +41,25 @@ def pytest_xdist_auto_num_workers(config):
 #: Test modules that share a session fixture worth keeping on one pytest-xdist worker (the real Whisper-base
 #: features of ``emodb_small``, in ``emodb_whisper_cache``).
 XDIST_GROUPS = {"test_search_baseline.py": "emodb-whisper", "test_whisper_emodb.py": "emodb-whisper"}
+#: Modules of many independent tests whose module fixtures are cheap: dealt over this many groups (workers) instead
+#: of one (the tiny smoke run of every recipe: ~130 s of tests, its corpora built in a second per worker).
+XDIST_SPREAD = {"test_recipes_index.py": 2}
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``--dist loadgroup``, see pyproject.toml) each test module runs on one worker, so its
     module fixtures (a trained run, a server, a browser) are built once, and the modules of ``XDIST_GROUPS``
-    share a worker. Runs before xdist reads the marks; without xdist the mark means nothing."""
+    share a worker, and those of ``XDIST_SPREAD`` are dealt over several. Runs before xdist reads the marks; without
+    xdist the mark means nothing."""
+    dealt: dict[str, int] = {}
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(item.path.name, str(item.path.relative_to(REPO)))))
+            group = XDIST_GROUPS.get(item.path.name, str(item.path.relative_to(REPO)))
+            if item.path.name in XDIST_SPREAD:
+                k = dealt[group] = dealt.get(group, -1) + 1
+                group = f"{group}#{k % XDIST_SPREAD[item.path.name]}"
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)
