@@ -121,6 +121,8 @@ def tiny_model(section):
         out["layer_sets"] = _unique([_clamp(c) for c in out["layer_sets"]])
     if isinstance(out.get("layers"), list):
         out["layers"] = _unique(_clamp(out["layers"]))
+    if isinstance(out.get("C"), list):
+        out["C"] = out["C"][:2]  # a search over two values runs the search; the recipe's full grid is its cost, not its code
     if isinstance(out.get("top_layers"), int):
         out["top_layers"] = min(out["top_layers"], TINY_STATES - 1)
     if "backbone" in out:
