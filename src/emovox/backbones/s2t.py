@@ -6,6 +6,7 @@ import and most runs never need it.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers.models.speech_to_text.modeling_speech_to_text import (
     Speech2TextEncoder,
@@ -37,8 +38,14 @@ class Speech2TextBackbone(AudioBackbone):
                          min_samples=400)  # one 25 ms fbank window
 
     def preprocess(self, items: list) -> dict[str, torch.Tensor]:
+        # The extractor's per-utterance normalisation divides each fbank bin by its standard deviation over the
+        # clip, with no floor: a bin that is constant over the clip (a pure tone, digital silence in a band) gives
+        # 0 / 0. Mean-subtracted, such a bin is 0, which is what it becomes here instead of NaN.
         feats = [
-            self.feature_extractor(clip, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="np")["input_features"][0]
+            np.nan_to_num(
+                self.feature_extractor(clip, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="np")["input_features"][0],
+                nan=0.0, posinf=0.0, neginf=0.0,
+            )
             for clip in self._clips(items)
         ]
         features, mask = stack_time_major(feats)
