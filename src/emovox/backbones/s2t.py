@@ -41,9 +41,10 @@ class Speech2TextBackbone(AudioBackbone):
         # The extractor's per-utterance normalisation divides each fbank bin by its standard deviation over the
         # clip, with no floor: a bin that is constant over the clip (a pure tone, digital silence in a band) gives
         # 0 / 0. Mean-subtracted, such a bin is 0, which is what it becomes here instead of NaN.
+        extract = self.feature_extractor
         feats = [
             np.nan_to_num(
-                self.feature_extractor(clip, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="np")["input_features"][0],
+                extract(clip, sampling_rate=SAMPLE_RATE, padding="longest", return_tensors="np")["input_features"][0],
                 nan=0.0, posinf=0.0, neginf=0.0,
             )
             for clip in self._clips(items)
