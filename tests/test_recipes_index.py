@@ -65,6 +65,21 @@ def test_an_expected_figure_stands_where_the_index_says_it_is_recorded(entry):
 # --- the smoke run ----------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def figures_built_not_drawn(monkeypatch):
+    """The smoke runs build every figure of their reports (the plotting code runs) but do not rasterise them:
+    drawing PNGs was half of these runs' time, and tests/test_reporting.py checks the pictures."""
+    from emovox.evaluation import reporting
+
+    def save(fig, path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        return path
+
+    monkeypatch.setattr(reporting, "_save_figure", save)
+
+
 @pytest.fixture(scope="module")
 def tiny_corpora(tmp_path_factory) -> dict[str, Path]:
     """One small tree per corpus format, big enough for each recipe's protocol: EmoDB 4 speakers (strict
