@@ -44,6 +44,10 @@ XDIST_GROUPS = {"test_search_baseline.py": "emodb-whisper", "test_whisper_emodb.
 #: Modules of many independent tests whose module fixtures are cheap: dealt over this many groups (workers) instead
 #: of one (the tiny smoke run of every recipe: ~130 s of tests, its corpora built in a second per worker).
 XDIST_SPREAD = {"test_recipes_index.py": 2}
+#: The longest modules (30-90 s each on this machine), started first: a worker that takes one of them last keeps
+#: the other waiting at the end of the run (xdist hands out groups in collection order).
+LONG_FIRST = ("test_augment.py", "test_whisper_emodb.py", "test_search_baseline.py", "test_distributed.py",
+              "test_fold_jobs.py", "test_combine.py", "test_web_demo.py", "test_profiling.py")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -52,6 +56,8 @@ def pytest_collection_modifyitems(config, items):
     module fixtures (a trained run, a server, a browser) are built once, and the modules of ``XDIST_GROUPS``
     share a worker, and those of ``XDIST_SPREAD`` are dealt over several. Runs before xdist reads the marks; without
     xdist the mark means nothing."""
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its own order
     dealt: dict[str, int] = {}
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
