@@ -118,6 +118,7 @@ def test_without_the_train_extra_the_runtime_predicts_and_the_rest_says_what_to_
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.timeout(600)
 def test_serve_on_the_runtime_without_the_train_extra(audio_recognizer_dir, speechy, tmp_path):
     clip, _ = speechy
     port = free_port()
@@ -128,14 +129,14 @@ def test_serve_on_the_runtime_without_the_train_extra(audio_recognizer_dir, spee
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        # Wait for the server to answer or to die (its log says why); a server that never answers is caught by the
+        # test's timeout mark, not by a clock here: on a busy machine start-up time is not behaviour.
         while True:
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()
             try:
                 health = httpx.get(f"{base}/health", timeout=1)
                 break
             except httpx.TransportError:
-                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
                 time.sleep(0.1)
         assert health.json()["engine"] == "onnx" and httpx.get(f"{base}/labels").json()["engine"] == "onnx"
         r = httpx.post(f"{base}/predict", files={"audio": ("clip.wav", clip.read_bytes(), "audio/wav")})
