@@ -44,6 +44,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def file_problem(path: str | Path, digest: str) -> str | None:
+    """What is wrong with a file that should hash to ``digest``: ``"missing"``, ``"damaged"``, or None. Callers
+    (a recognizer directory, its runtime) word the error and its remedy themselves."""
+    if not Path(path).is_file():
+        return "missing"
+    return "damaged" if sha256_file(path) != digest else None
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emovox.atomic import sha256_file
+from emovox.atomic import file_problem
 from emovox.audio import MIN_SECONDS, SAMPLE_RATE
 from emovox.errors import RecognizerError
 from emovox.inference.activity import SpeechCheck, has_speech
@@ -249,9 +249,10 @@ def _verify(folder: Path, rel: str, manifest: dict) -> None:
     path = folder / rel
     if digest is None or "/" in rel or rel.startswith("."):
         raise RecognizerError(f"{folder / MANIFEST}: lists no checksum for {rel!r}; export the recognizer again")
-    if not path.is_file():
+    problem = file_problem(path, digest)
+    if problem == "missing":
         raise RecognizerError(f"{path}: missing; the runtime is incomplete (export the recognizer again)")
-    if sha256_file(path) != digest:
+    if problem == "damaged":
         raise RecognizerError(
             f"{path}: damaged or modified (its sha256 differs from the one recorded when it was exported); "
             "export the recognizer again"

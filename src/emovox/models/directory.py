@@ -24,7 +24,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from emovox.atomic import atomic_write_json, atomic_write_text, sha256_file
+from emovox.atomic import atomic_write_json, atomic_write_text, file_problem, sha256_file
 from emovox.audio import SAMPLE_RATE
 from emovox.errors import RecognizerError
 from emovox.models import registry
@@ -143,9 +143,10 @@ def verify(directory: Path, info: dict) -> None:
         path = Path(directory) / rel
         if ".." in Path(rel).parts or Path(rel).is_absolute():
             raise RecognizerError(f"{Path(directory) / META_FILE}: file entry {rel!r} points outside the directory")
-        if not path.is_file():
+        problem = file_problem(path, digest)
+        if problem == "missing":
             raise RecognizerError(f"{path}: missing; the recognizer directory is incomplete (copy it again)")
-        if sha256_file(path) != digest:
+        if problem == "damaged":
             raise RecognizerError(
                 f"{path}: damaged or modified (its sha256 differs from the one recorded when the recognizer was saved); "
                 "copy the directory again or retrain"
