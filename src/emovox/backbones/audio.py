@@ -58,6 +58,31 @@ SSL_MODEL_CLASSES: dict[str, str] = {
 # helpers
 
 
+
+def checked_clips(items: list, *, max_samples: int, min_samples: int, name: str) -> list[np.ndarray]:
+    """A backbone's input checked once for every audio family: a non-empty list of finite 1-D 16 kHz float32
+    arrays (tensors accepted), each cropped to ``max_samples`` and at least ``min_samples`` long, with an error
+    naming the item and what is wrong."""
+    if not isinstance(items, list) or not items:
+        raise BackboneError("audio preprocess takes a non-empty list of 1-D 16 kHz float arrays")
+    clips = []
+    for i, item in enumerate(items):
+        if isinstance(item, torch.Tensor):
+            item = item.detach().cpu().numpy()
+        if not isinstance(item, np.ndarray) or item.ndim != 1:
+            shape = getattr(item, "shape", type(item).__name__)
+            raise AudioError(f"audio item {i} must be a 1-D array of 16 kHz samples, got {shape}")
+        clip = np.asarray(item[:max_samples], dtype=np.float32)
+        if clip.size < min_samples:
+            raise AudioError(
+                f"audio item {i} has {item.size} samples ({item.size / SAMPLE_RATE * 1000:.1f} ms); "
+                f"'{name}' needs at least {min_samples} samples at 16 kHz"
+            )
+        if not np.isfinite(clip).all():
+            raise AudioError(f"audio item {i} holds NaN or infinite samples")
+        clips.append(clip)
+    return clips
+
 class PerClip(nn.Module):
     """Runs a length-dependent front end on each clip's real length, then zero-pads the outputs."""
 
@@ -172,25 +197,7 @@ class AudioBackbone(Backbone):
         return self.processor
 
     def _clips(self, items: list) -> list[np.ndarray]:
-        if not isinstance(items, list) or not items:
-            raise BackboneError("audio preprocess takes a non-empty list of 1-D 16 kHz float arrays")
-        clips = []
-        for i, item in enumerate(items):
-            if isinstance(item, torch.Tensor):
-                item = item.detach().cpu().numpy()
-            if not isinstance(item, np.ndarray) or item.ndim != 1:
-                shape = getattr(item, "shape", type(item).__name__)
-                raise AudioError(f"audio item {i} must be a 1-D array of 16 kHz samples, got {shape}")
-            clip = np.asarray(item[: self.max_samples], dtype=np.float32)
-            if clip.size < self.min_samples:
-                raise AudioError(
-                    f"audio item {i} has {item.size} samples ({item.size / SAMPLE_RATE * 1000:.1f} ms); "
-                    f"'{self.spec.name}' needs at least {self.min_samples} samples at 16 kHz"
-                )
-            if not np.isfinite(clip).all():
-                raise AudioError(f"audio item {i} holds NaN or infinite samples")
-            clips.append(clip)
-        return clips
+        return checked_clips(items, max_samples=self.max_samples, min_samples=self.min_samples, name=self.spec.name)
 
 
 # ---------------------------------------------------------------------------------------------

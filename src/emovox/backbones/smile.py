@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from emovox.audio import SAMPLE_RATE
+from emovox.backbones.audio import checked_clips
 from emovox.backbones.base import Backbone, Encoded
 from emovox.backbones.registry import EMOVOX_FILE, OPENSMILE_PREFIX, BackboneSpec
 from emovox.errors import AudioError, BackboneError, EmovoxWarning
@@ -175,20 +176,9 @@ class OpenSmileBackbone(Backbone):
 
     def preprocess(self, items: list) -> dict[str, torch.Tensor]:
         """``{"functionals": [B, D]}``: openSMILE on each clip (cropped to ``max_seconds``)."""
-        if not isinstance(items, list) or not items:
-            raise BackboneError("audio preprocess takes a non-empty list of 1-D 16 kHz float arrays")
         rows = []
-        for i, item in enumerate(items):
-            if isinstance(item, torch.Tensor):
-                item = item.detach().cpu().numpy()
-            if not isinstance(item, np.ndarray) or item.ndim != 1:
-                shape = getattr(item, "shape", type(item).__name__)
-                raise AudioError(f"audio item {i} must be a 1-D array of 16 kHz samples, got {shape}")
-            clip = item[: self.max_samples]
-            if clip.size < MIN_SAMPLES:
-                raise AudioError(f"audio item {i} has {clip.size} samples; openSMILE needs at least {MIN_SAMPLES} at 16 kHz")
-            if not np.isfinite(clip).all():
-                raise AudioError(f"audio item {i} holds NaN or infinite samples")
+        clips = checked_clips(items, max_samples=self.max_samples, min_samples=MIN_SAMPLES, name=f"{self.spec.name} (openSMILE)")
+        for i, clip in enumerate(clips):
             try:
                 rows.append(self.extractor(clip))
             except AudioError as exc:
