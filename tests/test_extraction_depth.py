@@ -94,11 +94,23 @@ def test_a_branch_reading_lower_layers_extracts_only_those(tmp_path):
     out = model.prepare(examples, cache=FeatureCache(tmp_path), progress=False)
     row = out[0].cached[model.branch.slot]
     assert tuple(row["pooled"].shape) == (2, model.branch.width)
-    # what the head reads from the cache equals what the whole backbone computes live
-    with torch.no_grad():
-        cached = model.branch(model.branch.collate(out))
-        live = model.branch(model.branch.collate(examples))
+    # what the head reads from the cache equals what the backbone computes live, and live (a recognizer predicting)
+    # runs only the one layer below state 1 too, not the layer above it nor the final norm
+    encoder = model.branch.backbone.model.encoder
+    ran = []
+    hooks = [layer.register_forward_hook(lambda *a, i=i: ran.append(i)) for i, layer in enumerate(encoder.layers)]
+    hooks.append(encoder.layer_norm.register_forward_hook(lambda *a: ran.append("norm")))
+    try:
+        with torch.no_grad():
+            cached = model.branch(model.branch.collate(out))
+            assert ran == []  # the cache serves it
+            live = model.branch(model.branch.collate(examples))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert ran == [0]
     torch.testing.assert_close(cached, live, atol=1e-5, rtol=0)
+    assert len(encoder.layers) == 2  # restored afterwards
 
 
 @pytest.mark.parametrize("name", FAMILIES[1:])

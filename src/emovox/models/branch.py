@@ -291,10 +291,13 @@ class Branch(nn.Module):
         return full
 
     def _live(self, inputs: dict) -> torch.Tensor:
-        """Run the backbone on preprocessed inputs: ``[P, L_selected, W]``."""
+        """Run the backbone on preprocessed inputs: ``[P, L_selected, W]``. A frozen branch stops the backbone
+        at the highest state it reads, as its extraction does (``extraction.pool_all_layers``): the layers above
+        change nothing it returns, and a recognizer reading Whisper-base's states 2-5 runs 5 of its 6 layers."""
         last_only = self.layer_index == [self.total_layers - 1]
         frozen = self.mode == "frozen"
-        with torch.no_grad() if frozen else contextlib.nullcontext():
+        stop = self.backbone.stop_after(self.top) if frozen and not last_only else contextlib.nullcontext()
+        with torch.no_grad() if frozen else contextlib.nullcontext(), stop:
             enc = self.backbone(inputs, all_layers=not last_only)
         hidden = enc.hidden
         if self.attention is not None:
