@@ -264,3 +264,41 @@ def test_evaluate_on_a_corpus_with_other_labels(pseudo_corpora, work) -> None:
     restricted = [max(answers, key=lambda a, p=p: p["probabilities"][a]) for p in rows]
     assert record["restricted"]["ua"] == pytest.approx(balanced_accuracy_score(true, restricted))
     assert "answers restricted to the 4 labels the corpus has (angry, fearful, neutral, sad): WA" in r.output
+
+
+def test_inner_corpora_holds_out_each_training_corpus_in_turn(pseudo_corpora, work, monkeypatch) -> None:
+    """``inner: corpora``: a leave-one-corpus-out fold chooses its head by how it carries from one training corpus to
+    the other (each inner group is exactly one training corpus, the test corpus in none), and says so; a training part
+    of one corpus holds out speaker groups instead; and the setting is refused where nothing cross-validates."""
+    import emovox.models.logistic as logistic
+
+    seen = []
+    real = logistic.fit_logistic
+
+    def spy(*args, **kwargs):
+        seen.append((list(kwargs["groups"]), kwargs["inner_groups"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(logistic, "fit_logistic", spy)
+    model = {"backbone": "wav2vec2-base", "tiny": True, "mode": "frozen", "head": "logistic", "C": [0.1, 1.0],
+             "select": "inner-logloss", "inner": "corpora"}
+    config = _config(work / "loco-inner.yaml", pseudo_corpora, "leave-one-corpus-out", work / "cache", baseline=False,
+                     model=model)  # fmt: skip
+    r = _cv(config, work / "runs" / "loco-inner")
+    assert len(seen) == 3
+    for fold, (groups, k) in zip(r["fold_names"], seen, strict=True):
+        training = sorted(set(pseudo_corpora) - {fold})
+        assert sorted(set(groups)) == training and k == 2
+        inner = logistic.speaker_groups(groups, k)  # what fit_logistic makes of them: one group per corpus
+        assert {c: set(inner[np.array(groups) == c]) for c in training} == {training[0]: {0}, training[1]: {1}}
+        done = json.loads((work / "runs" / "loco-inner" / f"fold_{r['fold_names'].index(fold) + 1}" / "done.json").read_text())
+        assert done["choices"]["inner"] == "corpora: " + ", ".join(training)
+    seen.clear()
+    one = _cv(config, work / "runs" / "from-beta-inner", "--set", "protocol=cross-corpus:beta")
+    assert one["fold_names"] == ["beta -> alpha+gamma"]
+    groups, k = seen[0]
+    assert k == 4 and {g.split("/")[0] for g in groups} == {"beta"} and len(set(groups)) >= 2  # beta's training speakers
+    done = json.loads((work / "runs" / "from-beta-inner" / "fold_1" / "done.json").read_text())
+    assert done["choices"]["inner"] == "speakers (one training corpus)"
+    bad = runner.invoke(app, ["cv", str(config), "--out", str(work / "runs" / "bad"), "--set", "model.select=valid-ua"])
+    assert bad.exit_code != 0 and "needs select: inner-logloss" in bad.output + str(bad.exception)
