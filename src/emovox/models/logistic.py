@@ -114,15 +114,6 @@ def _gram_basis(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return u[:, keep], np.sqrt(evals[keep])
 
 
-def _inner_spaces(gram: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row-space coordinates of the rows outside ``out`` (to fit) and inside it (to score), from the
-    Gram matrix of all rows alone: ``X_in V = U S`` and ``X_out V = G[out, in] U / S``. An inner
-    cross-validation then never touches the d feature columns again (one Gram per column set)."""
-    inside = ~out
-    u, s = _gram_basis(gram[np.ix_(inside, inside)])
-    return u * s, gram[np.ix_(out, inside)] @ (u / s)
-
-
 def _full_logits(model, x: np.ndarray, num_classes: int) -> np.ndarray:
     out = np.full((len(x), num_classes), -1e4)
     classes = [int(k) for k in model.classes_]
