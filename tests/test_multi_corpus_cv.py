@@ -203,11 +203,18 @@ def test_cross_corpus_and_one_matrix_from_several_runs(pseudo_corpora, work, loc
 
 def test_a_recognizer_of_several_corpora_cards_its_corpora_and_held_out_figures(pseudo_corpora, work, loco) -> None:
     _cv(work / "loco.yaml", work / "runs" / "loco-fold-1", "--set", "folds=[1]")  # one fold of it: not an evaluation
+    import os
+    import shutil
+
+    older = work / "runs" / "loco-older"  # an earlier finished run of the same protocol: the newest one is quoted
+    shutil.copytree(loco, older, dirs_exist_ok=True)
+    stamp = (loco / "results.json").stat().st_mtime - 3600
+    os.utime(older / "results.json", (stamp, stamp))
     out = work / "recognizer"
     r = runner.invoke(app, ["train", str(work / "loco.yaml"), "--out", str(out), "--quiet", "--runs-dir", str(work / "runs")])
     assert r.exit_code == 0, r.output
     assert f"model card quotes {loco / 'results.json'}" in r.output  # found: same corpora, labels and model
-    assert "loco-fold-1" not in r.output
+    assert "loco-fold-1" not in r.output and "loco-older" not in r.output
     info = json.loads((out / "emovox.json").read_text())
     assert info["training"]["corpus"] == list(pseudo_corpora.values())
     assert [c["name"] for c in info["training"]["corpora"]] == ["alpha", "beta", "gamma"]

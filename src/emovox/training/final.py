@@ -270,7 +270,8 @@ def evaluation_record(r: dict, path: Path) -> dict:
 def find_cv_runs(cfg: ExperimentConfig, corpus: Corpus, runs_dir: Path) -> list[Path]:
     """Finished cv runs under ``runs_dir`` of this recognizer's recipe: the same corpus (fingerprint: corpora,
     labels, ids) and the same model section, every fold of their protocol, whatever the protocol; corpus
-    protocols first."""
+    protocols first. Of several runs of one protocol (a rerun, a cold-cache timing run) the newest finished one is
+    quoted: a card holds one section per protocol (``--cv-results`` names others)."""
     want = json.loads(cfg.model.model_dump_json())
     found = []
     for path in sorted(Path(runs_dir).glob("*/results.json")):
@@ -286,8 +287,13 @@ def find_cv_runs(cfg: ExperimentConfig, corpus: Corpus, runs_dir: Path) -> list[
             and config.get("folds") is None  # every fold of its protocol, not a smoke test of one
             and not r.get("missing")
         ):
-            found.append(path)
-    return sorted(found, key=lambda p: not corpus_protocol(json.loads(p.read_text()).get("protocol", "")))
+            found.append((r.get("protocol", ""), path.stat().st_mtime, path))
+    newest: dict[str, tuple[float, Path]] = {}
+    for protocol, mtime, path in found:
+        if protocol not in newest or mtime > newest[protocol][0]:
+            newest[protocol] = (mtime, path)
+    kept = sorted(path for _, path in newest.values())
+    return sorted(kept, key=lambda p: not corpus_protocol(json.loads(p.read_text()).get("protocol", "")))
 
 
 @dataclass(frozen=True)
