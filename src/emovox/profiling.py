@@ -224,9 +224,10 @@ def state_dict_bytes(module: Any) -> int:
 
 
 def build_architecture(arch: Architecture, *, seconds: float | None = DEFAULT_SECONDS) -> tuple[Any, Any]:
-    """The profiled module of ``arch``, randomly initialised, in eval mode, and its config.
+    """The profiled module of ``arch``, its weights left uninitialised, in eval mode, and its config.
 
-    Called inside ``FakeTensorMode``, so the weights take no memory.
+    Called inside ``FakeTensorMode``, so the weights take no memory. Nothing reads their values (FLOPs and
+    sizes only), so transformers' weight initialisation is skipped: it was 30 % of profiling every backbone.
 
     Whisper's encoder only accepts inputs as long as its position table; as in the paper,
     the table is cut to the utterance (10 s = 500 positions) instead of padding to 30 s.
@@ -240,10 +241,25 @@ def build_architecture(arch: Architecture, *, seconds: float | None = DEFAULT_SE
     model_class = getattr(transformers, arch.model_class)
     use_sdpa = arch.attention == "sdpa" and getattr(model_class, "_supports_sdpa", False)
     config._attn_implementation = "sdpa" if use_sdpa else "eager"
-    model = model_class(config)
+    with _no_weight_init():
+        model = model_class(config)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()  # skipped with the initialisation; tied embeddings are one set of parameters
     for attribute in filter(None, arch.part.split(".")):
         model = getattr(model, attribute)
     return model.eval(), config
+
+
+def _no_weight_init() -> contextlib.AbstractContextManager:
+    """transformers' ``no_init_weights`` (``transformers.initialization`` from 5.0, ``modeling_utils`` before)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
 
 
 def _dummy_inputs(arch: Architecture, config: Any, *, tokens: int, seconds: float) -> dict[str, Any]:
