@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 
 from emovox.errors import ConfigError
-from emovox.models.logistic import Select
+from emovox.models.logistic import INNER_GROUPS, Select
 
 if TYPE_CHECKING:
     from emovox.models.base import ModelKind
@@ -112,10 +112,6 @@ def column_sets(layer_sets, parts: Sequence[tuple[Sequence[int], int]]) -> list[
     return out
 
 
-#: Speaker groups of an inner cross-validation (``emovox.models.logistic.speaker_groups``).
-INNER_SPEAKER_GROUPS = 4
-
-
 def inner_split(rows, inner: str) -> tuple[list[str], int, str]:
     """The inner cross-validation's group of every training row, how many groups, and what they are (for the record).
 
@@ -130,7 +126,7 @@ def inner_split(rows, inner: str) -> tuple[list[str], int, str]:
     if inner == "corpora" and len(corpora) >= 2 and all(e.corpus is not None for e in rows):
         return [e.corpus for e in rows], len(corpora), "corpora: " + ", ".join(corpora)
     said = "speakers" if inner == "speakers" else "speakers (one training corpus)"
-    return [e.speaker or e.id for e in rows], INNER_SPEAKER_GROUPS, said
+    return [e.speaker or e.id for e in rows], INNER_GROUPS, said
 
 
 def fit_head(model: ModelKind, branches: Sequence[Branch], train, valid, cfg, reduce: Callable[[dict], torch.Tensor],

@@ -45,6 +45,10 @@ DEFAULT_C = 0.02
 #: at 25 % less time; 1e-4 changed the C of three folds (measured, not shipped).
 INNER_TOL = 1e-5
 
+#: How many groups the training speakers are dealt into for ``inner-logloss`` (``speaker_groups``): steadier than
+#: one validation speaker on EmoDB and 3x cheaper than inner leave-one-speaker-out (module docstring).
+INNER_GROUPS = 4
+
 Select = Literal["valid-ua", "valid-weighted-f1", "valid-logloss", "inner-logloss"]
 
 
@@ -188,7 +192,7 @@ def fit_logistic(
     column_sets: Sequence[Sequence[int]] | None = None,
     select: Select = "valid-ua",
     refit: tuple[np.ndarray, Sequence[int]] | Callable[[int], tuple[np.ndarray, Sequence[int]]] | None = None,
-    inner_groups: int = 4,
+    inner_groups: int = INNER_GROUPS,
     tol: float = 1e-8,
     fallback_view: int | None = None,
 ) -> LogisticFit:

@@ -292,8 +292,8 @@ def find_cv_runs(cfg: ExperimentConfig, corpus: Corpus, runs_dir: Path) -> list[
     for protocol, mtime, path in found:
         if protocol not in newest or mtime > newest[protocol][0]:
             newest[protocol] = (mtime, path)
-    kept = sorted(path for _, path in newest.values())
-    return sorted(kept, key=lambda p: not corpus_protocol(json.loads(p.read_text()).get("protocol", "")))
+    kept = sorted((path, protocol) for protocol, (_, path) in newest.items())
+    return [path for path, protocol in sorted(kept, key=lambda pp: not corpus_protocol(pp[1]))]
 
 
 @dataclass(frozen=True)
